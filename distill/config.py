@@ -1,0 +1,131 @@
+"""Typed configuration: YAML file < CLI flags < `key=value` overrides, unknown keys rejected.
+
+Each stage owns a pydantic model (`generate.config.GenConfig`, `train.config.TrainConfig`, ...);
+this module only loads and merges. Secrets never live in a config: it names environment
+variables (`api_key_env`) instead, and `redact` removes anything that looks like a key anyway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from distill.errors import UserError
+
+M = TypeVar("M", bound=BaseModel)
+SECRET_WORDS = ("api_key", "token", "secret", "password")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing or malformed file is a user error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML ({exc.__class__.__name__}); fix its syntax") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn `a.b=1` strings into a nested dict; values are parsed as YAML scalars/lists."""
+    flat: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"override {pair!r} is not of the form key=value")
+        flat[key.strip()] = yaml.safe_load(raw) if raw else ""
+    return nest(flat)
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge `extra` into a copy of `base`; nested mappings merge, other values replace."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def check_keys(model: type[BaseModel], data: dict[str, Any], where: str) -> None:
+    """Reject keys the model does not define, naming the valid ones (recursing into sub-models)."""
+    fields = model.model_fields
+    for key, value in data.items():
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise UserError(f"unknown key '{where}{key}'; valid keys here: {valid}")
+        sub = fields[key].annotation
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            check_keys(sub, value, f"{where}{key}.")
+
+
+def build(model: type[M], data: dict[str, Any], where: str = "") -> M:
+    """Validate merged data into the model; pydantic errors become one-line user errors."""
+    check_keys(model, data, where)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"config value '{where}{loc}' is invalid: {first['msg']}") from exc
+
+
+def load_config(
+    model: type[M],
+    yaml_path: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    section: str | None = None,
+) -> M:
+    """Defaults < YAML file (or its `section`) < flags that were given < key=value overrides."""
+    data: dict[str, Any] = {}
+    if yaml_path:
+        data = read_yaml(yaml_path)
+        if section is not None:
+            data = data.get(section) or {}
+    given = {k: v for k, v in (flags or {}).items() if v is not None and v != ()}
+    data = deep_merge(data, nest(given))
+    data = deep_merge(data, parse_overrides(overrides or []))
+    return build(model, data)
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """`{"teacher.model": x}` -> `{"teacher": {"model": x}}` (dotted names reach sub-configs)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def redact(data: Any) -> Any:
+    """Copy of a config dict with secret-looking values replaced (names of env vars are kept)."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            secret = any(w in key.lower() for w in SECRET_WORDS) and not key.lower().endswith("_env")
+            out[key] = "***" if secret and value else redact(value)
+        return out
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
+
+
+def describe(model: type[BaseModel]) -> str:
+    """Help text listing every field with its default and description (for `--help-config`)."""
+    lines = []
+    for name, field in model.model_fields.items():
+        default = "" if field.is_required() else f" (default: {field.default!r})"
+        lines.append(f"  {name}{default}: {field.description or ''}")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""Dataset I/O: JSONL read/write (atomic), record validation, and export to common formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import schemas
+from distill.errors import UserError
+
+EXPORTS = ("alpaca", "sharegpt", "openai")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a file so that readers see either the old content or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    write_atomic(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | Path, schema: str | None = "record") -> list[dict]:
+    """Read a JSONL file; a malformed line or (with `schema`) an invalid record names its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; run `distill gen` first or point at a data directory")
+    rows = []
+    with path.open() as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number} is not valid JSON ({exc.msg}); fix or regenerate the file") from exc
+            problems = schemas.errors(schema, row) if schema else []
+            if problems:
+                raise UserError(f"{path}:{number} is not a valid {schema} record: {problems[0]}")
+            rows.append(row)
+    return rows
+
+
+def export(records: list[dict], fmt: str) -> list[dict]:
+    """Convert records to alpaca, sharegpt or openai chat fine-tuning rows."""
+    if fmt == "alpaca":
+        return [{"instruction": r["question"], "input": "", "output": r["messages"][-1]["content"]} for r in records]
+    if fmt == "sharegpt":
+        roles = {"user": "human", "assistant": "gpt", "system": "system"}
+        return [{"conversations": [{"from": roles[m["role"]], "value": m["content"]} for m in r["messages"]]} for r in records]
+    if fmt == "openai":
+        return [{"messages": r["messages"]} for r in records]
+    raise UserError(f"unknown export format '{fmt}'; use one of {', '.join(EXPORTS)}")
+
+
+def export_dir(data_dir: str | Path, formats: list[str]) -> list[Path]:
+    """Write `{split}.{fmt}.jsonl` beside train.jsonl/test.jsonl for every format."""
+    data_dir = Path(data_dir)
+    written = []
+    for split in ("train", "test"):
+        source = data_dir / f"{split}.jsonl"
+        if not source.exists():
+            continue
+        records = read_jsonl(source)
+        for fmt in formats:
+            target = data_dir / f"{split}.{fmt}.jsonl"
+            write_jsonl(target, export(records, fmt))
+            written.append(target)
+    return written

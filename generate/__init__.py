@@ -1,0 +1,1 @@
+"""Documents -> chunks -> teacher requests -> validated, curated QA records (`distill gen`)."""

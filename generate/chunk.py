@@ -1,0 +1,130 @@
+"""Token-aware chunking that prefers heading and paragraph boundaries.
+
+Every chunk is an exact slice `doc.text[start:end]`, so its offsets always point back into
+the document. Sizes are counted in tokens of the student tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from generate.ingest import Document
+
+PARAGRAPH = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")
+HEADING = re.compile(r"^(#{1,6} |\S.*\n[=-]{3,}$)", re.M)
+SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+
+
+class Tokenizer(Protocol):
+    def __call__(self, texts: list[str], **kwargs) -> dict: ...
+
+
+@dataclass(frozen=True)
+class Chunk:
+    doc: str
+    index: int
+    start: int
+    end: int
+    text: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.doc}#{self.index}"
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    tokens: int
+    heading: bool = False
+
+
+def chunk_documents(docs: list[Document], tokenizer, size: int, overlap: int) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    for doc in docs:
+        spans = _spans(doc.text, tokenizer, size)
+        for index, (start, end) in enumerate(_pack(spans, size, overlap)):
+            chunks.append(Chunk(doc.doc, index, start, end, doc.text[start:end]))
+    return chunks
+
+
+def _spans(text: str, tokenizer, size: int) -> list[Span]:
+    """Paragraph blocks (headings start their own block), with oversize blocks cut down to size."""
+    bounds = []
+    for match in PARAGRAPH.finditer(text):
+        cuts = [h.start() for h in HEADING.finditer(match.group())] + [len(match.group())]
+        prev = 0
+        for cut in cuts:
+            if cut > prev:
+                bounds.append((match.start() + prev, match.start() + cut))
+            prev = cut
+    counts = _count(tokenizer, [text[s:e] for s, e in bounds])
+    spans: list[Span] = []
+    for (start, end), tokens in zip(bounds, counts):
+        heading = bool(HEADING.match(text[start:end]))
+        if tokens <= size:
+            spans.append(Span(start, end, tokens, heading))
+        else:
+            spans += _cut(text, start, end, tokenizer, size)
+    return spans
+
+
+def _cut(text: str, start: int, end: int, tokenizer, size: int) -> list[Span]:
+    """Split one oversize block at sentence ends, and a still-oversize sentence by token offsets."""
+    pieces, prev = [], start
+    for match in SENTENCE_END.finditer(text, start, end):
+        pieces.append((prev, match.start()))
+        prev = match.end()
+    pieces.append((prev, end))
+    counts = _count(tokenizer, [text[s:e] for s, e in pieces])
+    out: list[Span] = []
+    for (s, e), tokens in zip(pieces, counts):
+        if tokens <= size:
+            out.append(Span(s, e, tokens))
+            continue
+        offsets = tokenizer([text[s:e]], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"][0]
+        for i in range(0, len(offsets), size):
+            window = offsets[i : i + size]
+            out.append(Span(s + window[0][0], s + window[-1][1], len(window)))
+    return out
+
+
+def _count(tokenizer, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _pack(spans: list[Span], size: int, overlap: int) -> list[tuple[int, int]]:
+    """Greedy packing; a heading past half a chunk starts a new one; trailing spans repeat as overlap."""
+    chunks: list[tuple[int, int]] = []
+    current: list[Span] = []
+    total = 0
+    for span in spans:
+        fits = total + span.tokens <= size
+        heading_break = span.heading and total >= size // 2
+        if current and (not fits or heading_break):
+            chunks.append((current[0].start, current[-1].end))
+            current = [] if heading_break else _tail(current, overlap)
+            total = sum(s.tokens for s in current)
+            if total + span.tokens > size:
+                current, total = [], 0
+        current.append(span)
+        total += span.tokens
+    if current:
+        chunks.append((current[0].start, current[-1].end))
+    return chunks
+
+
+def _tail(spans: list[Span], overlap: int) -> list[Span]:
+    kept: list[Span] = []
+    total = 0
+    for span in reversed(spans):
+        if total + span.tokens > overlap:
+            break
+        kept.insert(0, span)
+        total += span.tokens
+    return kept

@@ -1,0 +1,55 @@
+"""The typed configuration of `distill gen` (YAML, flags and key=value all land here)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill.models import EMBEDDED
+
+
+class TeacherConfig(BaseModel):
+    """Which LLM writes the data, and how it is asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "openai", "vllm"] = Field(
+        "local", description="local: in-process transformers + xgrammar (CPU or GPU); openai: any OpenAI-compatible server; vllm: in-process vLLM engine."
+    )
+    model: str = Field(EMBEDDED, description="Teacher model: 'embedded' (SmolLM2-135M-Instruct), a local path or a hub id; for openai, the served model name.")
+    base_url: list[str] = Field(default_factory=list, description="openai backend: one or several base URLs (requests are spread over them).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: name of the environment variable holding the API key (the key itself is never stored).")
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(768, ge=16, description="Most tokens the teacher may write for one request.")
+    batch_size: int = Field(16, ge=1, description="local/vllm backends: requests generated together in one batch.")
+    concurrency: int = Field(32, ge=1, description="openai backend: requests in flight at once.")
+    timeout_s: float = Field(300, gt=0, description="openai backend: seconds before a request is abandoned and retried.")
+    max_retries: int = Field(6, ge=0, description="openai backend: retries on 429, 5xx, timeouts and connection errors.")
+    repair_attempts: int = Field(1, ge=0, description="Times an output failing the schema is re-asked with the error shown.")
+    structured: bool = Field(True, description="Ask the backend for schema-constrained output where it supports it.")
+    seed: int | None = Field(0, description="Sampling seed (None: nondeterministic).")
+
+
+class GenConfig(BaseModel):
+    """Everything `distill gen` needs; see `distill gen --help` for the common flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[str] = Field(default_factory=list, description="Files, directories (recursive) or globs of .txt .md .html .htm .pdf .docx documents.")
+    out: str = Field("data", description="Output directory for train.jsonl, test.jsonl, rejects.jsonl, manifest.json and the request cache.")
+    task: str = Field("qa", description="Built-in task (qa, reasoning) or a name for a custom task given by prompt_file + schema_file.")
+    prompt_file: str | None = Field(None, description="Custom prompt template (Python format fields: {chunk}, {n}, {schema}).")
+    schema_file: str | None = Field(None, description="Custom JSON Schema of the teacher output (an object with a list 'items' of question/answer objects).")
+    pairs_per_chunk: int = Field(2, ge=1, le=20, description="QA items asked of the teacher for every chunk.")
+    tokenizer: str = Field(EMBEDDED, description="Tokenizer that measures chunk sizes: the student's ('embedded', path or hub id).")
+    chunk_tokens: int = Field(384, ge=32, description="Target chunk size in tokens of the student tokenizer.")
+    chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks of one document.")
+    max_chunks: int | None = Field(None, ge=1, description="Use at most this many chunks (a quick try).")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of items (split_by=item) or documents (split_by=document) held out in test.jsonl.")
+    split_by: Literal["item", "document"] = Field("item", description="item: closed-book knowledge, held-out items of training docs; document: open-book skill, unseen docs.")
+    near_dup_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity (MinHash of word 3-grams) above which two questions are near-duplicates.")
+    seed: int = Field(0, description="Seed of the split and of chunk sampling.")
+    export: list[Literal["alpaca", "sharegpt", "openai"]] = Field(default_factory=list, description="Extra formats written beside train/test.jsonl.")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher LLM.")

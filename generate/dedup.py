@@ -1,0 +1,44 @@
+"""Near-duplicate detection of short texts (questions) with MinHash LSH (datasketch).
+
+Why MinHash: questions are short, the corpus can be large, and LSH finds candidate pairs in
+about linear time without an embedding model (none can be fetched on an offline machine).
+Texts are shingled into character 5-grams of their normalized form, which catches reworded
+punctuation, casing and small edits ("What is X?" / "what is x").
+"""
+
+from __future__ import annotations
+
+from datasketch import MinHash, MinHashLSH
+
+from generate.validate import question_key
+
+NUM_PERM = 128
+SHINGLE = 5
+
+
+def signature(text: str) -> MinHash:
+    norm = question_key(text)
+    grams = {norm[i : i + SHINGLE] for i in range(max(1, len(norm) - SHINGLE + 1))}
+    sig = MinHash(num_perm=NUM_PERM, seed=1)
+    sig.update_batch([g.encode() for g in grams])
+    return sig
+
+
+class NearDuplicates:
+    """An index of texts; `match(text)` returns the keys of indexed texts at or above the threshold."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        self.sigs: dict[str, MinHash] = {}
+
+    def add(self, key: str, text: str) -> None:
+        if key in self.sigs:
+            return
+        sig = signature(text)
+        self.sigs[key] = sig
+        self.lsh.insert(key, sig)
+
+    def match(self, text: str) -> list[str]:
+        sig = signature(text)
+        return [k for k in self.lsh.query(sig) if self.sigs[k].jaccard(sig) >= self.threshold]

@@ -1,0 +1,35 @@
+"""Map validated teacher items to dataset records (schemas/record.schema.json)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from generate.chunk import Chunk
+
+
+def assistant_text(reasoning: str, answer: str) -> str:
+    return f"<think>\n{reasoning}\n</think>\n\n{answer}"
+
+
+def record_id(item: dict, chunk: Chunk) -> str:
+    blob = "\x1f".join([item["question"], item["answer"], chunk.doc, str(chunk.index)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_record(item: dict, chunk: Chunk, teacher: dict, task: str) -> dict:
+    """A record without its split (set when the split is decided)."""
+    return {
+        "id": record_id(item, chunk),
+        "question": item["question"],
+        "reasoning": item["reasoning"],
+        "answer": item["answer"],
+        "evidence": item["evidence"],
+        "context": chunk.text,
+        "messages": [
+            {"role": "user", "content": item["question"]},
+            {"role": "assistant", "content": assistant_text(item["reasoning"], item["answer"])},
+        ],
+        "source": {"doc": chunk.doc, "chunk": chunk.index, "start": chunk.start, "end": chunk.end},
+        "teacher": dict(teacher),
+        "task": task,
+    }

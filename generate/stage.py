@@ -1,0 +1,273 @@
+"""`distill gen` as one program: setup -> run -> save.
+
+setup: read documents, chunk them with the student tokenizer, build one teacher request per
+       chunk (keyed by a hash of everything that determines its answer).
+run:   answer from the cache what it holds, send the rest to the teacher, store every answer
+       the moment it arrives; outputs failing the schema are re-asked with the error shown.
+save:  validate items, drop duplicates, split, write train/test/rejects.jsonl and manifest.json
+       atomically (the manifest last). The outputs are always rebuilt from the cache, so a
+       rerun after SIGKILL loses nothing and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import schemas
+from distill.config import redact
+from distill.dataset import export_dir, write_json, write_jsonl
+from distill.errors import UserError
+from distill.models import resolve_model
+from distill.versions import versions
+from generate.cache import Cache
+from generate.chunk import Chunk, chunk_documents
+from generate.config import GenConfig
+from generate.ingest import Document, Skipped, discover, read_all
+from generate.progress import GenProgress
+from generate.records import make_record
+from generate.split import split
+from generate.tasks import Task, load_task
+from generate.teacher import Request, Response, make_teacher, request_key, sampling_params
+from generate.validate import grounded, parse_output, question_key
+
+REPAIRABLE = ("invalid_json", "schema")
+EST_TOKENS_PER_ITEM = {"qa": 120, "reasoning": 260}
+
+
+@dataclass
+class Plan:
+    out: Path
+    docs: list[Document]
+    skipped: list[Skipped]
+    chunks: list[Chunk]
+    task: Task
+    requests: list[Request]
+    origin: dict[str, Chunk]  # request key -> chunk
+
+
+@dataclass
+class Outcome:
+    """What the run produced, per original request, plus counters for the manifest."""
+
+    items: dict[str, list[dict]] = field(default_factory=dict)  # request key -> accepted items
+    rejects: list[dict] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    tokens: Counter = field(default_factory=Counter)
+    interrupted: bool = False
+
+
+def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -> dict:
+    started = time.time()
+    plan = setup(cfg, create_out=not dry_run)
+    if dry_run:
+        return dry_run_manifest(cfg, plan)
+    cache = Cache(plan.out / "cache.sqlite")
+    try:
+        outcome = run(cfg, plan, cache, show_progress)
+    finally:
+        cache.close()
+    return save(cfg, plan, outcome, started)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
+    if cfg.chunk_overlap * 2 > cfg.chunk_tokens:
+        raise UserError(f"chunk_overlap ({cfg.chunk_overlap}) must be at most half of chunk_tokens ({cfg.chunk_tokens})")
+    task = load_task(cfg.task, cfg.prompt_file, cfg.schema_file)
+    out = prepare_out(cfg.out) if create_out else Path(cfg.out)
+    docs, skipped = read_all(discover(cfg.inputs))
+    if not docs:
+        first = skipped[0]
+        raise UserError(f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); pass readable documents")
+    chunks = chunk_documents(docs, load_tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
+    if cfg.max_chunks and len(chunks) > cfg.max_chunks:
+        chunks = sorted(random.Random(cfg.seed).sample(chunks, cfg.max_chunks), key=lambda c: (c.doc, c.index))
+    requests, origin = [], {}
+    params = sampling_params(cfg.teacher)
+    for chunk in chunks:
+        messages = task.messages(chunk.text, cfg.pairs_per_chunk)
+        schema = task.request_schema(cfg.pairs_per_chunk, chunk.text if cfg.teacher.structured else None)
+        key = request_key(messages, schema, cfg.teacher.model, params)
+        requests.append(Request(key, messages, schema, cfg.teacher.max_new_tokens, chunk.key))
+        origin[key] = chunk
+    return Plan(out, docs, skipped, chunks, task, requests, origin)
+
+
+def prepare_out(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write to output directory {out} ({exc.strerror}); choose another --out") from exc
+    return out
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(name))
+
+
+# ---------------------------------------------------------------- run
+
+
+def run(cfg: GenConfig, plan: Plan, cache: Cache, show_progress: bool) -> Outcome:
+    keys = [r.key for r in plan.requests]
+    cached = cache.get_many(keys)
+    teacher = None
+    with GenProgress(len(keys), enabled=show_progress) as bar:
+        collector = Collector(cfg, plan, cache, bar)
+        collector.outcome.counts.update(requests=len(keys), cache_hits=len(cached))
+        for request in plan.requests:
+            collector.settle(request, request, 0, cached.get(request.key))
+        try:
+            while collector.queue:
+                teacher = teacher or make_teacher(cfg.teacher)
+                batch, collector.queue = collector.queue, []
+                by_key = {sent.key: (origin, sent, attempt) for origin, sent, attempt in batch}
+                for response in teacher.generate([sent for _, sent, _ in batch]):
+                    cache.put(response)
+                    collector.outcome.counts["sent"] += 1
+                    collector.settle(*by_key[response.key], response)
+        except KeyboardInterrupt:
+            collector.outcome.interrupted = True
+        finally:
+            if teacher is not None:
+                teacher.close()
+    return collector.outcome
+
+
+class Collector:
+    """Decides what each answer means: accepted items, a repair to send, or a rejection."""
+
+    def __init__(self, cfg: GenConfig, plan: Plan, cache: Cache, bar: GenProgress):
+        self.cfg, self.plan, self.cache, self.bar = cfg, plan, cache, bar
+        self.outcome = Outcome()
+        self.queue: list[tuple[Request, Request, int]] = []  # (origin, request to send, attempt)
+
+    def settle(self, origin: Request, sent: Request, attempt: int, response: Response | None) -> None:
+        if response is None:
+            self.queue.append((origin, sent, attempt))
+            return
+        out = self.outcome
+        out.tokens.update(prompt=response.prompt_tokens, completion=response.completion_tokens)
+        chunk = self.plan.origin[origin.key]
+        output, reason, detail = parse_output(response, self.plan.task.validator)
+        if output is None and reason in REPAIRABLE and attempt < self.cfg.teacher.repair_attempts:
+            repair = repair_request(sent, response.text, detail, self.cfg)
+            out.counts["repairs"] += 1
+            self.settle(origin, repair, attempt + 1, self.cache.get_many([repair.key]).get(repair.key))
+            return
+        if output is None:
+            out.rejects.append({"reason": reason, "detail": detail, "chunk": chunk.key, "output": response.text})
+            self.bar.advance(chunks=1, rejected=1, tokens=response.completion_tokens)
+            return
+        items = self.plan.task.items(output)
+        if response.reasoning and self.plan.task.name == "reasoning" and len(items) == 1:
+            items[0]["reasoning"] = response.reasoning.strip()
+        good = []
+        for item in items:
+            if item["evidence"] and not grounded(item["evidence"], chunk.text):
+                out.rejects.append({"reason": "ungrounded", "detail": "evidence is not a quote of the chunk", "chunk": chunk.key, "item": item})
+            else:
+                good.append(item)
+        out.items[origin.key] = good
+        self.bar.advance(chunks=1, accepted=len(good), rejected=len(items) - len(good), tokens=response.completion_tokens)
+
+
+def repair_request(sent: Request, bad_output: str, error: str, cfg: GenConfig) -> Request:
+    messages = sent.messages + [
+        {"role": "assistant", "content": bad_output},
+        {"role": "user", "content": f"That reply is not valid: {error}. Reply again with the corrected JSON only."},
+    ]
+    key = request_key(messages, sent.schema, cfg.teacher.model, sampling_params(cfg.teacher))
+    return Request(key, messages, sent.schema, sent.max_new_tokens, sent.chunk)
+
+
+# ---------------------------------------------------------------- save
+
+
+def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
+    teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
+    records, seen = [], {}
+    for request in plan.requests:
+        chunk = plan.origin[request.key]
+        for item in outcome.items.get(request.key, []):
+            qkey = question_key(item["question"])
+            if qkey in seen:
+                outcome.rejects.append({"reason": "duplicate", "detail": f"same question as {seen[qkey]}", "chunk": chunk.key, "item": item})
+                continue
+            record = make_record(item, chunk, teacher, plan.task.name)
+            seen[qkey] = record["id"]
+            records.append(record)
+    train, test, dropped = split(records, cfg.split_by, cfg.test_fraction, cfg.seed, cfg.near_dup_threshold)
+    for record in records:
+        problems = schemas.errors("record", {**record, "split": "train"})
+        if problems:  # a bug, not a user error: never write an invalid record
+            raise RuntimeError(f"record {record['id']} violates record.schema.json: {problems[0]}")
+    write_jsonl(plan.out / "train.jsonl", train)
+    write_jsonl(plan.out / "test.jsonl", test)
+    write_jsonl(plan.out / "rejects.jsonl", outcome.rejects)
+    export_dir(plan.out, cfg.export)
+    manifest = build_manifest(cfg, plan, outcome, started, len(train), len(test), dropped)
+    write_json(plan.out / "manifest.json", manifest)
+    return manifest
+
+
+def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dict:
+    rejected = Counter(r["reason"] for r in outcome.rejects)
+    counts = {
+        "files": len(plan.docs) + len(plan.skipped),
+        "docs": len(plan.docs),
+        "files_skipped": len(plan.skipped),
+        "chunks": len(plan.chunks),
+        **{k: outcome.counts.get(k, 0) for k in ("requests", "cache_hits", "sent", "repairs")},
+        "answered": len(outcome.items),
+        "accepted": n_train + n_test + dropped,
+        "train": n_train,
+        "test": n_test,
+        "deduplicated": rejected.get("duplicate", 0),
+        "test_near_duplicates_removed": dropped,
+    }
+    return {
+        "status": "interrupted" if outcome.interrupted else "complete",
+        "split_by": cfg.split_by,
+        "task": plan.task.name,
+        "counts": counts,
+        "rejected": dict(sorted(rejected.items())),
+        "skipped_files": [{"path": s.path, "reason": s.reason} for s in plan.skipped],
+        "tokens": {"prompt": outcome.tokens["prompt"], "completion": outcome.tokens["completion"]},
+        "wall_time_s": round(time.time() - started, 3),
+        "teacher": {"backend": cfg.teacher.backend, "model": cfg.teacher.model},
+        "config": redact(cfg.model_dump(mode="json")),
+        "schemas": {"task": schemas.digest(plan.task.schema), "record": schemas.digest(schemas.load("record"))},
+        "versions": versions(),
+        "files": {"train": "train.jsonl", "test": "test.jsonl", "rejects": "rejects.jsonl", "cache": "cache.sqlite"},
+    }
+
+
+def dry_run_manifest(cfg: GenConfig, plan: Plan) -> dict:
+    """Counts and a token estimate, without calling the teacher or writing anything."""
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    prompt_tokens = sum(len(tokenizer.apply_chat_template(r.messages, tokenize=True)) for r in plan.requests)
+    per_item = EST_TOKENS_PER_ITEM.get(plan.task.name, 200)
+    completion = len(plan.requests) * min(cfg.teacher.max_new_tokens, per_item * cfg.pairs_per_chunk)
+    return {
+        "status": "dry-run",
+        "split_by": cfg.split_by,
+        "task": plan.task.name,
+        "counts": {"docs": len(plan.docs), "files_skipped": len(plan.skipped), "chunks": len(plan.chunks), "requests": len(plan.requests)},
+        "skipped_files": [{"path": s.path, "reason": s.reason} for s in plan.skipped],
+        "tokens": {"prompt_estimate": prompt_tokens, "completion_estimate": completion},
+        "teacher": {"backend": cfg.teacher.backend, "model": cfg.teacher.model},
+        "config": redact(cfg.model_dump(mode="json")),
+    }

@@ -1,0 +1,48 @@
+"""Checks on teacher output: JSON, the task schema, grounding of the evidence, duplicates.
+
+Nothing is salvaged: an output either parses and validates, or it is rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+
+import jsonschema
+
+from generate.teacher import Response
+
+PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
+
+
+def parse_output(response: Response, validator: jsonschema.protocols.Validator) -> tuple[dict | None, str, str]:
+    """(output, reason, detail): output is None when rejected; reason is a short category."""
+    if response.error is not None:
+        return None, "failed_request", response.error
+    try:
+        output = json.loads(response.text)
+    except json.JSONDecodeError as exc:
+        reason = "truncated" if response.finish_reason == "length" else "invalid_json"
+        return None, reason, f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    error = jsonschema.exceptions.best_match(validator.iter_errors(output))
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "<root>"
+        return None, "schema", f"{where}: {error.message}"[:500]
+    return output, "", ""
+
+
+def normalize_space(text: str) -> str:
+    return " ".join(text.split())
+
+
+def grounded(evidence: str, chunk: str) -> bool:
+    """The evidence occurs verbatim in the chunk, up to whitespace."""
+    quote = normalize_space(evidence)
+    return bool(quote) and quote in normalize_space(chunk)
+
+
+def question_key(question: str) -> str:
+    """Key for exact-duplicate detection: case, accents' forms, punctuation and spacing ignored."""
+    text = unicodedata.normalize("NFKC", question).casefold()
+    return normalize_space(PUNCT.sub(" ", text))
