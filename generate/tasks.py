@@ -22,7 +22,7 @@ from distill.errors import UserError
 BUILTIN = ("qa", "reasoning")
 PROMPTS = Path(__file__).parent / "prompts"
 SYSTEM = "You are a careful domain expert who writes training data for a student model. You reply with JSON only."
-QUOTE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+QUOTE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 MAX_QUOTES = 48
 
 
@@ -70,10 +70,10 @@ class Task:
 
 
 def quotable_sentences(chunk: str) -> list[str]:
-    """Sentences of the chunk that make sensible evidence quotes (verbatim, 20-400 characters)."""
+    """Sentences of the chunk that make sensible evidence quotes (verbatim up to whitespace, 20-400 characters)."""
     seen: dict[str, None] = {}
     for piece in QUOTE_SPLIT.split(chunk):
-        piece = piece.strip()
+        piece = " ".join(piece.split())
         if 20 <= len(piece) <= 400 and '"""' not in piece:
             seen.setdefault(piece)
     return list(seen)[:MAX_QUOTES]
