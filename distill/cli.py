@@ -25,6 +25,21 @@ def cli() -> None:
     distill eval DATA --student DIR   student vs base vs teacher on held-out questions
     distill run PIPELINE.yaml         all stages from one file, resumable
     """
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (weight-loading bars, tokenizer notices) out of our output; errors still show."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 def _register() -> None:

@@ -22,6 +22,7 @@ class TeacherConfig(BaseModel):
     api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: name of the environment variable holding the API key (the key itself is never stored).")
     temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling threshold.")
+    repetition_penalty: float = Field(1.1, ge=1, le=2, description="local backend: penalty on tokens a row already generated (1 = off); curbs the loops of small teachers.")
     max_new_tokens: int = Field(768, ge=16, description="Most tokens the teacher may write for one request.")
     batch_size: int = Field(32, ge=1, description="local/vllm backends: rows decoded together (continuous batching keeps them full).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="local backend: weights dtype; auto = bfloat16 on GPUs and bf16-capable CPUs, else float32.")

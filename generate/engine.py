@@ -43,8 +43,9 @@ class Finished:
 class Engine:
     """Continuous batching for one model; `bitmask_fn(rows, logits)` applies grammar masks in place."""
 
-    def __init__(self, model, pad_id: int, stop_ids: list[int], batch_size: int, bitmask_fn: Callable | None = None):
+    def __init__(self, model, pad_id: int, stop_ids: list[int], batch_size: int, bitmask_fn: Callable | None = None, repetition_penalty: float = 1.0):
         self.model = model
+        self.repetition_penalty = repetition_penalty
         self.pad_id = pad_id
         self.stop_ids = set(stop_ids)
         self.batch_size = batch_size
@@ -120,6 +121,8 @@ class Engine:
         return _stack(cache, mask, new_cache, new_mask), _stack_masks(mask, new_mask), torch.cat([logits, new_logits])
 
     def _sample(self, live: list[Row], logits: torch.Tensor, temperature: float, top_p: float, gen) -> torch.Tensor:
+        if self.repetition_penalty != 1.0:
+            self._penalize(live, logits)
         if self.bitmask_fn is not None:
             self.bitmask_fn(live, logits)
         if temperature <= 0:
@@ -131,6 +134,16 @@ class Engine:
             sorted_probs[drop] = 0
             probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
         return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+    def _penalize(self, live: list[Row], logits: torch.Tensor) -> None:
+        """CTRL-style repetition penalty on the tokens each row has generated (small models loop without it)."""
+        p = self.repetition_penalty
+        for i, row in enumerate(live):
+            if row.tokens:
+                seen = torch.tensor(row.tokens).unique()
+                values = logits[i, seen]
+                logits[i, seen] = torch.where(values > 0, values / p, values * p)
 
 
 def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:

@@ -56,6 +56,7 @@ def sampling_params(cfg: TeacherConfig) -> dict:
     return {
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
+        "repetition_penalty": cfg.repetition_penalty,
         "max_new_tokens": cfg.max_new_tokens,
         "seed": cfg.seed,
         "structured": cfg.structured,

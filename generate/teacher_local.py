@@ -32,7 +32,7 @@ class LocalTeacher:
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(cfg.dtype, device)).to(device).eval()
         self.grammars = GrammarFactory(self.tokenizer, self.lm.config.vocab_size)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self.engine = Engine(self.lm, pad, self.grammars.stop_ids, cfg.batch_size, self.grammars.apply)
+        self.engine = Engine(self.lm, pad, self.grammars.stop_ids, cfg.batch_size, self.grammars.apply, cfg.repetition_penalty)
 
     def generate(self, requests: list[Request]) -> Iterator[Response]:
         rows = [Row(r, self._prompt_ids(r), r.max_new_tokens, self._matcher(r)) for r in requests]
