@@ -42,6 +42,7 @@ def split_overrides(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
 @click.option("--base-url", multiple=True, envvar="DISTILL_BASE_URL", help="OpenAI-compatible server URL (repeatable).")
 @click.option("--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY).")
 @click.option("--concurrency", type=int, help="openai backend: requests in flight.")
+@click.option("--min-score", type=click.IntRange(1, 5), help="Have the teacher judge every item (1-5); keep those scoring at least this.")
 @click.option("--export", "exports", multiple=True, type=click.Choice(EXPORTS), help="Also write this format (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show chunks, requests and a token estimate; call no teacher.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
