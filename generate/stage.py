@@ -236,7 +236,7 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
         "docs": len(plan.docs),
         "files_skipped": len(plan.skipped),
         "chunks": len(plan.chunks),
-        **{k: outcome.counts.get(k, 0) for k in ("requests", "cache_hits", "sent", "repairs", "failed_requests", "finish_length")},
+        **{k: outcome.counts.get(k, 0) for k in ("requests", "cache_hits", "sent", "repairs", "failed_requests", "finish_length", "judge_cache_hits", "judge_sent")},
         "answered": len(outcome.items),
         "accepted": n_train + n_test + dropped,
         "train": n_train,

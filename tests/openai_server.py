@@ -63,7 +63,7 @@ def good_output(body: dict) -> dict:
     items = []
     for i in range(n):
         quote = quotes[i % len(quotes)]
-        items.append({"question": f"Which statement says that {quote.rstrip('.')}?", "evidence": quote, "reasoning": "The passage states it.", "answer": quote})
+        items.append({"question": f"Which statement says that {quote.rstrip('.')}?", "evidence": quote, "reasoning": "Step 1: the passage states this word for word. Step 2: so it is the answer.", "answer": quote})
     return {"items": items}
 
 
