@@ -222,7 +222,8 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     write_jsonl(plan.out / "train.jsonl", train)
     write_jsonl(plan.out / "test.jsonl", test)
     write_jsonl(plan.out / "rejects.jsonl", outcome.rejects)
-    export_dir(plan.out, cfg.export)
+    if cfg.export:  # export_dir reads the files back: skip it when there is nothing to export
+        export_dir(plan.out, cfg.export)
     manifest = build_manifest(cfg, plan, outcome, started, len(train), len(test), dropped)
     manifest["coverage"] = coverage(plan, outcome, train + test, cfg.pairs_per_chunk, dropped)
     write_json(plan.out / "manifest.json", manifest)

@@ -136,6 +136,9 @@ def test_judge_drops_low_scores_and_its_answers_are_cached(docs, tmp_path):
         assert again["rejected"] == manifest["rejected"]
 
 
+BOILING = "What is the boiling point of pure water at sea level under standard atmospheric pressure?"
+
+
 def test_near_duplicate_questions_are_dropped():
     class Plan:  # the two fields drop_near_duplicates reads
         requests = [type("R", (), {"key": k}) for k in ("a", "b")]
@@ -145,11 +148,11 @@ def test_near_duplicate_questions_are_dropped():
         return {"question": question, "reasoning": "r", "answer": "x", "evidence": "e"}
 
     outcome = Outcome(items={
-        "a": [item("What is the boiling point of water at sea level?"), item("Who wrote the treaty of Brel?")],
-        "b": [item("What is the boiling point of water at sea level exactly?"), item("what is the boiling point of water at sea-level")],
+        "a": [item(BOILING), item("Who wrote the treaty of Brel?")],
+        "b": [item(BOILING.replace("is", "was", 1)), item(BOILING.lower().replace("sea level", "sea-level"))],
     })  # fmt: skip
     drop_near_duplicates(Plan, outcome, threshold=0.8)
-    assert [i["question"] for i in outcome.items["a"]] == ["What is the boiling point of water at sea level?", "Who wrote the treaty of Brel?"]
+    assert [i["question"] for i in outcome.items["a"]] == [BOILING, "Who wrote the treaty of Brel?"]
     assert outcome.items["b"] == []
     assert sorted(r["reason"] for r in outcome.rejects) == ["duplicate", "near_duplicate"]
 
