@@ -7,7 +7,8 @@ JSON (evidence taken from the schema's enum of the chunk's sentences). The same 
 by `generate.stage.setup`, are sent twice per round:
 - bare: one AsyncOpenAI client, `concurrency` workers, nothing else done with the answers;
 - distill: the gen stage after planning (send, cache, validate, curate, split, write files).
-It prints items/s of both, their ratio (target >= 0.9) and the CPU seconds per item of this
+It prints items/s of both, their ratio per round (the two runs of a round are back to back, so
+a busy machine slows both) and its median (target >= 0.9), and the CPU seconds per item of this
 process (all threads; the server's CPU is not counted).
 """
 
@@ -154,7 +155,8 @@ def main() -> None:
     median = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in rows.items()}
     for name, (rate, cpu) in median.items():
         print(f"{name:8s} {rate:8.0f} items/s  {cpu * 1e6:7.0f} us CPU/item (median of {args.rounds})")
-    print(f"ratio distill/bare: {median['distill'][0] / median['bare'][0]:.2f}")
+    paired = [d[0] / b[0] for b, d in zip(rows["bare"], rows["distill"])]
+    print(f"ratio distill/bare per round: {' '.join(f'{r:.2f}' for r in paired)}; median {statistics.median(paired):.2f}")
     server.terminate()
 
 

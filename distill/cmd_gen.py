@@ -80,6 +80,9 @@ def print_summary(manifest: dict, out: str) -> None:
     for key, value in manifest["tokens"].items():
         table.add_row(f"tokens: {key}", str(value))
     console.print(table)
+    coverage = manifest.get("coverage", {})
+    if coverage.get("chunks_without_items"):
+        console.print(f"[yellow]{coverage['chunks_without_items']} of {coverage['chunks']} chunks gave no item[/] (manifest.json: coverage)")
     for skipped in manifest["skipped_files"]:
         console.print(f"[yellow]skipped[/] {skipped['path']}: {skipped['reason']}")
     if manifest["status"] != "dry-run":

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from openai_server import FakeOpenAI, Reply, good_json, make_docs
 
+import schemas
 from distill.cli import main
 from generate.curate import drop_near_duplicates
 from generate.stage import Outcome
@@ -53,6 +54,7 @@ def test_gen_end_to_end_and_rerun_from_cache(docs, tmp_path, monkeypatch):
         code, manifest = gen(docs, out, server.url, "--api-key-env", "DISTILL_TEST_KEY", "--concurrency", "8")
         sent = sum(server.calls.values())
         assert code == 0 and manifest["status"] == "complete"
+        assert schemas.errors("manifest", manifest) == []
         counts = manifest["counts"]
         assert counts["requests"] == counts["chunks"] == sent == counts["sent"] and counts["cache_hits"] == 0
         assert set(manifest["rejected"]) <= {"duplicate"} and manifest["coverage"]["chunks_without_items"] == 0
