@@ -100,6 +100,10 @@ class OpenAITeacher:
         return clients
 
     async def _disconnect(self) -> None:
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:  # requests of an interrupted run
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         for client in getattr(self, "clients", []):
             await client.close()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -186,3 +188,19 @@ def test_hosted_api_without_key_is_a_user_error(monkeypatch):
     monkeypatch.delenv("DISTILL_TEST_KEY", raising=False)
     with pytest.raises(UserError, match=r"\$DISTILL_TEST_KEY is not set"):
         OpenAITeacher(TeacherConfig(backend="openai", model="gpt-4.1-mini", api_key_env="DISTILL_TEST_KEY"))
+
+
+def test_ctrl_c_stops_sending_and_closes_at_once():
+    slow = lambda call: Reply(good_json(call), delay=0.3)  # noqa: E731
+    with FakeOpenAI(slow) as server:
+        teacher = OpenAITeacher(config(server.url, concurrency=2))
+        threading.Timer(0.5, _thread.interrupt_main).start()
+        got = []
+        with pytest.raises(KeyboardInterrupt):
+            for response in teacher.generate([make_request(i % 8) for i in range(40)]):
+                got.append(response)
+        started = time.monotonic()
+        teacher.close()
+        assert time.monotonic() - started < 1
+        time.sleep(0.4)
+        assert 1 <= len(got) <= 4 and sum(server.calls.values()) <= 6  # nothing sent after the interrupt
