@@ -42,6 +42,7 @@ def split_overrides(args: tuple[str, ...]) -> tuple[list[str], list[str]]:
 @click.option("--base-url", multiple=True, envvar="DISTILL_BASE_URL", help="OpenAI-compatible server URL (repeatable).")
 @click.option("--api-key-env", help="Environment variable holding the API key (default OPENAI_API_KEY).")
 @click.option("--concurrency", type=int, help="openai backend: requests in flight.")
+@click.option("--min-score", type=click.IntRange(1, 5), help="Have the teacher judge every item (1-5); keep those scoring at least this.")
 @click.option("--export", "exports", multiple=True, type=click.Choice(EXPORTS), help="Also write this format (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show chunks, requests and a token estimate; call no teacher.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
@@ -79,6 +80,9 @@ def print_summary(manifest: dict, out: str) -> None:
     for key, value in manifest["tokens"].items():
         table.add_row(f"tokens: {key}", str(value))
     console.print(table)
+    coverage = manifest.get("coverage", {})
+    if coverage.get("chunks_without_items"):
+        console.print(f"[yellow]{coverage['chunks_without_items']} of {coverage['chunks']} chunks gave no item[/] (manifest.json: coverage)")
     for skipped in manifest["skipped_files"]:
         console.print(f"[yellow]skipped[/] {skipped['path']}: {skipped['reason']}")
     if manifest["status"] != "dry-run":

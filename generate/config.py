@@ -29,9 +29,13 @@ class TeacherConfig(BaseModel):
     concurrency: int = Field(32, ge=1, description="openai backend: requests in flight at once.")
     timeout_s: float = Field(300, gt=0, description="openai backend: seconds before a request is abandoned and retried.")
     max_retries: int = Field(6, ge=0, description="openai backend: retries on 429, 5xx, timeouts and connection errors.")
+    backoff_s: float = Field(0.5, gt=0, description="openai backend: wait before the first retry, in seconds; doubled at each retry, with jitter.")
+    backoff_max_s: float = Field(30, gt=0, description="openai backend: longest wait between two retries (a server's Retry-After is honoured up to 120 s).")
     repair_attempts: int = Field(1, ge=0, description="Times an output failing the schema is re-asked with the error shown.")
     structured: bool = Field(True, description="Ask the backend for schema-constrained output where it supports it.")
     seed: int | None = Field(0, description="Sampling seed (None: nondeterministic).")
+    extra_body: dict = Field(default_factory=dict, description="openai backend: extra request fields for the server, e.g. {chat_template_kwargs: {enable_thinking: true}} or {top_k: 20}.")
+    engine_args: dict = Field(default_factory=dict, description="vllm backend: keyword arguments of vllm.LLM, e.g. {tensor_parallel_size: 2, max_model_len: 8192, gpu_memory_utilization: 0.9}.")
 
 
 class GenConfig(BaseModel):
@@ -51,7 +55,8 @@ class GenConfig(BaseModel):
     max_chunks: int | None = Field(None, ge=1, description="Use at most this many chunks (a quick try).")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of items (split_by=item) or documents (split_by=document) held out in test.jsonl.")
     split_by: Literal["item", "document"] = Field("item", description="item: closed-book knowledge, held-out items of training docs; document: open-book skill, unseen docs.")
-    near_dup_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity (MinHash of word 3-grams) above which two questions are near-duplicates.")
+    near_dup_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity (MinHash of character 5-grams) at or above which two questions are near-duplicates: the later one is dropped, and so is a test item this close to a train item.")
+    min_score: int | None = Field(None, ge=1, le=5, description="Teacher as judge: score every accepted item 1-5 for faithfulness to its chunk and usefulness; keep items scoring at least this on both (None: no judging).")
     seed: int = Field(0, description="Seed of the split and of chunk sampling.")
     export: list[Literal["alpaca", "sharegpt", "openai"]] = Field(default_factory=list, description="Extra formats written beside train/test.jsonl.")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher LLM.")

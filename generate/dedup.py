@@ -8,18 +8,23 @@ punctuation, casing and small edits ("What is X?" / "what is x").
 
 from __future__ import annotations
 
+import zlib
+from functools import lru_cache
+
 from datasketch import MinHash, MinHashLSH
 
 from generate.validate import question_key
 
 NUM_PERM = 128
 SHINGLE = 5
+TEMPLATE = MinHash(num_perm=NUM_PERM, seed=1)  # permutations drawn once: drawing them per text cost ~0.7 ms
 
 
+@lru_cache(maxsize=1 << 14)  # a question is signed once though curation and the split both look it up
 def signature(text: str) -> MinHash:
     norm = question_key(text)
     grams = {norm[i : i + SHINGLE] for i in range(max(1, len(norm) - SHINGLE + 1))}
-    sig = MinHash(num_perm=NUM_PERM, seed=1)
+    sig = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32, permutations=TEMPLATE.permutations, scheme=TEMPLATE.scheme)
     sig.update_batch([g.encode() for g in grams])
     return sig
 

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class GenProgress:
     """Chunks done, items accepted/rejected, generated tokens/s, ETA. Silent when disabled."""
 
-    def __init__(self, total: int, enabled: bool = True):
+    def __init__(self, total: int, enabled: bool = True, label: str = "chunks"):
         self.enabled = enabled
         self.started = time.monotonic()
         self.tokens = 0
@@ -26,7 +26,7 @@ class GenProgress:
             disable=not enabled,
             transient=False,
         )
-        self.task = self.bar.add_task("chunks", total=total, accepted=0, rejected=0, rate=0.0)
+        self.task = self.bar.add_task(label, total=total, accepted=0, rejected=0, rate=0.0)
 
     def __enter__(self) -> "GenProgress":
         self.bar.start()

@@ -4,6 +4,7 @@ setup: read documents, chunk them with the student tokenizer, build one teacher 
        chunk (keyed by a hash of everything that determines its answer).
 run:   answer from the cache what it holds, send the rest to the teacher, store every answer
        the moment it arrives; outputs failing the schema are re-asked with the error shown.
+curate: drop near-duplicate questions, optionally have the teacher judge every item (curate.py).
 save:  validate items, drop duplicates, split, write train/test/rejects.jsonl and manifest.json
        atomically (the manifest last). The outputs are always rebuilt from the cache, so a
        rerun after SIGKILL loses nothing and duplicates nothing.
@@ -27,6 +28,7 @@ from distill.versions import versions
 from generate.cache import Cache
 from generate.chunk import Chunk, chunk_documents
 from generate.config import GenConfig
+from generate.curate import coverage, curate
 from generate.ingest import Document, Skipped, discover, read_all
 from generate.progress import GenProgress
 from generate.records import make_record
@@ -69,6 +71,7 @@ def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -
     cache = Cache(plan.out / "cache.sqlite")
     try:
         outcome = run(cfg, plan, cache, show_progress)
+        curate(cfg, plan, outcome, cache, show_progress)
     finally:
         cache.close()
     return save(cfg, plan, outcome, started)
@@ -162,6 +165,8 @@ class Collector:
         out.tokens.update(prompt=response.prompt_tokens, completion=response.completion_tokens)
         chunk = self.plan.origin[origin.key]
         output, reason, detail = parse_output(response, self.plan.task.validator)
+        out.counts["finish_length"] += response.finish_reason == "length"
+        out.counts["failed_requests"] += reason == "failed_request"
         if output is None and reason in REPAIRABLE and attempt < self.cfg.teacher.repair_attempts:
             repair = repair_request(sent, response.text, detail, self.cfg)
             out.counts["repairs"] += 1
@@ -217,8 +222,10 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     write_jsonl(plan.out / "train.jsonl", train)
     write_jsonl(plan.out / "test.jsonl", test)
     write_jsonl(plan.out / "rejects.jsonl", outcome.rejects)
-    export_dir(plan.out, cfg.export)
+    if cfg.export:  # export_dir reads the files back: skip it when there is nothing to export
+        export_dir(plan.out, cfg.export)
     manifest = build_manifest(cfg, plan, outcome, started, len(train), len(test), dropped)
+    manifest["coverage"] = coverage(plan, outcome, train + test, cfg.pairs_per_chunk, dropped)
     write_json(plan.out / "manifest.json", manifest)
     return manifest
 
@@ -230,12 +237,12 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
         "docs": len(plan.docs),
         "files_skipped": len(plan.skipped),
         "chunks": len(plan.chunks),
-        **{k: outcome.counts.get(k, 0) for k in ("requests", "cache_hits", "sent", "repairs")},
+        **{k: outcome.counts.get(k, 0) for k in ("requests", "cache_hits", "sent", "repairs", "failed_requests", "finish_length", "judge_cache_hits", "judge_sent")},
         "answered": len(outcome.items),
         "accepted": n_train + n_test + dropped,
         "train": n_train,
         "test": n_test,
-        "deduplicated": rejected.get("duplicate", 0),
+        "deduplicated": rejected.get("duplicate", 0) + rejected.get("near_duplicate", 0),
         "test_near_duplicates_removed": dropped,
     }
     return {

@@ -53,7 +53,7 @@ def request_key(messages: list[dict], schema: dict, model: str, params: dict) ->
 
 def sampling_params(cfg: TeacherConfig) -> dict:
     """The generation parameters that change an answer (and so belong in the cache key)."""
-    return {
+    params = {
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "repetition_penalty": cfg.repetition_penalty,
@@ -61,6 +61,9 @@ def sampling_params(cfg: TeacherConfig) -> dict:
         "seed": cfg.seed,
         "structured": cfg.structured,
     }
+    if cfg.extra_body:  # server-side options (e.g. thinking on/off) change answers; absent, keys stay as before
+        params["extra_body"] = cfg.extra_body
+    return params
 
 
 def make_teacher(cfg: TeacherConfig) -> Teacher:

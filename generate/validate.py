@@ -11,6 +11,7 @@ import unicodedata
 
 import jsonschema
 
+import schemas
 from generate.teacher import Response
 
 PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
@@ -25,6 +26,8 @@ def parse_output(response: Response, validator: jsonschema.protocols.Validator) 
     except json.JSONDecodeError as exc:
         reason = "truncated" if response.finish_reason == "length" else "invalid_json"
         return None, reason, f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    if schemas.passes(validator.schema, output):
+        return output, "", ""
     error = jsonschema.exceptions.best_match(validator.iter_errors(output))
     if error is not None:
         where = "/".join(map(str, error.absolute_path)) or "<root>"

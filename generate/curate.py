@@ -1,0 +1,171 @@
+"""Curation of accepted items, between the teacher run and the split.
+
+1. Near-duplicate questions are removed across the whole corpus (MinHash LSH over character
+   5-grams, `generate.dedup`): the first item, in corpus order, stays.
+2. Optionally (`min_score`), the teacher judges every remaining item 1-5 for faithfulness to
+   its chunk and usefulness; items scoring below `min_score` on either are dropped. Judge
+   requests go through the same cache as generation, so a rerun asks nothing twice.
+3. `coverage` reports, per chunk, what survived: chunks left without items and the items
+   lost at each stage (requests rejected, grounding, deduplication, judge, split).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+
+from generate.dedup import NearDuplicates
+from generate.progress import GenProgress
+from generate.teacher import Request, Response, make_teacher, request_key, sampling_params
+from generate.validate import parse_output, question_key
+
+JUDGE_SYSTEM = "You are a strict reviewer of training data. You reply with JSON only."
+JUDGE_TOKENS = 256
+SCORE = {"type": "integer", "enum": [1, 2, 3, 4, 5]}
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {"why": {"type": "string", "maxLength": 400}, "faithfulness": SCORE, "usefulness": SCORE},
+    "required": ["why", "faithfulness", "usefulness"],
+    "additionalProperties": False,
+}
+STAGES = {"grounding": ("ungrounded",), "dedup": ("duplicate", "near_duplicate"), "judge": ("low_score", "judge_invalid", "not_judged")}
+EMPTY_CHUNKS_LISTED = 100
+FIELD = re.compile(r"\{(chunk|question|evidence|reasoning|answer)\}")
+
+
+def curate(cfg, plan, outcome, cache_db, show_progress: bool) -> None:
+    """Dedup then judge, in place on `outcome` (items removed, rejects added with their reason)."""
+    drop_near_duplicates(plan, outcome, cfg.near_dup_threshold)
+    if cfg.min_score is not None and not outcome.interrupted:
+        judge(cfg, plan, outcome, cache_db, show_progress)
+
+
+# ---------------------------------------------------------------- near-duplicates
+
+
+def drop_near_duplicates(plan, outcome, threshold: float) -> None:
+    index, seen = NearDuplicates(threshold), {}
+    for request in plan.requests:
+        if request.key not in outcome.items:
+            continue
+        chunk, kept = plan.origin[request.key], []
+        for n, item in enumerate(outcome.items[request.key]):
+            matches = index.match(item["question"])
+            if matches:
+                other = seen[matches[0]]
+                reason = "duplicate" if question_key(other) == question_key(item["question"]) else "near_duplicate"
+                outcome.rejects.append({"reason": reason, "detail": f"like: {other}"[:300], "chunk": chunk.key, "item": item})
+                continue
+            key = f"{request.key}:{n}"
+            index.add(key, item["question"])
+            seen[key] = item["question"]
+            kept.append(item)
+        outcome.items[request.key] = kept
+
+
+# ---------------------------------------------------------------- judge
+
+
+@cache
+def judge_template() -> str:
+    return (Path(__file__).parent / "prompts" / "judge.txt").read_text()
+
+
+@cache
+def judge_validator() -> jsonschema.protocols.Validator:
+    return jsonschema.Draft202012Validator(JUDGE_SCHEMA)
+
+
+def judge_request(item: dict, chunk_text: str, teacher_cfg) -> Request:
+    fields = {"chunk": chunk_text, **item}
+    prompt = FIELD.sub(lambda m: fields[m.group(1)], judge_template())
+    messages = [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]
+    key = request_key(messages, JUDGE_SCHEMA, teacher_cfg.model, sampling_params(teacher_cfg))
+    return Request(key, messages, JUDGE_SCHEMA, min(JUDGE_TOKENS, teacher_cfg.max_new_tokens))
+
+
+def judge(cfg, plan, outcome, cache_db, show_progress: bool) -> None:
+    jobs = [
+        (request.key, item, judge_request(item, plan.origin[request.key].text, cfg.teacher))
+        for request in plan.requests
+        for item in outcome.items.get(request.key, [])
+    ]
+    answers = cache_db.get_many([job.key for *_, job in jobs])
+    outcome.counts["judge_cache_hits"] += len(answers)
+    missing = list({job.key: job for *_, job in jobs if job.key not in answers}.values())
+    if missing:
+        answers.update(ask(cfg, missing, cache_db, outcome, show_progress))
+    for origin in outcome.items:
+        outcome.items[origin] = []
+    for origin, item, job in jobs:
+        reason, detail = verdict(answers.get(job.key), cfg.min_score)
+        if reason:
+            outcome.rejects.append({"reason": reason, "detail": detail, "chunk": plan.origin[origin].key, "item": item})
+        else:
+            outcome.items[origin].append(item)
+
+
+def ask(cfg, requests: list[Request], cache_db, outcome, show_progress: bool) -> dict[str, Response]:
+    """Send judge requests, caching each answer as it arrives; Ctrl-C keeps what came back."""
+    answers, teacher = {}, None
+    with GenProgress(len(requests), enabled=show_progress, label="judge") as bar:
+        try:
+            teacher = make_teacher(cfg.teacher)
+            for response in teacher.generate(requests):
+                cache_db.put(response)
+                answers[response.key] = response
+                outcome.counts["judge_sent"] += 1
+                bar.advance(chunks=1, tokens=response.completion_tokens)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+        finally:
+            if teacher is not None:
+                teacher.close()
+    return answers
+
+
+def verdict(response: Response | None, min_score: int) -> tuple[str, str]:
+    """('', '') to keep the item, else (reason, detail)."""
+    if response is None or response.error is not None:
+        return "not_judged", (response.error if response else "no answer from the judge (interrupted)")
+    output, reason, detail = parse_output(response, judge_validator())
+    if output is None:
+        return "judge_invalid", f"{reason}: {detail}"
+    scores = f"faithfulness {output['faithfulness']}, usefulness {output['usefulness']}"
+    if min(output["faithfulness"], output["usefulness"]) < min_score:
+        return "low_score", f"{scores}: {output['why']}"[:400]
+    return "", ""
+
+
+# ---------------------------------------------------------------- coverage
+
+
+def coverage(plan, outcome, records: list[dict], pairs_per_chunk: int, split_dropped: int) -> dict:
+    """Per-chunk view of what survived: chunks without items, and items lost at each stage."""
+    written = Counter(f"{r['source']['doc']}#{r['source']['chunk']}" for r in records)
+    reasons: dict[str, Counter] = {}
+    for reject in outcome.rejects:
+        reasons.setdefault(reject["chunk"], Counter())[reject["reason"]] += 1
+    empty = [c.key for c in plan.chunks if not written[c.key]]
+    rejected = Counter(r["reason"] for r in outcome.rejects)
+    request_rejects = sum(1 for r in outcome.rejects if "item" not in r)
+    lost = {"request": request_rejects * pairs_per_chunk}
+    lost.update({stage: sum(rejected[r] for r in names) for stage, names in STAGES.items()})
+    lost["split"] = split_dropped
+    return {
+        "chunks": len(plan.chunks),
+        "chunks_with_items": len(plan.chunks) - len(empty),
+        "chunks_without_items": len(empty),
+        "items_per_chunk": dict(sorted(Counter(str(written[c.key]) for c in plan.chunks).items())),
+        "items_asked": len(plan.requests) * pairs_per_chunk,
+        "items_lost": lost,
+        "empty_chunks": [
+            {"chunk": key, "reason": reasons[key].most_common(1)[0][0] if key in reasons else "not_answered"}
+            for key in empty[:EMPTY_CHUNKS_LISTED]
+        ],
+    }
+
