@@ -22,6 +22,7 @@ from distill.errors import UserError
 BUILTIN = ("qa", "reasoning")
 PROMPTS = Path(__file__).parent / "prompts"
 SYSTEM = "You are a careful domain expert who writes training data for a student model. You reply with JSON only."
+FIELD = re.compile(r"\{(chunk|n|schema)\}")
 QUOTE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 MAX_QUOTES = 48
 
@@ -38,9 +39,7 @@ class Task:
 
     def messages(self, chunk: str, n: int) -> list[dict]:
         fields = {"chunk": chunk, "n": str(n), "schema": json.dumps(self.schema)}
-        prompt = self.template
-        for key, value in fields.items():
-            prompt = prompt.replace("{" + key + "}", value)
+        prompt = FIELD.sub(lambda match: fields[match.group(1)], self.template)  # one pass: the chunk's own braces stay
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
 
     def request_schema(self, n: int, chunk: str | None = None) -> dict:
