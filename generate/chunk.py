@@ -61,7 +61,7 @@ def _spans(text: str, tokenizer, size: int) -> list[Span]:
             if cut > prev:
                 bounds.append((match.start() + prev, match.start() + cut))
             prev = cut
-    counts = _count(tokenizer, [text[s:e] for s, e in bounds])
+    counts = _count(tokenizer, _with_gaps(text, bounds))
     spans: list[Span] = []
     for (start, end), tokens in zip(bounds, counts):
         heading = bool(HEADING.match(text[start:end]))
@@ -79,7 +79,7 @@ def _cut(text: str, start: int, end: int, tokenizer, size: int) -> list[Span]:
         pieces.append((prev, match.start()))
         prev = match.end()
     pieces.append((prev, end))
-    counts = _count(tokenizer, [text[s:e] for s, e in pieces])
+    counts = _count(tokenizer, _with_gaps(text, pieces))
     out: list[Span] = []
     for (s, e), tokens in zip(pieces, counts):
         if tokens <= size:
@@ -90,6 +90,12 @@ def _cut(text: str, start: int, end: int, tokenizer, size: int) -> list[Span]:
             window = offsets[i : i + size]
             out.append(Span(s + window[0][0], s + window[-1][1], len(window)))
     return out
+
+
+def _with_gaps(text: str, bounds: list[tuple[int, int]]) -> list[str]:
+    """Each piece with the whitespace before it: the separators inside a chunk cost tokens too
+    (counting a chunk's first piece with its gap over-counts a little, which keeps the budget)."""
+    return [text[(bounds[i - 1][1] if i else s) : e] for i, (s, e) in enumerate(bounds)]
 
 
 def _count(tokenizer, texts: list[str]) -> list[int]:
