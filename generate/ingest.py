@@ -98,9 +98,11 @@ def _html(markup: str) -> str:
     soup = BeautifulSoup(markup, "html.parser")
     for tag in soup(["script", "style", "nav", "header", "footer", "noscript"]):
         tag.decompose()
-    blocks = ("p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "tr", "section", "article", "br")
+    blocks = ("title", "p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "tr", "section", "article", "br")
     for tag in soup.find_all(blocks):
         tag.insert_after("\n\n")
+    for tag in soup.find_all(("td", "th")):  # cells of a row stay on one line, but apart
+        tag.insert_after(" ")
     lines = [" ".join(line.split()) for line in soup.get_text().split("\n\n")]
     return "\n\n".join(line for line in lines if line)
 
