@@ -24,8 +24,13 @@ def test_every_format_yields_its_text(tmp_path, fmt):
 def test_html_drops_markup_scripts_styles_and_navigation(tmp_path):
     text = read(write_every_format(tmp_path)["html"])
     assert "<p>" not in text and "SCRIPT_TEXT" not in text and "color: red" not in text and "NAV_TEXT" not in text
-    assert text.startswith("The Quillon bridge")
-    assert "\n\n" in text  # block elements become paragraph breaks, which chunking prefers
+    # the title and every block element become paragraphs of their own, which chunking prefers
+    assert text.split("\n\n") == ["The Quillon bridge", "The Quillon bridge", *FACTS["html"]]
+
+
+def test_html_tables_keep_cells_apart(tmp_path):
+    path = write_txt(tmp_path / "t.html", "<table><tr><th>Name</th><th>Height</th></tr><tr><td>Quillon</td><td>480 m</td></tr></table>")
+    assert read(path) == "Name Height\n\nQuillon 480 m"
 
 
 def test_docx_headings_become_markdown_headings(tmp_path):
