@@ -316,3 +316,49 @@ def test_cache_stores_answers_only(tmp_path):
     assert len(cache) == 1
     assert cache.get_many(["a", "b", "c"]) == {"a": Response("a", "{}", "r", "length", 3, 4, None, {"x": 1})}
     cache.close()
+
+
+def gen_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(["gen", *argv])
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out, captured.err
+
+
+def test_cli_shows_progress_and_a_summary_table(tmp_path, corpus, teacher_factory, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "500")  # rich wraps long paths at 80 columns otherwise
+    (corpus / "blob.txt").write_bytes(b"\x00" * 100)
+    teacher_factory(scripted_faults)
+    out = tmp_path / "out"
+    code, stdout, stderr = gen_cli([str(corpus), "--out", str(out), "chunk_tokens=96", "chunk_overlap=0", "teacher.repair_attempts=0"], capsys)
+    assert code == 0, stderr
+    assert "chunks" in stderr and f"{DOCS}/{DOCS}" in stderr  # the live bar, on stderr
+    assert "distill gen: complete" in stdout
+    for row in ("requests", "cache_hits", "rejected: ungrounded", "rejected: failed_request", "tokens: completion", "skipped"):
+        assert row in stdout, row
+    assert "binary content" in stdout and f"wrote {out}/train.jsonl" in stdout
+
+
+def test_cli_json_prints_the_manifest_and_quiet_prints_nothing(tmp_path, corpus, teacher_factory, capsys):
+    teacher_factory()
+    out = tmp_path / "out"
+    args = [str(corpus), "--out", str(out), "-n", "1", "--export", "alpaca", "--export", "openai", "chunk_tokens=96", "chunk_overlap=0"]
+    code, stdout, stderr = gen_cli([*args, "--json"], capsys)
+    assert code == 0 and stderr == ""
+    manifest = json.loads(stdout)
+    assert manifest == json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["pairs_per_chunk"] == 1 and manifest["config"]["export"] == ["alpaca", "openai"]
+    assert (out / "train.alpaca.jsonl").exists() and (out / "test.openai.jsonl").exists()
+    code, stdout, stderr = gen_cli([*args, "--quiet"], capsys)
+    assert (code, stdout, stderr) == (0, "", "")
+
+
+def test_cli_dry_run_writes_nothing(tmp_path, corpus, teacher_factory, capsys):
+    teacher = teacher_factory()
+    out = tmp_path / "out"
+    code, stdout, _ = gen_cli([str(corpus), "--out", str(out), "--dry-run", "--json"], capsys)
+    manifest = json.loads(stdout)
+    assert code == 0 and teacher.sent == [] and not out.exists()
+    assert manifest["status"] == "dry-run" and manifest["counts"]["requests"] == DOCS and manifest["tokens"]["prompt_estimate"] > 0
+    code, stdout, _ = gen_cli([str(corpus), "--out", str(out), "--dry-run"], capsys)
+    assert code == 0 and "distill gen: dry-run" in stdout and "prompt_estimate" in stdout and "wrote" not in stdout
