@@ -113,8 +113,10 @@ def _pack(spans: list[Span], size: int, overlap: int) -> list[tuple[int, int]]:
         fits = total + span.tokens <= size
         heading_break = span.heading and total >= size // 2
         if current and (not fits or heading_break):
+            last = current[-1]  # a heading never ends a chunk: it moves on with its section
+            carried = [current.pop()] if last.heading and len(current) > 1 and last.tokens + span.tokens <= size else []
             chunks.append((current[0].start, current[-1].end))
-            current = [] if heading_break else _tail(current, overlap)
+            current = carried or ([] if heading_break else _tail(current, overlap))
             total = sum(s.tokens for s in current)
             if total + span.tokens > size:
                 current, total = [], 0
