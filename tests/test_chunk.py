@@ -92,6 +92,17 @@ def test_headings_start_chunks(tokenizer):
     assert all(c.text.startswith("## Section ") for c in chunks)
 
 
+@pytest.mark.parametrize("overlap", [0, 30])
+def test_a_heading_never_ends_a_chunk(tokenizer, overlap):
+    # a short section, then a heading whose long paragraph does not fit beside it
+    text = "## One\n\n" + paragraph(1, 1) + "\n\n## Two\n\n" + paragraph(2, 4)
+    doc = Document("doc.md", text)
+    chunks = chunk_documents([doc], tokenizer, count_tokens(tokenizer, paragraph(2, 4)) + 10, overlap)
+    check_exact(doc, chunks)
+    assert [c.text.split("\n")[0] for c in chunks] == ["## One", "## Two"]
+    assert all(not c.text.endswith("## Two") for c in chunks)
+
+
 def test_setext_headings_count_as_headings(tokenizer):
     body = "\n\n".join(paragraph(i, 2) for i in range(2))
     text = "\n\n".join(f"Title {i}\n========\n\n{body}" for i in range(4))
