@@ -87,9 +87,10 @@ def _decode(raw: bytes) -> str:
     if b"\x00" in raw[:4096]:
         raise ValueError("binary content (NUL bytes)")
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"undecodable: not UTF-8 at byte {exc.start}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # Windows and old Mac line ends
 
 
 def _html(markup: str) -> str:
