@@ -47,6 +47,17 @@ def test_htm_and_markdown_suffixes_and_bom(tmp_path):
     assert read(md) == "A byte order mark is dropped."
 
 
+def test_windows_line_ends_become_newlines(tmp_path, tokenizer):
+    from generate.chunk import chunk_documents
+
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"Title\r\n=====\r\n\r\nFirst paragraph of the text.\r\n\r\nSecond paragraph.\r\n")
+    text = read(path)
+    assert text == "Title\n=====\n\nFirst paragraph of the text.\n\nSecond paragraph.\n"
+    (docs, _) = read_all([path])
+    assert all(not c.text.endswith("\r") for c in chunk_documents(docs, tokenizer, 8, 0))
+
+
 def test_directories_are_read_recursively_in_sorted_order(tmp_path):
     write_txt(tmp_path / "b.txt", "b")
     write_txt(tmp_path / "sub" / "deeper" / "a.md", "a")
