@@ -22,7 +22,7 @@ SECTIONS = {
     # "train": "train.config:TrainConfig",   # extension point: add stages as their configs land
     # "eval": "distill.eval_config:EvalConfig",
 }
-PIPELINE_KEYS = {"gen", "train", "eval", "run", "name", "out", "seed"}  # sections and top-level pipeline settings
+STAGES = ("gen", "train", "eval")  # sections a pipeline file (distill run) may hold
 
 
 def config_class(section: str):
@@ -43,15 +43,17 @@ def test_example_parses_into_its_config(path):
     data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict) and data, f"{path} must hold a mapping"
     stage = path.stem.split("_")[0].split("-")[0]
-    if stage in SECTIONS:  # a stage config file
+    if stage in STAGES:  # a stage config file: examples/gen.yaml, examples/train-lora.yaml, ...
+        if stage not in SECTIONS:
+            pytest.skip(f"no config class registered for '{stage}' yet: add it to SECTIONS in {Path(__file__).name}")
         config = load_config(config_class(stage), path)
         assert config.model_dump(exclude_unset=True), f"{path} sets no key"
         return
-    assert set(data) <= PIPELINE_KEYS | set(SECTIONS), f"{path}: not a stage config and has unknown sections {set(data) - PIPELINE_KEYS}"
-    checked = [section for section in SECTIONS if section in data]
-    assert checked, f"{path} has none of the sections {sorted(SECTIONS)}"
-    for section in checked:
-        load_config(config_class(section), path, section=section)
+    sections = [section for section in STAGES if section in data]
+    assert sections, f"{path} is neither a stage config (named after {STAGES}) nor a pipeline file with such sections"
+    for section in sections:
+        if section in SECTIONS:  # the other sections are checked once their stage is registered
+            load_config(config_class(section), path, section=section)
 
 
 def test_gen_example_sets_every_key_it_documents():
