@@ -15,6 +15,7 @@ from generate.ingest import Document
 PARAGRAPH = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")
 HEADING = re.compile(r"^(#{1,6} |\S.*\n[=-]{3,}$)", re.M)
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+WORD = re.compile(r"\S+")
 
 
 class Tokenizer(Protocol):
@@ -73,7 +74,7 @@ def _spans(text: str, tokenizer, size: int) -> list[Span]:
 
 
 def _cut(text: str, start: int, end: int, tokenizer, size: int) -> list[Span]:
-    """Split one oversize block at sentence ends, and a still-oversize sentence by token offsets."""
+    """Split one oversize block at sentence ends, and a still-oversize sentence into words."""
     pieces, prev = [], start
     for match in SENTENCE_END.finditer(text, start, end):
         pieces.append((prev, match.start()))
@@ -82,6 +83,15 @@ def _cut(text: str, start: int, end: int, tokenizer, size: int) -> list[Span]:
     counts = _count(tokenizer, _with_gaps(text, pieces))
     out: list[Span] = []
     for (s, e), tokens in zip(pieces, counts):
+        out += [Span(s, e, tokens)] if tokens <= size else _words(text, s, e, tokenizer, size)
+    return out
+
+
+def _words(text: str, start: int, end: int, tokenizer, size: int) -> list[Span]:
+    """Whole words (packing joins them again), and a word longer than the budget cut by token offsets."""
+    words = [match.span() for match in WORD.finditer(text, start, end)]
+    out: list[Span] = []
+    for (s, e), tokens in zip(words, _count(tokenizer, _with_gaps(text, words))):
         if tokens <= size:
             out.append(Span(s, e, tokens))
             continue
