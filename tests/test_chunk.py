@@ -124,14 +124,28 @@ def test_oversize_paragraph_is_cut_at_sentences(tokenizer):
     assert all(count_tokens(tokenizer, c.text) <= 48 for c in chunks)
 
 
-def test_oversize_sentence_is_cut_by_tokens(tokenizer):
+@pytest.mark.parametrize("overlap", [0, 8])
+def test_oversize_sentence_is_cut_between_words(tokenizer, overlap):
     run_on = " ".join(WORDS * 12)  # ~230 tokens, no sentence end, no newline
     doc = Document("doc.txt", run_on)
-    chunks = chunk_documents([doc], tokenizer, 40, 0)
-    check_exact(doc, chunks, stripped=False)  # token offsets may include the space before a word
+    chunks = chunk_documents([doc], tokenizer, 40, overlap)
+    check_exact(doc, chunks)
     assert covered(doc, chunks)
     assert len(chunks) >= count_tokens(tokenizer, run_on) // 40
     assert all(count_tokens(tokenizer, c.text) <= 40 for c in chunks)
+    for chunk in chunks:  # whole words only
+        assert chunk.start == 0 or run_on[chunk.start - 1] == " "
+        assert chunk.end == len(run_on) or run_on[chunk.end] == " "
+
+
+def test_a_word_longer_than_the_budget_is_cut_by_tokens(tokenizer):
+    blob = "x9Qz" * 150  # one "word" of ~300 tokens
+    doc = Document("doc.txt", f"Before the blob. {blob} After the blob.")
+    chunks = chunk_documents([doc], tokenizer, 40, 0)
+    check_exact(doc, chunks)
+    assert covered(doc, chunks)
+    assert "".join(c.text for c in chunks if c.text in blob) == blob
+    assert all(count_tokens(tokenizer, c.text) <= 41 for c in chunks)  # a cut inside a word may merge one token differently
 
 
 def test_every_document_keeps_its_id(tokenizer):
