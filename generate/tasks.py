@@ -22,9 +22,10 @@ from distill.errors import UserError
 BUILTIN = ("qa", "reasoning")
 PROMPTS = Path(__file__).parent / "prompts"
 SYSTEM = "You are a careful domain expert who writes training data for a student model. You reply with JSON only."
-FIELD = re.compile(r"\{(chunk|n|schema)\}")
 QUOTE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 MAX_QUOTES = 48
+
+FIELD = re.compile(r"\{(chunk|n|schema)\}")  # the template fields, filled in one pass
 
 
 @dataclass(frozen=True)
