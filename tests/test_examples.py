@@ -9,6 +9,7 @@ and every examples/<stage>*.yaml file.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -56,11 +57,14 @@ def test_example_parses_into_its_config(path):
             load_config(config_class(section), path, section=section)
 
 
-def test_gen_example_sets_every_key_it_documents():
+def test_gen_example_documents_every_key():
+    """Every GenConfig field appears in examples/gen.yaml, set or commented out (`# name: value`)."""
     from generate.config import GenConfig
 
-    data = yaml.safe_load((EXAMPLES / "gen.yaml").read_text())
-    assert set(data) == set(GenConfig.model_fields)
-    assert set(data["teacher"]) == set(GenConfig.model_fields["teacher"].annotation.model_fields)
+    text = (EXAMPLES / "gen.yaml").read_text()
+    mentioned = set(re.findall(r"^\s*#?\s*(\w+):", text, re.M))
+    teacher = GenConfig.model_fields["teacher"].annotation
+    missing = (set(GenConfig.model_fields) | set(teacher.model_fields)) - mentioned
+    assert not missing, f"examples/gen.yaml does not mention {sorted(missing)}"
     config = load_config(GenConfig, EXAMPLES / "gen.yaml")
     assert config.max_chunks == 12 and config.export == ["sharegpt"] and config.teacher.model == "embedded"
