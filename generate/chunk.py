@@ -15,6 +15,7 @@ from generate.ingest import Document
 PARAGRAPH = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")
 HEADING = re.compile(r"^(#{1,6} |\S.*\n[=-]{3,}$)", re.M)
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+WORD = re.compile(r"\S+")
 
 
 class Tokenizer(Protocol):
@@ -61,7 +62,7 @@ def _spans(text: str, tokenizer, size: int) -> list[Span]:
             if cut > prev:
                 bounds.append((match.start() + prev, match.start() + cut))
             prev = cut
-    counts = _count(tokenizer, [text[s:e] for s, e in bounds])
+    counts = _count(tokenizer, _with_gaps(text, bounds))
     spans: list[Span] = []
     for (start, end), tokens in zip(bounds, counts):
         heading = bool(HEADING.match(text[start:end]))
@@ -73,15 +74,24 @@ def _spans(text: str, tokenizer, size: int) -> list[Span]:
 
 
 def _cut(text: str, start: int, end: int, tokenizer, size: int) -> list[Span]:
-    """Split one oversize block at sentence ends, and a still-oversize sentence by token offsets."""
+    """Split one oversize block at sentence ends, and a still-oversize sentence into words."""
     pieces, prev = [], start
     for match in SENTENCE_END.finditer(text, start, end):
         pieces.append((prev, match.start()))
         prev = match.end()
     pieces.append((prev, end))
-    counts = _count(tokenizer, [text[s:e] for s, e in pieces])
+    counts = _count(tokenizer, _with_gaps(text, pieces))
     out: list[Span] = []
     for (s, e), tokens in zip(pieces, counts):
+        out += [Span(s, e, tokens)] if tokens <= size else _words(text, s, e, tokenizer, size)
+    return out
+
+
+def _words(text: str, start: int, end: int, tokenizer, size: int) -> list[Span]:
+    """Whole words (packing joins them again), and a word longer than the budget cut by token offsets."""
+    words = [match.span() for match in WORD.finditer(text, start, end)]
+    out: list[Span] = []
+    for (s, e), tokens in zip(words, _count(tokenizer, _with_gaps(text, words))):
         if tokens <= size:
             out.append(Span(s, e, tokens))
             continue
@@ -90,6 +100,12 @@ def _cut(text: str, start: int, end: int, tokenizer, size: int) -> list[Span]:
             window = offsets[i : i + size]
             out.append(Span(s + window[0][0], s + window[-1][1], len(window)))
     return out
+
+
+def _with_gaps(text: str, bounds: list[tuple[int, int]]) -> list[str]:
+    """Each piece with the whitespace before it: the separators inside a chunk cost tokens too
+    (counting a chunk's first piece with its gap over-counts a little, which keeps the budget)."""
+    return [text[(bounds[i - 1][1] if i else s) : e] for i, (s, e) in enumerate(bounds)]
 
 
 def _count(tokenizer, texts: list[str]) -> list[int]:
@@ -107,8 +123,10 @@ def _pack(spans: list[Span], size: int, overlap: int) -> list[tuple[int, int]]:
         fits = total + span.tokens <= size
         heading_break = span.heading and total >= size // 2
         if current and (not fits or heading_break):
+            last = current[-1]  # a heading never ends a chunk: it moves on with its section
+            carried = [current.pop()] if last.heading and len(current) > 1 and last.tokens + span.tokens <= size else []
             chunks.append((current[0].start, current[-1].end))
-            current = [] if heading_break else _tail(current, overlap)
+            current = carried or ([] if heading_break else _tail(current, overlap))
             total = sum(s.tokens for s in current)
             if total + span.tokens > size:
                 current, total = [], 0

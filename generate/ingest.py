@@ -87,9 +87,10 @@ def _decode(raw: bytes) -> str:
     if b"\x00" in raw[:4096]:
         raise ValueError("binary content (NUL bytes)")
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"undecodable: not UTF-8 at byte {exc.start}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # Windows and old Mac line ends
 
 
 def _html(markup: str) -> str:
@@ -98,9 +99,11 @@ def _html(markup: str) -> str:
     soup = BeautifulSoup(markup, "html.parser")
     for tag in soup(["script", "style", "nav", "header", "footer", "noscript"]):
         tag.decompose()
-    blocks = ("p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "tr", "section", "article", "br")
+    blocks = ("title", "p", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "tr", "section", "article", "br")
     for tag in soup.find_all(blocks):
         tag.insert_after("\n\n")
+    for tag in soup.find_all(("td", "th")):  # cells of a row stay on one line, but apart
+        tag.insert_after(" ")
     lines = [" ".join(line.split()) for line in soup.get_text().split("\n\n")]
     return "\n\n".join(line for line in lines if line)
 

@@ -265,7 +265,9 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
 def dry_run_manifest(cfg: GenConfig, plan: Plan) -> dict:
     """Counts and a token estimate, without calling the teacher or writing anything."""
     tokenizer = load_tokenizer(cfg.tokenizer)
-    prompt_tokens = sum(len(tokenizer.apply_chat_template(r.messages, tokenize=True)) for r in plan.requests)
+    # tokenize the rendered text: apply_chat_template(tokenize=True) returns a dict in transformers 5
+    prompts = [tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in plan.requests]
+    prompt_tokens = sum(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]) if prompts else 0
     per_item = EST_TOKENS_PER_ITEM.get(plan.task.name, 200)
     completion = len(plan.requests) * min(cfg.teacher.max_new_tokens, per_item * cfg.pairs_per_chunk)
     return {

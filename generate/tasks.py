@@ -25,6 +25,8 @@ SYSTEM = "You are a careful domain expert who writes training data for a student
 QUOTE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 MAX_QUOTES = 48
 
+FIELD = re.compile(r"\{(chunk|n|schema)\}")  # the template fields, filled in one pass
+
 
 @dataclass(frozen=True)
 class Task:
@@ -38,9 +40,7 @@ class Task:
 
     def messages(self, chunk: str, n: int) -> list[dict]:
         fields = {"chunk": chunk, "n": str(n), "schema": json.dumps(self.schema)}
-        prompt = self.template
-        for key, value in fields.items():
-            prompt = prompt.replace("{" + key + "}", value)
+        prompt = FIELD.sub(lambda match: fields[match.group(1)], self.template)  # one pass: the chunk's own braces stay
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
 
     def request_schema(self, n: int, chunk: str | None = None) -> dict:

@@ -1,0 +1,117 @@
+"""Ingest: every format, directories (recursive), globs; unreadable files skipped with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import FACTS, write_broken, write_every_format, write_md, write_txt
+from distill.errors import UserError
+from generate.ingest import discover, read, read_all
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("fmt", sorted(FACTS))
+def test_every_format_yields_its_text(tmp_path, fmt):
+    path = write_every_format(tmp_path)[fmt]
+    text = squash(read(path))
+    for fact in FACTS[fmt]:
+        assert fact in text
+
+
+def test_html_drops_markup_scripts_styles_and_navigation(tmp_path):
+    text = read(write_every_format(tmp_path)["html"])
+    assert "<p>" not in text and "SCRIPT_TEXT" not in text and "color: red" not in text and "NAV_TEXT" not in text
+    # the title and every block element become paragraphs of their own, which chunking prefers
+    assert text.split("\n\n") == ["The Quillon bridge", "The Quillon bridge", *FACTS["html"]]
+
+
+def test_html_tables_keep_cells_apart(tmp_path):
+    path = write_txt(tmp_path / "t.html", "<table><tr><th>Name</th><th>Height</th></tr><tr><td>Quillon</td><td>480 m</td></tr></table>")
+    assert read(path) == "Name Height\n\nQuillon 480 m"
+
+
+def test_docx_headings_become_markdown_headings(tmp_path):
+    text = read(write_every_format(tmp_path)["docx"])
+    assert text.splitlines()[0] == "## Amberley glassblowers"
+    assert text.split("\n\n")[1:] == FACTS["docx"]
+
+
+def test_htm_and_markdown_suffixes_and_bom(tmp_path):
+    htm = write_txt(tmp_path / "page.HTM", "<p>Upper-case suffix works too.</p>")
+    md = tmp_path / "notes.markdown"
+    md.write_bytes("\ufeffA byte order mark is dropped.".encode("utf-8"))
+    assert read(htm) == "Upper-case suffix works too."
+    assert read(md) == "A byte order mark is dropped."
+
+
+def test_windows_line_ends_become_newlines(tmp_path, tokenizer):
+    from generate.chunk import chunk_documents
+
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"Title\r\n=====\r\n\r\nFirst paragraph of the text.\r\n\r\nSecond paragraph.\r\n")
+    text = read(path)
+    assert text == "Title\n=====\n\nFirst paragraph of the text.\n\nSecond paragraph.\n"
+    (docs, _) = read_all([path])
+    assert all(not c.text.endswith("\r") for c in chunk_documents(docs, tokenizer, 8, 0))
+
+
+def test_directories_are_read_recursively_in_sorted_order(tmp_path):
+    write_txt(tmp_path / "b.txt", "b")
+    write_txt(tmp_path / "sub" / "deeper" / "a.md", "a")
+    write_txt(tmp_path / "sub" / "c.txt", "c")
+    write_txt(tmp_path / ".git" / "HEAD.txt", "hidden")
+    write_txt(tmp_path / "sub" / ".hidden.md", "hidden")
+    found = [p.relative_to(tmp_path).as_posix() for p in discover([str(tmp_path)])]
+    assert found == ["b.txt", "sub/c.txt", "sub/deeper/a.md"]
+
+
+def test_globs_and_duplicates(tmp_path):
+    write_txt(tmp_path / "one.md", "1")
+    write_txt(tmp_path / "two.md", "2")
+    write_txt(tmp_path / "three.txt", "3")
+    write_txt(tmp_path / "sub" / "four.txt", "4")
+    names = lambda paths: [p.name for p in paths]  # noqa: E731
+    assert names(discover([str(tmp_path / "*.md")])) == ["one.md", "two.md"]
+    assert names(discover([str(tmp_path / "**" / "*.txt")])) == ["four.txt", "three.txt"]  # sorted by path: sub/four.txt < three.txt
+    # a file named twice (directly and through a glob) is read once
+    assert names(discover([str(tmp_path / "one.md"), str(tmp_path / "*.md")])) == ["one.md", "two.md"]
+
+
+def test_unreadable_files_are_skipped_with_reasons(tmp_path):
+    good = write_md(tmp_path / "good.md", "Good", ["A readable paragraph of text."])
+    broken = write_broken(tmp_path / "broken")
+    docs, skipped = read_all(discover([str(tmp_path)]))
+    assert [d.doc for d in docs] == [str(good)]
+    reasons = {s.path: s.reason for s in skipped}
+    assert set(reasons) == {str(p) for p in broken.values()}
+    assert "binary" in reasons[str(broken["binary"])]
+    assert "empty" in reasons[str(broken["empty"])]
+    assert "not UTF-8" in reasons[str(broken["latin1"])]
+    assert "unsupported file type '.png'" in reasons[str(broken["unsupported"])]
+    assert reasons[str(broken["broken_pdf"])]  # pypdf's own complaint, whatever its words
+    assert all(len(r) <= 200 and "\n" not in r for r in reasons.values())
+
+
+def test_document_ids_and_digests(tmp_path):
+    paths = write_every_format(tmp_path)
+    docs, skipped = read_all(sorted(paths.values()))
+    assert not skipped
+    assert sorted(d.doc for d in docs) == sorted(str(p) for p in paths.values())
+    assert len({d.digest for d in docs}) == len(docs)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda tmp: [str(tmp / "missing.md")], "does not exist"),
+        (lambda tmp: [str(tmp / "nothing-*.md")], "does not exist"),
+        (lambda tmp: (tmp / "empty").mkdir() or [str(tmp / "empty")], "no files found"),
+        (lambda tmp: [], "no input documents"),
+    ],
+)
+def test_bad_inputs_are_user_errors(tmp_path, make, words):
+    with pytest.raises(UserError, match=words):
+        discover(make(tmp_path))

@@ -1,0 +1,101 @@
+"""Train/test split: deterministic by seed; item mode drops near-duplicate test questions;
+document mode keeps every document on one side."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from generate.dedup import NearDuplicates
+from generate.split import split
+
+TOPICS = [
+    "the boiling point of water at sea level", "the capital city of Norway", "the inventor of the telephone",
+    "the speed of light in a vacuum", "the largest planet of the solar system", "the author of Don Quixote",
+    "the chemical symbol of gold", "the year the Berlin wall fell", "the longest river of Africa",
+    "the number of bones in an adult human", "the melting point of iron", "the deepest ocean trench",
+    "the tallest mountain of Europe", "the currency of Japan", "the composer of the Four Seasons",
+    "the first element of the periodic table", "the hardest natural mineral", "the smallest prime number",
+    "the language spoken in Brazil", "the freezing point of mercury",
+]  # fmt: skip
+
+
+def record(question: str, doc: str, n: int = 0) -> dict:
+    rid = hashlib.sha256(f"{question}|{doc}|{n}".encode()).hexdigest()[:16]
+    return {"id": rid, "question": question, "source": {"doc": doc, "chunk": 0, "start": 0, "end": 1}}
+
+
+def distinct_records(docs: int = 5) -> list[dict]:
+    return [record(f"What is {topic}?", f"doc{i % docs}.md", i) for i, topic in enumerate(TOPICS)]
+
+
+def ids(rows) -> list[str]:
+    return [r["id"] for r in rows]
+
+
+@pytest.mark.parametrize("mode", ["item", "document"])
+def test_split_is_deterministic_by_seed(mode):
+    records = distinct_records()
+    first = split(records, mode, 0.25, 7, 0.8)
+    assert split(records, mode, 0.25, 7, 0.8) == first
+    assert set(ids(split(list(reversed(records)), mode, 0.25, 7, 0.8)[1])) == set(ids(first[1]))  # order does not matter
+    others = {tuple(sorted(ids(split(records, mode, 0.25, seed, 0.8)[1]))) for seed in range(8)}
+    assert len(others) > 1  # the seed matters
+
+
+def test_item_mode_holds_out_the_asked_fraction():
+    train, test, dropped = split(distinct_records(), "item", 0.25, 3, 0.8)
+    assert dropped == 0 and len(test) == 5 and len(train) == 15
+    assert {r["split"] for r in train} == {"train"} and {r["split"] for r in test} == {"test"}
+    assert set(ids(train)).isdisjoint(ids(test))
+    assert sorted(ids(train) + ids(test)) == sorted(ids(distinct_records()))
+
+
+def test_item_mode_removes_test_questions_that_nearly_duplicate_train_ones():
+    records = distinct_records()
+    # every question also exists in a near-duplicate form (case, punctuation, spacing, a typo)
+    twins = [record(f"what is {t.replace('the ', 'the  ', 1)} ?!", f"doc{i % 5}.md", 100 + i) for i, t in enumerate(TOPICS)]
+    twins[0] = record("What is the boiling point of water at sea levels?", "doc0.md", 100)
+    records += twins
+    train, test, dropped = split(records, "item", 0.3, 1, 0.8)
+    assert dropped > 0 and len(train) + len(test) + dropped == len(records)
+    check = NearDuplicates(0.8)
+    for r in train:
+        check.add(r["id"], r["question"])
+    assert all(not check.match(r["question"]) for r in test)
+    assert {r["split"] for r in test} <= {"test"}
+
+
+def test_item_mode_keeps_distinct_test_questions():
+    records = [record("What is the capital city of Norway?", "a.md", 0), record("What is the capital city of Peru?", "a.md", 1)]
+    train, test, dropped = split(records, "item", 0.5, 0, 0.8)
+    assert (len(train), len(test), dropped) == (1, 1, 0)
+
+
+def test_document_mode_never_shares_a_document():
+    records = distinct_records(docs=8)
+    train, test, dropped = split(records, "document", 0.25, 5, 0.8)
+    train_docs = {r["source"]["doc"] for r in train}
+    test_docs = {r["source"]["doc"] for r in test}
+    assert dropped == 0 and train_docs.isdisjoint(test_docs)
+    assert len(test_docs) == 2 and len(train_docs) == 6
+    assert len(train) + len(test) == len(records)
+
+
+@pytest.mark.parametrize("mode", ["item", "document"])
+def test_zero_fraction_or_single_unit_keeps_everything_in_train(mode):
+    records = distinct_records()
+    assert split(records, mode, 0.0, 0, 0.8)[1] == []
+    single = [record("What is one thing?", "only.md", 0)]
+    train, test, _ = split(single, mode, 0.5, 0, 0.8)
+    assert ids(train) == ids(single) and test == []
+
+
+def test_near_duplicate_index_threshold():
+    index = NearDuplicates(0.8)
+    index.add("a", "What is the capital city of Norway?")
+    index.add("a", "something else entirely")  # the first text of a key stays
+    assert index.match("what is the capital city of norway") == ["a"]
+    assert index.match("What is the capital city of Norway??") == ["a"]
+    assert index.match("Who painted the ceiling of the Sistine chapel?") == []
