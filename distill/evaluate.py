@@ -189,7 +189,7 @@ def judge_all(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, c
 def save(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, notes: dict, started: float) -> dict:
     write_jsonl(plan.out / "predictions.jsonl", prediction_rows(plan, runs, scores))
     metrics = summarize(cfg, plan, runs, scores, notes, started)
-    write_task(plan.out / "lm_eval", plan.records, plan.mode)
+    write_task(plan.out / "lm_eval", plan.records, plan.mode, cfg.max_new_tokens)
     metrics["files"] = write_report(plan.out, metrics, plan.records, runs, scores)
     metrics["files"].update(predictions="predictions.jsonl", metrics="metrics.json", lm_eval="lm_eval/distill_test.yaml")
     write_json(plan.out / "metrics.json", metrics)

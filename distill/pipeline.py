@@ -106,7 +106,15 @@ def stage_inputs(stage: str, cfg: BaseModel) -> dict:
     manifest = {"manifest": file_digest(Path(cfg.data) / "manifest.json")}
     if stage == "train":
         return manifest
-    return {**manifest, **{name: file_digest(Path(name) / "run.json") for name in cfg.students}}
+    return {**manifest, **{name: model_digest(Path(name)) for name in cfg.students}}
+
+
+def model_digest(folder: Path) -> str:
+    """A trained model's run.json; without one, the names, sizes and times of its files (cheap)."""
+    if (folder / "run.json").is_file() or not folder.is_dir():
+        return file_digest(folder / "run.json")
+    listing = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def fingerprint(stage: str, cfg: BaseModel) -> str:

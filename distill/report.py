@@ -91,7 +91,7 @@ def example_table(records: list[dict], runs: list, scores: dict, count: int) -> 
         return out
 
     best = list(reversed(order))[:count]
-    worst = [q for q in order[:count] if q not in best] if len(order) > count else []
+    worst = [q for q in order[:count] if q not in best]
     return rows(best), rows(worst)
 
 

@@ -161,3 +161,17 @@ def test_bad_input_is_one_line_error(world, tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "not a model directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_lm_eval_harness_loads_the_task(evaluated):
+    """Where lm-evaluation-harness is installed (extra `lmeval`), it reads the task and scores with distill's graders."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    cfg, metrics = evaluated
+    task = TaskManager(include_path=f"{cfg.out}/lm_eval").load_task_or_group(["distill_test"])["distill_test"]
+    docs = list(task.test_docs())
+    assert [d["answer"] for d in docs] == [a for _, a in QUESTIONS]
+    rows = [json.loads(line) for line in open(f"{cfg.out}/predictions.jsonl") if json.loads(line)["model"] == "teacher"]
+    for doc, row in zip(docs, rows):
+        assert task.process_results(doc, [row["output"]]) == {k: v for k, v in row["scores"].items() if k in task.aggregation()}
