@@ -2,7 +2,7 @@
 answered by `distill eval`'s generation path (distill.inference.generate_counted), batched
 against one question at a time. Both runs answer the same questions, greedy, same token limit.
 
-Run: .venv/bin/python bench/eval_throughput.py [--questions 16] [--max-new-tokens 64] [--batch-size 8]
+Run: .venv/bin/python bench/eval_throughput.py [--questions 16] [--max-new-tokens 64] [--batch-size 8] [--threads N]
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, tokenizer = load_model("embedded", device="cpu")
     conversations = [[{"role": "user", "content": q}] for q in (QUESTIONS * 4)[: args.questions]]
     generate_counted(model, tokenizer, conversations[:2], 4, 2)  # warm-up

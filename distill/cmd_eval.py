@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from rich.console import Console
@@ -14,7 +15,7 @@ from distill.report import perf_table, score_table
 
 
 @click.command("eval")
-@click.argument("args", nargs=-1)
+@click.argument("args", nargs=-1, metavar="DATA [KEY=VALUE]...")
 @click.option("-s", "--student", "students", multiple=True, help="Trained student: model dir (adapter or merged) or hub id (repeatable).")
 @click.option("-o", "--out", help="Output directory (report.md, report.html, metrics.json, predictions.jsonl).")
 @click.option("-c", "--config", "config_path", type=click.Path(), help="YAML file with EvalConfig keys.")
@@ -52,7 +53,7 @@ def eval_(args, students, config_path, backend, model, base_url, api_key_env, as
 
 def print_summary(metrics: dict, out: str) -> None:
     """The scores and speed tables, then where the report is."""
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # pipes and logs get the whole table
     for title, rows in ((f"distill eval ({metrics['mode']}, {metrics['questions']} questions)", score_table(metrics)), ("speed", perf_table(metrics))):
         table = Table(title=title)
         for column in rows[0]:

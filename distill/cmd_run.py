@@ -9,7 +9,7 @@ from distill.pipeline import STAGES, run_pipeline
 
 @click.command("run")
 @click.argument("pipeline", type=click.Path(dir_okay=False))
-@click.argument("overrides", nargs=-1)
+@click.argument("overrides", nargs=-1, metavar="[STAGE.KEY=VALUE]...")
 @click.option("--force", multiple=True, type=click.Choice(STAGES), help="Run this stage even if it is up to date (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no tables.")
 def run(pipeline, overrides, force, quiet):

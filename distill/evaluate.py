@@ -122,12 +122,12 @@ def answer(cfg: EvalConfig, plan: Plan, cache: Cache, console: Console) -> list[
     for run in plan.runs:
         with console.status(f"{run.label} ({run.name}) answers {len(conversations)} questions"):
             runs.append(answer_local(run, conversations, cfg.max_new_tokens, cfg.batch_size))
-        console.log(f"{run.label}: {run.perf()['wall_s']} s")
+        console.print(f"{run.label}: {run.perf()['wall_s']} s")
     if cfg.teacher is not None:
         with console.status(f"teacher ({cfg.teacher.backend}: {cfg.teacher.model}) answers"):
             teacher = answer_teacher(cfg.teacher, conversations, cfg.max_new_tokens, cfg.batch_size, cache)
         if teacher.status != "ok":
-            console.log(f"[yellow]teacher missing[/]: {teacher.reason}")
+            console.print(f"[yellow]teacher missing[/]: {teacher.reason}")
         runs.append(teacher)
     return runs
 

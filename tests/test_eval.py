@@ -169,9 +169,33 @@ def test_lm_eval_harness_loads_the_task(evaluated):
     from lm_eval.tasks import TaskManager
 
     cfg, metrics = evaluated
-    task = TaskManager(include_path=f"{cfg.out}/lm_eval").load_task_or_group(["distill_test"])["distill_test"]
+    manager = TaskManager(include_path=f"{cfg.out}/lm_eval")
+    loaded = manager.load(["distill_test"])["tasks"] if hasattr(manager, "load") else manager.load_task_or_group(["distill_test"])
+    task = loaded["distill_test"]
     docs = list(task.test_docs())
     assert [d["answer"] for d in docs] == [a for _, a in QUESTIONS]
     rows = [json.loads(line) for line in open(f"{cfg.out}/predictions.jsonl") if json.loads(line)["model"] == "teacher"]
     for doc, row in zip(docs, rows):
         assert task.process_results(doc, [row["output"]]) == {k: v for k, v in row["scores"].items() if k in task.aggregation()}
+
+
+@pytest.mark.slow
+def test_lm_eval_harness_agrees_with_distill_eval(world, tmp_path):
+    """The harness, run on the embedded model with the written task, gives distill eval's scores."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    from distill.models import resolve_model
+
+    cfg = small(world, "eval-harness", base="embedded", max_new_tokens=32, max_questions=4)
+    metrics = run_eval(cfg, show_progress=False)
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={resolve_model('embedded')},dtype=float32",
+        tasks=["distill_test"],
+        task_manager=TaskManager(include_path=f"{cfg.out}/lm_eval"),
+        apply_chat_template=True,
+        device="cpu",
+    )["results"]["distill_test"]
+    for metric in ("exact_match", "token_f1", "contains", "format"):
+        assert results[f"{metric},none"] == pytest.approx(metrics["models"]["base"]["metrics"][metric]["mean"])
