@@ -99,7 +99,8 @@ def base_of(students: list[str]) -> str | None:
             return json.loads(adapter.read_text()).get("base_model_name_or_path")
         if run.is_file():
             info = json.loads(run.read_text())
-            return info.get("base_model") or (info.get("config") or {}).get("model")
+            base = info.get("base_model") or (info.get("config") or {}).get("model")
+            return base.get("name") if isinstance(base, dict) else base
     return None
 
 

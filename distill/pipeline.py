@@ -136,6 +136,16 @@ def up_to_date(stage: str, cfg: BaseModel, digest: str) -> bool:
 # ---------------------------------------------------------------- running
 
 
+def train_run_flags(cfg: BaseModel) -> BaseModel:
+    """A stale train stage continues its own crashed run (resume) and replaces a finished run
+    that is out of date (overwrite: its config or its data changed)."""
+    fields = type(cfg).model_fields
+    update = {"resume": True} if "resume" in fields else {}
+    if "overwrite" in fields and Path(cfg.out, MAIN_OUTPUT["train"]).exists():
+        update["overwrite"] = True
+    return cfg.model_copy(update=update)
+
+
 def run_stage(stage: str, cfg: BaseModel, show_progress: bool) -> dict:
     if stage == "gen":
         from generate.stage import run_gen
@@ -162,8 +172,8 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None, force: tu
             done[stage] = {"status": "skipped", "result": json.loads((Path(cfg.out) / MAIN_OUTPUT[stage]).read_text())}
             continue
         stamp_path(cfg).unlink(missing_ok=True)
-        if stage == "train" and "overwrite" in type(cfg).model_fields and Path(cfg.out, MAIN_OUTPUT["train"]).exists():
-            cfg = cfg.model_copy(update={"overwrite": True})  # a finished run of an older config: replace it
+        if stage == "train":
+            cfg = train_run_flags(cfg)
         log(f"{stage}: running")
         started = time.time()
         result = run_stage(stage, cfg, show_progress)

@@ -5,10 +5,12 @@ The gen stage runs for real, but its teacher's answers are put in its request ca
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from distill.cli import main
 from distill.errors import UserError
@@ -18,7 +20,7 @@ from generate.config import GenConfig
 from generate.stage import setup
 from generate.teacher import Response
 from generate.validate import normalize_space
-from tiny_models import one_thread, tiny_model
+from tiny_models import one_thread, tiny_adapter, tiny_model
 
 DOCS = {
     "loops.md": "# Loops\n\nThe while statement repeats a block as long as its condition is true. " * 3,
@@ -122,3 +124,48 @@ def test_bad_pipeline_file(tmp_path, capsys, content, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(path)])
     assert exit_info.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+class FakeTrainConfig(BaseModel):
+    """The train stage's interface as the pipeline sees it (train/ ships separately)."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: str = "data"
+    out: str = "student"
+    model: str = "embedded"
+    max_steps: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+
+
+def test_train_is_wired_between_gen_and_eval(pipeline, monkeypatch, capsys):
+    """gen.out -> train.data, train.out -> eval's student, train.model -> eval's base; a rerun skips all three."""
+    path, root = pipeline
+    calls = []
+
+    def run_sft(cfg, show_progress=True):
+        calls.append(cfg)
+        tiny_adapter(Path(cfg.out), Path(cfg.model))
+        record = {"status": "done", "base_model": {"name": cfg.model, "path": cfg.model}, "config": cfg.model_dump()}
+        (Path(cfg.out) / "run.json").write_text(json.dumps(record))
+        return record
+
+    monkeypatch.setattr("distill.pipeline.train_classes", lambda: (FakeTrainConfig, run_sft))
+    config = yaml.safe_load(path.read_text())
+    config["train"] = {"out": str(root / "student-sft"), "model": config["eval"].pop("base"), "max_steps": 2}
+    path.write_text(yaml.safe_dump(config))
+    for _ in range(2):
+        with pytest.raises(SystemExit) as done:
+            main(["run", str(path)])
+        assert done.value.code == 0
+    assert len(calls) == 1 and calls[0].data == str(root / "data") and calls[0].resume and not calls[0].overwrite
+    assert "train: up to date, skipped" in capsys.readouterr().err
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert list(metrics["models"]) == ["base", "student-sft"]
+    assert metrics["models"]["base"]["name"] == config["train"]["model"]
+
+    with pytest.raises(SystemExit):  # a changed train key: the finished run is replaced, eval reruns
+        main(["run", str(path), "train.max_steps=3"])
+    assert len(calls) == 2 and calls[1].overwrite and calls[1].max_steps == 3
+    err = capsys.readouterr().err
+    assert "gen: up to date, skipped" in err and "train: running" in err and "eval: running" in err
