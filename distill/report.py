@@ -52,7 +52,8 @@ def score_table(metrics: dict) -> list[list[str]]:
         if entry["status"] != "ok":
             rows.append([label, entry["role"]] + [f"missing: {entry['reason']}"] + [""] * (len(names) - 1))
             continue
-        rows.append([label, entry["role"]] + [fmt(entry["metrics"].get(m)) for m in names])
+        role = f"{entry['role']} (*)" if entry.get("note") else entry["role"]
+        rows.append([label, role] + [fmt(entry["metrics"].get(m)) for m in names])
     return rows
 
 
@@ -156,7 +157,7 @@ def notes(metrics: dict) -> list[str]:
         if entry["status"] != "ok":
             lines.append(f"{label} ({entry['name']}) is missing: {entry['reason']}")
         if entry.get("note"):
-            lines.append(f"{label}: {entry['note']}")
+            lines.append(f"(*) {label}: {entry['note']}")
     lines += [f"{LABELS.get(k, k)}: {v}" for k, v in metrics.get("notes", {}).items()]
     if metrics["gap_closed"]:
         lines.append("gap closed = (student - base) / (teacher - base); 1 = as good as the teacher, 0 = no better than the base")
