@@ -43,9 +43,9 @@ def quiet_libraries() -> None:
 
 
 def _register() -> None:
-    from distill import cmd_gen
+    from distill import cmd_eval, cmd_gen, cmd_run
 
-    for module in (cmd_gen,):
+    for module in (cmd_gen, cmd_eval, cmd_run):
         for command in module.COMMANDS:
             cli.add_command(command)
 

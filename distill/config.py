@@ -8,7 +8,7 @@ variables (`api_key_env`) instead, and `redact` removes anything that looks like
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -62,9 +62,17 @@ def check_keys(model: type[BaseModel], data: dict[str, Any], where: str) -> None
         if key not in fields:
             valid = ", ".join(sorted(fields))
             raise UserError(f"unknown key '{where}{key}'; valid keys here: {valid}")
-        sub = fields[key].annotation
-        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+        sub = sub_model(fields[key].annotation)
+        if isinstance(value, dict) and sub is not None:
             check_keys(sub, value, f"{where}{key}.")
+
+
+def sub_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds, also when optional (`TeacherConfig | None`)."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def build(model: type[M], data: dict[str, Any], where: str = "") -> M:

@@ -1,0 +1,258 @@
+"""`distill eval` as one program: setup -> answer -> grade -> save.
+
+setup:  read test.jsonl and the data manifest, choose the prompt mode (closed-book for item
+        split, open-book for document split, unless told), check every model path up front.
+answer: the base student, each trained student and the teacher answer the same questions
+        (greedy); a teacher that cannot be reached is reported missing, the rest go on.
+grade:  string graders on the part after </think>; optionally the judge grades every answer
+        and compares every student with the teacher in both orders (through the cache).
+save:   predictions.jsonl, metrics.json (means, 95% bootstrap CIs, gap closed, speed),
+        report.md, report.html and an lm-evaluation-harness task for the same questions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from distill import graders
+from distill.answering import ModelRun, answer_local, answer_teacher, ask_judge
+from distill.config import redact
+from distill.dataset import read_jsonl, write_json, write_jsonl
+from distill.errors import UserError
+from distill.eval_config import EvalConfig
+from distill.lmeval import write_task
+from distill.models import EMBEDDED, resolve_model
+from distill.prompts import Mode, mode_for_split, prompt_messages
+from distill.report import write_report
+from distill.stats import bootstrap_mean, gap_closed
+from distill.versions import versions
+from generate.cache import Cache
+
+METRICS = ("exact_match", "token_f1", "contains", "numeric", "format", "judge", "pairwise_vs_teacher")
+CLOSED_BOOK_TEACHER = "closed-book: the teacher answers from its own knowledge, without the documents it wrote the questions from"
+
+
+@dataclass
+class Plan:
+    out: Path
+    records: list[dict]
+    mode: Mode
+    mode_source: str
+    runs: list[ModelRun]  # base and students, in report order (the teacher is added when answered)
+
+
+def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
+    started = time.time()
+    console = Console(quiet=not show_progress, stderr=True)
+    plan = setup(cfg)
+    cache = Cache(plan.out / "cache.sqlite")
+    try:
+        runs = answer(cfg, plan, cache, console)
+        scores, notes = grade(cfg, plan, runs, cache, console)
+    finally:
+        cache.close()
+    return save(cfg, plan, runs, scores, notes, started)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def setup(cfg: EvalConfig) -> Plan:
+    data = Path(cfg.data)
+    test = data / "test.jsonl"
+    if not test.is_file():
+        raise UserError(f"data directory {data} has no test.jsonl; pass the --out directory of `distill gen`")
+    records = read_jsonl(test)[: cfg.max_questions]
+    if not records:
+        raise UserError(f"{test} holds no questions; rerun `distill gen` with a larger test_fraction or more documents")
+    manifest_path = data / "manifest.json"
+    split_by = json.loads(manifest_path.read_text()).get("split_by", "item") if manifest_path.exists() else "item"
+    mode, source = (cfg.mode, "--mode") if cfg.mode != "auto" else (mode_for_split(split_by), f"split_by={split_by}")
+    if (cfg.judge or cfg.pairwise) and not (cfg.judge_model or cfg.teacher):
+        raise UserError("judge and pairwise need a judge model: set eval.teacher or eval.judge_model, or turn judge/pairwise off")
+    runs = []
+    if cfg.include_base:
+        base = cfg.base or base_of(cfg.students) or EMBEDDED
+        resolve_model(base)
+        runs.append(ModelRun("base", base, "base"))
+    for label, name in zip(unique_labels(cfg.students), cfg.students):
+        resolve_model(name)  # a directory that is not a model fails here, before anything runs
+        runs.append(ModelRun(label, name, "student"))
+    if not runs and cfg.teacher is None:
+        raise UserError("nothing to evaluate: give --student, keep include_base, or set a teacher")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return Plan(out, records, mode, source, runs)
+
+
+def base_of(students: list[str]) -> str | None:
+    """The base model a trained student names: adapter_config.json, else run.json."""
+    for name in students:
+        folder = Path(name)
+        adapter, run = folder / "adapter_config.json", folder / "run.json"
+        if adapter.is_file():
+            return json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if run.is_file():
+            info = json.loads(run.read_text())
+            base = info.get("base_model") or (info.get("config") or {}).get("model")
+            return base.get("name") if isinstance(base, dict) else base
+    return None
+
+
+def unique_labels(names: list[str]) -> list[str]:
+    labels: list[str] = []
+    for name in names:
+        label = Path(name).name or name
+        while label in labels or label in ("base", "teacher"):
+            label += "'"
+        labels.append(label)
+    return labels
+
+
+# ---------------------------------------------------------------- answer
+
+
+def answer(cfg: EvalConfig, plan: Plan, cache: Cache, console: Console) -> list[ModelRun]:
+    conversations = [prompt_messages(r, plan.mode) for r in plan.records]
+    runs = []
+    for run in plan.runs:
+        with console.status(f"{run.label} ({run.name}) answers {len(conversations)} questions"):
+            runs.append(answer_local(run, conversations, cfg.max_new_tokens, cfg.batch_size))
+        console.print(f"{run.label}: {run.perf()['wall_s']} s")
+    if cfg.teacher is not None:
+        with console.status(f"teacher ({cfg.teacher.backend}: {cfg.teacher.model}) answers"):
+            teacher = answer_teacher(cfg.teacher, conversations, cfg.max_new_tokens, cfg.batch_size, cache)
+        if teacher.status != "ok":
+            console.print(f"[yellow]teacher missing[/]: {teacher.reason}")
+        runs.append(teacher)
+    return runs
+
+
+# ---------------------------------------------------------------- grade
+
+
+def grade(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], cache: Cache, console: Console) -> tuple[dict, dict]:
+    """Per model, per question, every grader's score (None where it does not apply)."""
+    references = [r["answer"] for r in plan.records]
+    scores = {
+        run.label: [graders.string_scores(out, ref, cfg.numeric_tolerance) for out, ref in zip(run.outputs, references)]
+        for run in runs
+        if run.status == "ok"
+    }
+    notes: dict[str, str] = {}
+    if cfg.judge or cfg.pairwise:
+        with console.status("the judge grades"):
+            notes = judge_all(cfg, plan, runs, scores, cache)
+    return scores, notes
+
+
+def judge_all(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, cache: Cache) -> dict:
+    """Add 'judge' and 'pairwise_vs_teacher' scores; returns notes on what could not be judged."""
+    answered = [run for run in runs if run.status == "ok"]
+    teacher = next((run for run in answered if run.role == "teacher"), None)
+    prompts, slots = [], []  # slots[i] = (label, question index, kind)
+    for run in answered:
+        for q, record in enumerate(plan.records):
+            mine = graders.final_answer(run.outputs[q])
+            if cfg.judge:
+                prompts.append((graders.judge_messages(record["question"], record["answer"], mine), graders.JUDGE_SCHEMA))
+                slots.append((run.label, q, "judge"))
+            if cfg.pairwise and teacher is not None and run is not teacher:
+                theirs = graders.final_answer(teacher.outputs[q])
+                for order, pair in (("student_first", (mine, theirs)), ("teacher_first", (theirs, mine))):
+                    prompts.append((graders.pairwise_messages(record["question"], record["answer"], *pair), graders.PAIRWISE_SCHEMA))
+                    slots.append((run.label, q, order))
+    notes = {}
+    if cfg.pairwise and teacher is None:
+        notes["pairwise_vs_teacher"] = "not judged: the teacher has no answers"
+    replies, failure = ask_judge(cfg.judge_model or cfg.teacher, prompts, cache)
+    if failure:
+        notes["judge"] = f"judge unavailable: {failure}"
+    verdicts: dict[tuple[str, int], dict] = {}
+    for (label, q, kind), reply in zip(slots, replies):
+        if kind == "judge":
+            scores[label][q]["judge"] = None if reply is None else graders.parse_judge(reply)
+        else:
+            verdicts.setdefault((label, q), {})[kind] = None if reply is None else graders.parse_pairwise(reply)
+    for (label, q), pair in verdicts.items():
+        scores[label][q]["pairwise_vs_teacher"] = graders.pairwise_preference(pair.get("student_first"), pair.get("teacher_first"))
+    return notes
+
+
+# ---------------------------------------------------------------- save
+
+
+def save(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, notes: dict, started: float) -> dict:
+    write_jsonl(plan.out / "predictions.jsonl", prediction_rows(plan, runs, scores))
+    metrics = summarize(cfg, plan, runs, scores, notes, started)
+    write_task(plan.out / "lm_eval", plan.records, plan.mode, cfg.max_new_tokens)
+    metrics["files"] = write_report(plan.out, metrics, plan.records, runs, scores)
+    metrics["files"].update(predictions="predictions.jsonl", metrics="metrics.json", lm_eval="lm_eval/distill_test.yaml")
+    write_json(plan.out / "metrics.json", metrics)
+    return metrics
+
+
+def prediction_rows(plan: Plan, runs: list[ModelRun], scores: dict) -> list[dict]:
+    rows = []
+    for run in runs:
+        for q, output in enumerate(run.outputs):
+            record = plan.records[q]
+            rows.append({
+                "id": record["id"],
+                "model": run.label,
+                "role": run.role,
+                "question": record["question"],
+                "reference": record["answer"],
+                "output": output,
+                "answer": graders.final_answer(output),
+                "output_tokens": run.tokens[q],
+                "scores": scores[run.label][q],
+            })
+    return rows
+
+
+def summarize(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, notes: dict, started: float) -> dict:
+    models = {}
+    for run in runs:
+        entry = {"name": run.name, "role": run.role, "status": run.status, "perf": run.perf()}
+        if run.status != "ok":
+            entry["reason"] = run.reason
+        else:
+            per_metric = {m: [row.get(m) for row in scores[run.label]] for m in METRICS}
+            entry["metrics"] = {m: bootstrap_mean(v, cfg.bootstrap_samples, cfg.seed) for m, v in per_metric.items() if any(x is not None for x in v)}
+        if run.role == "teacher" and plan.mode == "closed-book":
+            entry["note"] = CLOSED_BOOK_TEACHER
+        models[run.label] = entry
+    return {
+        "mode": plan.mode,
+        "mode_source": plan.mode_source,
+        "data": cfg.data,
+        "questions": len(plan.records),
+        "models": models,
+        "gap_closed": gaps(cfg, runs, scores),
+        "notes": notes,
+        "wall_time_s": round(time.time() - started, 3),
+        "config": redact(cfg.model_dump(mode="json")),
+        "versions": versions(),
+    }
+
+
+def gaps(cfg: EvalConfig, runs: list[ModelRun], scores: dict) -> dict:
+    """(student - base) / (teacher - base) per student and metric, where both ends were answered."""
+    if "base" not in scores or "teacher" not in scores:
+        return {}
+    out = {}
+    for run in runs:
+        if run.role != "student" or run.label not in scores:
+            continue
+        per = {}
+        for metric in METRICS[:5] + ("judge",):
+            values = [[row.get(metric) for row in scores[label]] for label in (run.label, "base", "teacher")]
+            per[metric] = gap_closed(*values, samples=cfg.bootstrap_samples, seed=cfg.seed)
+        out[run.label] = per
+    return out

@@ -1,0 +1,217 @@
+"""Graders: plain functions that score one answer against one reference.
+
+A leaf module: `distill eval` reports them and the GRPO rewards in `train/` import the same
+functions, so what the student is rewarded for is what it is measured on. Nothing here calls
+a model: the LLM-as-judge graders are split into a prompt builder (`judge_messages`,
+`pairwise_messages`, with the JSON Schema the judge must answer in) and a parser of the
+judge's reply; the caller sends the prompt through whatever backend it has.
+
+Student outputs look like `<think>\\n{trace}\\n</think>\\n\\n{answer}`: grade `final_answer(text)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from collections import Counter
+
+import jsonschema
+
+ARTICLES = {"a", "an", "the"}
+NUMBER = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+# ---------------------------------------------------------------- answer extraction
+
+
+def split_trace(text: str) -> tuple[str | None, str]:
+    """(trace, answer) of a model output. No `</think>`: no trace, the whole text is the answer,
+    unless a `<think>` was opened and never closed (the output ran out inside its trace)."""
+    if THINK_CLOSE in text:
+        head, _, answer = text.rpartition(THINK_CLOSE)
+        trace = head.split(THINK_OPEN, 1)[-1]
+        return trace.strip(), answer.strip()
+    if THINK_OPEN in text:
+        return text.split(THINK_OPEN, 1)[1].strip(), ""
+    return None, text.strip()
+
+
+def final_answer(text: str) -> str:
+    """The part of a model output that is graded: what follows `</think>`."""
+    return split_trace(text)[1]
+
+
+# ---------------------------------------------------------------- normalization
+
+
+def normalize(text: str) -> str:
+    """SQuAD-style normalization, unicode-aware: NFKC, casefold, punctuation and symbols become
+    spaces, articles (a, an, the) dropped, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
+    return " ".join(word for word in text.split() if word not in ARTICLES)
+
+
+def tokens(text: str) -> list[str]:
+    return normalize(text).split()
+
+
+# ---------------------------------------------------------------- string graders
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    """1.0 when the normalized strings are equal."""
+    return float(normalize(prediction) == normalize(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """Harmonic mean of token precision and recall over normalized tokens (bag of words)."""
+    pred, ref = tokens(prediction), tokens(reference)
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains_answer(prediction: str, reference: str) -> float:
+    """1.0 when the normalized reference occurs in the normalized prediction as whole words."""
+    ref = normalize(reference)
+    if not ref:
+        return 0.0
+    return float(f" {ref} " in f" {normalize(prediction)} ")
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def numbers(text: str) -> list[float]:
+    """Every number written with digits, in order: `1,234.5`, `-3`, `2e-3`, `.5`; unicode
+    digits (NFKC) and the minus sign `−` count."""
+    text = unicodedata.normalize("NFKC", text)
+    found = []
+    for match in NUMBER.finditer(text):
+        raw = match.group().replace(",", "").replace("−", "-")
+        if not any(ch.isdigit() for ch in raw):
+            continue
+        try:
+            found.append(float(raw))
+        except ValueError:
+            continue
+    return found
+
+
+def numeric_match(prediction: str, reference: str, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> float | None:
+    """1.0 when the last number of the prediction equals the last number of the reference
+    within tolerance; None when the reference holds no number (the grader does not apply)."""
+    ref = numbers(reference)
+    if not ref:
+        return None
+    pred = numbers(prediction)
+    return float(bool(pred) and math.isclose(pred[-1], ref[-1], rel_tol=rel_tol, abs_tol=abs_tol))
+
+
+# ---------------------------------------------------------------- format
+
+
+def format_adherence(text: str) -> float:
+    """1.0 when the output has a non-empty `<think>` trace, closes it, and a non-empty answer follows."""
+    trace, answer = split_trace(text)
+    return float(bool(trace) and THINK_CLOSE in text and bool(answer))
+
+
+def string_scores(output: str, reference: str, rel_tol: float = 1e-6) -> dict[str, float | None]:
+    """Every non-LLM grader on one model output (its final answer against the reference)."""
+    answer = final_answer(output)
+    return {
+        "exact_match": exact_match(answer, reference),
+        "token_f1": token_f1(answer, reference),
+        "contains": contains_answer(answer, reference),
+        "numeric": numeric_match(answer, reference, rel_tol=rel_tol),
+        "format": format_adherence(output),
+    }
+
+
+# ---------------------------------------------------------------- LLM as judge
+
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"enum": [1, 2, 3, 4, 5]}},
+    "required": ["score"],
+    "additionalProperties": False,
+}
+PAIRWISE_SCHEMA = {
+    "type": "object",
+    "properties": {"better": {"enum": ["1", "2", "tie"]}},
+    "required": ["better"],
+    "additionalProperties": False,
+}
+JUDGE_PROMPT = """You grade an answer to a question against the reference answer.
+Score 5: same meaning as the reference. 4: correct, minor omissions. 3: partly correct.
+2: mostly wrong. 1: wrong, empty or off topic. Judge meaning, not wording or length.
+
+Question: {question}
+Reference answer: {reference}
+Answer to grade: {answer}
+
+Reply with JSON only: {{"score": <1-5>}}"""
+PAIRWISE_PROMPT = """Two answers to the same question. Which one is closer in meaning to the
+reference answer and more correct? Ignore length and style. Say "tie" when they are equally good.
+
+Question: {question}
+Reference answer: {reference}
+Answer 1: {first}
+Answer 2: {second}
+
+Reply with JSON only: {{"better": "1" | "2" | "tie"}}"""
+
+
+def judge_messages(question: str, reference: str, answer: str) -> list[dict]:
+    """The prompt asking a judge for a 1-5 grade; its reply must fit `JUDGE_SCHEMA`."""
+    content = JUDGE_PROMPT.format(question=question, reference=reference, answer=answer or "(empty)")
+    return [{"role": "user", "content": content}]
+
+
+def parse_judge(reply: str) -> float | None:
+    """The judge's grade mapped to [0, 1] ((score - 1) / 4); None for a reply off the schema."""
+    data = _parse_json(reply, JUDGE_SCHEMA)
+    return None if data is None else (data["score"] - 1) / 4
+
+
+def pairwise_messages(question: str, reference: str, first: str, second: str) -> list[dict]:
+    """The prompt asking which of two answers is better; its reply must fit `PAIRWISE_SCHEMA`."""
+    content = PAIRWISE_PROMPT.format(question=question, reference=reference, first=first or "(empty)", second=second or "(empty)")
+    return [{"role": "user", "content": content}]
+
+
+def parse_pairwise(reply: str) -> str | None:
+    """'1', '2' or 'tie'; None for a reply off the schema."""
+    data = _parse_json(reply, PAIRWISE_SCHEMA)
+    return None if data is None else data["better"]
+
+
+def pairwise_preference(student_first: str | None, teacher_first: str | None) -> float | None:
+    """Combine the two orders: the student shown first (verdict '1' = student), then the teacher
+    shown first (verdict '2' = student). 1.0 student preferred in both, 0.0 teacher preferred in
+    both, 0.5 otherwise (a tie, or the orders disagree: position bias); None if a reply is missing."""
+    if student_first is None or teacher_first is None:
+        return None
+    if (student_first, teacher_first) == ("1", "2"):
+        return 1.0
+    if (student_first, teacher_first) == ("2", "1"):
+        return 0.0
+    return 0.5
+
+
+def _parse_json(reply: str, schema: dict) -> dict | None:
+    try:
+        data = json.loads(reply.strip())
+        jsonschema.validate(data, schema)
+    except (json.JSONDecodeError, jsonschema.ValidationError):
+        return None
+    return data

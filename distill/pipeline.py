@@ -1,0 +1,185 @@
+"""`distill run PIPELINE.yaml`: gen -> train -> eval from one file, each stage skipped when its
+outputs are up to date.
+
+The file has one section per stage (`gen:`, `train:`, `eval:`), each holding that stage's
+config keys; a missing section is a stage that does not run. The pipeline wires the stages:
+gen.out becomes train.data and eval.data, train.out becomes eval's student (and train.model
+eval's base), gen's teacher is eval's teacher unless eval names one (or `teacher: null`).
+
+Up to date means: the stage's output directory holds `stage.json` whose fingerprint (a hash of
+the stage's resolved config and of its inputs: the document files for gen, the data manifest
+for train, the data manifest and the students' run.json for eval) equals the one computed now,
+and the stage's main output exists. The stamp is removed before a stage runs and written after
+it succeeds, so a crashed stage runs again on the next `distill run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from distill.config import build, deep_merge, parse_overrides, read_yaml, redact
+from distill.dataset import write_json
+from distill.errors import UserError
+
+STAGES = ("gen", "train", "eval")
+STAMP = "stage.json"
+MAIN_OUTPUT = {"gen": "manifest.json", "train": "run.json", "eval": "metrics.json"}
+
+
+def load_sections(path: str | Path, overrides: list[str] | None = None) -> dict[str, dict]:
+    """The pipeline file's sections (with `stage.key=value` overrides); unknown stages are errors."""
+    data = deep_merge(read_yaml(path), parse_overrides(overrides or []))
+    for stage, section in data.items():
+        if stage not in STAGES:
+            raise UserError(f"unknown stage '{stage}' in {path}; stages are: {', '.join(STAGES)}")
+        if section is not None and not isinstance(section, dict):
+            raise UserError(f"stage '{stage}' in {path} must be a mapping of config keys, not {type(section).__name__}")
+    if not data:
+        raise UserError(f"{path} names no stage; add at least one of: {', '.join(STAGES)}")
+    return {stage: dict(data[stage] or {}) for stage in STAGES if stage in data}
+
+
+def train_classes():
+    """TrainConfig and run_sft, imported only when a pipeline trains."""
+    try:
+        from train.config import TrainConfig
+        from train.sft import run_sft
+    except ImportError as exc:
+        raise UserError(f"the train stage is not available in this installation ({exc}); remove the train section") from exc
+    return TrainConfig, run_sft
+
+
+def resolve(sections: dict[str, dict]) -> dict[str, BaseModel]:
+    """Every stage's validated config, wired to the stages before it."""
+    from distill.eval_config import EvalConfig
+    from generate.config import GenConfig
+
+    configs: dict[str, BaseModel] = {}
+    if "gen" in sections:
+        configs["gen"] = build(GenConfig, sections["gen"], "gen.")
+    data = configs["gen"].out if "gen" in configs else None
+    if "train" in sections:
+        train = wire(sections["train"], "train", "data", data)
+        configs["train"] = build(train_classes()[0], train, "train.")
+    if "eval" in sections:
+        section = wire(sections["eval"], "eval", "data", data)
+        if "train" in configs:
+            students = list(section.get("students") or [])
+            section["students"] = students + [configs["train"].out] * (configs["train"].out not in students)
+            section.setdefault("base", configs["train"].model)
+        if "gen" in configs and "teacher" not in section:
+            section["teacher"] = configs["gen"].teacher.model_dump()
+        configs["eval"] = build(EvalConfig, section, "eval.")
+    return configs
+
+
+def wire(section: dict, stage: str, key: str, value: Any) -> dict:
+    """Fill `stage.key` from the previous stage; a conflicting explicit value is an error."""
+    section = dict(section)
+    if value is None:
+        return section
+    if section.get(key) not in (None, value):
+        raise UserError(f"{stage}.{key} is {section[key]!r} but gen.out is {value!r}; remove {stage}.{key}: the pipeline passes gen.out")
+    section[key] = value
+    return section
+
+
+# ---------------------------------------------------------------- fingerprints
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
+
+
+def stage_inputs(stage: str, cfg: BaseModel) -> dict:
+    """What a stage reads, as digests: a changed input makes the stage stale."""
+    if stage == "gen":
+        from generate.ingest import discover
+
+        return {str(p): file_digest(p) for p in discover(cfg.inputs)}
+    manifest = {"manifest": file_digest(Path(cfg.data) / "manifest.json")}
+    if stage == "train":
+        return manifest
+    return {**manifest, **{name: model_digest(Path(name)) for name in cfg.students}}
+
+
+def model_digest(folder: Path) -> str:
+    """A trained model's run.json; without one, the names, sizes and times of its files (cheap)."""
+    if (folder / "run.json").is_file() or not folder.is_dir():
+        return file_digest(folder / "run.json")
+    listing = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+def fingerprint(stage: str, cfg: BaseModel) -> str:
+    blob = json.dumps({"stage": stage, "config": cfg.model_dump(mode="json"), "inputs": stage_inputs(stage, cfg)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def stamp_path(cfg: BaseModel) -> Path:
+    return Path(cfg.out) / STAMP
+
+
+def up_to_date(stage: str, cfg: BaseModel, digest: str) -> bool:
+    stamp = stamp_path(cfg)
+    if not stamp.is_file() or not (Path(cfg.out) / MAIN_OUTPUT[stage]).exists():
+        return False
+    return json.loads(stamp.read_text()).get("fingerprint") == digest
+
+
+# ---------------------------------------------------------------- running
+
+
+def train_run_flags(cfg: BaseModel) -> BaseModel:
+    """A stale train stage continues its own crashed run (resume) and replaces a finished run
+    that is out of date (overwrite: its config or its data changed)."""
+    fields = type(cfg).model_fields
+    update = {"resume": True} if "resume" in fields else {}
+    if "overwrite" in fields and Path(cfg.out, MAIN_OUTPUT["train"]).exists():
+        update["overwrite"] = True
+    return cfg.model_copy(update=update)
+
+
+def run_stage(stage: str, cfg: BaseModel, show_progress: bool) -> dict:
+    if stage == "gen":
+        from generate.stage import run_gen
+
+        return run_gen(cfg, show_progress=show_progress)
+    if stage == "train":
+        return train_classes()[1](cfg, show_progress=show_progress)
+    from distill.evaluate import run_eval
+
+    return run_eval(cfg, show_progress=show_progress)
+
+
+def run_pipeline(path: str | Path, overrides: list[str] | None = None, force: tuple[str, ...] = (), show_progress: bool = True, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run every configured stage in order; returns {stage: {'status': 'ran'|'skipped', 'result': ...}}."""
+    configs = resolve(load_sections(path, overrides))
+    unknown = set(force) - set(configs)
+    if unknown:
+        raise UserError(f"--force names stage(s) {', '.join(sorted(unknown))} that {path} does not configure")
+    done: dict[str, dict] = {}
+    for stage, cfg in configs.items():
+        digest = fingerprint(stage, cfg)
+        if stage not in force and up_to_date(stage, cfg, digest):
+            log(f"{stage}: up to date, skipped ({stamp_path(cfg)})")
+            done[stage] = {"status": "skipped", "result": json.loads((Path(cfg.out) / MAIN_OUTPUT[stage]).read_text())}
+            continue
+        stamp_path(cfg).unlink(missing_ok=True)
+        if stage == "train":
+            cfg = train_run_flags(cfg)
+        log(f"{stage}: running")
+        started = time.time()
+        result = run_stage(stage, cfg, show_progress)
+        if result.get("status") == "interrupted":
+            raise KeyboardInterrupt
+        stamp = {"stage": stage, "fingerprint": digest, "finished": time.time(), "wall_time_s": round(time.time() - started, 3), "config": redact(cfg.model_dump(mode="json"))}
+        write_json(stamp_path(cfg), stamp)
+        done[stage] = {"status": "ran", "result": result}
+    return done
