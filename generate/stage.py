@@ -84,11 +84,11 @@ def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
     if cfg.chunk_overlap * 2 > cfg.chunk_tokens:
         raise UserError(f"chunk_overlap ({cfg.chunk_overlap}) must be at most half of chunk_tokens ({cfg.chunk_tokens})")
     task = load_task(cfg.task, cfg.prompt_file, cfg.schema_file)
-    out = prepare_out(cfg.out) if create_out else Path(cfg.out)
     docs, skipped = read_all(discover(cfg.inputs))
     if not docs:
         first = skipped[0]
         raise UserError(f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); pass readable documents")
+    out = prepare_out(cfg.out) if create_out else Path(cfg.out)
     chunks = chunk_documents(docs, load_tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
     if cfg.max_chunks and len(chunks) > cfg.max_chunks:
         chunks = sorted(random.Random(cfg.seed).sample(chunks, cfg.max_chunks), key=lambda c: (c.doc, c.index))
