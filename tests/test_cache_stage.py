@@ -177,7 +177,8 @@ def scripted_faults(request):
     if name == "observatory.pdf":
         output["items"][0]["evidence"] = "The observatory stands on the moon."
     if name == "guild.docx":
-        output["items"][1]["question"] = output["items"][0]["question"].upper() + "  "
+        first, rest = output["items"][0]["question"].split(" ", 1)
+        output["items"][1]["question"] = f"{first}  {rest.upper()}  "  # same question up to case and spacing
     return Response(request.key, text=json.dumps(output))
 
 

@@ -38,7 +38,7 @@ def fill_cache(gen: GenConfig) -> int:
     for n, request in enumerate(plan.requests):
         quote = normalize_space(plan.origin[request.key].text)[:60]
         items = [
-            {"question": f"Question {WORDS[n]} {WORDS[-1 - i]} number {n}{i}?", "evidence": quote, "reasoning": f"It says {n}.", "answer": f"{n * 10 + i}"}
+            {"question": f"What is question {WORDS[n]} {WORDS[-1 - i]} number {n}{i}?", "evidence": quote, "reasoning": f"It says {n}.", "answer": f"{n * 10 + i}"}
             for i in range(gen.pairs_per_chunk)
         ]
         cache.put(Response(request.key, json.dumps({"items": items})))
