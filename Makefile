@@ -19,7 +19,7 @@ install: $(STAMP)
 
 demo: install
 	$(PY) examples/make_corpus.py runs/demo/docs
-	$(VENV)/bin/distill gen runs/demo/docs --out runs/demo/data --max-chunks 12
+	$(VENV)/bin/distill run examples/quickstart.yaml
 
 test: install
 	$(PY) -m pytest -q
