@@ -28,9 +28,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from distill import cmd_gen
+    from distill import cmd_gen, cmd_train
 
-    for module in (cmd_gen,):
+    for module in (cmd_gen, cmd_train):
         for command in module.COMMANDS:
             cli.add_command(command)
 
