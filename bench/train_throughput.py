@@ -42,15 +42,15 @@ def sentences() -> list[str]:
     return [s for s in parts if 20 <= len(s) <= 400]
 
 
-def make_data(folder: Path, n: int, seed: int = 0) -> Path:
-    """n records: 1-sentence question, 2-40 sentence trace, 1-3 sentence answer (80-1,100 tokens)."""
+def make_data(folder: Path, n: int, seed: int = 0, trace: tuple = (1, 2, 3, 5, 8, 12, 20, 30)) -> Path:
+    """n records: a 1-sentence question, a trace of `trace` sentences, a 1-3 sentence answer."""
     from distill.dataset import write_json, write_jsonl
 
     rng, pool = random.Random(seed), sentences()
     rows = []
     for i in range(n):
         question = rng.choice(pool).rstrip(".") + "?"
-        reasoning = " ".join(rng.choices(pool, k=rng.choice([1, 2, 3, 5, 8, 12, 20, 30])))
+        reasoning = " ".join(rng.choices(pool, k=rng.choice(trace)))
         answer = " ".join(rng.choices(pool, k=rng.randint(1, 3)))
         rows.append({
             "id": f"{i:016x}", "question": question, "reasoning": reasoning, "answer": answer, "evidence": answer[:40],
@@ -209,12 +209,13 @@ def main() -> None:
     if a.mode == "one":
         return one(a)
     gpu = a.mode.startswith("gpu")
-    a.steps = a.steps or (30 if gpu else 7)
-    a.warmup = a.warmup or (10 if gpu else 2)
+    a.steps = a.steps or (30 if gpu else 5)
+    a.warmup = a.warmup or (10 if gpu else 1)
     a.batch = a.batch or (16 if gpu else 4)
     a.threads = a.threads or (None if gpu else 2)
     os.makedirs(a.out, exist_ok=True)
-    data = str(make_data(Path(a.out) / "data", a.records))
+    # GPU: 80-1,100 tokens a record; CPU: short QA records (~100-250 tokens), as the quickstart makes
+    data = str(make_data(Path(a.out) / "data", a.records, trace=(1, 2, 3, 5, 8, 12, 20, 30) if gpu else (1, 2, 3)))
     if gpu:
         from distill.models import resolve_model
 
@@ -227,7 +228,7 @@ def main() -> None:
         from distill.models import resolve_model
 
         model = resolve_model("embedded")
-        runs = [("distill", "lora"), ("distill", "lora", ("backend=hf",)), ("trl", "lora")]
+        runs = [("distill", "lora", ("backend=hf",)), ("distill", "lora", ("backend=unsloth",)), ("trl", "lora")]
     results = [launch(a, *run[:2], model, data, *run[2:]) for run in runs]
     report(a, results, model, gpu)
 

@@ -97,9 +97,9 @@ def check_masks(rows: list[dict], where: str) -> dict:
     return {"tokens": total, "trained_tokens": trained, "trained_share": round(share, 4)}
 
 
-def prepare(cfg, tokenizer) -> TrainData:
-    """Read, split off the validation slice, tokenize and check the training data."""
-    records, manifest, digest = read_data_dir(cfg.data)
+def prepare(cfg, tokenizer, source: tuple[list[dict], dict, str]) -> TrainData:
+    """Split off the validation slice, tokenize and check the training data (source: read_data_dir's)."""
+    records, manifest, digest = source
     split_by = manifest.get("split_by", "item")
     mode: Mode = mode_for_split(split_by) if cfg.prompt_mode == "auto" else cfg.prompt_mode
     apply_template(tokenizer, cfg.chat_template)

@@ -27,7 +27,7 @@ from distill.models import resolve_model
 from distill.versions import versions
 from train import loading
 from train.config import TrainConfig
-from train.data import TrainData, check_batch, prepare
+from train.data import TrainData, check_batch, prepare, read_data_dir
 from train.saving import check_save, plot_loss, save_model
 
 RUN_CONFIG = "train_config.json"  # written at start: identifies the run an output directory holds
@@ -49,10 +49,11 @@ class Plan:
 def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
     """Train; returns the run.json dict (also for a run that had already finished)."""
     started = time.time()
-    finished = check_out(cfg)
+    ident = identity(cfg)  # before setup fills in defaults that depend on the model (max_seq_length)
+    finished = check_out(cfg, ident)
     if finished is not None:
         return finished
-    plan = setup(cfg)
+    plan = setup(cfg, ident)
     trainer, interrupted = run(cfg, plan, show_progress)
     return save(cfg, plan, trainer, interrupted, started)
 
@@ -64,7 +65,7 @@ def identity(cfg: TrainConfig) -> dict:
     return cfg.model_dump(exclude=NOT_IDENTITY)
 
 
-def check_out(cfg: TrainConfig) -> dict | None:
+def check_out(cfg: TrainConfig, ident: dict) -> dict | None:
     """Refuse an output directory holding another run; return run.json if this run is done already."""
     out = Path(cfg.out)
     if cfg.overwrite and out.exists():
@@ -72,7 +73,7 @@ def check_out(cfg: TrainConfig) -> dict | None:
     if not out.exists() or not any(out.iterdir()):
         return None
     stored = out / RUN_CONFIG
-    if not stored.is_file() or json.loads(stored.read_text()) != identity(cfg):
+    if not stored.is_file() or json.loads(stored.read_text()) != ident:
         raise UserError(f"output directory {out} holds a different run; pass --overwrite to replace it or choose another --out")
     if (out / "run.json").is_file():
         return json.loads((out / "run.json").read_text())
@@ -94,15 +95,16 @@ def choose_backend(cfg: TrainConfig) -> str:
     return "hf"
 
 
-def setup(cfg: TrainConfig) -> Plan:
-    backend = choose_backend(cfg)  # first: Unsloth must be imported before transformers, peft and trl
+def setup(cfg: TrainConfig, ident: dict) -> Plan:
+    source = read_data_dir(cfg.data)  # cheap checks first: data, method, output format, model
+    loading.check_method(cfg)
+    check_save(cfg)
+    base = resolve_model(cfg.model)
+    backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
     from transformers import set_seed
 
     from train.callbacks import latest_checkpoint
 
-    loading.check_method(cfg)
-    check_save(cfg)
-    base = resolve_model(cfg.model)
     loading.check_seq_len(cfg, base)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -116,9 +118,9 @@ def setup(cfg: TrainConfig) -> Plan:
         model, tokenizer = unsloth_adapter.load(cfg, base, dtype)
     else:
         model, tokenizer = loading.load_hf(cfg, base)
-    data = prepare(cfg, tokenizer)
+    data = prepare(cfg, tokenizer, source)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_CONFIG, identity(cfg))
+    write_json(out / RUN_CONFIG, ident)
     return Plan(out, base, backend, model, tokenizer, data, autocast, resume_from)
 
 
