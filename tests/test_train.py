@@ -142,6 +142,14 @@ def test_adapter_and_merged_models_load_and_generate(trained, tmp_path, tiny, da
         model, tokenizer = load_model(str(folder), device="cpu")
         answers = generate(model, tokenizer, [[{"role": "user", "content": "what runs every hour?"}]], max_new_tokens=4)
         assert len(answers) == 1 and isinstance(answers[0], str)
+    from click.testing import CliRunner
+
+    from distill.cli import cli as group
+
+    asked = CliRunner().invoke(group, ["ask", str(out), "what runs every hour?", "--max-new-tokens", "4"])
+    assert asked.exit_code == 0, asked.output
+    chatted = CliRunner().invoke(group, ["chat", str(merged), "--max-new-tokens", "4"], input="hello\n/reset\nagain\n\n")
+    assert chatted.exit_code == 0 and chatted.output.count("model>") == 2, chatted.output
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -166,6 +174,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, tiny, data):
         ([str(data), "--method", "qlora"], "needs a CUDA GPU"),
         ([str(data), "--max-seq-length", "5000"], "longer than the model supports (1024"),
         ([str(data), "--out", str(taken)], "holds a different run"),
+        ([str(data), "--save", "gguf"], "needs llama.cpp"),
     ]
     for args, message in cases:
         base = ["train", *args, "--backend", "hf"]
@@ -198,3 +207,18 @@ def test_unsloth_cpu_fallback_smoke(tmp_path, tiny, data):
     run = json.loads(done.stdout[done.stdout.index("{"):])
     assert run["backend"] == "unsloth" and run["metrics"]["steps"] == 2
     assert "restructure your imports" not in done.stderr  # unsloth came before transformers, trl and peft
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, tiny, data):
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(out), "--model", str(tiny), "--backend", "hf",
+           "--max-steps", "500", "-q", "save_steps=1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not ((out / "metrics.jsonl").exists() and metrics(out)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert list(out.glob("checkpoints/checkpoint-*/COMPLETE")) and not (out / "run.json").exists()
+    assert "--resume" in err

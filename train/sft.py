@@ -15,6 +15,7 @@ import json
 import resource
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,11 +201,13 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
     check_batch(trainer.data_collator(sample))
-    previous = signal.signal(signal.SIGINT, stop.request)
+    main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread only
+    previous = signal.signal(signal.SIGINT, stop.request) if main else None
     try:
         trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if main:
+            signal.signal(signal.SIGINT, previous)
     return trainer, stop.requested
 
 
