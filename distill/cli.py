@@ -43,9 +43,9 @@ def quiet_libraries() -> None:
 
 
 def _register() -> None:
-    from distill import cmd_eval, cmd_gen, cmd_run
+    from distill import cmd_eval, cmd_gen, cmd_run, cmd_train
 
-    for module in (cmd_gen, cmd_eval, cmd_run):
+    for module in (cmd_gen, cmd_train, cmd_eval, cmd_run):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,259 @@
+"""Training throughput of `distill train` against a plain transformers + PEFT + TRL SFT run.
+
+Same model, data, LoRA settings and batch; every run in its own process (the `one` command),
+timed from the per-step log: steady-state training tokens/s excludes the first `--warmup`
+steps; peak memory is torch.cuda.max_memory_allocated (GPU) or the process's peak RSS (CPU).
+
+  python bench/train_throughput.py gpu --out runs/bench   # ~1.1B Llama shape, random init, LoRA + QLoRA
+  python bench/train_throughput.py cpu --out runs/bench   # embedded SmolLM2-135M student, 2 threads
+
+Data: distillation-shaped records (a question, a `<think>` trace, a short answer) built from
+the Python language reference that every CPython carries (pydoc_data.topics), 80-1,100
+tokens each. MFU counts 6 x parameters FLOP per token (the usual convention, also for LoRA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM datasheet
+LLAMA_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4)
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+# ---------------------------------------------------------------- data and model
+
+
+def sentences() -> list[str]:
+    import pydoc_data.topics
+
+    text = " ".join(pydoc_data.topics.topics.values())
+    parts = [re.sub(r"\s+", " ", s).strip() for s in re.split(r"(?<=[.!?])\s+", text)]
+    return [s for s in parts if 20 <= len(s) <= 400]
+
+
+def make_data(folder: Path, n: int, seed: int = 0, trace: tuple = (1, 2, 3, 5, 8, 12, 20, 30)) -> Path:
+    """n records: a 1-sentence question, a trace of `trace` sentences, a 1-3 sentence answer."""
+    from distill.dataset import write_json, write_jsonl
+
+    rng, pool = random.Random(seed), sentences()
+    rows = []
+    for i in range(n):
+        question = rng.choice(pool).rstrip(".") + "?"
+        reasoning = " ".join(rng.choices(pool, k=rng.choice(trace)))
+        answer = " ".join(rng.choices(pool, k=rng.randint(1, 3)))
+        rows.append({
+            "id": f"{i:016x}", "question": question, "reasoning": reasoning, "answer": answer, "evidence": answer[:40],
+            "context": reasoning, "split": "train", "teacher": {"backend": "bench", "model": "synthetic"},
+            "source": {"doc": "pydoc_data.topics", "chunk": i, "start": 0, "end": 1},
+            "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{answer}"}],
+        })
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "train.jsonl", rows)
+    write_jsonl(folder / "test.jsonl", rows[:2])
+    write_json(folder / "manifest.json", {"status": "complete", "split_by": "item", "counts": {"train": n}})
+    return folder
+
+
+def make_model(folder: Path, tokenizer_dir: str) -> Path:
+    """A ~1.1B Llama-shaped model, random init, bf16, with the SmolLM2 tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if (folder / "config.json").exists():
+        return folder
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=4096, tie_word_embeddings=False,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **LLAMA_1B)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+# ---------------------------------------------------------------- one run (own process)
+
+
+def steady(rows: list[dict], warmup: int) -> tuple[float, int]:
+    """(tokens/s over the steps after warm-up, steps measured) from rows of {step, time, num_tokens}."""
+    rows = sorted((r for r in rows if "num_tokens" in r), key=lambda r: r["step"])
+    rows = [r for r in rows if r["step"] >= warmup]
+    if len(rows) < 2:
+        return 0.0, 0
+    first, last = rows[0], rows[-1]
+    return (last["num_tokens"] - first["num_tokens"]) / (last["time"] - first["time"]), last["step"] - first["step"]
+
+
+def run_distill(a) -> dict:
+    out = Path(a.workdir) / f"distill-{a.method}"
+    cmd = [sys.executable, "-m", "distill", "train", a.data, "--out", str(out), "--model", a.model, "--method", a.method,
+           "--max-steps", str(a.steps), "--batch-size", str(a.batch), "--overwrite", "--json", "-q", "save_steps=100000",
+           f"lora_r={a.r}", f"lora_alpha={a.r}", f"backend={a.backend}"]
+    if a.threads:
+        cmd.append(f"threads={a.threads}")
+    cmd += a.extra or []
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"distill train failed:\n{done.stderr[-3000:]}")
+    record = json.loads(done.stdout[done.stdout.index("{"):])
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rate, measured = steady(rows, a.warmup)
+    return {"tokens_per_s": rate, "steps_measured": measured, "peak_memory_gib": record["metrics"]["peak_memory_gib"],
+            "backend": record["backend"], "final_loss": record["metrics"]["final_loss"]}
+
+
+def run_trl(a) -> dict:
+    """Plain TRL SFT: SFTTrainer defaults (padded batches, gradient checkpointing), SDPA, PEFT LoRA."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    gpu = torch.cuda.is_available()
+    rows = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            rows.append({"step": state.global_step, "time": time.monotonic(), "num_tokens": int(trainer.distill_tokens)})
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16) if a.method == "qlora" else None
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16 if gpu else torch.float32, attn_implementation="sdpa",
+                                                 quantization_config=quant, device_map={"": 0} if quant else None)
+    tok = AutoTokenizer.from_pretrained(a.model)
+    ds = load_dataset("json", data_files=str(Path(a.data) / "train.jsonl"), split="train")
+    ds = ds.map(lambda r: {"prompt": r["messages"][:1], "completion": r["messages"][1:]}, remove_columns=ds.column_names)
+    args = SFTConfig(output_dir=str(Path(a.workdir) / f"trl-{a.method}"), per_device_train_batch_size=a.batch, max_steps=a.steps,
+                     learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to="none", bf16=gpu, use_cpu=not gpu,
+                     gradient_checkpointing=True, max_length=None, disable_tqdm=True)
+    peft = LoraConfig(r=a.r, lora_alpha=a.r, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
+    from train.trainer import CountTokens, CPUSFTTrainer  # counts tokens the same way for both sides
+
+    # TRL 1.15's loss is a Triton kernel, which has no CPU driver: on CPU the model's own loss (train/trainer.py)
+    cls = type("CountedSFTTrainer", (CountTokens, SFTTrainer if gpu else CPUSFTTrainer), {})
+    trainer = cls(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft, callbacks=[Clock()])
+    trainer.train()
+    rate, measured = steady(rows, a.warmup)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if gpu else __import__("resource").getrusage(0).ru_maxrss / 2**20
+    return {"tokens_per_s": rate, "steps_measured": measured, "peak_memory_gib": round(peak, 3), "backend": "trl"}
+
+
+def one(a) -> None:
+    result = run_distill(a) if a.impl == "distill" else run_trl(a)
+    result.update(impl=a.impl, method=a.method, extra=a.extra or [])
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def launch(a, impl: str, method: str, model: str, data: str, extra: tuple = ()) -> dict:
+    cmd = [sys.executable, __file__, "one", "--impl", impl, "--method", method, "--model", model, "--data", data,
+           "--workdir", a.out, "--steps", str(a.steps), "--warmup", str(a.warmup), "--batch", str(a.batch), "--r", str(a.r),
+           "--backend", a.backend] + (["--threads", str(a.threads)] if a.threads else []) + [f"--extra={e}" for e in extra]
+    started = time.time()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    if not lines:
+        print(f"{impl}/{method} failed:\n{(done.stderr or done.stdout)[-4000:]}", flush=True)
+        return {"impl": impl, "method": method, "error": (done.stderr or done.stdout)[-600:]}
+    result = json.loads(lines[-1][7:])
+    result["wall_s"] = round(time.time() - started, 1)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def params(model: str) -> int:
+    from transformers import AutoConfig, AutoModelForCausalLM
+    import torch
+
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
+    return sum(p.numel() for p in m.parameters())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["gpu", "gpu-beyond", "cpu", "one"])
+    p.add_argument("--out", "--workdir", dest="out", default="runs/bench")
+    p.add_argument("--impl", choices=["distill", "trl"])
+    p.add_argument("--method", default="lora")
+    p.add_argument("--model")
+    p.add_argument("--data")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--r", type=int, default=16)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--extra", action="append", help="distill only: extra key=value config overrides (repeatable)")
+    p.add_argument("--records", type=int, default=800)
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the embedded model's)")
+    a = p.parse_args()
+    a.workdir = a.out
+    if a.mode == "one":
+        return one(a)
+    gpu = a.mode.startswith("gpu")
+    a.steps = a.steps or (30 if gpu else 5)
+    a.warmup = a.warmup or (10 if gpu else 1)
+    a.batch = a.batch or (16 if gpu else 4)
+    a.threads = a.threads or (None if gpu else 2)
+    os.makedirs(a.out, exist_ok=True)
+    # GPU: 80-1,100 tokens a record; CPU: short QA records (~100-250 tokens), as the quickstart makes
+    data = str(make_data(Path(a.out) / "data", a.records, trace=(1, 2, 3, 5, 8, 12, 20, 30) if gpu else (1, 2, 3)))
+    if gpu:
+        from distill.models import resolve_model
+
+        model = str(make_model(Path(a.out) / "llama-1b", a.tokenizer or resolve_model("embedded")))
+        runs = [("distill", "lora"), ("trl", "lora"), ("distill", "qlora"), ("trl", "qlora")]
+        if a.mode == "gpu-beyond":  # past like-for-like: no activation recompute (memory is plentiful), then packing
+            nogc = ("gradient_checkpointing=false",)
+            runs = [("trl", "lora"), ("distill", "lora", nogc), ("distill", "lora", nogc + ("packing=true", "max_seq_length=4096", "batch_size=4"))]
+    else:
+        from distill.models import resolve_model
+
+        model = resolve_model("embedded")
+        runs = [("distill", "lora", ("backend=hf",)), ("distill", "lora", ("backend=unsloth",)), ("trl", "lora")]
+    results = [launch(a, *run[:2], model, data, *run[2:]) for run in runs]
+    report(a, results, model, gpu)
+
+
+def report(a, results: list[dict], model: str, gpu: bool) -> None:
+    import torch
+
+    card = torch.cuda.get_device_name(0) if gpu else "cpu"
+    n = params(model)
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in card), None)
+    print(f"\nmodel {model} ({n / 1e9:.3f}B params), card {card}, batch {a.batch}, LoRA r {a.r}, steps {a.steps} (warm-up {a.warmup})")
+    print(f"{'impl':8} {'method':6} {'tokens/s':>10} {'peak GiB':>9} {'MFU':>6} {'vs TRL':>7}")
+    base = {r["method"]: r for r in results if r.get("impl") == "trl" and "tokens_per_s" in r}
+    for r in results:
+        if "tokens_per_s" not in r:
+            print(f"{r['impl']:8} {r['method']:6} failed")
+            continue
+        mfu = r["tokens_per_s"] * 6 * n / (peak * 1e12) if peak else None
+        r["mfu"] = mfu
+        ref = base.get(r["method"])
+        r["vs_trl"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref and ref["tokens_per_s"] else None
+        ratio = f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x" if ref and ref["tokens_per_s"] else "-"
+        print(f"{r['impl']:8} {r['method'] + ('+' + ','.join(r['extra']) if r.get('extra') else ''):6} {r['tokens_per_s']:10.1f} {r['peak_memory_gib']:9.2f} {(f'{mfu:.1%}' if mfu else '-'):>6} {ratio:>7}")
+    Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "params": n, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

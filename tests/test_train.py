@@ -1,0 +1,224 @@
+"""`distill train` on CPU with tiny random Llama models (hidden 32, 2 layers) and the embedded
+tokenizer: the loss falls and weights change, labels cover exactly the assistant turn for two
+template families, a killed run resumes to the same loss, saved models load and generate,
+bad input is a one-line error (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill.config import build, load_config
+from distill.errors import UserError
+from trainkit import data_dir, metrics, record, tiny_model
+from train.config import TrainConfig
+
+# A Llama-3-style template (header tokens, <|eot_id|> ends a turn), written out as the family does.
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return data_dir(tmp_path_factory.mktemp("data") / "data", n=24)
+
+
+def config(data: Path, model: Path, out: Path, **extra) -> TrainConfig:
+    base = dict(data=str(data), model=str(model), out=str(out), backend="hf", lr=1e-2, batch_size=4, max_steps=6, seed=0, save_steps=4)
+    return TrainConfig(**{**base, **extra})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny, data) -> tuple[Path, dict]:
+    from train.sft import run_sft
+
+    out = tmp_path_factory.mktemp("run") / "student"
+    return out, run_sft(config(data, tiny, out, val_fraction=0.2, eval_steps=4), show_progress=False)
+
+
+def test_loss_falls_and_lora_weights_change(trained):
+    from safetensors.torch import load_file
+
+    out, run = trained
+    m = run["metrics"]
+    assert run["status"] == "done" and run["backend"] == "hf" and m["steps"] == 6
+    assert m["final_loss"] < m["first_loss"]
+    assert m["final_val_loss"] is not None and m["tokens"] > 0 and m["tokens_per_s"] > 0
+    weights = load_file(out / "adapter_model.safetensors")
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: any change is training
+    assert {"run.json", "metrics.jsonl", "loss.png", "adapter_config.json", "tokenizer.json"} <= set(os.listdir(out))
+    assert not (out / "checkpoints").exists()
+    assert run["data"]["manifest_sha256"] and run["data"]["val_records"] >= 1 and run["versions"]["torch"]
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(Path(run["config"]["model"]).resolve())
+
+
+def test_finished_run_is_returned_and_other_runs_refused(trained, tiny, data):
+    from train.sft import run_sft
+
+    out, run = trained
+    again = run_sft(config(data, tiny, out, val_fraction=0.2, eval_steps=4), show_progress=False)
+    assert again["metrics"] == run["metrics"]  # same config: nothing retrained
+    with pytest.raises(UserError, match="holds a different run"):
+        run_sft(config(data, tiny, out, lr=5e-3), show_progress=False)
+
+
+@pytest.mark.parametrize("template,end", [(None, "<|im_end|>\n"), (LLAMA3_TEMPLATE, "<|eot_id|>")], ids=["chatml-smollm2", "llama3"])
+def test_labels_cover_exactly_the_assistant_turn(tiny, template, end):
+    from transformers import AutoTokenizer
+
+    from train.data import encode
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    if template:
+        tokenizer.chat_template = template
+    rec = record(0, __import__("random").Random(1))
+    for mode, must_see in (("closed-book", rec["question"]), ("open-book", rec["context"])):
+        row = encode(tokenizer, rec, mode)
+        ids, mask = row["input_ids"], row["completion_mask"]
+        trained = tokenizer.decode([t for t, m in zip(ids, mask) if m])
+        prompt = tokenizer.decode([t for t, m in zip(ids, mask) if not m])
+        assert trained == rec["messages"][-1]["content"] + end
+        assert must_see in prompt and rec["answer"] not in prompt
+        assert mask == sorted(mask)  # one block: prompt first, then the assistant turn
+
+
+def test_all_labels_masked_fails_clearly(tmp_path, tiny, data):
+    from train.sft import run_sft
+
+    user_only = "{% for m in messages %}{% if m['role'] == 'user' %}<|im_start|>user\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    with pytest.raises(UserError, match="carry a label"):
+        run_sft(config(data, tiny, tmp_path / "out", chat_template=user_only), show_progress=False)
+
+
+def test_resume_after_kill_reaches_the_same_loss(tmp_path, tiny, data):
+    from train.sft import run_sft
+
+    steps = dict(max_steps=16, save_steps=4, lr=5e-3)
+    straight = run_sft(config(data, tiny, tmp_path / "straight", **steps), show_progress=False)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(out), "--model", str(tiny), "--backend", "hf",
+           "--lr", "5e-3", "--max-steps", "16", "--batch-size", "4", "-q", "save_steps=4", "seed=0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("checkpoints/checkpoint-*/COMPLETE")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "run.json").exists(), "the run finished before it could be killed"
+    with pytest.raises(UserError, match="--resume"):
+        run_sft(config(data, tiny, out, **steps), show_progress=False)
+    resumed = run_sft(config(data, tiny, out, resume=True, **steps), show_progress=False)
+    assert resumed["metrics"]["steps"] == 16
+    assert resumed["metrics"]["final_loss"] == pytest.approx(straight["metrics"]["final_loss"], abs=2e-3)
+    assert [r["step"] for r in metrics(out) if "loss" in r] == list(range(1, 17))
+
+
+def test_adapter_and_merged_models_load_and_generate(trained, tmp_path, tiny, data):
+    from distill.inference import generate, load_model
+    from train.sft import run_sft
+
+    out, _ = trained
+    merged = tmp_path / "merged"
+    run_sft(config(data, tiny, merged, max_steps=2, save="merged"), show_progress=False)
+    assert (merged / "config.json").exists() and not (merged / "adapter_config.json").exists()
+    for folder in (out, merged):
+        model, tokenizer = load_model(str(folder), device="cpu")
+        answers = generate(model, tokenizer, [[{"role": "user", "content": "what runs every hour?"}]], max_new_tokens=4)
+        assert len(answers) == 1 and isinstance(answers[0], str)
+    from click.testing import CliRunner
+
+    from distill.cli import cli as group
+
+    asked = CliRunner().invoke(group, ["ask", str(out), "what runs every hour?", "--max-new-tokens", "4"])
+    assert asked.exit_code == 0, asked.output
+    chatted = CliRunner().invoke(group, ["chat", str(merged), "--max-new-tokens", "4"], input="hello\n/reset\nagain\n\n")
+    assert chatted.exit_code == 0 and chatted.output.count("model>") == 2, chatted.output
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True)
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, tiny, data):
+    from click.testing import CliRunner
+
+    from distill.cli import cli as group
+
+    bad = data_dir(tmp_path / "bad", n=4)
+    lines = (bad / "train.jsonl").read_text().splitlines()
+    (bad / "train.jsonl").write_text("\n".join(lines[:2] + ['{"question": "no answer"}'] + lines[3:]) + "\n")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "something.txt").write_text("x")
+    cases = [
+        ([str(tmp_path / "nowhere")], "does not exist"),
+        ([str(bad)], "train.jsonl:3 is not a valid record"),
+        ([str(data), "--model", str(tmp_path / "missing-model")], "neither an existing directory"),
+        ([str(data), "--method", "qlora"], "needs a CUDA GPU"),
+        ([str(data), "--max-seq-length", "5000"], "longer than the model supports (1024"),
+        ([str(data), "--out", str(taken)], "holds a different run"),
+        ([str(data), "--save", "gguf"], "needs llama.cpp"),
+    ]
+    for args, message in cases:
+        base = ["train", *args, "--backend", "hf"]
+        if "--model" not in args:
+            base += ["--model", str(tiny)]
+        if "--out" not in args:
+            base += ["--out", str(tmp_path / "o")]
+        result = CliRunner().invoke(group, base, standalone_mode=False)
+        assert isinstance(result.exception, UserError), (args, result.output, result.exception)
+        assert message in str(result.exception) and "\n" not in str(result.exception)
+    done = cli("train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr
+
+
+def test_example_config_and_flags_load():
+    for path in Path(__file__).resolve().parents[1].glob("examples/train*.yaml"):
+        cfg = load_config(TrainConfig, path, {"epochs": 1}, ["lora_r=8"])
+        assert cfg.epochs == 1 and cfg.lora_r == 8
+        assert set(yaml.safe_load(path.read_text())) <= set(TrainConfig.model_fields)
+    with pytest.raises(UserError, match="unknown key 'lora_rank'"):
+        build(TrainConfig, {"lora_rank": 4})
+    assert all(field.description for field in TrainConfig.model_fields.values())
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("unsloth") is None, reason="unsloth not installed")
+def test_unsloth_cpu_fallback_smoke(tmp_path, tiny, data):
+    """Unsloth in its own process (its patches must not leak): the adapter imports it first and trains."""
+    done = cli("train", str(data), "--out", str(tmp_path / "u"), "--model", str(tiny), "--backend", "unsloth", "--max-steps", "2", "--json", "-q")
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = json.loads(done.stdout[done.stdout.index("{"):])
+    assert run["backend"] == "unsloth" and run["metrics"]["steps"] == 2
+    assert "restructure your imports" not in done.stderr  # unsloth came before transformers, trl and peft
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, tiny, data):
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(out), "--model", str(tiny), "--backend", "hf",
+           "--max-steps", "500", "-q", "save_steps=1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not ((out / "metrics.jsonl").exists() and metrics(out)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert list(out.glob("checkpoints/checkpoint-*/COMPLETE")) and not (out / "run.json").exists()
+    assert "--resume" in err

@@ -1,0 +1,128 @@
+"""Trainer callbacks of `distill train`: the progress bar (loss, tokens/s, ETA), metrics.jsonl,
+and the marker that makes a checkpoint count only once every file of it is on disk.
+
+transformers writes `checkpoint-N/` file by file; a kill in the middle leaves a partial
+folder. `COMPLETE` is written atomically after the Trainer has finished the folder, and resume
+only ever looks at folders that carry it (`latest_checkpoint`), removing the others.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback
+
+from distill.dataset import write_atomic
+
+MARKER = "COMPLETE"
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete `checkpoint-N` in folder; incomplete ones (killed mid-write) are removed."""
+    if not folder.is_dir():
+        return None
+    complete = []
+    for path in folder.glob("checkpoint-*"):
+        if (path / MARKER).exists():
+            complete.append(path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+class CheckpointMarker(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            write_atomic(folder / MARKER, json.dumps({"step": state.global_step, "time": time.time()}) + "\n")
+
+
+class Metrics(TrainerCallback):
+    """Appends every log (loss, lr, grad norm, tokens, tokens/s, eval loss) to metrics.jsonl."""
+
+    def __init__(self, path: Path, resume_step: int = 0):
+        self.path = path
+        self.last: tuple[float, float] | None = None  # (time, tokens) of the previous log
+        self.rows: list[dict] = []
+        if path.exists():  # a resumed run keeps the history up to its checkpoint
+            old = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            self.rows = [r for r in old if r.get("step", 0) <= resume_step]
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "time": round(time.time(), 3)}
+        row.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        tokens = logs.get("num_tokens")
+        if tokens is not None and "loss" in logs:
+            now = time.monotonic()
+            if self.last is not None and now > self.last[0]:
+                row["tokens_per_s"] = round((tokens - self.last[1]) / (now - self.last[0]), 2)
+            self.last = (now, tokens)
+        self.rows.append(row)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class ProgressBar(TrainerCallback):
+    """A rich progress bar on stderr: step, loss, tokens/s, elapsed and ETA."""
+
+    def __init__(self, metrics: Metrics, enabled: bool = True):
+        self.metrics = metrics
+        self.bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self.task = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, loss="-", rate="-")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.task is None or not self.metrics.rows:
+            return
+        row = self.metrics.rows[-1]
+        fields = {}
+        if "loss" in row:
+            fields["loss"] = f"{row['loss']:.4f}"
+        if "tokens_per_s" in row:
+            fields["rate"] = f"{row['tokens_per_s']:.0f}"
+        self.bar.update(self.task, **fields)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.stop()
+
+
+class StopOnSignal(TrainerCallback):
+    """Ctrl-C (SIGINT): finish the current step, save a checkpoint, stop; a second Ctrl-C aborts."""
+
+    def __init__(self):
+        self.requested = False
+
+    def request(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True

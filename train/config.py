@@ -1,0 +1,75 @@
+"""The typed configuration of `distill train` (YAML, flags and key=value all land here)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill.models import EMBEDDED
+
+
+class TrainConfig(BaseModel):
+    """Everything `distill train` needs; `distill train --help` lists the common flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # what to train on, and where the result goes
+    data: str = Field("data", description="Data directory written by `distill gen` (train.jsonl + manifest.json); test.jsonl is never read.")
+    out: str = Field("student", description="Output model directory: adapter or merged model, tokenizer, run.json, metrics.jsonl, loss.png, checkpoints/.")
+    model: str = Field(EMBEDDED, description="Base student: 'embedded' (SmolLM2-135M-Instruct), a local model directory or a hub id.")
+    method: Literal["lora", "qlora", "8bit", "full"] = Field(
+        "lora", description="lora: 16-bit base + LoRA; qlora: 4-bit base + LoRA (bitsandbytes, GPU); 8bit: 8-bit base + LoRA (bitsandbytes, GPU); full: every weight trained."
+    )
+    backend: Literal["auto", "unsloth", "hf"] = Field(
+        "auto", description="auto: Unsloth wherever it imports and runs (GPU, or its CPU fallback), else hf; unsloth: Unsloth or an error; hf: plain transformers + PEFT + TRL."
+    )
+    prompt_mode: Literal["auto", "closed-book", "open-book"] = Field(
+        "auto", description="User turn: closed-book (question alone) or open-book (context + question); auto follows the data manifest's split_by."
+    )
+    chat_template: str | None = Field(
+        None, description="Chat template for base models without one: 'chatml' (used when the model has none), 'llama3', or a Jinja template string. None: the model's own."
+    )
+    max_seq_length: int = Field(2048, ge=32, description="Longest training sequence in tokens; longer records are dropped (and counted in run.json). Must not exceed the model's context.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Compute dtype; auto: bfloat16 on GPUs that support it, else float16 on GPU, and bfloat16 autocast on CPUs with AVX512-BF16/AMX, else float32."
+    )
+    # LoRA
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path (0 lets Unsloth use its fast kernels).")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Linear layers that get LoRA adapters (all attention and MLP projections by default).",
+    )
+    # optimisation
+    epochs: float = Field(2, gt=0, description="Passes over train.jsonl (1-3 is usual for LoRA SFT); ignored when max_steps is set.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate (2e-4 for LoRA; use ~1e-5 to 2e-5 for full fine-tuning).")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of the steps spent warming the learning rate up from 0.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    optim: str = Field("adamw_torch", description="Optimizer name as transformers knows it (adamw_torch, adamw_8bit on GPU, ...).")
+    batch_size: int = Field(4, ge=1, description="Records per micro-batch on one device.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step (effective batch = batch_size x grad_accum x devices).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(0, description="Seed of initialisation, shuffling and the validation slice.")
+    packing: bool = Field(
+        False, description="Pack several records into one sequence of max_seq_length (best-fit, attention kept inside each record). Off: padding-free batches of whole records."
+    )
+    gradient_checkpointing: bool | Literal["auto", "unsloth"] = Field(
+        "auto", description="Recompute activations in the backward pass to save memory (true/false); unsloth: Unsloth's offloaded variant; auto: unsloth on GPU, off on CPU."
+    )
+    # validation, checkpoints, output
+    val_fraction: float = Field(0.0, ge=0, lt=0.5, description="Share of train.jsonl held out for validation loss (never test.jsonl); 0: none.")
+    eval_steps: int = Field(50, ge=1, description="Validation loss every this many steps (when val_fraction > 0).")
+    save_steps: int = Field(50, ge=1, description="Write a checkpoint (atomically) every this many steps; --resume continues from the last one.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (older ones are removed).")
+    logging_steps: int = Field(1, ge=1, description="Log loss, learning rate and tokens/s every this many steps (metrics.jsonl).")
+    save: Literal["adapter", "merged", "gguf"] = Field(
+        "adapter", description="adapter: LoRA adapter + tokenizer (full fine-tuning always saves the model); merged: 16-bit merged model; gguf: merged model converted with llama.cpp."
+    )
+    gguf_quant: str = Field("q8_0", description="GGUF quantisation type passed to llama.cpp's converter (save=gguf).")
+    resume: bool = Field(False, description="Continue from the newest complete checkpoint in out/checkpoints (same config required).")
+    overwrite: bool = Field(False, description="Replace an output directory that holds a different run.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default).")

@@ -1,0 +1,133 @@
+"""Training data: read a `distill gen` directory, render each record with the chat template,
+tokenize it, and mark the assistant tokens (the only ones the loss sees).
+
+The assistant turn is the record's own `<think>…</think>\n\nanswer`; the user turn follows
+the prompt mode (closed-book: the question; open-book: context + question, see
+distill/prompts.py). Which tokens belong to the assistant is decided by character offsets:
+everything the template renders after the generation prompt is trained on, so any template
+whose prompt is a prefix of the full conversation works (ChatML, Llama 3, Qwen, Gemma...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.dataset import read_jsonl
+from distill.errors import UserError
+from distill.prompts import Mode, mode_for_split, prompt_messages, training_messages
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+LLAMA3 = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+TEMPLATES = {"chatml": CHATML, "llama3": LLAMA3}
+MIN_TRAINED_SHARE = 0.02  # below this share of tokens carrying a label, the run is almost surely mis-masked
+
+
+@dataclass
+class TrainData:
+    train: list[dict]  # {"input_ids": [...], "completion_mask": [...]}
+    val: list[dict]
+    mode: Mode
+    manifest_sha256: str
+    split_by: str
+    dropped_too_long: int = 0
+    stats: dict = field(default_factory=dict)
+
+
+def read_data_dir(data_dir: str | Path) -> tuple[list[dict], dict, str]:
+    """(train records, manifest, manifest hash); every problem is a one-line user error."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"data directory {data_dir} does not exist; run `distill gen DOCS --out {data_dir}` first")
+    manifest_path = data_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError(f"{data_dir} has no manifest.json; it is not a `distill gen` output directory")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{manifest_path} is not valid JSON ({exc.msg}); regenerate the data with `distill gen`") from exc
+    records = read_jsonl(data_dir / "train.jsonl")
+    if not records:
+        raise UserError(f"{data_dir}/train.jsonl holds no records; generate more data (more documents or --pairs-per-chunk)")
+    return records, manifest, hashlib.sha256(raw).hexdigest()
+
+
+def apply_template(tokenizer, name: str | None) -> None:
+    """Give the tokenizer a chat template: the named/given one, or ChatML when it has none."""
+    if name:
+        tokenizer.chat_template = TEMPLATES.get(name, name)
+    elif not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML
+
+
+def encode(tokenizer, record: dict, mode: Mode) -> dict:
+    """Token ids of the whole conversation and a 0/1 mask of the assistant's tokens."""
+    prompt = tokenizer.apply_chat_template(prompt_messages(record, mode), tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(training_messages(record, mode), tokenize=False)
+    if not full.startswith(prompt):
+        raise UserError(
+            "the chat template renders the prompt differently inside the full conversation, so the assistant "
+            "tokens cannot be found; pass --chat-template chatml (or a template whose generation prompt is a prefix)"
+        )
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(start >= len(prompt)) for start, _ in enc["offset_mapping"]]
+    return {"input_ids": enc["input_ids"], "completion_mask": mask}
+
+
+def check_masks(rows: list[dict], where: str) -> dict:
+    """Fail when (nearly) every label is masked — the run would learn nothing."""
+    total = sum(len(r["input_ids"]) for r in rows)
+    trained = sum(sum(r["completion_mask"]) for r in rows)
+    share = trained / max(total, 1)
+    if trained == 0 or share < MIN_TRAINED_SHARE:
+        raise UserError(
+            f"{where}: only {trained} of {total} tokens ({share:.1%}) carry a label, so the loss would ignore the answers; "
+            "the chat template does not mark the assistant turn where expected: pass --chat-template chatml or fix the model's template"
+        )
+    return {"tokens": total, "trained_tokens": trained, "trained_share": round(share, 4)}
+
+
+def prepare(cfg, tokenizer, source: tuple[list[dict], dict, str]) -> TrainData:
+    """Split off the validation slice, tokenize and check the training data (source: read_data_dir's)."""
+    records, manifest, digest = source
+    split_by = manifest.get("split_by", "item")
+    mode: Mode = mode_for_split(split_by) if cfg.prompt_mode == "auto" else cfg.prompt_mode
+    apply_template(tokenizer, cfg.chat_template)
+    rows = [encode(tokenizer, r, mode) for r in records]
+    kept = [r for r in rows if len(r["input_ids"]) <= cfg.max_seq_length]
+    if not kept:
+        longest = max(len(r["input_ids"]) for r in rows)
+        raise UserError(f"every record is longer than max_seq_length={cfg.max_seq_length} tokens (shortest needs more; longest {longest}); raise --max-seq-length")
+    random.Random(cfg.seed).shuffle(kept)
+    n_val = round(len(kept) * cfg.val_fraction)
+    if cfg.val_fraction > 0:
+        n_val = min(max(n_val, 1), len(kept) - 1)
+    val, train = kept[:n_val], kept[n_val:]
+    if not train:
+        raise UserError(f"no training records left after holding out validation (val_fraction={cfg.val_fraction}); lower it")
+    stats = check_masks(train, f"{cfg.data}/train.jsonl")
+    stats["records"] = len(train)
+    stats["val_records"] = len(val)
+    return TrainData(train, val, mode, digest, split_by, len(rows) - len(kept), stats)
+
+
+def check_batch(batch: dict, where: str = "first training batch") -> None:
+    """The same check on what the trainer really feeds the model (labels after collation)."""
+    labels = batch["labels"]
+    trained = int((labels != -100).sum())
+    total = labels.numel()
+    if trained == 0 or trained / total < MIN_TRAINED_SHARE:
+        raise UserError(
+            f"{where}: only {trained} of {total} labels are unmasked; the collator masks the answers — "
+            "check --chat-template and that the data has assistant turns"
+        )

@@ -1,0 +1,261 @@
+"""`distill train` as one program: setup -> run -> save.
+
+setup: check the output directory and the request (quantisation needs a GPU, sequence length
+       fits the model, GGUF needs llama.cpp), pick the backend (Unsloth, else transformers +
+       PEFT), load the student, tokenize train.jsonl with assistant-only labels and check them.
+run:   TRL's SFTTrainer, padding-free batches (or packing), a checkpoint every `save_steps`
+       marked complete only once fully written; Ctrl-C saves a checkpoint and stops.
+save:  the adapter (or merged model / GGUF), tokenizer, metrics.jsonl, loss.png and run.json
+       (resolved config, data manifest hash, base model, versions) — run.json last.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from distill.dataset import write_json
+from distill.errors import UserError
+from distill.models import resolve_model
+from distill.versions import versions
+from train import loading
+from train.config import TrainConfig
+from train.data import TrainData, check_batch, prepare, read_data_dir
+from train.saving import check_save, plot_loss, save_model
+
+RUN_CONFIG = "train_config.json"  # written at start: identifies the run an output directory holds
+NOT_IDENTITY = {"out", "resume", "overwrite", "threads"}  # fields that do not change what is trained
+
+
+@dataclass
+class Plan:
+    out: Path
+    base: str
+    backend: str
+    model: object
+    tokenizer: object
+    data: TrainData
+    autocast_bf16: bool
+    resume_from: Path | None
+
+
+def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
+    """Train; returns the run.json dict (also for a run that had already finished)."""
+    started = time.time()
+    ident = identity(cfg)  # before setup fills in defaults that depend on the model (max_seq_length)
+    finished = check_out(cfg, ident)
+    if finished is not None:
+        return finished
+    plan = setup(cfg, ident)
+    trainer, interrupted = run(cfg, plan, show_progress)
+    return save(cfg, plan, trainer, interrupted, started)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def identity(cfg: TrainConfig) -> dict:
+    return cfg.model_dump(exclude=NOT_IDENTITY)
+
+
+def check_out(cfg: TrainConfig, ident: dict) -> dict | None:
+    """Refuse an output directory holding another run; return run.json if this run is done already."""
+    out = Path(cfg.out)
+    if cfg.overwrite and out.exists():
+        shutil.rmtree(out)
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    stored = out / RUN_CONFIG
+    if not stored.is_file() or json.loads(stored.read_text()) != ident:
+        raise UserError(f"output directory {out} holds a different run; pass --overwrite to replace it or choose another --out")
+    if (out / "run.json").is_file():
+        return json.loads((out / "run.json").read_text())
+    if not cfg.resume:
+        raise UserError(f"output directory {out} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start over")
+    return None
+
+
+def choose_backend(cfg: TrainConfig) -> str:
+    if cfg.backend == "hf":
+        return "hf"
+    from train import unsloth_adapter
+
+    ok, why = unsloth_adapter.available()
+    if ok:
+        return "unsloth"
+    if cfg.backend == "unsloth":
+        raise UserError(f"--backend unsloth: {why}; use --backend hf or auto")
+    return "hf"
+
+
+def setup(cfg: TrainConfig, ident: dict) -> Plan:
+    source = read_data_dir(cfg.data)  # cheap checks first: data, method, output format, model
+    loading.check_method(cfg)
+    check_save(cfg)
+    base = resolve_model(cfg.model)
+    backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
+    from transformers import set_seed
+
+    from train.callbacks import latest_checkpoint
+
+    loading.check_seq_len(cfg, base)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    resume_from = latest_checkpoint(out / "checkpoints") if cfg.resume else None
+    set_seed(cfg.seed)
+    dtype, autocast = loading.resolve_dtype(cfg)
+    if backend == "unsloth":
+        from train import unsloth_adapter
+
+        model, tokenizer = unsloth_adapter.load(cfg, base, dtype)
+    else:
+        model, tokenizer = loading.load_hf(cfg, base)
+    data = prepare(cfg, tokenizer, source)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_CONFIG, ident)
+    return Plan(out, base, backend, model, tokenizer, data, autocast, resume_from)
+
+
+# ---------------------------------------------------------------- run
+
+
+def sft_args(cfg: TrainConfig, plan: Plan):
+    from trl import SFTConfig
+
+    gpu = loading.device() == "cuda"
+    has_val = bool(plan.data.val)
+    checkpointing = loading.use_checkpointing(cfg) and plan.backend == "hf"  # Unsloth set its own up at load
+    return SFTConfig(
+        output_dir=str(plan.out / "checkpoints"),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps
+        weight_decay=cfg.weight_decay,
+        optim=cfg.optim,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=(gpu and next(plan.model.parameters()).dtype == torch.bfloat16) or plan.autocast_bf16,
+        fp16=gpu and next(plan.model.parameters()).dtype == torch.float16,
+        use_cpu=not gpu,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        max_length=cfg.max_seq_length if cfg.packing else None,  # without packing, records are length-checked in prepare
+        packing=cfg.packing,
+        packing_strategy="bfd",
+        padding_free=True,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.keep_checkpoints,
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=cfg.eval_steps if has_val else None,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def datasets_of(data: TrainData):
+    from datasets import Dataset
+
+    def rows(items):
+        return [{"input_ids": r["input_ids"], "labels": [t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]} for r in items]
+
+    return Dataset.from_list(rows(data.train)), (Dataset.from_list(rows(data.val)) if data.val else None)
+
+
+def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
+    """Train to the end, or to the first Ctrl-C (which still saves a checkpoint)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from train.callbacks import CheckpointMarker, Metrics, ProgressBar, StopOnSignal
+    from train.trainer import trainer_class
+
+    train_ds, val_ds = datasets_of(plan.data)
+    resume_step = int(plan.resume_from.name.split("-")[-1]) if plan.resume_from else 0
+    metrics = Metrics(plan.out / "metrics.jsonl", resume_step)
+    stop = StopOnSignal()
+    trainer = trainer_class(plan.backend, loading.device() == "cuda")(
+        model=plan.model,
+        args=sft_args(cfg, plan),
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=plan.tokenizer,
+        callbacks=[CheckpointMarker(), metrics, ProgressBar(metrics, show_progress), stop],
+    )
+    trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
+    sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
+    check_batch(trainer.data_collator(sample))
+    main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread only
+    previous = signal.signal(signal.SIGINT, stop.request) if main else None
+    try:
+        trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    return trainer, stop.requested
+
+
+# ---------------------------------------------------------------- save
+
+
+def peak_memory_gib() -> float:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # CPU: peak RSS of the process
+
+
+def summary(trainer, metrics_rows: list[dict], seconds: float) -> dict:
+    losses = [r["loss"] for r in metrics_rows if "loss" in r]
+    evals = [r["eval_loss"] for r in metrics_rows if "eval_loss" in r]
+    rates = [r["tokens_per_s"] for r in metrics_rows if "tokens_per_s" in r]
+    steady = rates[len(rates) // 4 :] or rates  # the first quarter holds warm-up (compilation, allocator)
+    return {
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 4),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "final_val_loss": evals[-1] if evals else None,
+        "tokens": int(trainer.distill_tokens),
+        "tokens_per_s": round(sum(steady) / len(steady), 2) if steady else None,
+        "train_seconds": round(seconds, 2),
+        "peak_memory_gib": peak_memory_gib(),
+        "peak_memory_of": "cuda allocated" if torch.cuda.is_available() else "process RSS",
+    }
+
+
+def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: float) -> dict:
+    rows = [json.loads(line) for line in (plan.out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    plot_loss(rows, plan.out / "loss.png")
+    record = {
+        "status": "interrupted" if interrupted else "done",
+        "config": cfg.model_dump(),
+        "base_model": {"name": cfg.model, "path": plan.base},
+        "backend": plan.backend,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "data": {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": plan.data.manifest_sha256, "split_by": plan.data.split_by,
+                 "prompt_mode": plan.data.mode, "dropped_too_long": plan.data.dropped_too_long, **plan.data.stats},
+        "metrics": summary(trainer, rows, time.time() - started),
+        "versions": versions(),
+    }
+    if interrupted:
+        return record  # the checkpoint is saved; `--resume` continues (no model, no run.json yet)
+    record["files"] = save_model(cfg, trainer.model, plan.tokenizer, plan.base, plan.out)
+    shutil.rmtree(plan.out / "checkpoints", ignore_errors=True)
+    write_json(plan.out / "run.json", record)
+    return record

@@ -1,0 +1,97 @@
+"""The one module that imports Unsloth. Everything Unsloth needs lives here:
+
+- import order: `unsloth` must be imported before transformers, peft and trl so that its
+  patches (fast RoPE/RMSNorm/cross-entropy kernels, the patched SFTTrainer) take effect;
+  `import_unsloth()` is called by the SFT stage before it imports any of them.
+- its environment switches are set here, inside the call, never at import of distill.
+- `FastLanguageModel` loads the base (16-bit, 4-bit, 8-bit or full) and adds LoRA with
+  Unsloth's gradient checkpointing ("unsloth": activations offloaded to CPU memory).
+On a machine without a GPU, Unsloth 2026.10 runs its own CPU fallback where it imports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_STATE: dict = {}
+
+
+def import_unsloth():
+    """Import unsloth once; returns the module or raises ImportError/RuntimeError with the reason."""
+    if "module" in _STATE:
+        return _STATE["module"]
+    if "error" in _STATE:
+        raise _STATE["error"]
+    late = [m for m in ("trl", "peft") if m in sys.modules]
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # no network calls from a training run
+    try:
+        import unsloth  # noqa: F401  (must precede transformers/peft/trl; see module docstring)
+    except Exception as exc:  # Unsloth raises NotImplementedError, RuntimeError... when it cannot run here
+        _STATE["error"] = RuntimeError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise _STATE["error"] from exc
+    _STATE["module"] = unsloth
+    _STATE["late"] = late
+    return unsloth
+
+
+def available() -> tuple[bool, str]:
+    """(whether Unsloth imports and runs here, why not)."""
+    try:
+        import_unsloth()
+    except ImportError as exc:
+        return False, f"unsloth is not installed ({exc}); pip install 'distill[unsloth]'"
+    except RuntimeError as exc:
+        return False, f"unsloth cannot run here ({exc})"
+    return True, ""
+
+
+def load(cfg, path: str, dtype):
+    """(model with LoRA or full fine-tuning set up, tokenizer) through FastLanguageModel."""
+    from unsloth import FastLanguageModel
+
+    from train.loading import use_checkpointing
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=path,
+        max_seq_length=cfg.max_seq_length,
+        dtype=dtype,
+        load_in_4bit=cfg.method == "qlora",
+        load_in_8bit=cfg.method == "8bit",
+        full_finetuning=cfg.method == "full",
+        random_state=cfg.seed,
+    )
+    checkpointing = checkpointing_mode(cfg, use_checkpointing(cfg))
+    if cfg.method == "full":
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        return model, tokenizer
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        use_gradient_checkpointing=checkpointing,
+        random_state=cfg.seed,
+        max_seq_length=cfg.max_seq_length,
+    )
+    return model, tokenizer
+
+
+def checkpointing_mode(cfg, wanted: bool):
+    """Unsloth's own offloaded checkpointing on GPU ("unsloth"), plain True/False otherwise."""
+    if not wanted:
+        return False
+    if cfg.gradient_checkpointing in ("auto", "unsloth"):
+        import torch
+
+        return "unsloth" if torch.cuda.is_available() else True
+    return True
+
+
+def for_inference(model) -> None:
+    from unsloth import FastLanguageModel
+
+    FastLanguageModel.for_inference(model)
