@@ -12,7 +12,6 @@ On a machine without a GPU, Unsloth 2026.10 runs its own CPU fallback where it i
 from __future__ import annotations
 
 import os
-import sys
 
 _STATE: dict = {}
 
@@ -23,15 +22,16 @@ def import_unsloth():
         return _STATE["module"]
     if "error" in _STATE:
         raise _STATE["error"]
-    late = [m for m in ("trl", "peft") if m in sys.modules]
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # no network calls from a training run
     try:
         import unsloth  # noqa: F401  (must precede transformers/peft/trl; see module docstring)
+    except ImportError as exc:
+        _STATE["error"] = exc
+        raise
     except Exception as exc:  # Unsloth raises NotImplementedError, RuntimeError... when it cannot run here
         _STATE["error"] = RuntimeError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         raise _STATE["error"] from exc
     _STATE["module"] = unsloth
-    _STATE["late"] = late
     return unsloth
 
 
@@ -90,8 +90,3 @@ def checkpointing_mode(cfg, wanted: bool):
         return "unsloth" if torch.cuda.is_available() else True
     return True
 
-
-def for_inference(model) -> None:
-    from unsloth import FastLanguageModel
-
-    FastLanguageModel.for_inference(model)
