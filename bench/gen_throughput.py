@@ -54,6 +54,8 @@ def run_baseline(teacher: LocalTeacher, requests: list[Request], batch: int) -> 
 
     tok, lm = teacher.tokenizer, teacher.lm
     tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     stops = teacher.grammars.stop_ids
     grammars = [teacher.grammars.compile(r.schema) for r in requests]
     tokens, valid, elapsed = 0, 0, 0.0
@@ -66,7 +68,7 @@ def run_baseline(teacher: LocalTeacher, requests: list[Request], batch: int) -> 
         start = time.perf_counter()
         with torch.inference_mode():
             out = lm.generate(**enc, max_new_tokens=part[0].max_new_tokens, do_sample=True, temperature=0.7, top_p=0.95,
-                              top_k=None, logits_processor=[processor], pad_token_id=tok.pad_token_id or stops[0], eos_token_id=stops)
+                              top_k=None, logits_processor=[processor], pad_token_id=tok.pad_token_id, eos_token_id=stops)
         elapsed += time.perf_counter() - start
         for row in out[:, enc["input_ids"].shape[1]:].tolist():
             end = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))

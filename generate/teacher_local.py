@@ -14,7 +14,7 @@ import torch
 
 from distill.models import resolve_model
 from generate.config import TeacherConfig
-from generate.engine import Engine, Row
+from generate.engine import Engine, Row, register_decode_attention
 from generate.teacher import Request, Response
 
 
@@ -29,7 +29,9 @@ class LocalTeacher:
         path = resolve_model(cfg.model)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(cfg.dtype, device)).to(device).eval()
+        attention = register_decode_attention() if device == "cpu" else None
+        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(cfg.dtype, device), attn_implementation=attention)
+        self.lm = self.lm.to(device).eval()
         self.grammars = GrammarFactory(self.tokenizer, self.lm.config.vocab_size)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.engine = Engine(self.lm, pad, self.grammars.stop_ids, cfg.batch_size, self.grammars.apply, cfg.repetition_penalty)

@@ -47,3 +47,20 @@ def test_engine_sampling_is_seeded(tiny_lm):
 
     assert sample(3) == sample(3)
     assert sample(3) != sample(4)
+
+
+def test_decode_attention_matches_sdpa(tiny_lm):
+    """The einsum decode attention gives the same greedy tokens as transformers' SDPA."""
+    from transformers import LlamaForCausalLM
+
+    from generate.engine import register_decode_attention
+
+    fast = LlamaForCausalLM(tiny_lm.config).eval()
+    fast.load_state_dict(tiny_lm.state_dict())
+    fast.set_attn_implementation(register_decode_attention())
+    assert fast.config._attn_implementation == "distill_decode"
+    prompts = [[5, 6, 7], [9] * 11, list(range(2, 30)), [40] * 6]
+    def run(model):
+        rows = [Row(i, p, 12, None) for i, p in enumerate(prompts)]
+        return {f.tag: f.tokens for f in Engine(model, PAD, [STOP], 3).run(rows, 0.0, 1.0, 0)}
+    assert run(fast) == run(tiny_lm)
