@@ -53,20 +53,28 @@ def tiny_adapter(folder: Path, base: Path) -> Path:
     return folder
 
 
-def record(n: int, question: str, answer: str, context: str = "A passage about loops.") -> dict:
-    """A test.jsonl record valid under schemas/record.schema.json."""
+def record(
+    n: int,
+    question: str,
+    answer: str,
+    context: str = "A passage about loops.",
+    reasoning: str = "Because the passage says so.",
+    split: str = "test",
+    record_id: str | None = None,
+) -> dict:
+    """A record valid under schemas/record.schema.json."""
     return {
-        "id": f"{n:016x}",
+        "id": record_id or f"{n:016x}",
         "question": question,
-        "reasoning": "Because the passage says so.",
+        "reasoning": reasoning,
         "answer": answer,
         "evidence": context[:20],
         "context": context,
         "messages": [
             {"role": "user", "content": question},
-            {"role": "assistant", "content": f"<think>\nBecause the passage says so.\n</think>\n\n{answer}"},
+            {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{answer}"},
         ],
         "source": {"doc": "doc.md", "chunk": n, "start": 0, "end": len(context)},
         "teacher": {"backend": "local", "model": "embedded"},
-        "split": "test",
+        "split": split,
     }

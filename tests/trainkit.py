@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 from distill.dataset import write_json, write_jsonl
+from tiny_models import record as make_record
 
 WORDS = (
     "the key rotation signing service reads a token from the vault every hour and writes audit logs "
@@ -51,21 +52,8 @@ def record(i: int, rng: random.Random, split: str = "train") -> dict:
     reasoning = " ".join(rng.choices(WORDS, k=rng.randint(10, 30))) + "."
     answer = " ".join(rng.choices(WORDS, k=rng.randint(3, 10))) + "."
     context = " ".join(rng.choices(WORDS, k=40))
-    return {
-        "id": hashlib.sha256(f"{i}{question}".encode()).hexdigest()[:16],
-        "question": question,
-        "reasoning": reasoning,
-        "answer": answer,
-        "evidence": context[:30],
-        "context": context,
-        "messages": [
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{answer}"},
-        ],
-        "source": {"doc": "doc.md", "chunk": i, "start": 0, "end": len(context)},
-        "teacher": {"backend": "local", "model": "test"},
-        "split": split,
-    }
+    record_id = hashlib.sha256(f"{i}{question}".encode()).hexdigest()[:16]
+    return make_record(i, question, answer, context, reasoning, split, record_id)
 
 
 def data_dir(folder: Path, n: int = 24, split_by: str = "item", seed: int = 0) -> Path:
