@@ -16,8 +16,12 @@ def load_model(name: str, device: str | None = None):
     """(model, tokenizer) ready for batched generation; adapters are loaded onto their base."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from generate.engine import register_decode_attention
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    # on CPU, one-token decode steps use the einsum attention the local teacher uses (SDPA repeats KV heads)
+    options = {"dtype": dtype, "attn_implementation": register_decode_attention() if device == "cpu" else None}
     path = resolve_model(name)
     adapter = Path(path) / "adapter_config.json"
     base = path
@@ -25,10 +29,10 @@ def load_model(name: str, device: str | None = None):
         from peft import PeftModel
 
         base = resolve_model(json.loads(adapter.read_text())["base_model_name_or_path"])
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(base, **options)
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, **options)
     tokenizer = AutoTokenizer.from_pretrained(path if has_tokenizer(path) else base)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
