@@ -6,6 +6,7 @@ steps; peak memory is torch.cuda.max_memory_allocated (GPU) or the process's pea
 
   python bench/train_throughput.py gpu --out runs/bench   # ~1.1B Llama shape, random init, LoRA + QLoRA
   python bench/train_throughput.py cpu --out runs/bench   # embedded SmolLM2-135M student, 2 threads
+  python bench/train_throughput.py gpu --run "trl lora" --run "distill lora batching=padding-free"  # chosen runs
 
 Data: distillation-shaped records (a question, a `<think>` trace, a short answer) built from
 the Python language reference that every CPython carries (pydoc_data.topics), 80-1,100
@@ -96,6 +97,13 @@ def steady(rows: list[dict], warmup: int) -> tuple[float, int]:
     return (last["num_tokens"] - first["num_tokens"]) / (last["time"] - first["time"]), last["step"] - first["step"]
 
 
+def split_extra(extra: list[str] | None) -> tuple[list[str], dict]:
+    """key=value overrides for distill's config; UPPER_CASE=value ones are environment variables."""
+    config = [e for e in extra or [] if not e.split("=", 1)[0].isupper()]
+    env = dict(e.split("=", 1) for e in extra or [] if e.split("=", 1)[0].isupper())
+    return config, env
+
+
 def run_distill(a) -> dict:
     out = Path(a.workdir) / f"distill-{a.method}"
     cmd = [sys.executable, "-m", "distill", "train", a.data, "--out", str(out), "--model", a.model, "--method", a.method,
@@ -103,8 +111,9 @@ def run_distill(a) -> dict:
            f"lora_r={a.r}", f"lora_alpha={a.r}", f"backend={a.backend}"]
     if a.threads:
         cmd.append(f"threads={a.threads}")
-    cmd += a.extra or []
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    config, env = split_extra(a.extra)
+    cmd += config
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env})
     if done.returncode != 0:
         raise SystemExit(f"distill train failed:\n{done.stderr[-3000:]}")
     record = json.loads(done.stdout[done.stdout.index("{"):])
@@ -201,7 +210,8 @@ def main() -> None:
     p.add_argument("--batch", type=int)
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--threads", type=int)
-    p.add_argument("--extra", action="append", help="distill only: extra key=value config overrides (repeatable)")
+    p.add_argument("--extra", action="append", help="distill only: extra key=value config overrides, or UPPER_CASE=value environment variables (repeatable)")
+    p.add_argument("--run", action="append", help='"IMPL METHOD [key=value ...]" (repeatable): run these instead of the mode\'s default set')
     p.add_argument("--records", type=int, default=800)
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the embedded model's)")
     a = p.parse_args()
@@ -229,6 +239,8 @@ def main() -> None:
 
         model = resolve_model("embedded")
         runs = [("distill", "lora", ("backend=hf",)), ("distill", "lora", ("backend=unsloth",)), ("trl", "lora")]
+    if a.run:  # an explicit list replaces the mode's default set
+        runs = [(r.split()[0], r.split()[1], tuple(r.split()[2:])) for r in a.run]
     results = [launch(a, *run[:2], model, data, *run[2:]) for run in runs]
     report(a, results, model, gpu)
 

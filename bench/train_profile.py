@@ -1,0 +1,106 @@
+"""Where the time and memory of a `distill train` step go: torch.profiler over a few steady steps.
+
+  python bench/train_profile.py --data runs/bench/data --model runs/bench/llama-1b --report prof.txt \
+      [--start 8 --steps 3] [--snapshot mem.pickle] [key=value ...]
+
+Runs `distill train` in this process (same config path as the CLI), profiles steps
+start .. start+steps-1 and writes to --report: wall seconds per step, kernel (GPU) seconds per
+step and the share of the wall time the GPU was busy, then the top operators by GPU time and by
+host time. --snapshot records the CUDA allocator history of the first profiled step
+(torch.cuda.memory._dump_snapshot; open it at https://pytorch.org/memory_viz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def profiler_callback(a):
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import TrainerCallback
+
+    class Profile(TrainerCallback):
+        prof = None
+        started = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == a.start:
+                torch.cuda.synchronize()
+                if a.snapshot:
+                    torch.cuda.memory._record_memory_history(max_entries=200_000)
+                self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+                self.prof.start()
+                self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if a.snapshot and state.global_step == a.start + 1:
+                torch.cuda.memory._dump_snapshot(a.snapshot)
+                torch.cuda.memory._record_memory_history(enabled=None)
+            if self.prof is not None and state.global_step == a.start + a.steps:
+                torch.cuda.synchronize()
+                wall = time.perf_counter() - self.started
+                self.prof.stop()
+                write_report(a, self.prof, wall)
+                self.prof = None
+
+    return Profile()
+
+
+def write_report(a, prof, wall: float) -> None:
+    from torch.autograd import DeviceType
+
+    events = prof.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)  # kernels and copies only
+    lines = [
+        f"profiled steps: {a.steps} (from step {a.start}); config overrides: {' '.join(a.overrides)}",
+        f"wall per step: {wall / a.steps:.3f} s; GPU kernel time per step: {kernel_us / 1e6 / a.steps:.3f} s; GPU busy {kernel_us / 1e6 / wall:.0%}",
+        "",
+        events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=70),
+        events.table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=70),
+    ]
+    Path(a.report).write_text("\n".join(lines))
+    print("\n".join(lines[:2]), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--report", required=True)
+    p.add_argument("--out", default="runs/profile")
+    p.add_argument("--start", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--snapshot")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, as on the distill command line")
+    a = p.parse_args()
+
+    import train.trainer
+    from distill.config import parse_overrides
+    from train.config import TrainConfig
+    from train.sft import run_sft
+
+    values = {"data": a.data, "model": a.model, "out": a.out, "overwrite": True, "save_steps": 100_000, "max_steps": a.start + a.steps + 1}
+    cfg = TrainConfig(**{**values, **parse_overrides(a.overrides)})
+    make_class = train.trainer.trainer_class
+
+    def profiled_class(backend: str, gpu: bool) -> type:
+        cls = make_class(backend, gpu)
+
+        def __init__(self, *args, callbacks=(), **kwargs):
+            cls.__init__(self, *args, callbacks=[*callbacks, profiler_callback(a)], **kwargs)
+
+        return type("ProfiledTrainer", (cls,), {"__init__": __init__})
+
+    train.trainer.trainer_class = profiled_class
+    run_sft(cfg, show_progress=False)
+
+
+if __name__ == "__main__":
+    main()
