@@ -46,9 +46,12 @@ def train(data, overrides, config_path, help_config, as_json, quiet, **flags):
         data = None
     flags["data"] = data
     cfg = load_config(TrainConfig, config_path, flags, list(overrides))
+    from train import ranks
     from train.sft import run_sft
 
     record = run_sft(cfg, show_progress=not (quiet or as_json))
+    if not ranks.is_main():
+        return  # under torchrun, rank 0 reports
     if as_json:
         click.echo(json.dumps(record, indent=2))
     elif not quiet:

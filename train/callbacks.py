@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 
 from distill.dataset import write_atomic
+from train import ranks
 
 MARKER = "COMPLETE"
 
@@ -45,7 +46,7 @@ class CheckpointMarker(TrainerCallback):
 class Metrics(TrainerCallback):
     """Appends every log (loss, lr, grad norm, tokens, tokens/s, eval loss) to metrics.jsonl."""
 
-    def __init__(self, path: Path, resume_step: int = 0):
+    def __init__(self, path: Path, resume_step: int = 0, write: bool = True):
         self.path = path
         self.last: tuple[float, float] | None = None  # (time, tokens) of the previous log
         self.rows: list[dict] = []
@@ -54,7 +55,8 @@ class Metrics(TrainerCallback):
             self.rows = [r for r in old if r.get("step", 0) <= resume_step]
         # real tokens trained up to the checkpoint (as of its last log), so totals span the whole run
         self.tokens = max((r["num_tokens"] for r in self.rows if "num_tokens" in r), default=0)
-        write_atomic(path, "".join(json.dumps(r) + "\n" for r in self.rows))
+        if write:  # rank 0 only, under torchrun; on_log writes on rank 0 only as well
+            write_atomic(path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero:
@@ -125,6 +127,6 @@ class StopOnSignal(TrainerCallback):
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
+        if ranks.anywhere(self.requested):  # every rank stops after the same step
             control.should_save = True
             control.should_training_stop = True

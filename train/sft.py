@@ -26,7 +26,7 @@ from distill.dataset import write_json
 from distill.errors import UserError
 from distill.models import resolve_model
 from distill.versions import versions
-from train import loading
+from train import loading, ranks
 from train.config import TrainConfig
 from train.data import TrainData, check_batch, prepare, read_data_dir
 from train.saving import check_save, plot_loss, save_model
@@ -51,7 +51,8 @@ def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
     """Train; returns the run.json dict (also for a run that had already finished)."""
     started = time.time()
     ident = identity(cfg)  # before setup fills in defaults that depend on the model (max_seq_length)
-    finished = check_out(cfg, ident)
+    with ranks.main_first():  # under torchrun: rank 0 checks (and --overwrite clears) first
+        finished = check_out(cfg, ident)
     if finished is not None:
         return finished
     plan = setup(cfg, ident)
@@ -121,7 +122,8 @@ def setup(cfg: TrainConfig, ident: dict) -> Plan:
         model, tokenizer = loading.load_hf(cfg, base)
     data = prepare(cfg, tokenizer, source)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_CONFIG, ident)
+    if ranks.is_main():
+        write_json(out / RUN_CONFIG, ident)
     return Plan(out, base, backend, model, tokenizer, data, autocast, resume_from)
 
 
@@ -155,6 +157,7 @@ def sft_args(cfg: TrainConfig, plan: Plan):
         use_cpu=not gpu,
         gradient_checkpointing=checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        ddp_find_unused_parameters=False,  # every trainable weight is used in every step
         max_length=cfg.max_seq_length if cfg.packing else None,  # without packing, records are length-checked in prepare
         packing=cfg.packing,
         packing_strategy="bfd",
@@ -204,7 +207,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
 
     train_ds, val_ds = datasets_of(plan.data)
     resume_step = int(plan.resume_from.name.split("-")[-1]) if plan.resume_from else 0
-    metrics = Metrics(plan.out / "metrics.jsonl", resume_step)
+    metrics = Metrics(plan.out / "metrics.jsonl", resume_step, write=ranks.is_main())
     stop = StopOnSignal()
     trainer = trainer_class(plan.backend, loading.device() == "cuda")(
         model=plan.model,
@@ -212,9 +215,9 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=plan.tokenizer,
-        callbacks=[CheckpointMarker(), metrics, ProgressBar(metrics, show_progress), stop],
+        callbacks=[CheckpointMarker(), metrics, ProgressBar(metrics, show_progress and ranks.is_main()), stop],
     )
-    trainer.distill_tokens = metrics.tokens  # a resumed run counts on from its checkpoint
+    trainer.distill_tokens = metrics.tokens if ranks.is_main() else 0  # a resumed run counts on (the logged total of all ranks)
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
     check_batch(trainer.data_collator(sample))
@@ -248,7 +251,7 @@ def summary(trainer, metrics_rows: list[dict], seconds: float) -> dict:
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "final_val_loss": evals[-1] if evals else None,
-        "tokens": int(trainer.distill_tokens),
+        "tokens": ranks.total(trainer.distill_tokens),
         "tokens_per_s": round(sum(steady) / len(steady), 2) if steady else None,
         "train_seconds": round(seconds, 2),
         "peak_memory_gib": peak_memory_gib(),
@@ -258,12 +261,12 @@ def summary(trainer, metrics_rows: list[dict], seconds: float) -> dict:
 
 def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: float) -> dict:
     rows = [json.loads(line) for line in (plan.out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    plot_loss(rows, plan.out / "loss.png")
     record = {
         "status": "interrupted" if interrupted else "done",
         "config": cfg.model_dump(),
         "base_model": {"name": cfg.model, "path": plan.base},
         "backend": plan.backend,
+        "processes": ranks.world_size(),
         "batches": batch_layout(cfg, plan.backend),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "data": {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": plan.data.manifest_sha256, "split_by": plan.data.split_by,
@@ -271,6 +274,9 @@ def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: floa
         "metrics": summary(trainer, rows, time.time() - started),
         "versions": versions(),
     }
+    if not ranks.is_main():
+        return record  # rank 0 writes the output directory
+    plot_loss(rows, plan.out / "loss.png")
     if interrupted:
         return record  # the checkpoint is saved; `--resume` continues (no model, no run.json yet)
     record["files"] = save_model(cfg, trainer.model, plan.tokenizer, plan.base, plan.out)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from trl import SFTTrainer
 
+from train import ranks
+
 
 class CountTokens:
     """Counts the real tokens of every training micro-batch; logs the running total as num_tokens."""
@@ -26,8 +28,8 @@ class CountTokens:
         return super().training_step(model, inputs, *args, **kwargs)
 
     def log(self, logs, *args, **kwargs):
-        if "loss" in logs:
-            logs["num_tokens"] = int(self.distill_tokens)
+        if "loss" in logs:  # every rank logs the same steps, so the sum over ranks is safe here
+            logs["num_tokens"] = ranks.total(self.distill_tokens)
         return super().log(logs, *args, **kwargs)
 
 

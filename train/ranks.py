@@ -1,0 +1,50 @@
+"""One run in several processes (data-parallel, under `torchrun` or `accelerate launch`): every
+rank trains on its share of each batch, rank 0 alone writes the output directory, and the few
+things that must agree across ranks (the output check, the token count, a Ctrl-C) are
+synchronised here. In a single process every helper is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def main_first():
+    """Rank 0 runs the block before the others, which then see what it wrote or removed."""
+    if world_size() == 1:
+        yield
+        return
+    from accelerate import PartialState  # sets up the process group the Trainer will use
+
+    with PartialState().main_process_first():
+        yield
+
+
+def _reduce(value: int, op: str) -> int:
+    import torch
+    import torch.distributed as dist
+
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.as_tensor(int(value), dtype=torch.long, device=device)
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
+    return int(tensor.item())
+
+
+def total(value) -> int:
+    """The sum over ranks of an integer each rank counted (call it on every rank)."""
+    return _reduce(value, "SUM") if world_size() > 1 else int(value)
+
+
+def anywhere(flag: bool) -> bool:
+    """True on every rank when it is true on one (call it on every rank)."""
+    return bool(_reduce(flag, "MAX")) if world_size() > 1 else flag
