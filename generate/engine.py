@@ -30,6 +30,7 @@ class Row:
     prompt_ids: list[int]
     budget: int
     matcher: object | None  # xgrammar GrammarMatcher, or None for free text
+    make_matcher: Callable[[], object] | None = None  # builds `matcher` when the row joins (grammars compile lazily)
     pos: int = 0  # position id of the next token fed to the model
     tokens: list[int] = field(default_factory=list)
     stopped: bool = False
@@ -111,6 +112,8 @@ class Engine:
         ids = torch.full((len(joining), width), self.pad_id, dtype=torch.long)
         new_mask = torch.zeros((len(joining), width), dtype=torch.long)
         for i, row in enumerate(joining):
+            if row.make_matcher is not None:  # compiled now, not for every waiting request up front
+                row.matcher, row.make_matcher = row.make_matcher(), None
             n = len(row.prompt_ids)
             ids[i, width - n :] = torch.tensor(row.prompt_ids)
             new_mask[i, width - n :] = 1

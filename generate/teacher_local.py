@@ -7,6 +7,7 @@ output always parses and the quote always occurs in the chunk.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Iterator
 
@@ -37,7 +38,7 @@ class LocalTeacher:
         self.engine = Engine(self.lm, pad, self.grammars.stop_ids, cfg.batch_size, self.grammars.apply, cfg.repetition_penalty)
 
     def generate(self, requests: list[Request]) -> Iterator[Response]:
-        rows = [Row(r, self._prompt_ids(r), r.max_new_tokens, self._matcher(r)) for r in requests]
+        rows = [Row(r, self._prompt_ids(r), r.max_new_tokens, None, self._matcher_factory(r)) for r in requests]
         for done in self.engine.run(rows, self.cfg.temperature, self.cfg.top_p, self.cfg.seed):
             yield Response(
                 key=done.tag.key,
@@ -51,10 +52,11 @@ class LocalTeacher:
         text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _matcher(self, request: Request):
+    def _matcher_factory(self, request: Request):
+        """Builds the request's grammar matcher when its row joins the batch (None: free text)."""
         if not (self.cfg.structured and request.schema):
             return None
-        return self.grammars.matcher(request.schema)
+        return functools.partial(self.grammars.matcher, request.schema)
 
     def close(self) -> None:
         self.lm = self.engine = None

@@ -64,3 +64,18 @@ def test_decode_attention_matches_sdpa(tiny_lm):
         rows = [Row(i, p, 12, None) for i, p in enumerate(prompts)]
         return {f.tag: f.tokens for f in Engine(model, PAD, [STOP], 3).run(rows, 0.0, 1.0, 0)}
     assert run(fast) == run(tiny_lm)
+
+
+def test_grammar_matchers_are_made_when_rows_join(tiny_lm):
+    """Waiting requests cost no grammar compilation: a row's matcher is built as it joins the batch."""
+    made = []
+
+    def factory(i):
+        return lambda: made.append(i)  # a None matcher: free text
+
+    rows = [Row(i, [5, 6, 7 + i], 4, None, factory(i)) for i in range(6)]
+    finished = Engine(tiny_lm, PAD, [STOP], 2).run(rows, 0.0, 1.0, 0)
+    next(finished)
+    assert len(made) == 2  # the first two rows only
+    rest = list(finished)
+    assert len(rest) == 5 and sorted(made) == list(range(6))
