@@ -313,3 +313,56 @@ def test_grouped_batches_hold_records_of_similar_length(monkeypatch, tmp_path, t
         assert run["batches"] == {"padding_free": False, "group_by_length": grouped} and len(seen) == 8
         spread[grouped] = sum(max(batch) - min(batch) for batch in seen) / len(seen)
     assert spread[True] < spread[False] / 2
+
+
+def test_split_rows_keeps_every_row_once_under_the_budget():
+    import torch
+
+    from train.trainer import split_rows
+
+    lengths = [9, 3, 7, 2, 8, 1]
+    mask = torch.tensor([[1] * n + [0] * (9 - n) for n in lengths])
+    ids = torch.arange(54).reshape(6, 9) * mask
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100), "note": "kept"}
+    assert split_rows(batch, None) == [batch] and split_rows(batch, 54) == [batch]
+    parts = split_rows(batch, 16)
+    assert all(p["input_ids"].numel() <= 16 or p["input_ids"].shape[0] == 1 for p in parts)
+    rows = sorted(tuple(r[r != 0].tolist()) for p in parts for r in p["input_ids"] * p["attention_mask"])
+    assert rows == sorted(tuple(r[r != 0].tolist()) for r in ids)  # every row once, no real token lost
+    assert all(p["attention_mask"].any(dim=0).all() and p["note"] == "kept" for p in parts)  # no all-pad column left
+
+
+def test_split_batches_give_the_same_update(monkeypatch, tmp_path, tiny, data):
+    """max_batch_tokens trains a batch in parts whose gradients add up to the whole batch's."""
+    from safetensors.torch import load_file
+
+    import train.trainer
+    from train.sft import run_sft
+
+    real_split, parts = train.trainer.split_rows, []
+
+    def counted_split(inputs, budget):
+        out = real_split(inputs, budget)
+        parts.append(len(out))
+        return out
+
+    monkeypatch.setattr(train.trainer, "split_rows", counted_split)
+    runs = {}
+    for name, budget in (("whole", None), ("split", 120)):
+        out = tmp_path / name
+        # float32 and plain SGD: the weights move by the gradient itself, free of bfloat16 rounding (which depends on
+        # the batch shape) and of Adam's normalisation (which amplifies rounding in tiny gradients)
+        exact = dict(dtype="float32", optim="sgd", lr=0.5, warmup_ratio=0.0)
+        run = run_sft(config(data, tiny, out, batching="padded", group_by_length=False, max_steps=3, max_batch_tokens=budget, **exact), show_progress=False)
+        runs[name] = (run, load_file(out / "adapter_model.safetensors"))
+    (whole, a), (split, b) = runs["whole"], runs["split"]
+    assert [whole["metrics"][k] for k in ("first_loss", "final_loss")] == pytest.approx([split["metrics"][k] for k in ("first_loss", "final_loss")], rel=1e-5)
+    assert whole["metrics"]["tokens"] == split["metrics"]["tokens"]
+    assert parts[:3] == [1, 1, 1] and min(parts[3:]) >= 3  # the budgeted run really trained each batch in parts
+    assert all(torch_close(a[k], b[k]) for k in a)
+
+
+def torch_close(x, y) -> bool:
+    import torch
+
+    return torch.allclose(x, y, rtol=1e-4, atol=1e-6)

@@ -217,6 +217,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
         processing_class=plan.tokenizer,
         callbacks=[CheckpointMarker(), metrics, ProgressBar(metrics, show_progress and ranks.is_main()), stop],
     )
+    trainer.distill_batch_tokens = cfg.max_batch_tokens
     trainer.distill_tokens = metrics.tokens if ranks.is_main() else 0  # a resumed run counts on (the logged total of all ranks)
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]

@@ -1,5 +1,6 @@
 """The Trainer class `distill train` builds: TRL's SFTTrainer (Unsloth's patched one when Unsloth
-was imported first), plus the token count behind the tokens/s figures.
+was imported first), plus the token count behind the tokens/s figures and the split of padded
+micro-batches over a token budget.
 
 TRL 1.15's SFTTrainer computes its loss through a Triton kernel (a fused, chunked LM head).
 On a GPU that is what runs. Without a GPU that kernel cannot run (Triton has no CPU driver),
@@ -9,6 +10,8 @@ accumulated batch).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from trl import SFTTrainer
@@ -33,6 +36,55 @@ class CountTokens:
         return super().log(logs, *args, **kwargs)
 
 
+def split_rows(inputs: dict, budget: int | None) -> list[dict]:
+    """A padded batch of more than `budget` tokens (rows x padded length) as groups of rows of
+    similar length under it (a row longer than the budget alone), each without its all-pad columns."""
+    ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+    if not budget or mask is None or ids.dim() != 2 or ids.numel() <= budget:
+        return [inputs]
+    lengths = mask.sum(dim=1).tolist()
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups = [[order[0]]]
+    for i in order[1:]:
+        width = lengths[groups[-1][0]]  # the group's first row is its longest
+        if (len(groups[-1]) + 1) * width <= budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return [_rows(inputs, torch.tensor(sorted(group)), len(lengths)) for group in groups]
+
+
+def _rows(inputs: dict, rows: torch.Tensor, n: int) -> dict:
+    keep = inputs["attention_mask"][rows].bool().any(dim=0)  # columns holding a real token (either padding side)
+    part = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == n:
+            value = value[rows.to(value.device)]
+            if value.dim() >= 2 and value.shape[1] == keep.shape[0]:
+                value = value[:, keep.to(value.device)]
+        part[key] = value
+    return part
+
+
+class SplitBatches:
+    """Trains a padded micro-batch over `distill_batch_tokens` as several smaller ones. The loss
+    of each is summed over its tokens and divided by the whole batch's count (num_items_in_batch),
+    so their gradients add up to the undivided batch's; only the peak memory changes."""
+
+    distill_batch_tokens: int | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        parts = split_rows(inputs, self.distill_batch_tokens) if num_items_in_batch is not None else [inputs]
+        if len(parts) == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        losses = []
+        for i, part in enumerate(parts):  # data-parallel: gradients are exchanged after the last part only
+            last = i == len(parts) - 1
+            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+                losses.append(super().training_step(model, part, num_items_in_batch))
+        return torch.stack(losses).sum()
+
+
 class CPUSFTTrainer(SFTTrainer):
     """SFTTrainer with the model's own loss, for machines where TRL's Triton loss cannot run."""
 
@@ -44,4 +96,4 @@ class CPUSFTTrainer(SFTTrainer):
 def trainer_class(backend: str, gpu: bool) -> type:
     """Unsloth's or TRL's SFTTrainer; the CPU variant for the hf backend without a GPU."""
     base = CPUSFTTrainer if backend == "hf" and not gpu else SFTTrainer
-    return type("DistillSFTTrainer", (CountTokens, base), {})
+    return type("DistillSFTTrainer", (CountTokens, SplitBatches, base), {})
