@@ -274,6 +274,7 @@ def test_batch_layout_defaults(monkeypatch, tiny, data, tmp_path):
     assert layout("unsloth") == {"padding_free": False, "group_by_length": True}  # GPU + Unsloth: padded, compiled blocks
     assert layout("hf") == {"padding_free": True, "group_by_length": False}
     assert layout("unsloth", packing=True) == {"padding_free": True, "group_by_length": False}
+    assert layout("unsloth", method="full") == {"padding_free": True, "group_by_length": False}  # measured for LoRA and QLoRA only
 
 
 def test_padded_and_padding_free_batches_give_the_same_loss(tmp_path, tiny, data):

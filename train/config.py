@@ -59,7 +59,7 @@ class TrainConfig(BaseModel):
     )
     batching: Literal["auto", "padding-free", "padded"] = Field(
         "auto",
-        description="Without packing, how a micro-batch holds its records: padding-free (concatenated, no pad tokens, attention kept inside each record); padded (to the batch's longest record; Unsloth compiles each decoder block for these); auto: padded with Unsloth on a CUDA GPU (3x the tokens/s of padding-free there, docs/benchmarks.md), padding-free elsewhere.",
+        description="Without packing, how a micro-batch holds its records: padding-free (concatenated, no pad tokens, attention kept inside each record); padded (to the batch's longest record; Unsloth compiles each decoder block for these); auto: padded for LoRA/QLoRA with Unsloth on a CUDA GPU (2-3x the tokens/s of padding-free there, docs/benchmarks.md), padding-free elsewhere.",
     )
     group_by_length: bool | Literal["auto"] = Field(
         "auto", description="Draw each micro-batch from records of similar length (transformers' LengthGroupedSampler; the longest batch comes first); auto: with padded batches."

@@ -178,10 +178,12 @@ def sft_args(cfg: TrainConfig, plan: Plan):
 
 def batch_layout(cfg: TrainConfig, backend: str) -> dict:
     """{padding_free, group_by_length} for this run. Packed rows are always padding-free. auto:
-    padded batches of similar lengths with Unsloth on a GPU, where it compiles each decoder
-    block for them (padding-free batches run eagerly there and leave the GPU waiting on Python).
+    padded batches of similar lengths for LoRA/QLoRA with Unsloth on a GPU, where it compiles
+    each decoder block for them (padding-free batches run eagerly there and leave the GPU
+    waiting on Python); padding-free elsewhere.
     """
-    padded = not cfg.packing and (cfg.batching == "padded" or (cfg.batching == "auto" and backend == "unsloth" and loading.device() == "cuda"))
+    compiled = backend == "unsloth" and loading.device() == "cuda" and cfg.method in ("lora", "qlora")  # measured there
+    padded = not cfg.packing and (cfg.batching == "padded" or (cfg.batching == "auto" and compiled))
     grouped = padded if cfg.group_by_length == "auto" else cfg.group_by_length
     return {"padding_free": not padded, "group_by_length": bool(grouped)}
 
