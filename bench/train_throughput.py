@@ -7,6 +7,10 @@ steps; peak memory is torch.cuda.max_memory_allocated (GPU) or the process's pea
   python bench/train_throughput.py gpu --out runs/bench   # ~1.1B Llama shape, random init, LoRA + QLoRA
   python bench/train_throughput.py cpu --out runs/bench   # embedded SmolLM2-135M student, 2 threads
   python bench/train_throughput.py gpu --run "trl lora" --run "distill lora batching=padding-free"  # chosen runs
+  python bench/train_throughput.py gpu --run "distill lora TORCH_LOGS=recompiles"  # UPPER_CASE=value: environment
+
+Each distill run's own output is kept in OUT/distill-METHOD.log, its per-step log in
+OUT/distill-METHOD/metrics.jsonl.
 
 Data: distillation-shaped records (a question, a `<think>` trace, a short answer) built from
 the Python language reference that every CPython carries (pydoc_data.topics), 80-1,100
@@ -114,6 +118,7 @@ def run_distill(a) -> dict:
     config, env = split_extra(a.extra)
     cmd += config
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env})
+    out.with_suffix(".log").write_text(done.stdout + done.stderr)  # kept for TORCH_LOGS=... runs
     if done.returncode != 0:
         raise SystemExit(f"distill train failed:\n{done.stderr[-3000:]}")
     record = json.loads(done.stdout[done.stdout.index("{"):])

@@ -267,14 +267,18 @@ def test_batch_layout_defaults(monkeypatch, tiny, data, tmp_path):
     def layout(backend, **extra):
         return batch_layout(config(data, tiny, tmp_path, **extra), backend)
 
-    assert layout("unsloth") == {"padding_free": True, "group_by_length": False}  # no GPU here: padding-free
-    assert layout("hf", batching="padded") == {"padding_free": False, "group_by_length": True}
-    assert layout("hf", batching="padded", group_by_length=False) == {"padding_free": False, "group_by_length": False}
+    free, padded = {"padding_free": True, "group_by_length": False}, {"padding_free": False, "group_by_length": True}
+    assert layout("unsloth") == {**free, "max_batch_tokens": None}  # no GPU here: padding-free
+    assert layout("hf", batching="padded") == {**padded, "max_batch_tokens": None}  # auto budget only where Unsloth compiles
+    assert layout("hf", batching="padded", max_batch_tokens=512) == {**padded, "max_batch_tokens": 512}
+    assert layout("hf", batching="padded", group_by_length=False)["group_by_length"] is False
     monkeypatch.setattr(loading, "device", lambda: "cuda")
-    assert layout("unsloth") == {"padding_free": False, "group_by_length": True}  # GPU + Unsloth: padded, compiled blocks
-    assert layout("hf") == {"padding_free": True, "group_by_length": False}
-    assert layout("unsloth", packing=True) == {"padding_free": True, "group_by_length": False}
-    assert layout("unsloth", method="full") == {"padding_free": True, "group_by_length": False}  # measured for LoRA and QLoRA only
+    assert layout("unsloth") == {**padded, "max_batch_tokens": 8192}  # GPU + Unsloth: padded, compiled blocks, split batches
+    assert layout("unsloth", method="qlora") == {**padded, "max_batch_tokens": 8192}
+    assert layout("unsloth", max_batch_tokens=None) == {**padded, "max_batch_tokens": None}
+    assert layout("hf") == {**free, "max_batch_tokens": None}
+    assert layout("unsloth", packing=True) == {**free, "max_batch_tokens": None}
+    assert layout("unsloth", method="full") == {**free, "max_batch_tokens": None}  # measured for LoRA and QLoRA only
 
 
 def test_padded_and_padding_free_batches_give_the_same_loss(tmp_path, tiny, data):
@@ -311,7 +315,7 @@ def test_grouped_batches_hold_records_of_similar_length(monkeypatch, tmp_path, t
     for grouped in (True, False):
         seen.clear()
         run = run_sft(config(many, tiny, tmp_path / str(grouped), batching="padded", group_by_length=grouped, max_steps=8, lr=1e-4), show_progress=False)
-        assert run["batches"] == {"padding_free": False, "group_by_length": grouped} and len(seen) == 8
+        assert run["batches"] == {"padding_free": False, "group_by_length": grouped, "max_batch_tokens": None} and len(seen) == 8
         spread[grouped] = sum(max(batch) - min(batch) for batch in seen) / len(seen)
     assert spread[True] < spread[False] / 2
 
@@ -321,16 +325,17 @@ def test_split_rows_keeps_every_row_once_under_the_budget():
 
     from train.trainer import split_rows
 
-    lengths = [9, 3, 7, 2, 8, 1]
+    lengths = [9, 3, 7, 2, 8, 1, 4, 5]
     mask = torch.tensor([[1] * n + [0] * (9 - n) for n in lengths])
-    ids = torch.arange(54).reshape(6, 9) * mask
+    ids = torch.arange(1, 73).reshape(8, 9) * mask
     batch = {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100), "note": "kept"}
-    assert split_rows(batch, None) == [batch] and split_rows(batch, 54) == [batch]
-    parts = split_rows(batch, 16)
-    assert all(p["input_ids"].numel() <= 16 or p["input_ids"].shape[0] == 1 for p in parts)
+    assert split_rows(batch, None) == [batch] and split_rows(batch, 72) == [batch]
+    parts = split_rows(batch, 40)
+    assert [tuple(p["input_ids"].shape) for p in parts] == [(4, 9), (4, 4)]  # equal row counts, longest rows first, pad columns cut
     rows = sorted(tuple(r[r != 0].tolist()) for p in parts for r in p["input_ids"] * p["attention_mask"])
     assert rows == sorted(tuple(r[r != 0].tolist()) for r in ids)  # every row once, no real token lost
     assert all(p["attention_mask"].any(dim=0).all() and p["note"] == "kept" for p in parts)  # no all-pad column left
+    assert [p["input_ids"].shape[0] for p in split_rows(batch, 16)] == [1] * 8  # two rows of 9 exceed 16: one row a part
 
 
 def test_split_batches_give_the_same_update(monkeypatch, tmp_path, tiny, data):

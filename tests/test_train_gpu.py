@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from train.sft import AUTO_BATCH_TOKENS
 from trainkit import data_dir, tiny_model
 
 pytestmark = pytest.mark.gpu
@@ -29,7 +30,7 @@ def test_unsloth_trains_on_gpu(tmp_path, method):
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(done.stdout[done.stdout.index("{"):])
     assert record["backend"] == "unsloth"
-    assert record["batches"] == {"padding_free": False, "group_by_length": True}  # the GPU default: padded, compiled blocks
+    assert record["batches"] == {"padding_free": False, "group_by_length": True, "max_batch_tokens": AUTO_BATCH_TOKENS}  # the GPU default: padded, compiled blocks
     assert record["metrics"]["final_loss"] < record["metrics"]["first_loss"]
     assert (out / "adapter_config.json").exists()
     ask = subprocess.run([sys.executable, "-m", "distill", "ask", str(out), "what does the loop do?", "--max-new-tokens", "8"],

@@ -64,10 +64,9 @@ class TrainConfig(BaseModel):
     group_by_length: bool | Literal["auto"] = Field(
         "auto", description="Draw each micro-batch from records of similar length (transformers' LengthGroupedSampler; the longest batch comes first); auto: with padded batches."
     )
-    max_batch_tokens: int | None = Field(
-        None,
-        ge=16,
-        description="Padded batches only: a micro-batch larger than this (rows x padded length) is trained as several smaller ones whose gradients add up to the same update, for a lower peak memory; None: never split.",
+    max_batch_tokens: int | None | Literal["auto"] = Field(
+        "auto",
+        description="Padded batches only: a micro-batch larger than this (rows x padded length) is trained as several smaller ones whose gradients add up to the same update, for a lower peak memory; None: never split; auto: 8192 where batches are padded by default (LoRA/QLoRA with Unsloth on a CUDA GPU), else None.",
     )
     pad_to_multiple_of: int | None = Field(None, ge=1, description="Round padded batch lengths up to a multiple of this (fewer distinct shapes for compiled kernels); None: no rounding.")
     gradient_checkpointing: bool | Literal["auto", "unsloth"] = Field(

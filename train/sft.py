@@ -176,16 +176,23 @@ def sft_args(cfg: TrainConfig, plan: Plan):
     )
 
 
+AUTO_BATCH_TOKENS = 8192  # docs/benchmarks.md: about half plain TRL's peak memory at 2x its speed (H200, 1B model)
+
+
 def batch_layout(cfg: TrainConfig, backend: str) -> dict:
-    """{padding_free, group_by_length} for this run. Packed rows are always padding-free. auto:
-    padded batches of similar lengths for LoRA/QLoRA with Unsloth on a GPU, where it compiles
-    each decoder block for them (padding-free batches run eagerly there and leave the GPU
-    waiting on Python); padding-free elsewhere.
+    """{padding_free, group_by_length, max_batch_tokens} for this run. Packed rows are always
+    padding-free. auto: padded batches of similar lengths for LoRA/QLoRA with Unsloth on a GPU,
+    where it compiles each decoder block for them (padding-free batches run eagerly there and
+    leave the GPU waiting on Python), split over a token budget that keeps the peak memory down;
+    padding-free elsewhere.
     """
     compiled = backend == "unsloth" and loading.device() == "cuda" and cfg.method in ("lora", "qlora")  # measured there
     padded = not cfg.packing and (cfg.batching == "padded" or (cfg.batching == "auto" and compiled))
     grouped = padded if cfg.group_by_length == "auto" else cfg.group_by_length
-    return {"padding_free": not padded, "group_by_length": bool(grouped)}
+    budget = cfg.max_batch_tokens
+    if budget == "auto":
+        budget = AUTO_BATCH_TOKENS if padded and compiled else None
+    return {"padding_free": not padded, "group_by_length": bool(grouped), "max_batch_tokens": budget if padded else None}
 
 
 def datasets_of(data: TrainData):
@@ -219,7 +226,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
         processing_class=plan.tokenizer,
         callbacks=[CheckpointMarker(), metrics, ProgressBar(metrics, show_progress and ranks.is_main()), stop],
     )
-    trainer.distill_batch_tokens = cfg.max_batch_tokens
+    trainer.distill_batch_tokens = batch_layout(cfg, plan.backend)["max_batch_tokens"]
     trainer.distill_tokens = metrics.tokens if ranks.is_main() else 0  # a resumed run counts on (the logged total of all ranks)
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
