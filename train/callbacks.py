@@ -38,8 +38,11 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 class CheckpointMarker(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
+        # under torchrun every rank writes its part (rank 0 the weights and optimizer, each rank its RNG
+        # state): the marker waits for all of them
+        ranks.wait_for_all()
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
+        if ranks.is_main() and folder.is_dir():
             write_atomic(folder / MARKER, json.dumps({"step": state.global_step, "time": time.time()}) + "\n")
 
 

@@ -30,6 +30,14 @@ def main_first():
         yield
 
 
+def wait_for_all() -> None:
+    """Returns once every rank has called it."""
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def _reduce(value: int, op: str) -> int:
     import torch
     import torch.distributed as dist

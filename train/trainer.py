@@ -83,6 +83,25 @@ class SplitBatches:
         return torch.stack(losses).sum()
 
 
+class ResumeOnCPUProcesses:
+    """transformers loads a checkpoint's optimizer state onto `args.device` when several processes
+    train; on CPU that is "cpu:0", a location torch.load cannot restore to. Loads it onto "cpu"."""
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        load = torch.load
+
+        def load_on_cpu(*args, map_location=None, **kwargs):
+            return load(*args, map_location="cpu" if str(map_location).startswith("cpu") else map_location, **kwargs)
+
+        torch.load = load_on_cpu
+        try:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        finally:
+            torch.load = load
+
+
 class CPUSFTTrainer(SFTTrainer):
     """SFTTrainer with the model's own loss, for machines where TRL's Triton loss cannot run."""
 
@@ -94,4 +113,4 @@ class CPUSFTTrainer(SFTTrainer):
 def trainer_class(backend: str, gpu: bool) -> type:
     """Unsloth's or TRL's SFTTrainer; the CPU variant for the hf backend without a GPU."""
     base = CPUSFTTrainer if backend == "hf" and not gpu else SFTTrainer
-    return type("DistillSFTTrainer", (CountTokens, SplitBatches, base), {})
+    return type("DistillSFTTrainer", (CountTokens, SplitBatches, ResumeOnCPUProcesses, base), {})
