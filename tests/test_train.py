@@ -174,19 +174,20 @@ def test_gguf_holds_the_trained_model(tmp_path, tiny, data):
     assert (a - b).abs().max() < 0.05 * a.abs().max() and torch.equal(a.argmax(-1), b.argmax(-1))
 
 
-def test_two_processes_train_one_run(tmp_path, tiny, data):
+@pytest.mark.parametrize("backend", ["hf", "unsloth"])
+def test_two_processes_train_one_run(tmp_path, tiny, data, backend):
     """Data-parallel under torchrun (2 CPU processes, gloo): one report, one output directory, both ranks' tokens."""
     from train.sft import run_sft
 
     single = run_sft(config(data, tiny, tmp_path / "one", batch_size=8, max_steps=3), show_progress=False)  # 24 records: one epoch
     out = tmp_path / "two"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "distill", "train", str(data),
-           "--out", str(out), "--model", str(tiny), "--backend", "hf", "--batch-size", "4", "--max-steps", "3", "--lr", "1e-2", "--json", "-q"]
+           "--out", str(out), "--model", str(tiny), "--backend", backend, "--batch-size", "4", "--max-steps", "3", "--lr", "1e-2", "--json", "-q"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"status"') == 1  # rank 0 alone reports
     run = json.loads((out / "run.json").read_text())
-    assert run["processes"] == 2 and run["metrics"]["steps"] == 3 and run["metrics"]["epochs"] == 1.0
+    assert run["processes"] == 2 and run["backend"] == backend and run["metrics"]["steps"] == 3 and run["metrics"]["epochs"] == 1.0
     assert run["metrics"]["tokens"] == single["metrics"]["tokens"]  # 2 ranks x 4 records x 3 steps = the same epoch
     assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3]
     assert (out / "adapter_model.safetensors").exists() and not (out / "checkpoints").exists()
