@@ -45,6 +45,7 @@ class Plan:
     data: TrainData
     autocast_bf16: bool
     resume_from: Path | None
+    batches: dict  # batch_layout: how micro-batches hold their records
 
 
 def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
@@ -124,7 +125,7 @@ def setup(cfg: TrainConfig, ident: dict) -> Plan:
     out.mkdir(parents=True, exist_ok=True)
     if ranks.is_main():
         write_json(out / RUN_CONFIG, ident)
-    return Plan(out, base, backend, model, tokenizer, data, autocast, resume_from)
+    return Plan(out, base, backend, model, tokenizer, data, autocast, resume_from, batch_layout(cfg, backend))
 
 
 # ---------------------------------------------------------------- run
@@ -136,7 +137,7 @@ def sft_args(cfg: TrainConfig, plan: Plan):
     gpu = loading.device() == "cuda"
     has_val = bool(plan.data.val)
     checkpointing = loading.use_checkpointing(cfg) and plan.backend == "hf"  # Unsloth set its own up at load
-    layout = batch_layout(cfg, plan.backend)
+    layout = plan.batches
     return SFTConfig(
         output_dir=str(plan.out / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
@@ -226,7 +227,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
         processing_class=plan.tokenizer,
         callbacks=[CheckpointMarker(), metrics, ProgressBar(metrics, show_progress and ranks.is_main()), stop],
     )
-    trainer.distill_batch_tokens = batch_layout(cfg, plan.backend)["max_batch_tokens"]
+    trainer.distill_batch_tokens = plan.batches["max_batch_tokens"]
     trainer.distill_tokens = metrics.tokens if ranks.is_main() else 0  # a resumed run counts on (the logged total of all ranks)
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
@@ -277,7 +278,7 @@ def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: floa
         "base_model": {"name": cfg.model, "path": plan.base},
         "backend": plan.backend,
         "processes": ranks.world_size(),
-        "batches": batch_layout(cfg, plan.backend),
+        "batches": plan.batches,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "data": {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": plan.data.manifest_sha256, "split_by": plan.data.split_by,
                  "prompt_mode": plan.data.mode, "dropped_too_long": plan.data.dropped_too_long, **plan.data.stats},
