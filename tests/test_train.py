@@ -174,16 +174,21 @@ def test_gguf_holds_the_trained_model(tmp_path, tiny, data):
     assert (a - b).abs().max() < 0.05 * a.abs().max() and torch.equal(a.argmax(-1), b.argmax(-1))
 
 
-@pytest.mark.parametrize("backend", ["hf", "unsloth"])
-def test_two_processes_train_one_run(tmp_path, tiny, data, backend):
+# at 330 tokens the two ranks' first padded batches (4 rows of 84 and 82 tokens) need 2 parts and 1: unequal counts hung
+# the run (TRL's loss gathers metrics from every rank on each call) before the ranks agreed on a part size
+SPLIT_UNEVENLY = ("batching=padded", "group_by_length=false", "max_batch_tokens=330")
+
+
+@pytest.mark.parametrize("backend, extra", [("hf", ()), ("unsloth", ()), ("unsloth", SPLIT_UNEVENLY)], ids=["hf", "unsloth", "unsloth-split"])
+def test_two_processes_train_one_run(tmp_path, tiny, data, backend, extra):
     """Data-parallel under torchrun (2 CPU processes, gloo): one report, one output directory, both ranks' tokens."""
     from train.sft import run_sft
 
     single = run_sft(config(data, tiny, tmp_path / "one", batch_size=8, max_steps=3), show_progress=False)  # 24 records: one epoch
     out = tmp_path / "two"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "distill", "train", str(data),
-           "--out", str(out), "--model", str(tiny), "--backend", backend, "--batch-size", "4", "--max-steps", "3", "--lr", "1e-2", "--json", "-q"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+           "--out", str(out), "--model", str(tiny), "--backend", backend, "--batch-size", "4", "--max-steps", "3", "--lr", "1e-2", "--json", "-q", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"status"') == 1  # rank 0 alone reports
     run = json.loads((out / "run.json").read_text())
@@ -367,6 +372,28 @@ def test_split_rows_keeps_every_row_once_under_the_budget():
     assert rows == sorted(tuple(r[r != 0].tolist()) for r in ids)  # every row once, no real token lost
     assert all(p["attention_mask"].any(dim=0).all() and p["note"] == "kept" for p in parts)  # no all-pad column left
     assert [p["input_ids"].shape[0] for p in split_rows(batch, 16)] == [1] * 8  # two rows of 9 exceed 16: one row a part
+
+
+def test_split_rows_trains_as_many_parts_on_every_rank(monkeypatch):
+    import torch
+
+    from train import ranks
+    from train.trainer import split_rows
+
+    other = {"size": 2, "rows": 4}  # what the other rank computed: its batch of 4 rows needs parts of 2
+
+    def least(*values):
+        return [min(values[0], other["size"]), min(values[1], other["rows"]), min(values[2], -other["rows"])]
+
+    monkeypatch.setattr(ranks, "world_size", lambda: 2)
+    monkeypatch.setattr(ranks, "least", least)
+    mask = torch.tensor([[1] * n + [0] * (5 - n) for n in (5, 2, 4, 3)])
+    batch = {"input_ids": torch.arange(1, 21).reshape(4, 5) * mask, "attention_mask": mask}
+    assert [tuple(p["input_ids"].shape) for p in split_rows(batch, 64)] == [(2, 5), (2, 3)]  # fits here, split as the other rank's
+    other["rows"] = 3  # ranks holding unequal rows cannot agree on a count: every rank keeps its batch whole
+    assert split_rows(batch, 64) == [batch]
+    other.update(size=4, rows=4)
+    assert split_rows(batch, 64) == [batch]
 
 
 def test_split_batches_give_the_same_update(monkeypatch, tmp_path, tiny, data):

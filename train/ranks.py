@@ -38,21 +38,26 @@ def wait_for_all() -> None:
         dist.barrier()
 
 
-def _reduce(value: int, op: str) -> int:
+def _reduce(values: list[int], op: str) -> list[int]:
     import torch
     import torch.distributed as dist
 
     device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
-    tensor = torch.as_tensor(int(value), dtype=torch.long, device=device)
+    tensor = torch.as_tensor([int(v) for v in values], dtype=torch.long, device=device)
     dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
-    return int(tensor.item())
+    return tensor.tolist()
 
 
 def total(value) -> int:
     """The sum over ranks of an integer each rank counted (call it on every rank)."""
-    return _reduce(value, "SUM") if world_size() > 1 else int(value)
+    return _reduce([value], "SUM")[0] if world_size() > 1 else int(value)
 
 
 def anywhere(flag: bool) -> bool:
     """True on every rank when it is true on one (call it on every rank)."""
-    return bool(_reduce(flag, "MAX")) if world_size() > 1 else flag
+    return bool(_reduce([flag], "MAX")[0]) if world_size() > 1 else flag
+
+
+def least(*values: int) -> list[int]:
+    """Each value's minimum over ranks, in one exchange (call it on every rank)."""
+    return _reduce(list(values), "MIN") if world_size() > 1 else [int(v) for v in values]

@@ -40,16 +40,27 @@ def split_rows(inputs: dict, budget: int | None) -> list[dict]:
     """A padded batch of more than `budget` tokens (rows x padded length) as parts under it, each
     without its all-pad columns. Rows go longest first into parts of equal size, a power of two
     (a row longer than the budget alone): Unsloth's compiled decoder blocks then see few batch
-    sizes, where parts of any size recompiled them mid-run (12 s for one step on an H200)."""
+    sizes, where parts of any size recompiled them mid-run (12 s for one step on an H200).
+    Under torchrun every rank trains as many parts, the smallest size any rank needs: TRL's loss
+    gathers its metrics from all ranks on every call, and unequal counts hung the run."""
     ids, mask = inputs["input_ids"], inputs.get("attention_mask")
-    if not budget or mask is None or ids.dim() != 2 or ids.numel() <= budget:
+    if not budget or mask is None or ids.dim() != 2 or (ids.numel() <= budget and ranks.world_size() == 1):
         return [inputs]
     lengths = mask.sum(dim=1).tolist()
+    size = len(lengths) if ids.numel() <= budget else part_size(max(lengths), len(lengths), budget)
+    size, fewest_rows, most_rows = ranks.least(size, len(lengths), -len(lengths))
+    if size >= len(lengths) or fewest_rows != -most_rows:  # ranks holding unequal rows would still differ: keep whole
+        return [inputs]
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    size = 1
-    while size * 2 < len(order) and size * 2 * lengths[order[0]] <= budget:
-        size *= 2
     return [_rows(inputs, torch.tensor(sorted(order[i : i + size])), len(lengths)) for i in range(0, len(order), size)]
+
+
+def part_size(longest: int, rows: int, budget: int) -> int:
+    """Rows per part: the largest power of two below `rows` whose parts of `longest` tokens fit the budget (at least 1)."""
+    size = 1
+    while size * 2 < rows and size * 2 * longest <= budget:
+        size *= 2
+    return size
 
 
 def _rows(inputs: dict, rows: torch.Tensor, n: int) -> dict:
