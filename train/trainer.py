@@ -48,8 +48,8 @@ def split_rows(inputs: dict, budget: int | None) -> list[dict]:
         return [inputs]
     lengths = mask.sum(dim=1).tolist()
     size = len(lengths) if ids.numel() <= budget else part_size(max(lengths), len(lengths), budget)
-    size, fewest_rows, most_rows = ranks.least(size, len(lengths), -len(lengths))
-    if size >= len(lengths) or fewest_rows != -most_rows:  # ranks holding unequal rows would still differ: keep whole
+    size, fewest_rows, minus_most_rows = ranks.least(size, len(lengths), -len(lengths))
+    if size >= len(lengths) or fewest_rows != -minus_most_rows:  # ranks holding unequal rows would still differ: keep whole
         return [inputs]
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [_rows(inputs, torch.tensor(sorted(order[i : i + size])), len(lengths)) for i in range(0, len(order), size)]
