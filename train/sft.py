@@ -137,7 +137,6 @@ def sft_args(cfg: TrainConfig, plan: Plan):
     gpu = loading.device() == "cuda"
     has_val = bool(plan.data.val)
     checkpointing = loading.use_checkpointing(cfg) and plan.backend == "hf"  # Unsloth set its own up at load
-    layout = plan.batches
     return SFTConfig(
         output_dir=str(plan.out / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
@@ -162,9 +161,9 @@ def sft_args(cfg: TrainConfig, plan: Plan):
         max_length=cfg.max_seq_length if cfg.packing else None,  # without packing, records are length-checked in prepare
         packing=cfg.packing,
         packing_strategy="bfd",
-        padding_free=layout["padding_free"],
-        pad_to_multiple_of=None if layout["padding_free"] else cfg.pad_to_multiple_of,
-        train_sampling_strategy="group_by_length" if layout["group_by_length"] else "random",
+        padding_free=plan.batches["padding_free"],
+        pad_to_multiple_of=None if plan.batches["padding_free"] else cfg.pad_to_multiple_of,
+        train_sampling_strategy="group_by_length" if plan.batches["group_by_length"] else "random",
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
