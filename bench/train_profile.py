@@ -6,8 +6,9 @@
 Runs `distill train` in this process (same config path as the CLI), profiles steps
 start .. start+steps-1 and writes to --report: wall seconds per step, kernel (GPU) seconds per
 step and the share of the wall time the GPU was busy, then the top operators by GPU time and by
-host time. --snapshot records the CUDA allocator history of the first profiled step
-(torch.cuda.memory._dump_snapshot; open it at https://pytorch.org/memory_viz).
+host time. --snapshot records the CUDA allocator history of the profiled steps
+(torch.cuda.memory._dump_snapshot; open it at https://pytorch.org/memory_viz) and adds to the
+report what was allocated at the highest point of those steps, summed by the code that allocated it.
 """
 
 from __future__ import annotations
@@ -29,31 +30,70 @@ def profiler_callback(a):
     class Profile(TrainerCallback):
         prof = None
         started = 0.0
+        base = 0
 
         def on_step_begin(self, args, state, control, **kw):
             if state.global_step == a.start:
                 torch.cuda.synchronize()
                 if a.snapshot:
-                    torch.cuda.memory._record_memory_history(max_entries=200_000)
+                    self.base = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                    torch.cuda.memory._record_memory_history(max_entries=400_000, stacks="python")
                 self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
                 self.prof.start()
                 self.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            if a.snapshot and state.global_step == a.start + 1:
-                torch.cuda.memory._dump_snapshot(a.snapshot)
-                torch.cuda.memory._record_memory_history(enabled=None)
             if self.prof is not None and state.global_step == a.start + a.steps:
                 torch.cuda.synchronize()
                 wall = time.perf_counter() - self.started
                 self.prof.stop()
-                write_report(a, self.prof, wall)
+                peak = []
+                if a.snapshot:
+                    torch.cuda.memory._dump_snapshot(a.snapshot)
+                    torch.cuda.memory._record_memory_history(enabled=None)
+                    peak = live_at_peak(a.snapshot, self.base, torch.cuda.max_memory_allocated())
+                write_report(a, self.prof, wall, peak)
                 self.prof = None
 
     return Profile()
 
 
-def write_report(a, prof, wall: float) -> None:
+def live_at_peak(snapshot: str, base: int, measured_peak: int, top: int = 25) -> list[str]:
+    """Replay the allocator trace to its highest point; sum what was live there by allocating code line."""
+    import pickle
+    from collections import Counter
+
+    events = [e for e in pickle.loads(Path(snapshot).read_bytes())["device_traces"][0] if e["action"] in ("alloc", "free_completed")]
+    level = high = base
+    at = -1
+    for i, e in enumerate(events):
+        level += e["size"] if e["action"] == "alloc" else -e["size"]
+        if level > high:
+            high, at = level, i
+    live: dict[int, dict] = {}
+    for e in events[: at + 1]:
+        if e["action"] == "alloc":
+            live[e["addr"]] = e
+        else:
+            live.pop(e["addr"], None)
+    by_site = Counter()
+    for e in live.values():
+        by_site[site(e.get("frames", []))] += e["size"]
+    gib = 2**30
+    lines = [f"memory: {base / gib:.2f} GiB allocated before the profiled steps; replayed peak {high / gib:.2f} GiB "
+             f"(torch.cuda.max_memory_allocated {measured_peak / gib:.2f}); allocated during the steps and live at the peak, by code:"]
+    lines += [f"  {size / 2**20:9.1f} MiB  {where}" for where, size in by_site.most_common(top)]
+    return lines + [""]
+
+
+def site(frames: list[dict], depth: int = 3) -> str:
+    """The innermost `depth` frames outside torch's own modules: the code that asked for the memory."""
+    own = [f for f in frames if "/torch/" not in f["filename"] or "torchinductor" in f["filename"]]
+    return " < ".join(f"{Path(f['filename']).name}:{f['line']} {f['name']}" for f in own[:depth]) or "(no python frame)"
+
+
+def write_report(a, prof, wall: float, peak: list[str]) -> None:
     from torch.autograd import DeviceType
 
     events = prof.key_averages()
@@ -62,6 +102,7 @@ def write_report(a, prof, wall: float) -> None:
         f"profiled steps: {a.steps} (from step {a.start}); config overrides: {' '.join(a.overrides)}",
         f"wall per step: {wall / a.steps:.3f} s; GPU kernel time per step: {kernel_us / 1e6 / a.steps:.3f} s; GPU busy {kernel_us / 1e6 / wall:.0%}",
         "",
+        *peak,
         events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=70),
         events.table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=70),
     ]

@@ -57,7 +57,7 @@ def test_loss_falls_and_lora_weights_change(trained):
 
     out, run = trained
     m = run["metrics"]
-    assert run["status"] == "done" and run["backend"] == "hf" and m["steps"] == 6
+    assert run["status"] == "done" and run["backend"] == "hf" and m["steps"] == 6 and run["optimizer"] == "adamw_torch"
     assert m["final_loss"] < m["first_loss"]
     assert m["final_val_loss"] is not None and m["tokens"] > 0 and m["tokens_per_s"] > 0
     weights = load_file(out / "adapter_model.safetensors")
@@ -310,11 +310,29 @@ def test_batch_layout_defaults(monkeypatch, tiny, data, tmp_path):
     assert layout("hf", batching="padded", group_by_length=False)["group_by_length"] is False
     monkeypatch.setattr(loading, "device", lambda: "cuda")
     assert layout("unsloth") == {**padded, "max_batch_tokens": 8192}  # GPU + Unsloth: padded, compiled blocks, split batches
-    assert layout("unsloth", method="qlora") == {**padded, "max_batch_tokens": 8192}
+    assert layout("unsloth", method="qlora") == {**padded, "max_batch_tokens": 10240}  # a 4-bit base leaves room for larger parts
     assert layout("unsloth", max_batch_tokens=None) == {**padded, "max_batch_tokens": None}
     assert layout("hf") == {**free, "max_batch_tokens": None}
     assert layout("unsloth", packing=True) == {**free, "max_batch_tokens": None}
     assert layout("unsloth", method="full") == {**free, "max_batch_tokens": None}  # measured for LoRA and QLoRA only
+
+
+def test_optimizer_auto_keeps_adam_state_in_8_bits_on_a_gpu(monkeypatch, tiny, data, tmp_path):
+    import importlib.util
+
+    from train import loading
+
+    def optim(**extra):
+        return loading.resolve_optim(config(data, tiny, tmp_path, **extra))
+
+    assert optim() == "adamw_torch"  # no GPU here
+    assert optim(optim="sgd") == "sgd"
+    monkeypatch.setattr(loading, "device", lambda: "cuda")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "bitsandbytes" else None)
+    assert optim() == "adamw_8bit"
+    assert optim(optim="adamw_torch") == "adamw_torch"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert optim() == "adamw_torch"  # no bitsandbytes: full-precision Adam
 
 
 def test_padded_and_padding_free_batches_give_the_same_loss(tmp_path, tiny, data):

@@ -49,7 +49,9 @@ class TrainConfig(BaseModel):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of the steps spent warming the learning rate up from 0.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    optim: str = Field("adamw_torch", description="Optimizer name as transformers knows it (adamw_torch, adamw_8bit on GPU, ...).")
+    optim: str = Field(
+        "auto", description="Optimizer name as transformers knows it (adamw_torch, adamw_8bit, ...); auto: adamw_8bit (Adam's state in 8 bits, bitsandbytes) on a CUDA GPU where bitsandbytes is installed, as Unsloth's notebooks train, else adamw_torch."
+    )
     batch_size: int = Field(4, ge=1, description="Records per micro-batch on one device.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step (effective batch = batch_size x grad_accum x devices).")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
@@ -66,7 +68,7 @@ class TrainConfig(BaseModel):
     )
     max_batch_tokens: int | None | Literal["auto"] = Field(
         "auto",
-        description="Padded batches only: a micro-batch larger than this (rows x padded length) is trained as several smaller ones whose gradients add up to the same update, for a lower peak memory; None: never split; auto: 8192 where batches are padded by default (LoRA/QLoRA with Unsloth on a CUDA GPU), else None.",
+        description="Padded batches only: a micro-batch larger than this (rows x padded length) is trained as several smaller ones whose gradients add up to the same update, for a lower peak memory; None: never split; auto: 8192 (LoRA) or 10240 (QLoRA, whose 4-bit base leaves room) where batches are padded by default (Unsloth on a CUDA GPU), else None.",
     )
     pad_to_multiple_of: int | None = Field(None, ge=1, description="Round padded batch lengths up to a multiple of this (fewer distinct shapes for compiled kernels); None: no rounding.")
     gradient_checkpointing: bool | Literal["auto", "unsloth"] = Field(

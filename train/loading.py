@@ -51,6 +51,15 @@ def check_method(cfg) -> None:
         raise UserError(f"--method {cfg.method} needs bitsandbytes: pip install bitsandbytes (or use --method lora)")
 
 
+def resolve_optim(cfg) -> str:
+    """auto: Adam with 8-bit state (bitsandbytes) on a CUDA GPU, as Unsloth's notebooks train; adamw_torch elsewhere."""
+    if cfg.optim != "auto":
+        return cfg.optim
+    if device() == "cuda" and importlib.util.find_spec("bitsandbytes") is not None:
+        return "adamw_8bit"
+    return "adamw_torch"
+
+
 def model_context(path: str) -> int | None:
     """The longest sequence the model supports (max_position_embeddings), if its config says."""
     config_file = Path(path) / "config.json"

@@ -46,6 +46,7 @@ class Plan:
     autocast_bf16: bool
     resume_from: Path | None
     batches: dict  # batch_layout: how micro-batches hold their records
+    optim: str  # the optimizer `auto` resolved to
 
 
 def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
@@ -125,7 +126,7 @@ def setup(cfg: TrainConfig, ident: dict) -> Plan:
     out.mkdir(parents=True, exist_ok=True)
     if ranks.is_main():
         write_json(out / RUN_CONFIG, ident)
-    return Plan(out, base, backend, model, tokenizer, data, autocast, resume_from, batch_layout(cfg, backend))
+    return Plan(out, base, backend, model, tokenizer, data, autocast, resume_from, batch_layout(cfg, backend), loading.resolve_optim(cfg))
 
 
 # ---------------------------------------------------------------- run
@@ -148,7 +149,7 @@ def sft_args(cfg: TrainConfig, plan: Plan):
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps
         weight_decay=cfg.weight_decay,
-        optim=cfg.optim,
+        optim=plan.optim,
         max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -176,7 +177,8 @@ def sft_args(cfg: TrainConfig, plan: Plan):
     )
 
 
-AUTO_BATCH_TOKENS = 8192  # docs/benchmarks.md: about half plain TRL's peak memory at 2x its speed (H200, 1B model)
+# docs/benchmarks.md: at most half (LoRA) and a third (QLoRA) of plain TRL's peak memory at 2x its speed (H200, 1B model)
+AUTO_BATCH_TOKENS = {"lora": 8192, "qlora": 10240}
 
 
 def batch_layout(cfg: TrainConfig, backend: str) -> dict:
@@ -191,7 +193,7 @@ def batch_layout(cfg: TrainConfig, backend: str) -> dict:
     grouped = padded if cfg.group_by_length == "auto" else cfg.group_by_length
     budget = cfg.max_batch_tokens
     if budget == "auto":
-        budget = AUTO_BATCH_TOKENS if padded and compiled else None
+        budget = AUTO_BATCH_TOKENS[cfg.method] if padded and compiled else None
     return {"padding_free": not padded, "group_by_length": bool(grouped), "max_batch_tokens": budget if padded else None}
 
 
@@ -278,6 +280,7 @@ def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: floa
         "backend": plan.backend,
         "processes": ranks.world_size(),
         "batches": plan.batches,
+        "optimizer": plan.optim,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "data": {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": plan.data.manifest_sha256, "split_by": plan.data.split_by,
                  "prompt_mode": plan.data.mode, "dropped_too_long": plan.data.dropped_too_long, **plan.data.stats},
