@@ -18,7 +18,7 @@ import yaml
 
 from distill.config import build, load_config
 from distill.errors import UserError
-from trainkit import data_dir, metrics, record, tiny_model
+from trainkit import data_dir, killed_and_resumed, metrics, record, tiny_model
 from train.config import TrainConfig
 
 # A Llama-3-style template (header tokens, <|eot_id|> ends a turn), written out as the family does.
@@ -200,30 +200,7 @@ def test_two_processes_train_one_run(tmp_path, tiny, data, backend, extra):
 
 def test_two_processes_resume_after_a_kill(tmp_path, tiny, data):
     """A data-parallel run (2 CPU processes) killed after a checkpoint and resumed ends where the uninterrupted run ends."""
-    import psutil  # a dependency of accelerate
-
-    def torchrun(out, *extra):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "distill", "train", str(data),
-               "--out", str(out), "--model", str(tiny), "--backend", "hf", "--batch-size", "2", "--max-steps", "12", "--lr", "5e-3",
-               "--json", "-q", "save_steps=3", *extra]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def finish(proc, out):
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-        return json.loads((out / "run.json").read_text())
-
-    straight = finish(torchrun(tmp_path / "straight"), tmp_path / "straight")
-    out = tmp_path / "killed"
-    proc = torchrun(out)
-    deadline = time.time() + 300
-    while not list(out.glob("checkpoints/checkpoint-*/COMPLETE")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    for process in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:  # both ranks, then torchrun
-        process.kill()
-    proc.communicate()
-    assert not (out / "run.json").exists(), "the run finished before it could be killed"
-    resumed = finish(torchrun(out, "--resume"), out)
+    straight, resumed = killed_and_resumed(data, tiny, tmp_path, "hf")
     assert resumed["metrics"]["steps"] == 12
     assert resumed["metrics"]["final_loss"] == pytest.approx(straight["metrics"]["final_loss"], abs=2e-3)
 

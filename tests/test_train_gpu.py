@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from train.sft import AUTO_BATCH_TOKENS
-from trainkit import data_dir, tiny_model
+from trainkit import data_dir, killed_and_resumed, tiny_model
 
 pytestmark = pytest.mark.gpu
 
@@ -43,36 +43,8 @@ def test_unsloth_trains_on_gpu(tmp_path, method):
 def test_two_gpus_train_and_resume_after_a_kill(tmp_path):
     """Data-parallel on 2 GPUs (torchrun, NCCL) with Unsloth: one report from rank 0, and a run killed after a
     checkpoint resumes to the uninterrupted run's final loss."""
-    import time
-
-    import psutil  # a dependency of accelerate
-
     model = tiny_model(tmp_path / "tiny", hidden=128, layers=2)
-    data = data_dir(tmp_path / "data", n=48)
-
-    def torchrun(out, *extra):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "distill", "train", str(data),
-               "--out", str(out), "--model", str(model), "--backend", "unsloth", "--batch-size", "2", "--max-steps", "12", "--lr", "5e-3",
-               "--json", "-q", "save_steps=3", *extra]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def finish(proc, out):
-        stdout, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-        assert stdout.count('"status"') == 1  # rank 0 alone reports
-        return json.loads((out / "run.json").read_text())
-
-    straight = finish(torchrun(tmp_path / "straight"), tmp_path / "straight")
+    straight, resumed = killed_and_resumed(data_dir(tmp_path / "data", n=48), model, tmp_path, "unsloth")
     assert straight["processes"] == 2 and straight["backend"] == "unsloth"
-    out = tmp_path / "killed"
-    proc = torchrun(out)
-    deadline = time.time() + 300
-    while not list(out.glob("checkpoints/checkpoint-*/COMPLETE")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    for process in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:  # both ranks, then torchrun
-        process.kill()
-    proc.communicate()
-    assert not (out / "run.json").exists(), "the run finished before it could be killed"
-    resumed = finish(torchrun(out, "--resume"), out)
     assert resumed["metrics"]["steps"] == 12 and resumed["metrics"]["tokens"] == straight["metrics"]["tokens"]
     assert resumed["metrics"]["final_loss"] == pytest.approx(straight["metrics"]["final_loss"], abs=1e-2)

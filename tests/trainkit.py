@@ -1,5 +1,6 @@
 """Helpers for the training tests: tiny random Llama models with the embedded SmolLM2
-tokenizer, and small valid data directories (as `distill gen` writes them)."""
+tokenizer, small valid data directories (as `distill gen` writes them), and a data-parallel
+run killed after a checkpoint and resumed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import hashlib
 import json
 import os
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from distill.dataset import write_json, write_jsonl
@@ -70,3 +74,33 @@ def data_dir(folder: Path, n: int = 24, split_by: str = "item", seed: int = 0) -
 
 def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def killed_and_resumed(data: Path, model: Path, folder: Path, backend: str) -> tuple[dict, dict]:
+    """(run.json of an uninterrupted 12-step run under torchrun with 2 processes, run.json of the
+    same run SIGKILLed, torchrun and both ranks, once a checkpoint is complete, then resumed)."""
+    import psutil  # a dependency of accelerate
+
+    def torchrun(out, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "distill", "train", str(data),
+               "--out", str(out), "--model", str(model), "--backend", backend, "--batch-size", "2", "--max-steps", "12", "--lr", "5e-3",
+               "--json", "-q", "save_steps=3", *extra]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(proc, out):
+        stdout, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        assert stdout.count('"status"') == 1  # rank 0 alone reports
+        return json.loads((out / "run.json").read_text())
+
+    straight = finish(torchrun(folder / "straight"), folder / "straight")
+    out = folder / "killed"
+    proc = torchrun(out)
+    deadline = time.time() + 300
+    while not list(out.glob("checkpoints/checkpoint-*/COMPLETE")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    for process in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:  # both ranks, then torchrun
+        process.kill()
+    proc.communicate()
+    assert not (out / "run.json").exists(), "the run finished before it could be killed"
+    return straight, finish(torchrun(out, "--resume"), out)
