@@ -177,7 +177,7 @@ def sft_args(cfg: TrainConfig, plan: Plan):
     )
 
 
-# docs/benchmarks.md: at most half (LoRA) and a third (QLoRA) of plain TRL's peak memory at 2x its speed (H200, 1B model)
+# docs/benchmarks.md: under half (LoRA) and a third (QLoRA) of plain TRL's peak memory at about 2x its speed (H200, 1B model)
 AUTO_BATCH_TOKENS = {"lora": 8192, "qlora": 10240}
 
 
