@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import pydoc_data.topics
 import time
 
-import pydoc_data.topics
 import torch
 
-from generate.config import TeacherConfig
+from common.teacher.backend_local import LocalTeacher
+from common.teacher.backends import Request, request_key
+from common.teacher.config import TeacherConfig
 from generate.tasks import load_task
-from generate.teacher import Request, request_key
-from generate.teacher_local import LocalTeacher
 
 
 def make_requests(count: int, max_new_tokens: int) -> list[Request]:

@@ -77,20 +77,20 @@ def make_corpus(folder: Path, chunks: int) -> None:
         (folder / f"doc{d}.md").write_text(f"# Topic {d}\n\n" + "\n\n".join(" ".join(sentences[i : i + 4]) for i in range(0, 100, 4)) + "\n")
 
 
-def bare_loop(url: str, requests, cfg) -> tuple[float, float]:
-    """(wall s, CPU s) of a plain AsyncOpenAI loop sending the same requests."""
+def bare_loop(url: str, prompts, cfg) -> tuple[float, float]:
+    """(wall s, CPU s) of a plain AsyncOpenAI loop sending the same prompts."""
     import openai
 
-    from generate.teacher_openai import response_format
+    from common.teacher.backend_openai import response_format
 
     async def run() -> None:
         client = openai.AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0)
-        pending = iter(requests)
+        pending = iter(prompts)
 
         async def worker() -> None:
             for r in pending:
                 completion = await client.chat.completions.create(
-                    model="teacher", messages=r.messages, max_tokens=r.max_new_tokens, temperature=cfg.temperature,
+                    model="teacher", messages=r.messages, max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                     top_p=cfg.top_p, seed=cfg.seed, response_format=response_format(r.schema),
                 )  # fmt: skip
                 assert completion.choices[0].message.content
@@ -105,19 +105,16 @@ def bare_loop(url: str, requests, cfg) -> tuple[float, float]:
 
 def distill_gen(cfg, plan, out: Path) -> tuple[float, float, dict]:
     """(wall s, CPU s, manifest) of the gen stage after planning, into a fresh output directory."""
-    from generate.cache import Cache
+    from common.teacher.ask import CachedTeacher
     from generate.curate import curate
     from generate.stage import run, save
 
     plan.out = out
     out.mkdir(parents=True)
     wall, cpu = time.perf_counter(), time.process_time()
-    cache = Cache(out / "cache.sqlite")
-    try:
-        outcome = run(cfg, plan, cache, show_progress=False)
-        curate(cfg, plan, outcome, cache, show_progress=False)
-    finally:
-        cache.close()
+    with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:
+        outcome = run(cfg, plan, teacher, show_progress=False)
+        curate(cfg, plan, outcome, teacher, show_progress=False)
     manifest = save(cfg, plan, outcome, time.time())
     return time.perf_counter() - wall, time.process_time() - cpu, manifest
 
@@ -141,15 +138,15 @@ def main() -> None:
     teacher = {"backend": "openai", "model": "teacher", "base_url": [url], "concurrency": args.concurrency}
     cfg = GenConfig(inputs=[str(work / "docs")], out=str(work / "plan"), chunk_tokens=96, chunk_overlap=0, max_chunks=args.chunks, teacher=teacher)
     plan = setup(cfg, create_out=False)
-    items = len(plan.requests) * cfg.pairs_per_chunk
-    print(f"{len(plan.requests)} requests ({items} items), concurrency {args.concurrency}, server {url}")
-    bare_loop(url, plan.requests[:200], cfg.teacher)  # warm both paths (imports, connections)
+    items = len(plan.prompts) * cfg.pairs_per_chunk
+    print(f"{len(plan.prompts)} requests ({items} items), concurrency {args.concurrency}, server {url}")
+    bare_loop(url, plan.prompts[:200], cfg.teacher)  # warm both paths (imports, connections)
     rows = {"bare": [], "distill": []}
     for round_ in range(args.rounds):
-        wall, cpu = bare_loop(url, plan.requests, cfg.teacher)
+        wall, cpu = bare_loop(url, plan.prompts, cfg.teacher)
         rows["bare"].append((items / wall, cpu / items))
         wall, cpu, manifest = distill_gen(cfg, plan, work / f"out{round_}")
-        assert manifest["counts"]["sent"] == len(plan.requests) and not manifest["counts"]["failed_requests"], manifest["counts"]
+        assert manifest["counts"]["sent"] == len(plan.prompts) and not manifest["counts"]["failed_requests"], manifest["counts"]
         rows["distill"].append((items / wall, cpu / items))
         print(f"round {round_}: bare {rows['bare'][-1][0]:.0f} items/s, distill {rows['distill'][-1][0]:.0f} items/s, written {manifest['counts']['train'] + manifest['counts']['test']}")
     median = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in rows.items()}

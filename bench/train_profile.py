@@ -123,7 +123,7 @@ def main() -> None:
     a = p.parse_args()
 
     import train.trainer
-    from distill.config import parse_overrides
+    from common.config import parse_overrides
     from train.config import TrainConfig
     from train.sft import run_sft
 

@@ -49,7 +49,7 @@ def sentences() -> list[str]:
 
 def make_data(folder: Path, n: int, seed: int = 0, trace: tuple = (1, 2, 3, 5, 8, 12, 20, 30)) -> Path:
     """n records: a 1-sentence question, a trace of `trace` sentences, a 1-3 sentence answer."""
-    from distill.dataset import write_json, write_jsonl
+    from common.io import write_json, write_jsonl
 
     rng, pool = random.Random(seed), sentences()
     rows = []
@@ -193,8 +193,8 @@ def launch(a, impl: str, method: str, model: str, data: str, extra: tuple = ()) 
 
 
 def params(model: str) -> int:
-    from transformers import AutoConfig, AutoModelForCausalLM
     import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
         m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
@@ -232,7 +232,7 @@ def main() -> None:
     # GPU: 80-1,100 tokens a record; CPU: short QA records (~100-250 tokens), as the quickstart makes
     data = str(make_data(Path(a.out) / "data", a.records, trace=(1, 2, 3, 5, 8, 12, 20, 30) if gpu else (1, 2, 3)))
     if gpu:
-        from distill.models import resolve_model
+        from common.models import resolve_model
 
         model = str(make_model(Path(a.out) / "llama-1b", a.tokenizer or resolve_model("embedded")))
         runs = [("distill", "lora"), ("trl", "lora"), ("distill", "qlora"), ("trl", "qlora")]
@@ -240,7 +240,7 @@ def main() -> None:
             nogc = ("gradient_checkpointing=false",)
             runs = [("trl", "lora"), ("distill", "lora", nogc), ("distill", "lora", nogc + ("packing=true", "max_seq_length=4096", "batch_size=4"))]
     else:
-        from distill.models import resolve_model
+        from common.models import resolve_model
 
         model = resolve_model("embedded")
         runs = [("distill", "lora", ("backend=hf",)), ("distill", "lora", ("backend=unsloth",)), ("trl", "lora")]

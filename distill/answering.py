@@ -1,10 +1,9 @@
 """Who answers the test questions in `distill eval`, and how the judge is asked.
 
 Students and the base answer in-process with `distill.inference` (transformers batching,
-greedy). The teacher answers through its generation backend (`generate.teacher`): the
-`local` backend is answered with `distill.inference` on the teacher model (free text needs no
-grammar), other backends through `make_teacher`. Backend calls (teacher answers and every
-judge call) go through the request cache, so a rerun sends only what is missing.
+greedy). The teacher and the judge are asked through the cached-teacher path
+(`common.teacher.ask`), so a rerun sends only what is missing: the local backend answers free
+text without a grammar, greedy and without a repetition penalty, as the students do.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ import gc
 import time
 from dataclasses import dataclass, field
 
+from common.teacher.ask import CachedTeacher, Prompt
+from common.teacher.config import TeacherConfig
 from distill.inference import generate_counted, load_model
-from generate.cache import Cache
-from generate.config import TeacherConfig
-from generate.teacher import Request, Response, make_teacher, request_key, sampling_params
 
 JUDGE_TOKENS = 32
 
@@ -61,26 +59,29 @@ def answer_local(run: ModelRun, conversations: list[list[dict]], max_new_tokens:
     return run
 
 
-def answer_teacher(cfg: TeacherConfig, conversations: list[list[dict]], max_new_tokens: int, batch_size: int, cache: Cache) -> ModelRun:
+def answer_teacher(cfg: TeacherConfig, conversations: list[list[dict]], max_new_tokens: int, teacher: CachedTeacher) -> ModelRun:
     """The teacher's answers; any failure (unreachable server, missing backend) makes it 'missing'
     with the reason, so that the other models are still evaluated and reported."""
     run = ModelRun("teacher", cfg.model, "teacher")
+    started = time.perf_counter()
     try:
-        if cfg.backend == "local":
-            return answer_local(run, conversations, max_new_tokens, batch_size)
-        backend_cfg = cfg.model_copy(update={"structured": False, "temperature": 0.0, "max_new_tokens": max(16, max_new_tokens)})
-        requests = [backend_request(backend_cfg, c, None) for c in conversations]
-        started = time.perf_counter()
-        responses = ask_backend(backend_cfg, requests, cache)
-        run.wall_s = time.perf_counter() - started
+        asked = teacher.ask([Prompt(c, None, max(16, max_new_tokens)) for c in conversations])
     except Exception as exc:  # noqa: BLE001 - an unreachable teacher must not stop the evaluation
         return missing(run, f"{type(exc).__name__}: {exc}")
-    failed = [r for r in requests if responses[r.key].error is not None]
+    run.wall_s = time.perf_counter() - started
+    if asked.interrupted:
+        raise KeyboardInterrupt
+    failed = [a.response for a in asked.answers if a.response.error is not None]
     if failed:
-        return missing(run, f"{len(failed)} of {len(requests)} requests failed ({responses[failed[0].key].error}); rerun to retry them")
-    run.outputs = [responses[r.key].text.strip() for r in requests]
-    run.tokens = [responses[r.key].completion_tokens for r in requests]
+        return missing(run, f"{len(failed)} of {len(conversations)} requests failed ({failed[0].error}); rerun to retry them")
+    run.outputs = [a.response.text.strip() for a in asked.answers]
+    run.tokens = [a.response.completion_tokens for a in asked.answers]
     return run
+
+
+def answering_config(cfg: TeacherConfig) -> TeacherConfig:
+    """The teacher as an answerer: greedy free text, no repetition penalty (as the students answer)."""
+    return cfg.model_copy(update={"structured": False, "temperature": 0.0, "repetition_penalty": 1.0})
 
 
 def missing(run: ModelRun, reason: str) -> ModelRun:
@@ -89,40 +90,18 @@ def missing(run: ModelRun, reason: str) -> ModelRun:
     return run
 
 
-def backend_request(cfg: TeacherConfig, messages: list[dict], schema: dict | None) -> Request:
-    key = request_key(messages, schema, cfg.model, sampling_params(cfg))
-    return Request(key, messages, schema, cfg.max_new_tokens)
-
-
-def ask_backend(cfg: TeacherConfig, requests: list[Request], cache: Cache) -> dict[str, Response]:
-    """Responses by key: cached ones first, the rest sent to the backend and cached as they arrive."""
-    found = cache.get_many([r.key for r in requests])
-    todo = list({r.key: r for r in requests if r.key not in found}.values())
-    if todo:
-        teacher = make_teacher(cfg)
-        try:
-            for response in teacher.generate(todo):
-                cache.put(response)
-                found[response.key] = response
-        finally:
-            teacher.close()
-    for request in todo:  # a backend that dropped a request without a Response
-        found.setdefault(request.key, Response(request.key, error="no response"))
-    return found
-
-
 def judge_config(cfg: TeacherConfig) -> TeacherConfig:
     """The judge: the given model, greedy, answering in the grader's JSON Schema."""
     return cfg.model_copy(update={"temperature": 0.0, "structured": True, "max_new_tokens": JUDGE_TOKENS, "repair_attempts": 0})
 
 
-def ask_judge(cfg: TeacherConfig, prompts: list[tuple[list[dict], dict]], cache: Cache) -> tuple[list[str | None], str]:
+def ask_judge(teacher: CachedTeacher, prompts: list[tuple[list[dict], dict]]) -> tuple[list[str | None], str]:
     """The judge's reply text to every (messages, schema) prompt (None where it failed), and the
     reason when the judge could not be asked at all (empty otherwise)."""
-    judge = judge_config(cfg)
-    requests = [backend_request(judge, messages, schema) for messages, schema in prompts]
     try:
-        responses = ask_backend(judge, requests, cache)
+        asked = teacher.ask([Prompt(messages, schema, JUDGE_TOKENS) for messages, schema in prompts])
     except Exception as exc:  # noqa: BLE001 - a judge that cannot run leaves its metrics out
-        return [None] * len(requests), " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-    return [None if responses[r.key].error else responses[r.key].text for r in requests], ""
+        return [None] * len(prompts), " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    if asked.interrupted:
+        raise KeyboardInterrupt
+    return [None if a.response.error else a.response.text for a in asked.answers], ""

@@ -10,8 +10,8 @@ import sys
 
 import click
 
+from common.errors import UserError
 from distill import __version__
-from distill.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

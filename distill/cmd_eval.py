@@ -9,8 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from common.config import load_config
 from distill.cmd_gen import BACKENDS, split_overrides
-from distill.config import load_config
 from distill.report import perf_table, score_table
 
 

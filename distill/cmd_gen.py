@@ -10,8 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from distill.config import load_config
-from distill.dataset import EXPORTS, export_dir
+from common.config import load_config
+from generate.export import EXPORTS, export_dir
 
 BACKENDS = ("local", "openai", "vllm")
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from distill.config import describe, load_config
+from common.config import describe, load_config
 
 
 @click.command("train")
@@ -73,8 +73,8 @@ def train(data, overrides, config_path, help_config, as_json, quiet, **flags):
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 def ask(model_dir, question, context, max_new_tokens, temperature):
     """Ask MODEL_DIR (adapter, merged model, 'embedded' or hub id) one QUESTION."""
+    from common.contract import prompt_messages
     from distill.inference import generate, load_model
-    from distill.prompts import prompt_messages
 
     model, tokenizer = load_model(model_dir)
     record = {"question": question, "context": context or ""}

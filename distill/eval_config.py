@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from generate.config import TeacherConfig
+from common.teacher.config import TeacherConfig
 
 
 class EvalConfig(BaseModel):

@@ -19,21 +19,21 @@ from pathlib import Path
 
 from rich.console import Console
 
-from distill import graders
-from distill.answering import ModelRun, answer_local, answer_teacher, ask_judge
-from distill.config import redact
-from distill.dataset import read_jsonl, write_json, write_jsonl
-from distill.errors import UserError
+from common import graders
+from common.config import redact
+from common.contract import METRICS, STRING_METRICS, Mode, mode_for_split, prompt_messages
+from common.errors import UserError
+from common.io import read_jsonl, write_json, write_jsonl
+from common.models import EMBEDDED, resolve_model
+from common.teacher.ask import CachedTeacher
+from common.versions import versions
+from distill.answering import ModelRun, answer_local, answer_teacher, answering_config, ask_judge, judge_config
 from distill.eval_config import EvalConfig
 from distill.lmeval import write_task
-from distill.models import EMBEDDED, resolve_model
-from distill.prompts import Mode, mode_for_split, prompt_messages
 from distill.report import write_report
 from distill.stats import bootstrap_mean, gap_closed
-from distill.versions import versions
-from generate.cache import Cache
 
-METRICS = ("exact_match", "token_f1", "contains", "numeric", "format", "judge", "pairwise_vs_teacher")
+CACHE = "cache.sqlite"
 CLOSED_BOOK_TEACHER = "closed-book: the teacher answers from its own knowledge, without the documents it wrote the questions from"
 
 
@@ -50,12 +50,8 @@ def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
     started = time.time()
     console = Console(quiet=not show_progress, stderr=True)
     plan = setup(cfg)
-    cache = Cache(plan.out / "cache.sqlite")
-    try:
-        runs = answer(cfg, plan, cache, console)
-        scores, notes = grade(cfg, plan, runs, cache, console)
-    finally:
-        cache.close()
+    runs = answer(cfg, plan, console)
+    scores, notes = grade(cfg, plan, runs, console)
     return save(cfg, plan, runs, scores, notes, started)
 
 
@@ -117,7 +113,7 @@ def unique_labels(names: list[str]) -> list[str]:
 # ---------------------------------------------------------------- answer
 
 
-def answer(cfg: EvalConfig, plan: Plan, cache: Cache, console: Console) -> list[ModelRun]:
+def answer(cfg: EvalConfig, plan: Plan, console: Console) -> list[ModelRun]:
     conversations = [prompt_messages(r, plan.mode) for r in plan.records]
     runs = []
     for run in plan.runs:
@@ -125,8 +121,8 @@ def answer(cfg: EvalConfig, plan: Plan, cache: Cache, console: Console) -> list[
             runs.append(answer_local(run, conversations, cfg.max_new_tokens, cfg.batch_size))
         console.print(f"{run.label}: {run.perf()['wall_s']} s")
     if cfg.teacher is not None:
-        with console.status(f"teacher ({cfg.teacher.backend}: {cfg.teacher.model}) answers"):
-            teacher = answer_teacher(cfg.teacher, conversations, cfg.max_new_tokens, cfg.batch_size, cache)
+        with console.status(f"teacher ({cfg.teacher.backend}: {cfg.teacher.model}) answers"), CachedTeacher(answering_config(cfg.teacher), plan.out / CACHE) as asked:
+            teacher = answer_teacher(cfg.teacher, conversations, cfg.max_new_tokens, asked)
         if teacher.status != "ok":
             console.print(f"[yellow]teacher missing[/]: {teacher.reason}")
         runs.append(teacher)
@@ -136,7 +132,7 @@ def answer(cfg: EvalConfig, plan: Plan, cache: Cache, console: Console) -> list[
 # ---------------------------------------------------------------- grade
 
 
-def grade(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], cache: Cache, console: Console) -> tuple[dict, dict]:
+def grade(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], console: Console) -> tuple[dict, dict]:
     """Per model, per question, every grader's score (None where it does not apply)."""
     references = [r["answer"] for r in plan.records]
     scores = {
@@ -147,11 +143,11 @@ def grade(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], cache: Cache, conso
     notes: dict[str, str] = {}
     if cfg.judge or cfg.pairwise:
         with console.status("the judge grades"):
-            notes = judge_all(cfg, plan, runs, scores, cache)
+            notes = judge_all(cfg, plan, runs, scores)
     return scores, notes
 
 
-def judge_all(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, cache: Cache) -> dict:
+def judge_all(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict) -> dict:
     """Add 'judge' and 'pairwise_vs_teacher' scores; returns notes on what could not be judged."""
     answered = [run for run in runs if run.status == "ok"]
     teacher = next((run for run in answered if run.role == "teacher"), None)
@@ -170,7 +166,8 @@ def judge_all(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, c
     notes = {}
     if cfg.pairwise and teacher is None:
         notes["pairwise_vs_teacher"] = "not judged: the teacher has no answers"
-    replies, failure = ask_judge(cfg.judge_model or cfg.teacher, prompts, cache)
+    with CachedTeacher(judge_config(cfg.judge_model or cfg.teacher), plan.out / CACHE) as judge:
+        replies, failure = ask_judge(judge, prompts)
     if failure:
         notes["judge"] = f"judge unavailable: {failure}"
     verdicts: dict[tuple[str, int], dict] = {}
@@ -251,7 +248,7 @@ def gaps(cfg: EvalConfig, runs: list[ModelRun], scores: dict) -> dict:
         if run.role != "student" or run.label not in scores:
             continue
         per = {}
-        for metric in METRICS[:5] + ("judge",):
+        for metric in STRING_METRICS + ("judge",):
             values = [[row.get(metric) for row in scores[label]] for label in (run.label, "base", "teacher")]
             per[metric] = gap_closed(*values, samples=cfg.bootstrap_samples, seed=cfg.seed)
         out[run.label] = per

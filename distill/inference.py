@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 
-from distill.models import resolve_model
+from common.models import resolve_model
 
 
 def load_model(name: str, device: str | None = None):
     """(model, tokenizer) ready for batched generation; adapters are loaded onto their base."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from generate.engine import register_decode_attention
+    from common.teacher.engine import register_decode_attention
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32

@@ -3,7 +3,7 @@
     lm_eval --model hf --model_args pretrained=STUDENT --apply_chat_template \\
         --include_path EVAL_OUT/lm_eval --tasks distill_test
 
-The task's `process_results` calls `distill.graders.string_scores` on each generation, the
+The task's `process_results` calls `common.graders.string_scores` on each generation, the
 function `distill eval` uses, so the same predictions get the same scores in both tools.
 """
 
@@ -13,14 +13,13 @@ from pathlib import Path
 
 import yaml
 
-from distill.dataset import write_atomic, write_jsonl
-from distill.prompts import Mode, user_turn
+from common.contract import STRING_METRICS, Mode, user_turn
+from common.io import write_atomic, write_jsonl
 
 TASK = "distill_test"
-STRING_METRICS = ("exact_match", "token_f1", "contains", "numeric", "format")
-UTILS = '''"""Scoring of the distill_test task: the graders of `distill eval` (distill.graders)."""
+UTILS = '''"""Scoring of the distill_test task: the graders of `distill eval` (common.graders)."""
 
-from distill import graders
+from common import graders
 
 
 def process_results(doc, results):

@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from distill.config import build, deep_merge, parse_overrides, read_yaml, redact
-from distill.dataset import write_json
-from distill.errors import UserError
+from common.config import build, deep_merge, parse_overrides, read_yaml, redact
+from common.errors import UserError
+from common.io import write_json
 
 STAGES = ("gen", "train", "eval")
 STAMP = "stage.json"

@@ -11,18 +11,8 @@ import html
 import io
 from pathlib import Path
 
-from distill.dataset import write_atomic
-from distill.graders import final_answer
-
-LABELS = {
-    "exact_match": "exact match",
-    "token_f1": "token F1",
-    "contains": "contains answer",
-    "numeric": "numeric match",
-    "format": "format",
-    "judge": "judge (0-1)",
-    "pairwise_vs_teacher": "preferred over teacher",
-}
+from common.contract import METRICS, final_answer
+from common.io import write_atomic
 
 
 def fmt(stat: dict | None) -> str:
@@ -42,12 +32,12 @@ def num(value: float | None, digits: int = 1) -> str:
 
 def metric_names(metrics: dict) -> list[str]:
     seen = {m for entry in metrics["models"].values() for m in entry.get("metrics", {})}
-    return [m for m in LABELS if m in seen]
+    return [m for m in METRICS if m in seen]
 
 
 def score_table(metrics: dict) -> list[list[str]]:
     names = metric_names(metrics)
-    rows = [["model", "role"] + [LABELS[m] for m in names]]
+    rows = [["model", "role"] + [METRICS[m] for m in names]]
     for label, entry in metrics["models"].items():
         if entry["status"] != "ok":
             rows.append([label, entry["role"]] + [f"missing: {entry['reason']}"] + [""] * (len(names) - 1))
@@ -69,7 +59,7 @@ def gap_table(metrics: dict) -> list[list[str]]:
     if not metrics["gap_closed"]:
         return []
     names = [m for m in metric_names(metrics) if m != "pairwise_vs_teacher"]
-    rows = [["student"] + [LABELS[m] for m in names]]
+    rows = [["student"] + [METRICS[m] for m in names]]
     for label, per in metrics["gap_closed"].items():
         rows.append([label] + [fmt(per.get(m)) for m in names])
     return rows
@@ -116,7 +106,7 @@ def plot_scores(metrics: dict) -> bytes:
         lows = np.array([s.get("lo") if s.get("lo") is not None else m for s, m in zip(stats, means)])
         highs = np.array([s.get("hi") if s.get("hi") is not None else m for s, m in zip(stats, means)])
         ax.bar(np.arange(len(names)) + i * width, means, width, label=label, yerr=[means - lows, highs - means], capsize=3)
-    ax.set_xticks(np.arange(len(names)) + width * (len(models) - 1) / 2, [LABELS[m] for m in names], rotation=20)
+    ax.set_xticks(np.arange(len(names)) + width * (len(models) - 1) / 2, [METRICS[m] for m in names], rotation=20)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score (95% bootstrap CI)")
     ax.legend(fontsize=8)
@@ -158,7 +148,7 @@ def notes(metrics: dict) -> list[str]:
             lines.append(f"{label} ({entry['name']}) is missing: {entry['reason']}")
         if entry.get("note"):
             lines.append(f"(*) {label}: {entry['note']}")
-    lines += [f"{LABELS.get(k, k)}: {v}" for k, v in metrics.get("notes", {}).items()]
+    lines += [f"{METRICS.get(k, k)}: {v}" for k, v in metrics.get("notes", {}).items()]
     if metrics["gap_closed"]:
         lines.append("gap closed = (student - base) / (teacher - base); 1 = as good as the teacher, 0 = no better than the base")
     return lines

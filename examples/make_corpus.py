@@ -4,10 +4,9 @@ carries (module `pydoc_data.topics`), as Markdown files.
 Run: python examples/make_corpus.py runs/demo/docs
 """
 
+import pydoc_data.topics
 import sys
 from pathlib import Path
-
-import pydoc_data.topics
 
 TOPICS = ("while", "for", "if", "try", "with", "assert", "return", "import", "global", "lambda", "del", "pass")
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import jsonschema
 
+from common.teacher.ask import CachedTeacher, Prompt
+from common.teacher.backends import Response
 from generate.dedup import NearDuplicates
 from generate.progress import GenProgress
-from generate.teacher import Request, Response, make_teacher, request_key, sampling_params
 from generate.validate import parse_output, question_key
 
 JUDGE_SYSTEM = "You are a strict reviewer of training data. You reply with JSON only."
@@ -37,34 +38,35 @@ EMPTY_CHUNKS_LISTED = 100
 FIELD = re.compile(r"\{(chunk|question|evidence|reasoning|answer)\}")
 
 
-def curate(cfg, plan, outcome, cache_db, show_progress: bool) -> None:
+def curate(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool) -> None:
     """Dedup then judge, in place on `outcome` (items removed, rejects added with their reason)."""
-    drop_near_duplicates(plan, outcome, cfg.near_dup_threshold)
+    drop_near_duplicates([chunk.key for chunk in plan.chunks], outcome, cfg.near_dup_threshold)
     if cfg.min_score is not None and not outcome.interrupted:
-        judge(cfg, plan, outcome, cache_db, show_progress)
+        judge(cfg, plan, outcome, teacher, show_progress)
 
 
 # ---------------------------------------------------------------- near-duplicates
 
 
-def drop_near_duplicates(plan, outcome, threshold: float) -> None:
+def drop_near_duplicates(chunk_keys: list[str], outcome, threshold: float) -> None:
+    """Keep the first of every group of near-duplicate questions, in the order of `chunk_keys`."""
     index, seen = NearDuplicates(threshold), {}
-    for request in plan.requests:
-        if request.key not in outcome.items:
+    for chunk_key in chunk_keys:
+        if chunk_key not in outcome.items:
             continue
-        chunk, kept = plan.origin[request.key], []
-        for n, item in enumerate(outcome.items[request.key]):
+        kept = []
+        for n, item in enumerate(outcome.items[chunk_key]):
             matches = index.match(item["question"])
             if matches:
                 other = seen[matches[0]]
                 reason = "duplicate" if question_key(other) == question_key(item["question"]) else "near_duplicate"
-                outcome.rejects.append({"reason": reason, "detail": f"like: {other}"[:300], "chunk": chunk.key, "item": item})
+                outcome.rejects.append({"reason": reason, "detail": f"like: {other}"[:300], "chunk": chunk_key, "item": item})
                 continue
-            key = f"{request.key}:{n}"
+            key = f"{chunk_key}:{n}"
             index.add(key, item["question"])
             seen[key] = item["question"]
             kept.append(item)
-        outcome.items[request.key] = kept
+        outcome.items[chunk_key] = kept
 
 
 # ---------------------------------------------------------------- judge
@@ -80,52 +82,30 @@ def judge_validator() -> jsonschema.protocols.Validator:
     return jsonschema.Draft202012Validator(JUDGE_SCHEMA)
 
 
-def judge_request(item: dict, chunk_text: str, teacher_cfg) -> Request:
-    fields = {"chunk": chunk_text, **item}
+def judge_prompt(item: dict, chunk, max_new_tokens: int) -> Prompt:
+    fields = {"chunk": chunk.text, **item}
     prompt = FIELD.sub(lambda m: fields[m.group(1)], judge_template())
     messages = [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]
-    key = request_key(messages, JUDGE_SCHEMA, teacher_cfg.model, sampling_params(teacher_cfg))
-    return Request(key, messages, JUDGE_SCHEMA, min(JUDGE_TOKENS, teacher_cfg.max_new_tokens))
+    return Prompt(messages, JUDGE_SCHEMA, min(JUDGE_TOKENS, max_new_tokens), tag=(chunk, item))
 
 
-def judge(cfg, plan, outcome, cache_db, show_progress: bool) -> None:
-    jobs = [
-        (request.key, item, judge_request(item, plan.origin[request.key].text, cfg.teacher))
-        for request in plan.requests
-        for item in outcome.items.get(request.key, [])
-    ]
-    answers = cache_db.get_many([job.key for *_, job in jobs])
-    outcome.counts["judge_cache_hits"] += len(answers)
-    missing = list({job.key: job for *_, job in jobs if job.key not in answers}.values())
-    if missing:
-        answers.update(ask(cfg, missing, cache_db, outcome, show_progress))
-    for origin in outcome.items:
-        outcome.items[origin] = []
-    for origin, item, job in jobs:
-        reason, detail = verdict(answers.get(job.key), cfg.min_score)
+def judge(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool) -> None:
+    """Ask the teacher to score every item; keep those scoring at least min_score on both scales."""
+    prompts = [judge_prompt(item, chunk, cfg.teacher.max_new_tokens) for chunk in plan.chunks for item in outcome.items.get(chunk.key, [])]
+    with GenProgress(len(prompts), enabled=show_progress, label="judge") as bar:
+        asked = teacher.ask(prompts, on_answer=lambda a: bar.advance(chunks=1, tokens=0 if a.cached else a.response.completion_tokens))
+    outcome.counts["judge_cache_hits"] += asked.cache_hits
+    outcome.counts["judge_sent"] += asked.sent
+    outcome.interrupted |= asked.interrupted
+    for key in outcome.items:
+        outcome.items[key] = []
+    for answer in asked.answers:
+        chunk, item = answer.prompt.tag
+        reason, detail = verdict(answer.response, cfg.min_score)
         if reason:
-            outcome.rejects.append({"reason": reason, "detail": detail, "chunk": plan.origin[origin].key, "item": item})
+            outcome.rejects.append({"reason": reason, "detail": detail, "chunk": chunk.key, "item": item})
         else:
-            outcome.items[origin].append(item)
-
-
-def ask(cfg, requests: list[Request], cache_db, outcome, show_progress: bool) -> dict[str, Response]:
-    """Send judge requests, caching each answer as it arrives; Ctrl-C keeps what came back."""
-    answers, teacher = {}, None
-    with GenProgress(len(requests), enabled=show_progress, label="judge") as bar:
-        try:
-            teacher = make_teacher(cfg.teacher)
-            for response in teacher.generate(requests):
-                cache_db.put(response)
-                answers[response.key] = response
-                outcome.counts["judge_sent"] += 1
-                bar.advance(chunks=1, tokens=response.completion_tokens)
-        except KeyboardInterrupt:
-            outcome.interrupted = True
-        finally:
-            if teacher is not None:
-                teacher.close()
-    return answers
+            outcome.items[chunk.key].append(item)
 
 
 def verdict(response: Response | None, min_score: int) -> tuple[str, str]:
@@ -161,7 +141,7 @@ def coverage(plan, outcome, records: list[dict], pairs_per_chunk: int, split_dro
         "chunks_with_items": len(plan.chunks) - len(empty),
         "chunks_without_items": len(empty),
         "items_per_chunk": dict(sorted(Counter(str(written[c.key]) for c in plan.chunks).items())),
-        "items_asked": len(plan.requests) * pairs_per_chunk,
+        "items_asked": len(plan.prompts) * pairs_per_chunk,
         "items_lost": lost,
         "empty_chunks": [
             {"chunk": key, "reason": reasons[key].most_common(1)[0][0] if key in reasons else "not_answered"}

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from common.contract import assistant_text
 from generate.chunk import Chunk
-
-
-def assistant_text(reasoning: str, answer: str) -> str:
-    return f"<think>\n{reasoning}\n</think>\n\n{answer}"
 
 
 def record_id(item: dict, chunk: Chunk) -> str:

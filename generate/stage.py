@@ -1,9 +1,10 @@
 """`distill gen` as one program: setup -> run -> save.
 
-setup: read documents, chunk them with the student tokenizer, build one teacher request per
-       chunk (keyed by a hash of everything that determines its answer).
-run:   answer from the cache what it holds, send the rest to the teacher, store every answer
-       the moment it arrives; outputs failing the schema are re-asked with the error shown.
+setup: read documents, chunk them with the student tokenizer, build one teacher prompt per
+       chunk (the task's messages and its schema).
+run:   ask the teacher through the request cache (common.teacher.ask: answered from the cache
+       where it can, every new answer stored the moment it arrives); outputs failing the
+       schema are re-asked with the error shown.
 curate: drop near-duplicate questions, optionally have the teacher judge every item (curate.py).
 save:  validate items, drop duplicates, split, write train/test/rejects.jsonl and manifest.json
        atomically (the manifest last). The outputs are always rebuilt from the cache, so a
@@ -20,21 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import schemas
-from distill.config import redact
-from distill.dataset import export_dir, write_json, write_jsonl
-from distill.errors import UserError
-from distill.models import resolve_model
-from distill.versions import versions
-from generate.cache import Cache
+from common.config import redact
+from common.errors import UserError
+from common.io import write_json, write_jsonl
+from common.models import resolve_model
+from common.teacher.ask import Answer, CachedTeacher, Prompt
+from common.versions import versions
 from generate.chunk import Chunk, chunk_documents
 from generate.config import GenConfig
 from generate.curate import coverage, curate
+from generate.export import export_dir
 from generate.ingest import Document, Skipped, discover, read_all
 from generate.progress import GenProgress
 from generate.records import make_record
 from generate.split import split
 from generate.tasks import Task, load_task
-from generate.teacher import Request, Response, make_teacher, request_key, sampling_params
 from generate.validate import grounded, parse_output, question_key
 
 REPAIRABLE = ("invalid_json", "schema")
@@ -48,15 +49,14 @@ class Plan:
     skipped: list[Skipped]
     chunks: list[Chunk]
     task: Task
-    requests: list[Request]
-    origin: dict[str, Chunk]  # request key -> chunk
+    prompts: list[Prompt]  # one per chunk, in chunk order, tagged with their chunk
 
 
 @dataclass
 class Outcome:
-    """What the run produced, per original request, plus counters for the manifest."""
+    """What the run produced, per chunk, plus counters for the manifest."""
 
-    items: dict[str, list[dict]] = field(default_factory=dict)  # request key -> accepted items
+    items: dict[str, list[dict]] = field(default_factory=dict)  # chunk key -> accepted items
     rejects: list[dict] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     tokens: Counter = field(default_factory=Counter)
@@ -68,12 +68,9 @@ def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -
     plan = setup(cfg, create_out=not dry_run)
     if dry_run:
         return dry_run_manifest(cfg, plan)
-    cache = Cache(plan.out / "cache.sqlite")
-    try:
-        outcome = run(cfg, plan, cache, show_progress)
-        curate(cfg, plan, outcome, cache, show_progress)
-    finally:
-        cache.close()
+    with CachedTeacher(cfg.teacher, plan.out / "cache.sqlite") as teacher:
+        outcome = run(cfg, plan, teacher, show_progress)
+        curate(cfg, plan, outcome, teacher, show_progress)
     return save(cfg, plan, outcome, started)
 
 
@@ -92,15 +89,11 @@ def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
     chunks = chunk_documents(docs, load_tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
     if cfg.max_chunks and len(chunks) > cfg.max_chunks:
         chunks = sorted(random.Random(cfg.seed).sample(chunks, cfg.max_chunks), key=lambda c: (c.doc, c.index))
-    requests, origin = [], {}
-    params = sampling_params(cfg.teacher)
+    prompts = []
     for chunk in chunks:
-        messages = task.messages(chunk.text, cfg.pairs_per_chunk)
         schema = task.request_schema(cfg.pairs_per_chunk, chunk.text if cfg.teacher.structured else None)
-        key = request_key(messages, schema, cfg.teacher.model, params)
-        requests.append(Request(key, messages, schema, cfg.teacher.max_new_tokens, chunk.key))
-        origin[key] = chunk
-    return Plan(out, docs, skipped, chunks, task, requests, origin)
+        prompts.append(Prompt(task.messages(chunk.text, cfg.pairs_per_chunk), schema, tag=chunk))
+    return Plan(out, docs, skipped, chunks, task, prompts)
 
 
 def prepare_out(path: str) -> Path:
@@ -123,54 +116,46 @@ def load_tokenizer(name: str):
 # ---------------------------------------------------------------- run
 
 
-def run(cfg: GenConfig, plan: Plan, cache: Cache, show_progress: bool) -> Outcome:
-    keys = [r.key for r in plan.requests]
-    cached = cache.get_many(keys)
-    teacher = None
-    with GenProgress(len(keys), enabled=show_progress) as bar:
-        collector = Collector(cfg, plan, cache, bar)
-        collector.outcome.counts.update(requests=len(keys), cache_hits=len(cached))
-        for request in plan.requests:
-            collector.settle(request, request, 0, cached.get(request.key))
-        try:
-            while collector.queue:
-                teacher = teacher or make_teacher(cfg.teacher)
-                batch, collector.queue = collector.queue, []
-                by_key = {sent.key: (origin, sent, attempt) for origin, sent, attempt in batch}
-                for response in teacher.generate([sent for _, sent, _ in batch]):
-                    cache.put(response)
-                    collector.outcome.counts["sent"] += 1
-                    collector.settle(*by_key[response.key], response)
-        except KeyboardInterrupt:
-            collector.outcome.interrupted = True
-        finally:
-            if teacher is not None:
-                teacher.close()
+def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool) -> Outcome:
+    """Ask for every chunk, then re-ask the outputs that failed the schema (with the error shown),
+    up to `repair_attempts` rounds; every answer is settled the moment it arrives."""
+    with GenProgress(len(plan.prompts), enabled=show_progress) as bar:
+        collector = Collector(cfg, plan, bar)
+        collector.outcome.counts["requests"] = len(plan.prompts)
+        todo = plan.prompts
+        for attempt in range(cfg.teacher.repair_attempts + 1):
+            collector.attempt, collector.repairs = attempt, []
+            asked = teacher.ask(todo, on_answer=collector.settle)
+            if attempt == 0:
+                collector.outcome.counts["cache_hits"] = asked.cache_hits
+            collector.outcome.counts["sent"] += asked.sent
+            if asked.interrupted:
+                collector.outcome.interrupted = True
+                break
+            todo = collector.repairs
+            if not todo:
+                break
     return collector.outcome
 
 
 class Collector:
     """Decides what each answer means: accepted items, a repair to send, or a rejection."""
 
-    def __init__(self, cfg: GenConfig, plan: Plan, cache: Cache, bar: GenProgress):
-        self.cfg, self.plan, self.cache, self.bar = cfg, plan, cache, bar
+    def __init__(self, cfg: GenConfig, plan: Plan, bar: GenProgress):
+        self.cfg, self.plan, self.bar = cfg, plan, bar
         self.outcome = Outcome()
-        self.queue: list[tuple[Request, Request, int]] = []  # (origin, request to send, attempt)
+        self.attempt = 0
+        self.repairs: list[Prompt] = []
 
-    def settle(self, origin: Request, sent: Request, attempt: int, response: Response | None) -> None:
-        if response is None:
-            self.queue.append((origin, sent, attempt))
-            return
-        out = self.outcome
+    def settle(self, answer: Answer) -> None:
+        response, chunk, out = answer.response, answer.prompt.tag, self.outcome
         out.tokens.update(prompt=response.prompt_tokens, completion=response.completion_tokens)
-        chunk = self.plan.origin[origin.key]
         output, reason, detail = parse_output(response, self.plan.task.validator)
         out.counts["finish_length"] += response.finish_reason == "length"
         out.counts["failed_requests"] += reason == "failed_request"
-        if output is None and reason in REPAIRABLE and attempt < self.cfg.teacher.repair_attempts:
-            repair = repair_request(sent, response.text, detail, self.cfg)
+        if output is None and reason in REPAIRABLE and self.attempt < self.cfg.teacher.repair_attempts:
+            self.repairs.append(repair_prompt(answer.prompt, response.text, detail))
             out.counts["repairs"] += 1
-            self.settle(origin, repair, attempt + 1, self.cache.get_many([repair.key]).get(repair.key))
             return
         if output is None:
             out.rejects.append({"reason": reason, "detail": detail, "chunk": chunk.key, "output": response.text})
@@ -185,17 +170,16 @@ class Collector:
                 out.rejects.append({"reason": "ungrounded", "detail": "evidence is not a quote of the chunk", "chunk": chunk.key, "item": item})
             else:
                 good.append(item)
-        out.items[origin.key] = good
+        out.items[chunk.key] = good
         self.bar.advance(chunks=1, accepted=len(good), rejected=len(items) - len(good), tokens=response.completion_tokens)
 
 
-def repair_request(sent: Request, bad_output: str, error: str, cfg: GenConfig) -> Request:
+def repair_prompt(sent: Prompt, bad_output: str, error: str) -> Prompt:
     messages = sent.messages + [
         {"role": "assistant", "content": bad_output},
         {"role": "user", "content": f"That reply is not valid: {error}. Reply again with the corrected JSON only."},
     ]
-    key = request_key(messages, sent.schema, cfg.teacher.model, sampling_params(cfg.teacher))
-    return Request(key, messages, sent.schema, sent.max_new_tokens, sent.chunk)
+    return Prompt(messages, sent.schema, sent.max_new_tokens, tag=sent.tag)
 
 
 # ---------------------------------------------------------------- save
@@ -204,9 +188,8 @@ def repair_request(sent: Request, bad_output: str, error: str, cfg: GenConfig) -
 def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
     records, seen = [], {}
-    for request in plan.requests:
-        chunk = plan.origin[request.key]
-        for item in outcome.items.get(request.key, []):
+    for chunk in plan.chunks:
+        for item in outcome.items.get(chunk.key, []):
             qkey = question_key(item["question"])
             if qkey in seen:
                 outcome.rejects.append({"reason": "duplicate", "detail": f"same question as {seen[qkey]}", "chunk": chunk.key, "item": item})
@@ -266,15 +249,15 @@ def dry_run_manifest(cfg: GenConfig, plan: Plan) -> dict:
     """Counts and a token estimate, without calling the teacher or writing anything."""
     tokenizer = load_tokenizer(cfg.tokenizer)
     # tokenize the rendered text: apply_chat_template(tokenize=True) returns a dict in transformers 5
-    prompts = [tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in plan.requests]
+    prompts = [tokenizer.apply_chat_template(p.messages, tokenize=False, add_generation_prompt=True) for p in plan.prompts]
     prompt_tokens = sum(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]) if prompts else 0
     per_item = EST_TOKENS_PER_ITEM.get(plan.task.name, 200)
-    completion = len(plan.requests) * min(cfg.teacher.max_new_tokens, per_item * cfg.pairs_per_chunk)
+    completion = len(plan.prompts) * min(cfg.teacher.max_new_tokens, per_item * cfg.pairs_per_chunk)
     return {
         "status": "dry-run",
         "split_by": cfg.split_by,
         "task": plan.task.name,
-        "counts": {"docs": len(plan.docs), "files_skipped": len(plan.skipped), "chunks": len(plan.chunks), "requests": len(plan.requests)},
+        "counts": {"docs": len(plan.docs), "files_skipped": len(plan.skipped), "chunks": len(plan.chunks), "requests": len(plan.prompts)},
         "skipped_files": [{"path": s.path, "reason": s.reason} for s in plan.skipped],
         "tokens": {"prompt_estimate": prompt_tokens, "completion_estimate": completion},
         "teacher": {"backend": cfg.teacher.backend, "model": cfg.teacher.model},

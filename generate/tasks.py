@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 
 import schemas
-from distill.errors import UserError
+from common.errors import UserError
 
 BUILTIN = ("qa", "reasoning")
 PROMPTS = Path(__file__).parent / "prompts"

@@ -12,7 +12,7 @@ import unicodedata
 import jsonschema
 
 import schemas
-from generate.teacher import Response
+from common.teacher.backends import Response
 
 PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 

@@ -1,5 +1,6 @@
 """Shared fixtures: the embedded tokenizer, writers of small documents of every format
-(and of broken ones), and a scripted teacher that obeys `generate.teacher.Teacher`.
+(and of broken ones), and a scripted teacher that obeys the backend interface of
+`common.teacher.backends` (installed where every stage makes its teacher).
 
 The embedded model directory comes from the real user cache (`~/.cache/distill`): converting
 it again into an isolated DISTILL_HOME would cost ~30 s per session.
@@ -13,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from generate.teacher import Request, Response
+from common.teacher.backends import Request, Response
 
 # Facts that the documents state, one sentence each (all long enough to be quotable evidence).
 FACTS = {
@@ -30,7 +31,7 @@ FACTS = {
 
 @pytest.fixture(scope="session")
 def embedded_path() -> str:
-    from distill.models import resolve_model
+    from common.models import resolve_model
 
     return resolve_model("embedded")
 
@@ -216,15 +217,16 @@ class ScriptedTeacher:
 
 @pytest.fixture
 def teacher_factory(monkeypatch):
-    """Install ScriptedTeachers in the gen stage: `use(script)` returns the teacher the next run gets."""
-    import generate.stage
+    """Install ScriptedTeachers where every stage makes its teacher (`common.teacher.backends.make_teacher`,
+    behind the cached-teacher path): `use(script)` returns the teacher the next run gets."""
+    from common.teacher import backends
 
     made: list[ScriptedTeacher] = []
 
     def use(script: Callable[[Request], Response] = good_response) -> ScriptedTeacher:
         teacher = ScriptedTeacher(script)
         made.append(teacher)
-        monkeypatch.setattr(generate.stage, "make_teacher", lambda cfg: teacher)
+        monkeypatch.setattr(backends, "make_teacher", lambda cfg: teacher)
         return teacher
 
     use.made = made

@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 
 import schemas
-from conftest import good_output, good_response
+from common.teacher.ask import prompt_key
+from common.teacher.backends import Response
+from common.teacher.cache import Cache
 from distill.cli import main
-from generate.cache import Cache
 from generate.config import GenConfig
 from generate.ingest import read
 from generate.stage import run_gen, setup
-from generate.teacher import Response
+
+from conftest import FACTS, good_output, good_response
 
 pytestmark = pytest.mark.usefixtures("shared_tokenizer")
 
@@ -42,8 +44,13 @@ def records(out: Path) -> list[dict]:
     return rows(out / "train.jsonl") + rows(out / "test.jsonl")
 
 
+DOC_OF_FORMAT = {"txt": "lighthouse.txt", "md": "river.md", "html": "bridge.html", "pdf": "observatory.pdf", "docx": "guild.docx"}
+
+
 def doc_of(request) -> str:
-    return Path(request.chunk.split("#")[0]).name
+    """The corpus document a request was written from (its prompt quotes that document's facts)."""
+    prompt = request.messages[1]["content"]
+    return next(DOC_OF_FORMAT[fmt] for fmt, facts in FACTS.items() if facts[0] in prompt)
 
 
 def cache_rows(out: Path) -> int:
@@ -109,7 +116,10 @@ def test_records_load_with_datasets(tmp_path, corpus, teacher_factory):
 
 
 def test_the_cache_key_covers_chunk_prompt_schema_model_and_parameters(tmp_path, corpus):
-    keys = lambda **changes: [r.key for r in setup(make_cfg(tmp_path, corpus, **changes)).requests]  # noqa: E731
+    def keys(**changes):
+        cfg = make_cfg(tmp_path, corpus, **changes)
+        return [prompt_key(cfg.teacher, p) for p in setup(cfg).prompts]
+
     base = keys()
     assert len(set(base)) == DOCS and keys() == base
     for changes in (

@@ -6,11 +6,12 @@ import re
 
 import pytest
 
-from conftest import count_tokens, write_every_format
 from generate.chunk import chunk_documents
 from generate.config import GenConfig
 from generate.ingest import Document
 from generate.stage import setup
+
+from conftest import count_tokens, write_every_format
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
@@ -165,7 +166,7 @@ def test_max_chunks_caps_the_plan_deterministically(tmp_path, shared_tokenizer):
     full = setup(cfg(0, None))
     assert len(full.chunks) > 6
     first, again, other = setup(cfg(0, 3)), setup(cfg(0, 3)), setup(cfg(1, 3))
-    assert len(first.chunks) == len(first.requests) == 3
+    assert len(first.chunks) == len(first.prompts) == 3
     assert first.chunks == again.chunks
     assert all(c in full.chunks for c in first.chunks)
     assert first.chunks == sorted(first.chunks, key=lambda c: (c.doc, c.index))

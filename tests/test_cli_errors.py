@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_broken
 from distill.cli import main
+
+from conftest import write_broken
 
 OUTPUTS = ("manifest.json", "train.jsonl", "test.jsonl", "rejects.jsonl")
 

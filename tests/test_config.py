@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from common.config import load_config, parse_overrides, redact
+from common.errors import UserError
 from distill.cmd_gen import split_overrides
-from distill.config import load_config, parse_overrides, redact
-from distill.errors import UserError
 from generate.config import GenConfig, TeacherConfig
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from generate.engine import Engine, Row
+from common.teacher.engine import Engine, Row
 
 PAD, STOP = 0, 1
 
@@ -53,7 +53,7 @@ def test_decode_attention_matches_sdpa(tiny_lm):
     """The einsum decode attention gives the same greedy tokens as transformers' SDPA."""
     from transformers import LlamaForCausalLM
 
-    from generate.engine import register_decode_attention
+    from common.teacher.engine import register_decode_attention
 
     fast = LlamaForCausalLM(tiny_lm.config).eval()
     fast.load_state_dict(tiny_lm.state_dict())

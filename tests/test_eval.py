@@ -11,11 +11,12 @@ import torch
 import yaml
 from PIL import Image
 
+from common.errors import UserError
+from common.teacher.config import TeacherConfig
 from distill.cli import main
-from distill.errors import UserError
 from distill.eval_config import EvalConfig
 from distill.evaluate import run_eval
-from generate.config import TeacherConfig
+
 from tiny_models import one_thread, record, tiny_adapter, tiny_model
 
 QUESTIONS = [
@@ -185,7 +186,7 @@ def test_lm_eval_harness_agrees_with_distill_eval(world, tmp_path):
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
 
-    from distill.models import resolve_model
+    from common.models import resolve_model
 
     cfg = small(world, "eval-harness", base="embedded", max_new_tokens=32, max_questions=4)
     metrics = run_eval(cfg, show_progress=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.config import load_config
+from common.config import load_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECTIONS = {

@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 
 import schemas
-from conftest import write_broken, write_every_format
+from common.teacher.ask import prompt_key
 from generate.config import GenConfig
 from generate.ingest import read
 from generate.stage import setup
 from generate.validate import grounded
+
+from conftest import write_broken, write_every_format
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +129,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
 
     cfg = GenConfig(inputs=[str(docs)], out=str(out), pairs_per_chunk=1, max_chunks=3, test_fraction=0, teacher={"batch_size": 1, "max_new_tokens": 128})
     plan = setup(cfg)
-    planned = {r.key for r in plan.requests}
+    planned = {prompt_key(cfg.teacher, p) for p in plan.prompts}
     assert len(planned) == 3 and (answered & planned) and len(answered & planned) < len(planned)
 
     resumed = run_distill(*args, "--json")
@@ -145,7 +147,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
     # no record lost, none duplicated: every answered request is in the outputs, once
     records = check_outputs(out, manifest)
     rejects = rows(out / "rejects.jsonl")
-    chunk_of = {r.key: r.chunk for r in plan.requests}
+    chunk_of = {prompt_key(cfg.teacher, p): p.tag.key for p in plan.prompts}
     seen_chunks = {f"{r['source']['doc']}#{r['source']['chunk']}" for r in records} | {r["chunk"] for r in rejects}
     assert {chunk_of[k] for k in answered & planned} <= seen_chunks
     assert seen_chunks == set(chunk_of.values())

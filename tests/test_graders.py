@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from distill import graders
+from common import graders
 from distill.stats import bootstrap_mean, gap_closed
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FACTS, write_broken, write_every_format, write_md, write_txt
-from distill.errors import UserError
+from common.errors import UserError
 from generate.ingest import discover, read, read_all
+
+from conftest import FACTS, write_broken, write_every_format, write_md, write_txt
 
 
 def squash(text: str) -> str:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.dataset import export, read_jsonl, write_atomic, write_jsonl
-from distill.errors import UserError
-from distill.models import resolve_model
+from common.errors import UserError
+from common.io import read_jsonl, write_atomic, write_jsonl
+from common.models import resolve_model
+from generate.export import export
 
 
 def test_embedded_model_is_a_converted_directory(embedded_path):
@@ -66,7 +67,7 @@ def test_jsonl_round_trip_is_atomic(tmp_path, monkeypatch):
     def interrupted(fd):
         raise KeyboardInterrupt  # Ctrl-C while the new content is being flushed
 
-    monkeypatch.setattr("distill.dataset.os.fsync", interrupted)
+    monkeypatch.setattr("common.io.os.fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_atomic(path, "new content\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from openai_server import FakeOpenAI, Reply, good_json, make_docs
 
 import schemas
 from distill.cli import main
 from generate.curate import drop_near_duplicates
 from generate.stage import Outcome
+
+from openai_server import FakeOpenAI, Reply, good_json, make_docs
 
 KEY = "sk-test-secret-4242424242"
 
@@ -142,20 +143,16 @@ BOILING = "What is the boiling point of pure water at sea level under standard a
 
 
 def test_near_duplicate_questions_are_dropped():
-    class Plan:  # the two fields drop_near_duplicates reads
-        requests = [type("R", (), {"key": k}) for k in ("a", "b")]
-        origin = {"a": type("C", (), {"key": "doc#0"}), "b": type("C", (), {"key": "doc#1"})}
-
     def item(question):
         return {"question": question, "reasoning": "r", "answer": "x", "evidence": "e"}
 
     outcome = Outcome(items={
-        "a": [item(BOILING), item("Who wrote the treaty of Brel?")],
-        "b": [item(BOILING.replace("is", "was", 1)), item(BOILING.lower().replace("sea level", "sea-level"))],
+        "doc#0": [item(BOILING), item("Who wrote the treaty of Brel?")],
+        "doc#1": [item(BOILING.replace("is", "was", 1)), item(BOILING.lower().replace("sea level", "sea-level"))],
     })  # fmt: skip
-    drop_near_duplicates(Plan, outcome, threshold=0.8)
-    assert [i["question"] for i in outcome.items["a"]] == [BOILING, "Who wrote the treaty of Brel?"]
-    assert outcome.items["b"] == []
+    drop_near_duplicates(["doc#0", "doc#1"], outcome, threshold=0.8)
+    assert [i["question"] for i in outcome.items["doc#0"]] == [BOILING, "Who wrote the treaty of Brel?"]
+    assert outcome.items["doc#1"] == []
     assert sorted(r["reason"] for r in outcome.rejects) == ["duplicate", "near_duplicate"]
 
 

@@ -7,15 +7,15 @@ import socket
 import time
 
 import pytest
-from openai_server import FakeOpenAI, Reply, first_user, good_json
 
-from distill.errors import UserError
-from generate.config import TeacherConfig
-from generate.reasoning import split_reasoning
+from common.errors import UserError
+from common.teacher.backend_openai import OpenAITeacher
+from common.teacher.backends import Request, split_reasoning
+from common.teacher.config import TeacherConfig
 from generate.tasks import load_task
-from generate.teacher import Request
-from generate.teacher_openai import OpenAITeacher
 from generate.validate import parse_output
+
+from openai_server import FakeOpenAI, Reply, first_user, good_json
 
 TASK = load_task("qa")
 PASSAGES = [f"Item {i} of the list: the river Vexo flows north past the town of Brel number {i}. The mills there grind rye." for i in range(8)]
@@ -23,7 +23,7 @@ PASSAGES = [f"Item {i} of the list: the river Vexo flows north past the town of 
 
 def make_request(i: int = 0, n: int = 2) -> Request:
     passage = PASSAGES[i]
-    return Request(f"key{i}", TASK.messages(passage, n), TASK.request_schema(n, passage), 256, f"doc#{i}")
+    return Request(f"key{i}", TASK.messages(passage, n), TASK.request_schema(n, passage), 256)
 
 
 def config(url: str, **kw) -> TeacherConfig:

@@ -12,14 +12,16 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from common.errors import UserError
+from common.teacher.ask import prompt_key
+from common.teacher.backends import Response
+from common.teacher.cache import Cache
 from distill.cli import main
-from distill.errors import UserError
 from distill.pipeline import load_sections, resolve
-from generate.cache import Cache
 from generate.config import GenConfig
 from generate.stage import setup
-from generate.teacher import Response
 from generate.validate import normalize_space
+
 from tiny_models import one_thread, tiny_adapter, tiny_model
 
 DOCS = {
@@ -35,15 +37,15 @@ def fill_cache(gen: GenConfig) -> int:
     """Answer every request of the gen stage in its cache, as the teacher would."""
     plan = setup(gen)
     cache = Cache(plan.out / "cache.sqlite")
-    for n, request in enumerate(plan.requests):
-        quote = normalize_space(plan.origin[request.key].text)[:60]
+    for n, prompt in enumerate(plan.prompts):
+        quote = normalize_space(prompt.tag.text)[:60]
         items = [
             {"question": f"What is question {WORDS[n]} {WORDS[-1 - i]} number {n}{i}?", "evidence": quote, "reasoning": f"It says {n}.", "answer": f"{n * 10 + i}"}
             for i in range(gen.pairs_per_chunk)
         ]
-        cache.put(Response(request.key, json.dumps({"items": items})))
+        cache.put(Response(prompt_key(gen.teacher, prompt), json.dumps({"items": items})))
     cache.close()
-    return len(plan.requests)
+    return len(plan.prompts)
 
 
 @pytest.fixture(autouse=True, scope="module")

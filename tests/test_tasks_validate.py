@@ -7,9 +7,9 @@ import json
 import pytest
 
 import schemas
-from distill.errors import UserError
+from common.errors import UserError
+from common.teacher.backends import Response
 from generate.tasks import BUILTIN, load_task, quotable_sentences
-from generate.teacher import Response
 from generate.validate import grounded, parse_output, question_key
 
 CHUNK = (

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.config import build, load_config
-from distill.errors import UserError
-from trainkit import data_dir, killed_and_resumed, metrics, record, tiny_model
+from common.config import build, load_config
+from common.errors import UserError
 from train.config import TrainConfig
+
+from trainkit import data_dir, killed_and_resumed, metrics, record, tiny_model
 
 # A Llama-3-style template (header tokens, <|eot_id|> ends a turn), written out as the family does.
 LLAMA3_TEMPLATE = (

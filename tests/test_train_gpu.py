@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from train.sft import AUTO_BATCH_TOKENS
+
 from trainkit import data_dir, killed_and_resumed, tiny_model
 
 pytestmark = pytest.mark.gpu

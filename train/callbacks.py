@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
-from distill.dataset import write_atomic
+from common.io import write_atomic
 from train import ranks
 
 MARKER = "COMPLETE"

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.models import EMBEDDED
+from common.models import EMBEDDED
 
 
 class TrainConfig(BaseModel):

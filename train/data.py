@@ -16,9 +16,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.dataset import read_jsonl
-from distill.errors import UserError
-from distill.prompts import Mode, mode_for_split, prompt_messages, training_messages
+from common.contract import Mode, mode_for_split, prompt_messages, training_messages
+from common.errors import UserError
+from common.io import read_jsonl
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"

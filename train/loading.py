@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from distill.errors import UserError
+from common.errors import UserError
 
 QUANTIZED = ("qlora", "8bit")
 

@@ -12,8 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from distill.errors import UserError
-from distill.models import HUB_ID
+from common.errors import UserError
+from common.models import HUB_ID
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0", "auto")
 

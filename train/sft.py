@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from distill.dataset import write_json
-from distill.errors import UserError
-from distill.models import resolve_model
-from distill.versions import versions
+from common.errors import UserError
+from common.io import write_json
+from common.models import resolve_model
+from common.versions import versions
 from train import loading, ranks
 from train.config import TrainConfig
 from train.data import TrainData, check_batch, prepare, read_data_dir

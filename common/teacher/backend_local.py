@@ -1,6 +1,6 @@
 """The `local` teacher: in-process transformers generation with xgrammar-constrained JSON.
 
-Requests are decoded by a continuous-batching loop (generate/engine.py); every row has
+Requests are decoded by a continuous-batching loop (common/teacher/engine.py); every row has
 its own grammar (the task schema, with evidence limited to the chunk's sentences), so the
 output always parses and the quote always occurs in the chunk.
 """
@@ -13,10 +13,10 @@ from typing import Iterator
 
 import torch
 
-from distill.models import resolve_model
-from generate.config import TeacherConfig
-from generate.engine import Engine, Row, register_decode_attention
-from generate.teacher import Request, Response
+from common.models import resolve_model
+from common.teacher.backends import Request, Response
+from common.teacher.config import TeacherConfig
+from common.teacher.engine import Engine, Row, register_decode_attention
 
 
 class LocalTeacher:

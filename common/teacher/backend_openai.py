@@ -30,10 +30,9 @@ from typing import Iterator
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from distill.errors import UserError
-from generate.config import TeacherConfig
-from generate.reasoning import split_reasoning
-from generate.teacher import Request, Response
+from common.errors import UserError
+from common.teacher.backends import Request, Response, split_reasoning
+from common.teacher.config import TeacherConfig
 
 LOG = logging.getLogger(__name__)
 RETRY_AFTER_MAX_S = 120.0
@@ -166,7 +165,7 @@ class OpenAITeacher:
             kwargs["seed"] = self.cfg.seed
         if self.cfg.extra_body:
             kwargs["extra_body"] = self.cfg.extra_body
-        if self.structured:
+        if self.structured and request.schema is not None:
             # response_format rides in extra_body: the same JSON on the wire, without the client's
             # type-directed walk over the schema (a quarter of its CPU per request, measured)
             body = {**self.cfg.extra_body, "response_format": response_format(request.schema)}

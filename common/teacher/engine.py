@@ -20,7 +20,6 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-
 TOP_K = 64
 
 

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from generate.teacher import Response
+from common.teacher.backends import Response
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (

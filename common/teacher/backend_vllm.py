@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from distill.errors import UserError
-from distill.models import resolve_model
-from generate.config import TeacherConfig
-from generate.reasoning import split_reasoning
-from generate.teacher import Request, Response
+from common.errors import UserError
+from common.models import resolve_model
+from common.teacher.backends import Request, Response, split_reasoning
+from common.teacher.config import TeacherConfig
 
 INSTALL = "pip install 'distill[vllm]'"
 
@@ -49,7 +48,7 @@ def build_batch(cfg: TeacherConfig, requests: list[Request], vllm_module) -> tup
     """(conversations, sampling params), one of each per request, in request order."""
     params = []
     for request in requests:
-        extra = constraint(request.schema, vllm_module) if cfg.structured else {}
+        extra = constraint(request.schema, vllm_module) if cfg.structured and request.schema is not None else {}
         params.append(vllm_module.SamplingParams(**sampling_kwargs(cfg, request), **extra))
     return [r.messages for r in requests], params
 

@@ -1,8 +1,9 @@
 """What every teacher backend takes and returns, and how one is chosen.
 
 A backend is a small object with `name`, `model`, `generate(requests)` (an iterator of
-`Response`s in completion order) and `close()`. Backends are imported lazily so that a
-missing optional dependency (vLLM) only matters when it is asked for.
+`Response`s, in completion order) and `close()`. Backends are imported lazily so that a missing
+optional dependency (vLLM) only matters when it is asked for. Callers do not use backends
+directly: they ask through `common.teacher.ask.CachedTeacher`, which caches every answer.
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
 
-from generate.config import TeacherConfig
+from common.contract import split_trace
+from common.teacher.config import TeacherConfig
 
 
 @dataclass(frozen=True)
 class Request:
     key: str  # cache key: hash of everything that determines the answer
     messages: list[dict]
-    schema: dict
+    schema: dict | None  # JSON Schema the reply must follow; None: free text
     max_new_tokens: int
-    chunk: str = ""  # the chunk key, for bookkeeping
 
 
 @dataclass
@@ -36,28 +36,19 @@ class Response:
     extra: dict = field(default_factory=dict)
 
 
-class Teacher(Protocol):
-    name: str
-    model: str
-
-    def generate(self, requests: list[Request]) -> Iterator[Response]: ...
-
-    def close(self) -> None: ...
-
-
-def request_key(messages: list[dict], schema: dict, model: str, params: dict) -> str:
+def request_key(messages: list[dict], schema: dict | None, model: str, params: dict) -> str:
     """Hash of prompt (which holds the chunk text and template), schema, teacher model and generation parameters."""
     blob = json.dumps({"messages": messages, "schema": schema, "model": model, "params": params}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def sampling_params(cfg: TeacherConfig) -> dict:
+def sampling_params(cfg: TeacherConfig, max_new_tokens: int | None = None) -> dict:
     """The generation parameters that change an answer (and so belong in the cache key)."""
     params = {
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "repetition_penalty": cfg.repetition_penalty,
-        "max_new_tokens": cfg.max_new_tokens,
+        "max_new_tokens": max_new_tokens or cfg.max_new_tokens,
         "seed": cfg.seed,
         "structured": cfg.structured,
     }
@@ -66,15 +57,26 @@ def sampling_params(cfg: TeacherConfig) -> dict:
     return params
 
 
-def make_teacher(cfg: TeacherConfig) -> Teacher:
+def split_reasoning(content: str | None, reasoning: str | None = None) -> tuple[str, str | None]:
+    """(answer text, trace or None) of a teacher reply. Providers return a native trace as a
+    `reasoning_content` or `reasoning` field (vLLM/SGLang with a reasoning parser, DeepSeek,
+    OpenRouter), as an inline `<think>...</think>` block, or, for R1-style models served without
+    a parser, as a trace followed by a lone `</think>`. A field trace wins over an inline one."""
+    trace, text = split_trace(content or "")
+    field_trace = (reasoning or "").strip()
+    return text, field_trace or trace or None
+
+
+def make_teacher(cfg: TeacherConfig):
+    """The backend object for `cfg.backend` (local, openai or vllm)."""
     if cfg.backend == "local":
-        from generate.teacher_local import LocalTeacher
+        from common.teacher.backend_local import LocalTeacher
 
         return LocalTeacher(cfg)
     if cfg.backend == "openai":
-        from generate.teacher_openai import OpenAITeacher
+        from common.teacher.backend_openai import OpenAITeacher
 
         return OpenAITeacher(cfg)
-    from generate.teacher_vllm import VLLMTeacher
+    from common.teacher.backend_vllm import VLLMTeacher
 
     return VLLMTeacher(cfg)

@@ -14,7 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
-from distill.errors import UserError
+from common.errors import UserError
 
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"

@@ -13,7 +13,7 @@ from typing import Any, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from distill.errors import UserError
+from common.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
 SECRET_WORDS = ("api_key", "token", "secret", "password")

@@ -1,4 +1,4 @@
-"""Dataset I/O: JSONL read/write (atomic), record validation, and export to common formats."""
+"""File I/O every stage shares: atomic writes, JSON and JSONL, records checked against their schema."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 import schemas
-from distill.errors import UserError
-
-EXPORTS = ("alpaca", "sharegpt", "openai")
+from common.errors import UserError
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -58,31 +56,3 @@ def read_jsonl(path: str | Path, schema: str | None = "record") -> list[dict]:
                 raise UserError(f"{path}:{number} is not a valid {schema} record: {problems[0]}")
             rows.append(row)
     return rows
-
-
-def export(records: list[dict], fmt: str) -> list[dict]:
-    """Convert records to alpaca, sharegpt or openai chat fine-tuning rows."""
-    if fmt == "alpaca":
-        return [{"instruction": r["question"], "input": "", "output": r["messages"][-1]["content"]} for r in records]
-    if fmt == "sharegpt":
-        roles = {"user": "human", "assistant": "gpt", "system": "system"}
-        return [{"conversations": [{"from": roles[m["role"]], "value": m["content"]} for m in r["messages"]]} for r in records]
-    if fmt == "openai":
-        return [{"messages": r["messages"]} for r in records]
-    raise UserError(f"unknown export format '{fmt}'; use one of {', '.join(EXPORTS)}")
-
-
-def export_dir(data_dir: str | Path, formats: list[str]) -> list[Path]:
-    """Write `{split}.{fmt}.jsonl` beside train.jsonl/test.jsonl for every format."""
-    data_dir = Path(data_dir)
-    written = []
-    for split in ("train", "test"):
-        source = data_dir / f"{split}.jsonl"
-        if not source.exists():
-            continue
-        records = read_jsonl(source)
-        for fmt in formats:
-            target = data_dir / f"{split}.{fmt}.jsonl"
-            write_jsonl(target, export(records, fmt))
-            written.append(target)
-    return written

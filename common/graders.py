@@ -1,7 +1,7 @@
 """Graders: plain functions that score one answer against one reference.
 
-A leaf module: `distill eval` reports them and the GRPO rewards in `train/` import the same
-functions, so what the student is rewarded for is what it is measured on. Nothing here calls
+A leaf of the shared layer: `distill eval` reports them and the GRPO rewards in `train/` import
+the same functions, so what the student is rewarded for is what it is measured on. Nothing here calls
 a model: the LLM-as-judge graders are split into a prompt builder (`judge_messages`,
 `pairwise_messages`, with the JSON Schema the judge must answer in) and a parser of the
 judge's reply; the caller sends the prompt through whatever backend it has.
@@ -19,29 +19,10 @@ from collections import Counter
 
 import jsonschema
 
+from common.contract import THINK_CLOSE, final_answer, split_trace
+
 ARTICLES = {"a", "an", "the"}
 NUMBER = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?")
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-
-
-# ---------------------------------------------------------------- answer extraction
-
-
-def split_trace(text: str) -> tuple[str | None, str]:
-    """(trace, answer) of a model output. No `</think>`: no trace, the whole text is the answer,
-    unless a `<think>` was opened and never closed (the output ran out inside its trace)."""
-    if THINK_CLOSE in text:
-        head, _, answer = text.rpartition(THINK_CLOSE)
-        trace = head.split(THINK_OPEN, 1)[-1]
-        return trace.strip(), answer.strip()
-    if THINK_OPEN in text:
-        return text.split(THINK_OPEN, 1)[1].strip(), ""
-    return None, text.strip()
-
-
-def final_answer(text: str) -> str:
-    """The part of a model output that is graded: what follows `</think>`."""
-    return split_trace(text)[1]
 
 
 # ---------------------------------------------------------------- normalization
@@ -126,7 +107,8 @@ def format_adherence(text: str) -> float:
 
 
 def string_scores(output: str, reference: str, rel_tol: float = 1e-6) -> dict[str, float | None]:
-    """Every non-LLM grader on one model output (its final answer against the reference)."""
+    """Every non-LLM grader on one model output (its final answer against the reference), by the
+    names of `common.contract.STRING_METRICS`."""
     answer = final_answer(output)
     return {
         "exact_match": exact_match(answer, reference),
