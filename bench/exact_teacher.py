@@ -13,11 +13,13 @@ of request, judged from the body alone:
   its rewrite sentences) occurs in it, whitespace collapsed, are returned in passage order, at
   most maxItems of them, each with only the item properties the schema names (`question`: the
   first phrasing; `questions`: the first K = maxItems phrasings; `evidence`; `reasoning`; `answer`).
-- judge: any other json_schema (top score of each property: max of an enum or of minimum..maximum,
-  "tie" where allowed), or no schema but a prompt naming "score", "better" or "faithfulness".
+- judge: a json_schema with a property faithfulness, usefulness, score or better (or no schema
+  and one of them quoted in the prompt): the top value of each property (max of an enum or of
+  minimum..maximum, "tie" where allowed). Any other json_schema without a passage too.
 - rewrite: a passage and no `Question:` line: the passage's facts restated as a paraphrase,
   Q/A notes or a summary, by the keyword of the instruction (outside the passage) found first:
-  "paraphras", "note" or "question", "summar"; none: by a hash of the instruction.
+  "paraphras", "note" or "question", "summar"; none: by a hash of the instruction. Plain text,
+  or, under a json_schema, the schema's first string property.
 - answer: otherwise: the last `Question:` line of the last user message (or all of it) looked
   up among every phrasing of every fact, case and spacing ignored; the answer alone, or "I don't know.".
 The script prints the counts when stopped (Ctrl-C or SIGTERM).
@@ -43,6 +45,7 @@ PASSAGE = re.compile(r'^[ \t]*"""[ \t]*\n(.*?)\n[ \t]*"""[ \t]*$', re.DOTALL | r
 QUESTION = re.compile(r"^\s*Question:\s*(.+?)\s*$", re.MULTILINE)
 FORMS = {"paraphras": "paraphrase", "note": "notes", "question": "notes", "summar": "summary"}
 UNKNOWN = "I don't know."
+JUDGE_KEYS = {"faithfulness", "usefulness", "score", "better"}
 
 
 def squash(text: str) -> str:
@@ -148,12 +151,18 @@ def reply(body: dict, facts: Facts) -> tuple[str, str]:
     if schema is not None and "items" in schema.get("properties", {}):
         found = facts.in_passage(passage.group(1)) if passage else []
         return "qa", json.dumps(qa_items(schema, found))
-    if schema is not None or any(word in users[0] for word in ('"score"', '"better"', '"faithfulness"')):
-        return "judge", json.dumps(judge_output(schema, users[0]))
+    props = (schema or {}).get("properties", {})
     questions = QUESTION.findall(users[-1])
-    if passage and not questions:
+    judged = JUDGE_KEYS & props.keys() if schema is not None else any(f'"{word}"' in users[0] for word in JUDGE_KEYS)
+    if passage and not questions and not judged:
         instruction = users[0][: passage.start()] + users[0][passage.end() :]
-        return "rewrite", rewrite(instruction, passage.group(1), facts.in_passage(passage.group(1)))
+        text = rewrite(instruction, passage.group(1), facts.in_passage(passage.group(1)))
+        if schema is None:
+            return "rewrite", text
+        first = next((name for name, prop in props.items() if prop.get("type") == "string"), None)
+        return "rewrite", json.dumps({name: text if name == first else top(name, prop) for name, prop in props.items()})
+    if judged or schema is not None:
+        return "judge", json.dumps(judge_output(schema, users[0]))
     question = questions[-1] if questions else users[-1]
     return "answer", facts.answers.get(key(question), UNKNOWN)
 

@@ -123,6 +123,8 @@ def test_rewrites_restate_every_fact(corpus, teacher):
         texts.add(text)
     assert len(texts) == 3  # three forms; the fourth instruction picks one of them
     notes = ask(client, f'Write question notes on:\n"""\n{page.read_text()}\n"""')
+    wrapped = ask(client, f'Rewrite as notes:\n"""\n{page.read_text()}\n"""', {"type": "object", "properties": {"text": {"type": "string"}}})
+    assert json.loads(wrapped) == {"text": notes}
     schema = qa_schema(5, 1, notes)  # a rewrite is itself a passage the teacher can write QA from
     output = json.loads(ask(client, f'Write 5 questions.\n"""\n{notes}\n"""', schema))
     assert [i["answer"] for i in output["items"]] == [f["answer"] for f in mine]
