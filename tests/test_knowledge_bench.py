@@ -128,6 +128,7 @@ def test_rewrites_restate_every_fact(corpus, teacher):
     schema = qa_schema(5, 1, notes)  # a rewrite is itself a passage the teacher can write QA from
     output = json.loads(ask(client, f'Write 5 questions.\n"""\n{notes}\n"""', schema))
     assert [i["answer"] for i in output["items"]] == [f["answer"] for f in mine]
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(output)) == []  # evidence: one of the notes' sentences
 
 
 def test_questions_and_judges(corpus, teacher):
