@@ -1,0 +1,192 @@
+"""Knowledge benchmark: does the student learn the facts of documents (closed-book recall)?
+
+    .venv/bin/python bench/knowledge.py [--out runs/knowledge] [--pages 20] [--variants defaults,rewrites]
+        [--teacher exact|embedded] [--seed 0] [--gen-arg='--seed 1'] [--train-arg='--epochs 3'] [--eval-arg=...]
+
+1. writes a corpus of invented facts (bench/knowledge_corpus.py: OUT/docs, OUT/facts.json, and
+   OUT/untaught, facts written into no page);
+2. starts the exact teacher (bench/exact_teacher.py, in this process) unless --teacher embedded,
+   so the data is as good as data can be and only the student's learning is measured;
+3. per variant, through the real CLI in subprocesses: `distill gen` (one item per fact, 3
+   phrasings each; `rewrites` adds --rewrites 3), `distill train`, `distill eval` on the data,
+   `distill eval` on OUT/untaught (recall of facts never taught: should stay ~0);
+4. reads the metrics.json files and the student's run.json, prints a Markdown table and writes
+   it with the raw numbers to OUT/results.md and OUT/results.json.
+--gen-arg/--train-arg/--eval-arg (repeatable; write them with '=') add arguments to that stage,
+split like a shell would: --train-arg='--epochs 3' --train-arg=lr=1e-4. Each stage's stdout and
+stderr go to OUT/<variant>/logs/. A failed stage ends its variant (the error is in the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from exact_teacher import MODEL, ExactTeacher
+from knowledge_corpus import write_corpus
+
+FACTS_PER_PAGE = 5
+VARIANTS = {"defaults": [], "rewrites": ["--rewrites", "3"]}
+METRICS = ("exact_match", "contains")
+SECTIONS = (("held_out", "eval", None), ("taught", "eval", "train_questions"), ("untaught", "eval-untaught", None))
+
+
+class StageFailed(Exception):
+    pass
+
+
+def distill(stage: str, argv: list[str], logs: Path) -> float:
+    """Run `python -m distill ARGV` from the repository root; returns wall seconds."""
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "distill", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    (logs / f"{stage}.out").write_text(done.stdout)
+    (logs / f"{stage}.err").write_text(done.stderr)
+    if done.returncode != 0:
+        last = next((line for line in reversed(done.stderr.splitlines()) if line.strip()), "no message")
+        raise StageFailed(f"{stage} exited with {done.returncode}: {last.strip()[:300]}")
+    return round(seconds, 1)
+
+
+def stages(variant: str, out: Path, url: str | None, extra: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """(stage, distill arguments) of one variant, in order."""
+    here = out / variant
+    teacher = ["--teacher", "openai", "--base-url", url, "--model", MODEL] if url else []
+    gen = ["gen", str(out / "docs"), "--out", str(here / "data"), *teacher, "--pairs-per-chunk", str(FACTS_PER_PAGE), "--phrasings", "3",
+           *VARIANTS[variant], "--test-fraction", "0.3", "--json", "-q"]  # fmt: skip
+    train = ["train", str(here / "data"), "--out", str(here / "student"), "--json", "-q"]
+    evals = [["eval", str(data), "--student", str(here / "student"), "--out", str(here / name), "--json", "-q"]
+             for data, name in ((here / "data", "eval"), (out / "untaught", "eval-untaught"))]  # fmt: skip
+    return [("gen", gen + words(extra.gen)), ("train", train + words(extra.train)),
+            ("eval", evals[0] + words(extra.eval)), ("eval_untaught", evals[1] + words(extra.eval))]  # fmt: skip
+
+
+def words(args: list[str]) -> list[str]:
+    """Repeated --*-arg values, each split like a shell would."""
+    return [word for arg in args for word in shlex.split(arg)]
+
+
+def recall(metrics: dict, student: str) -> dict:
+    """{"base"|"student": {metric: {"mean", "lo", "hi", "n"}}} from a `models` section."""
+    models = metrics.get("models", {})
+    label = student if student in models else next((k for k, v in models.items() if v.get("role") == "student"), None)
+    out = {}
+    for who, key in (("base", "base"), ("student", label)):
+        found = models.get(key, {}).get("metrics", {}) if key else {}
+        out[who] = {m: found[m] for m in METRICS if m in found}
+    return out
+
+
+def collect(here: Path) -> dict:
+    """Recall per section and training facts of one variant, from whatever files it wrote."""
+    student = (here / "student").name
+    result = {}
+    for section, folder, key in SECTIONS:
+        path = here / folder / "metrics.json"
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            metrics = metrics.get(key) if key else metrics
+            if metrics:
+                result[section] = recall(metrics, student)
+    run = here / "student" / "run.json"
+    if run.is_file():
+        numbers = json.loads(run.read_text()).get("metrics", {})
+        result["train"] = {"train_seconds": numbers.get("train_seconds"), "epochs": numbers.get("epochs")}
+    return result
+
+
+def run_variant(variant: str, out: Path, url: str | None, extra: argparse.Namespace) -> dict:
+    row = {"variant": variant, "wall_seconds": {}}
+    for stage, argv in stages(variant, out, url, extra):
+        print(f"[{variant}] distill {stage}", flush=True)
+        try:
+            row["wall_seconds"][stage] = distill(stage, argv, out / variant / "logs")
+        except StageFailed as exc:
+            row["error"] = str(exc)
+            print(f"[{variant}] {exc}", flush=True)
+            break
+    row.update(collect(out / variant))
+    return row
+
+
+def cell(row: dict, section: str, metric: str) -> str:
+    """'student (base)' means of one metric, or '-'."""
+    means = [row.get(section, {}).get(who, {}).get(metric, {}).get("mean") for who in ("student", "base")]
+    if means == [None, None]:
+        return "-"
+    student, base = ("-" if v is None else f"{v:.2f}" for v in means)
+    return f"{student} ({base})"
+
+
+def table(rows: list[dict]) -> str:
+    head = ["variant"] + [f"{s} {'EM' if m == 'exact_match' else m}" for s, *_ in SECTIONS for m in METRICS]
+    head += ["gen s", "train s", "eval s", "fit s", "epochs", "error"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        seconds, train = row["wall_seconds"], row.get("train", {})
+        cells = [row["variant"]] + [cell(row, s, m) for s, *_ in SECTIONS for m in METRICS]
+        cells += [str(seconds.get("gen", "-")), str(seconds.get("train", "-")), str(seconds.get("eval", "-")),
+                  str(train.get("train_seconds", "-")), str(train.get("epochs", "-")), row.get("error", "")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = "Cells: student (base model). held_out: test phrasings of taught facts; taught: the training questions; untaught: facts in no page.\n"
+    return "\n".join(lines) + "\n\n" + legend + "gen/train/eval s: wall seconds of the CLI stage; fit s: run.json train_seconds.\n"
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/knowledge")
+    parser.add_argument("--pages", type=int, default=20)
+    parser.add_argument("--variants", default="defaults,rewrites", help=f"comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--teacher", choices=["exact", "embedded"], default="exact")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus")
+    parser.add_argument("--gen-arg", dest="gen", action="append", default=[])
+    parser.add_argument("--train-arg", dest="train", action="append", default=[])
+    parser.add_argument("--eval-arg", dest="eval", action="append", default=[])
+    args = parser.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        sys.exit(f"error: unknown variant {', '.join(unknown) or '(none given)'}; use some of {', '.join(VARIANTS)}")
+    out = Path(args.out).resolve()
+    write_corpus(out, pages=args.pages, facts_per_page=FACTS_PER_PAGE, seed=args.seed)
+    server = ExactTeacher(out) if args.teacher == "exact" else contextlib.nullcontext()
+    with server:
+        url = server.url if args.teacher == "exact" else None
+        rows = [run_variant(v, out, url, args) for v in variants]
+    if args.teacher == "exact":
+        print(f"exact teacher requests: {dict(server.counts)}")
+    report = table(rows)
+    machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine, "commit": commit(), "teacher": args.teacher,
+            "pages": args.pages, "facts_per_page": FACTS_PER_PAGE, "seed": args.seed, "extra_args": {"gen": args.gen, "train": args.train, "eval": args.eval}}  # fmt: skip
+    (out / "results.json").write_text(json.dumps({**meta, "variants": rows}, indent=1) + "\n")
+    header = f"# Knowledge benchmark\n\n{meta['date']}, commit {meta['commit']}, {machine['processor']} ({machine['cpus']} CPUs), teacher {args.teacher}\n\n"
+    (out / "results.md").write_text(header + report)
+    print(report)
+    sys.exit(1 if any("error" in row for row in rows) else 0)
+
+
+if __name__ == "__main__":
+    main()
