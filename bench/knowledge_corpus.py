@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from knowledge_templates import SUBJECTS
 
-from distill.graders import normalize
+from common.graders import normalize
 from generate.dedup import signature
 
 SIMILARITY = 0.7  # max 5-gram Jaccard (exact, and gen's MinHash estimate) between any two questions;

@@ -12,9 +12,9 @@ import openai
 import pytest
 
 import schemas
-from distill.graders import normalize
+from common.graders import normalize
+from common.teacher.backend_openai import response_format
 from generate.tasks import load_task, quotable_sentences
-from generate.teacher_openai import response_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from exact_teacher import ExactTeacher
