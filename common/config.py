@@ -76,14 +76,32 @@ def sub_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def build(model: type[M], data: dict[str, Any], where: str = "") -> M:
-    """Validate merged data into the model; pydantic errors become one-line user errors."""
-    check_keys(model, data, where)
+    """Validate merged data into the model; every problem (unknown key, bad value, broken
+    cross-field rule) is reported at once, in one user error."""
+    problems = problems_of(model, data, where)
+    if problems:
+        raise UserError("; ".join(problems))
+    return model.model_validate(data)
+
+
+def problems_of(model: type[BaseModel], data: dict[str, Any], where: str = "") -> list[str]:
+    """What is wrong with `data` as a `model`, one message per problem (empty: it validates)."""
     try:
-        return model.model_validate(data)
+        check_keys(model, data, where)
+        model.model_validate(data)
+    except UserError as exc:
+        return [str(exc)]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"config value '{where}{loc}' is invalid: {first['msg']}") from exc
+        return [explain(error, where) for error in exc.errors()]
+    return []
+
+
+def explain(error: dict, where: str) -> str:
+    loc = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if not loc:  # a rule across fields (a model validator) names its own fields
+        return f"{where.rstrip('.')}: {message}" if where else message
+    return f"config value '{where}{loc}' is invalid: {message}"
 
 
 def load_config(
@@ -91,14 +109,9 @@ def load_config(
     yaml_path: str | Path | None = None,
     flags: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
-    section: str | None = None,
 ) -> M:
-    """Defaults < YAML file (or its `section`) < flags that were given < key=value overrides."""
-    data: dict[str, Any] = {}
-    if yaml_path:
-        data = read_yaml(yaml_path)
-        if section is not None:
-            data = data.get(section) or {}
+    """Defaults < YAML file < flags that were given < key=value overrides."""
+    data: dict[str, Any] = read_yaml(yaml_path) if yaml_path else {}
     given = {k: v for k, v in (flags or {}).items() if v is not None and v != ()}
     data = deep_merge(data, nest(given))
     data = deep_merge(data, parse_overrides(overrides or []))
@@ -130,10 +143,15 @@ def redact(data: Any) -> Any:
     return data
 
 
-def describe(model: type[BaseModel]) -> str:
-    """Help text listing every field with its default and description (for `--help-config`)."""
+def describe(model: type[BaseModel], prefix: str = "") -> str:
+    """Every key (sub-configs as dotted keys) with its default and meaning, for `--help-config`."""
     lines = []
     for name, field in model.model_fields.items():
-        default = "" if field.is_required() else f" (default: {field.default!r})"
-        lines.append(f"  {name}{default}: {field.description or ''}")
+        sub = sub_model(field.annotation)
+        if sub is not None:
+            lines.append(f"  {prefix}{name}: {field.description or ''}")
+            lines.append(describe(sub, f"{prefix}{name}."))
+            continue
+        default = "" if field.is_required() else f" (default: {field.get_default(call_default_factory=True)!r})"
+        lines.append(f"  {prefix}{name}{default}: {field.description or ''}")
     return "\n".join(lines)

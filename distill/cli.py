@@ -6,7 +6,10 @@ saved what it finished.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import warnings
 
 import click
 
@@ -21,25 +24,29 @@ def cli() -> None:
 
     \b
     distill gen DOCS --out DATA       teacher writes QA pairs + reasoning traces
-    distill train DATA --out STUDENT  fine-tune the student (Unsloth SFT, optional GRPO)
+    distill train DATA --out STUDENT  fine-tune the student (Unsloth SFT)
     distill eval DATA --student DIR   student vs base vs teacher on held-out questions
     distill run PIPELINE.yaml         all stages from one file, resumable
     """
-    quiet_libraries()
 
 
 def quiet_libraries() -> None:
-    """Keep library chatter (weight-loading bars, tokenizer notices) out of our output; errors still show."""
-    import logging
-    import warnings
+    """Keep library chatter (weight-loading bars, tokenizer notices) out of our output, without
+    importing any ML library: Unsloth must come before transformers, peft and trl, and the stage
+    that trains imports it first. Errors still show; so do warnings about the user's run."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers first logs
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' loading bars follow it
+    for module, message in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+# (module regex, message regex) of warnings that say nothing about the user's run
+NOISY_WARNINGS = ((r"transformers\.", r".*`torch_dtype` is deprecated"),)
+# loggers whose warnings say nothing about the user's run: torchao's enums registered through torch's
+# pytree (a deprecation notice), bitsandbytes' CPU kernels package notice
+NOISY_LOGGERS = ("torch.utils._pytree", "bitsandbytes.backends.cpu.ops")
 
 
 def _register() -> None:
@@ -54,6 +61,7 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_libraries()
     try:
         code = cli.main(args=argv, prog_name="distill", standalone_mode=False)
     except UserError as exc:

@@ -2,27 +2,55 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
+from distill.options import one_path
 from distill.pipeline import STAGES, run_pipeline
 
+EXAMPLES = """\b
+Examples:
+  distill run examples/quickstart.yaml                  # gen -> train -> eval; a rerun skips what is up to date
+  distill run pipeline.yaml train.epochs=3              # override one stage's key
+  distill run pipeline.yaml --force eval                # rerun eval even if it is up to date
+"""
 
-@click.command("run")
-@click.argument("pipeline", type=click.Path(dir_okay=False))
-@click.argument("overrides", nargs=-1, metavar="[STAGE.KEY=VALUE]...")
+
+def print_stage_keys(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from common.config import describe
+    from distill.pipeline import stage_models
+
+    for stage, model in stage_models().items():
+        click.echo(f"{stage}:\n{describe(model)}")
+    ctx.exit()
+
+
+@click.command("run", epilog=EXAMPLES)
+@click.argument("args", nargs=-1, metavar="PIPELINE [STAGE.KEY=VALUE]...")
 @click.option("--force", multiple=True, type=click.Choice(STAGES), help="Run this stage even if it is up to date (repeatable).")
+@click.option("--help-config", is_flag=True, expose_value=False, is_eager=True, callback=print_stage_keys, help="List every key of every stage section and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print what each stage did (ran or skipped, and its result) as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no tables.")
-def run(pipeline, overrides, force, quiet):
+def run(args, force, as_json, quiet):
     """Run the stages of PIPELINE (sections gen, train, eval); `stage.key=value` overrides a key.
 
-    A stage whose outputs are up to date for its config and inputs is skipped, so a rerun after
-    a crash resumes where it stopped.
+    Every section is checked before any stage runs. A stage whose outputs are up to date for its
+    config and inputs is skipped, so a rerun after a crash resumes where it stopped.
     """
     from distill.cmd_eval import print_summary
 
-    log = (lambda line: None) if quiet else (lambda line: click.secho(line, fg="cyan", err=True))
-    done = run_pipeline(pipeline, list(overrides), tuple(force), show_progress=not quiet, log=log)
-    if "eval" in done and not quiet:
+    pipeline, overrides = one_path(args, "pipeline file")
+    if pipeline is None:
+        raise click.UsageError("a pipeline file is needed, e.g. distill run examples/quickstart.yaml")
+    silent = quiet or as_json
+    log = (lambda line: None) if silent else (lambda line: click.secho(line, fg="cyan", err=True))
+    done = run_pipeline(pipeline, overrides, tuple(force), show_progress=not silent, log=log)
+    if as_json:
+        click.echo(json.dumps(done, indent=2))
+    elif "eval" in done and not quiet:
         metrics = done["eval"]["result"]
         print_summary(metrics, metrics["config"]["out"])
 

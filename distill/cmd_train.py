@@ -7,45 +7,43 @@ import sys
 
 import click
 
-from common.config import describe, load_config
+from common.config import load_config
+from distill.options import Flag, config_command, one_path
+from train.config import TrainConfig
+
+FLAGS = (
+    Flag("out", "-o", "--out"),
+    Flag("model", "-m", "--model"),
+    Flag("method"),
+    Flag("backend"),
+    Flag("epochs"),
+    Flag("max_steps"),
+    Flag("lr"),
+    Flag("batch_size"),
+    Flag("grad_accum"),
+    Flag("max_seq_length"),
+    Flag("prompt_mode"),
+    Flag("chat_template"),
+    Flag("packing"),
+    Flag("val_fraction"),
+    Flag("save"),
+    Flag("resume"),
+    Flag("overwrite"),
+)
+EXAMPLES = """\b
+Examples:
+  distill train data --out student                          # LoRA on the embedded student
+  distill train data --out student -m Qwen/Qwen3-1.7B --method qlora --epochs 3
+  distill train data --out student --resume                 # after Ctrl-C or a crash
+  torchrun --nproc_per_node 2 -m distill train data --out student   # data-parallel
+"""
 
 
-@click.command("train")
-@click.argument("data", required=False)
-@click.argument("overrides", nargs=-1)
-@click.option("-o", "--out", help="Output model directory (adapter or merged model, run.json, metrics, loss.png).")
-@click.option("-c", "--config", "config_path", type=click.Path(), help="YAML file with TrainConfig keys.")
-@click.option("-m", "--model", help="Base student: 'embedded', a local directory or a hub id.")
-@click.option("--method", type=click.Choice(["lora", "qlora", "8bit", "full"]), help="LoRA 16-bit, QLoRA 4-bit, 8-bit + LoRA, or full fine-tuning.")
-@click.option("--backend", type=click.Choice(["auto", "unsloth", "hf"]), help="auto: Unsloth where it runs, else transformers + PEFT + TRL.")
-@click.option("--epochs", type=float, help="Passes over train.jsonl.")
-@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
-@click.option("--lr", type=float, help="Peak learning rate.")
-@click.option("--batch-size", type=int, help="Records per micro-batch.")
-@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step.")
-@click.option("--max-seq-length", type=int, help="Longest training sequence in tokens.")
-@click.option("--prompt-mode", type=click.Choice(["auto", "closed-book", "open-book"]), help="User turn: question alone or context + question.")
-@click.option("--chat-template", help="For base models without one: chatml, llama3 or a Jinja string.")
-@click.option("--packing/--no-packing", default=None, help="Pack records into full-length sequences.")
-@click.option("--val-fraction", type=float, help="Share of train.jsonl held out for validation loss.")
-@click.option("--save", type=click.Choice(["adapter", "merged", "gguf"]), help="Output form (default adapter).")
-@click.option("--resume", is_flag=True, default=None, help="Continue from the last complete checkpoint.")
-@click.option("--overwrite", is_flag=True, default=None, help="Replace an output directory holding another run.")
-@click.option("--help-config", is_flag=True, help="List every TrainConfig key with its default and exit.")
-@click.option("--json", "as_json", is_flag=True, help="Print run.json instead of a summary.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train(data, overrides, config_path, help_config, as_json, quiet, **flags):
+@config_command("train", TrainConfig, FLAGS, "DATA [KEY=VALUE]...", EXAMPLES)
+def train(args, config_path, as_json, quiet, flags):
     """Fine-tune the student on DATA (a `distill gen` directory); key=value overrides any config key."""
-    from train.config import TrainConfig
-
-    if help_config:
-        click.echo(describe(TrainConfig))
-        return
-    if data and "=" in data and not data.startswith(("/", ".")):
-        overrides = (data, *overrides)
-        data = None
-    flags["data"] = data
-    cfg = load_config(TrainConfig, config_path, flags, list(overrides))
+    flags["data"], overrides = one_path(args, "data directory")
+    cfg = load_config(TrainConfig, config_path, flags, overrides)
     from train import ranks
     from train.sft import run_sft
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.teacher.config import TeacherConfig
 
@@ -31,3 +31,9 @@ class EvalConfig(BaseModel):
     bootstrap_samples: int = Field(1000, ge=100, description="Resamples of the questions for the 95% bootstrap confidence intervals.")
     examples: int = Field(3, ge=0, description="Best and worst examples shown side by side in the report (each).")
     seed: int = Field(0, description="Seed of the bootstrap resampling.")
+
+    @model_validator(mode="after")
+    def _judge_has_a_model(self) -> "EvalConfig":
+        if (self.judge or self.pairwise) and not (self.judge_model or self.teacher):
+            raise ValueError("judge and pairwise need a judge model: set teacher or judge_model, or turn judge/pairwise off")
+        return self

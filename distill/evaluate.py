@@ -69,8 +69,6 @@ def setup(cfg: EvalConfig) -> Plan:
     manifest_path = data / "manifest.json"
     split_by = json.loads(manifest_path.read_text()).get("split_by", "item") if manifest_path.exists() else "item"
     mode, source = (cfg.mode, "--mode") if cfg.mode != "auto" else (mode_for_split(split_by), f"split_by={split_by}")
-    if (cfg.judge or cfg.pairwise) and not (cfg.judge_model or cfg.teacher):
-        raise UserError("judge and pairwise need a judge model: set eval.teacher or eval.judge_model, or turn judge/pairwise off")
     runs = []
     if cfg.include_base:
         base = cfg.base or base_of(cfg.students) or EMBEDDED

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from common.config import build, deep_merge, parse_overrides, read_yaml, redact
+from common.config import deep_merge, parse_overrides, problems_of, read_yaml, redact
 from common.errors import UserError
 from common.io import write_json
 
@@ -47,45 +47,64 @@ def load_sections(path: str | Path, overrides: list[str] | None = None) -> dict[
 
 def train_classes():
     """TrainConfig and run_sft, imported only when a pipeline trains."""
-    try:
-        from train.config import TrainConfig
-        from train.sft import run_sft
-    except ImportError as exc:
-        raise UserError(f"the train stage is not available in this installation ({exc}); remove the train section") from exc
+    from train.config import TrainConfig
+    from train.sft import run_sft
+
     return TrainConfig, run_sft
 
 
-def resolve(sections: dict[str, dict]) -> dict[str, BaseModel]:
-    """Every stage's validated config, wired to the stages before it."""
+def stage_models() -> dict[str, type[BaseModel]]:
+    """The config model of every stage a pipeline file may hold."""
     from distill.eval_config import EvalConfig
     from generate.config import GenConfig
 
-    configs: dict[str, BaseModel] = {}
+    return {"gen": GenConfig, "train": train_classes()[0], "eval": EvalConfig}
+
+
+def resolve(sections: dict[str, dict]) -> dict[str, BaseModel]:
+    """Every stage's validated config, wired to the stages before it. Every problem of every
+    section is reported at once, before any stage runs."""
+    from distill.eval_config import EvalConfig
+    from generate.config import GenConfig
+
+    wanted, problems = {}, []
+    data = key_of(GenConfig, sections["gen"], "out") if "gen" in sections else None
     if "gen" in sections:
-        configs["gen"] = build(GenConfig, sections["gen"], "gen.")
-    data = configs["gen"].out if "gen" in configs else None
+        wanted["gen"] = (GenConfig, sections["gen"])
     if "train" in sections:
-        train = wire(sections["train"], "train", "data", data)
-        configs["train"] = build(train_classes()[0], train, "train.")
+        wanted["train"] = (train_classes()[0], wire(sections["train"], "train", "data", data, problems))
     if "eval" in sections:
-        section = wire(sections["eval"], "eval", "data", data)
-        if "train" in configs:
+        section = wire(sections["eval"], "eval", "data", data, problems)
+        if "train" in sections:
+            TrainConfig, train = wanted["train"]
+            student = key_of(TrainConfig, train, "out")
             students = list(section.get("students") or [])
-            section["students"] = students + [configs["train"].out] * (configs["train"].out not in students)
-            section.setdefault("base", configs["train"].model)
-        if "gen" in configs and "teacher" not in section:
-            section["teacher"] = configs["gen"].teacher.model_dump()
-        configs["eval"] = build(EvalConfig, section, "eval.")
-    return configs
+            section["students"] = students + [student] * (student not in students)
+            section.setdefault("base", key_of(TrainConfig, train, "model"))
+        if "gen" in sections and "teacher" not in section:
+            section["teacher"] = sections["gen"].get("teacher") or {}
+        wanted["eval"] = (EvalConfig, section)
+    for stage, (model, section) in wanted.items():
+        problems += problems_of(model, section, f"{stage}.")
+    if len(problems) == 1:
+        raise UserError(problems[0])
+    if problems:
+        raise UserError(f"{len(problems)} problems in the pipeline file, nothing was run: " + "; ".join(problems))
+    return {stage: model.model_validate(section) for stage, (model, section) in wanted.items()}
 
 
-def wire(section: dict, stage: str, key: str, value: Any) -> dict:
-    """Fill `stage.key` from the previous stage; a conflicting explicit value is an error."""
+def key_of(model: type[BaseModel], section: dict, key: str) -> Any:
+    """A key of a section as the stage will see it: given, or the config's default."""
+    return section.get(key, model.model_fields[key].default)
+
+
+def wire(section: dict, stage: str, key: str, value: Any, problems: list[str]) -> dict:
+    """Fill `stage.key` from the previous stage; a conflicting explicit value is a problem."""
     section = dict(section)
     if value is None:
         return section
     if section.get(key) not in (None, value):
-        raise UserError(f"{stage}.{key} is {section[key]!r} but gen.out is {value!r}; remove {stage}.{key}: the pipeline passes gen.out")
+        problems.append(f"{stage}.{key} is {section[key]!r} but gen.out is {value!r}; remove {stage}.{key}: the pipeline passes gen.out")
     section[key] = value
     return section
 
@@ -164,6 +183,10 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None, force: tu
     unknown = set(force) - set(configs)
     if unknown:
         raise UserError(f"--force names stage(s) {', '.join(sorted(unknown))} that {path} does not configure")
+    if "train" in configs:  # Unsloth must be imported before gen and eval import transformers
+        from train.sft import choose_backend
+
+        choose_backend(configs["train"])
     done: dict[str, dict] = {}
     for stage, cfg in configs.items():
         digest = fingerprint(stage, cfg)

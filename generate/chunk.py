@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
 
 from generate.ingest import Document
 
@@ -16,10 +15,6 @@ PARAGRAPH = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")
 HEADING = re.compile(r"^(#{1,6} |\S.*\n[=-]{3,}$)", re.M)
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 WORD = re.compile(r"\S+")
-
-
-class Tokenizer(Protocol):
-    def __call__(self, texts: list[str], **kwargs) -> dict: ...
 
 
 @dataclass(frozen=True)

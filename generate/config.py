@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.models import EMBEDDED
 from common.teacher.config import TeacherConfig
@@ -32,3 +32,9 @@ class GenConfig(BaseModel):
     seed: int = Field(0, description="Seed of the split and of chunk sampling.")
     export: list[Literal["alpaca", "sharegpt", "openai"]] = Field(default_factory=list, description="Extra formats written beside train/test.jsonl.")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher LLM.")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "GenConfig":
+        if self.chunk_overlap * 2 > self.chunk_tokens:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be at most half of chunk_tokens ({self.chunk_tokens}); lower chunk_overlap or raise chunk_tokens")
+        return self

@@ -78,8 +78,6 @@ def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -
 
 
 def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
-    if cfg.chunk_overlap * 2 > cfg.chunk_tokens:
-        raise UserError(f"chunk_overlap ({cfg.chunk_overlap}) must be at most half of chunk_tokens ({cfg.chunk_tokens})")
     task = load_task(cfg.task, cfg.prompt_file, cfg.schema_file)
     docs, skipped = read_all(discover(cfg.inputs))
     if not docs:

@@ -320,12 +320,12 @@ def test_skipped_files_reach_the_manifest(tmp_path, corpus, teacher_factory):
 
 def test_cache_stores_answers_only(tmp_path):
     cache = Cache(tmp_path / "cache.sqlite")
-    cache.put(Response("a", text="{}", reasoning="r", finish_reason="length", prompt_tokens=3, completion_tokens=4, extra={"x": 1}))
+    cache.put(Response("a", text="{}", reasoning="r", finish_reason="length", prompt_tokens=3, completion_tokens=4))
     cache.put(Response("b", error="timeout"))
     cache.close()
     cache = Cache(tmp_path / "cache.sqlite")  # committed at once: a new connection sees it
     assert len(cache) == 1
-    assert cache.get_many(["a", "b", "c"]) == {"a": Response("a", "{}", "r", "length", 3, 4, None, {"x": 1})}
+    assert cache.get_many(["a", "b", "c"]) == {"a": Response("a", "{}", "r", "length", 3, 4)}
     cache.close()
 
 

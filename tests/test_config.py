@@ -7,7 +7,7 @@ import yaml
 
 from common.config import load_config, parse_overrides, redact
 from common.errors import UserError
-from distill.cmd_gen import split_overrides
+from distill.options import split_args
 from generate.config import GenConfig, TeacherConfig
 
 
@@ -127,11 +127,6 @@ def test_missing_yaml_and_malformed_override(tmp_path):
         load_config(GenConfig, overrides=["=3"])
 
 
-def test_section_of_a_pipeline_file(tmp_path):
-    path = write_yaml(tmp_path / "pipeline.yaml", {"gen": {"seed": 11}, "train": {"anything": 1}})
-    assert load_config(GenConfig, path, section="gen").seed == 11
-
-
 def test_redact_removes_secrets_but_keeps_env_names():
     data = {"teacher": {"api_key": "sk-123", "api_key_env": "MY_KEY", "model": "m"}, "hf_token": "hf_abc", "list": [{"password": "p"}]}
     clean = redact(data)
@@ -143,6 +138,6 @@ def test_redact_removes_secrets_but_keeps_env_names():
 def test_cli_words_split_into_paths_and_overrides(tmp_path):
     odd = tmp_path / "a=b.txt"
     odd.write_text("x")
-    paths, overrides = split_overrides(("docs/", str(odd), "seed=3", "teacher.max_new_tokens=64", "notes/*.md"))
+    paths, overrides = split_args(("docs/", str(odd), "seed=3", "teacher.max_new_tokens=64", "notes/*.md"))
     assert paths == ["docs/", str(odd), "notes/*.md"]
     assert overrides == ["seed=3", "teacher.max_new_tokens=64"]

@@ -135,6 +135,7 @@ class FakeTrainConfig(BaseModel):
     data: str = "data"
     out: str = "student"
     model: str = "embedded"
+    backend: str = "hf"
     max_steps: int | None = None
     resume: bool = False
     overwrite: bool = False

@@ -249,14 +249,23 @@ def test_example_config_and_flags_load():
     assert all(field.description for field in TrainConfig.model_fields.values())
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("unsloth") is None, reason="unsloth not installed")
 def test_unsloth_cpu_fallback_smoke(tmp_path, tiny, data):
-    """Unsloth in its own process (its patches must not leak): the adapter imports it first and trains."""
+    """Unsloth in its own process (its patches must not leak): the CLI imports no ML library before
+    the stage, the adapter imports Unsloth before transformers, peft and trl, and run.json says so."""
     done = cli("train", str(data), "--out", str(tmp_path / "u"), "--model", str(tiny), "--backend", "unsloth", "--max-steps", "2", "--json", "-q")
     assert done.returncode == 0, done.stderr[-2000:]
     run = json.loads(done.stdout[done.stdout.index("{"):])
     assert run["backend"] == "unsloth" and run["metrics"]["steps"] == 2
-    assert "restructure your imports" not in done.stderr  # unsloth came before transformers, trl and peft
+    assert run["imported_before_unsloth"] == []
+    assert "restructure your imports" not in done.stderr
+
+
+def test_unsloth_adapter_reports_libraries_imported_before_it():
+    """The record the smoke test relies on is real: import transformers first and it is named."""
+    code = "import transformers\nfrom train import unsloth_adapter\nunsloth_adapter.import_unsloth()\nprint(unsloth_adapter.imported_before())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['transformers']"
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, tiny, data):

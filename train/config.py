@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.models import EMBEDDED
 
@@ -83,7 +83,13 @@ class TrainConfig(BaseModel):
     save: Literal["adapter", "merged", "gguf"] = Field(
         "adapter", description="adapter: LoRA adapter + tokenizer (full fine-tuning always saves the model); merged: 16-bit merged model; gguf: merged model converted with llama.cpp."
     )
-    gguf_quant: str = Field("q8_0", description="GGUF quantisation type passed to llama.cpp's converter (save=gguf).")
+    gguf_quant: Literal["f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0", "auto"] = Field("q8_0", description="GGUF type written by llama.cpp's converter (save=gguf).")
     resume: bool = Field(False, description="Continue from the newest complete checkpoint in out/checkpoints (same config required).")
     overwrite: bool = Field(False, description="Replace an output directory that holds a different run.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default).")
+
+    @model_validator(mode="after")
+    def _batching_fits_packing(self) -> "TrainConfig":
+        if self.packing and self.batching == "padded":
+            raise ValueError("packing=true packs records into padding-free rows, so batching=padded cannot apply; drop one of them")
+        return self

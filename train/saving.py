@@ -15,8 +15,6 @@ from pathlib import Path
 from common.errors import UserError
 from common.models import HUB_ID
 
-GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0", "auto")
-
 
 def portable_base(name: str, path: str) -> str:
     """What adapter_config.json names as base: 'embedded' or a hub id as given, else the absolute path."""
@@ -43,8 +41,6 @@ def gguf_converter() -> Path:
 def check_save(cfg) -> None:
     """Fail before training, not after it, when the requested output format cannot be written."""
     if cfg.save == "gguf":
-        if cfg.gguf_quant not in GGUF_TYPES:
-            raise UserError(f"gguf_quant={cfg.gguf_quant!r} is not a type llama.cpp's converter writes; use one of {', '.join(GGUF_TYPES)}")
         gguf_converter()
 
 

@@ -26,7 +26,7 @@ from common.errors import UserError
 from common.io import write_json
 from common.models import resolve_model
 from common.versions import versions
-from train import loading, ranks
+from train import loading, ranks, unsloth_adapter
 from train.config import TrainConfig
 from train.data import TrainData, check_batch, prepare, read_data_dir
 from train.saving import check_save, plot_loss, save_model
@@ -89,8 +89,6 @@ def check_out(cfg: TrainConfig, ident: dict) -> dict | None:
 def choose_backend(cfg: TrainConfig) -> str:
     if cfg.backend == "hf":
         return "hf"
-    from train import unsloth_adapter
-
     ok, why = unsloth_adapter.available()
     if ok:
         return "unsloth"
@@ -100,11 +98,11 @@ def choose_backend(cfg: TrainConfig) -> str:
 
 
 def setup(cfg: TrainConfig, ident: dict) -> Plan:
-    source = read_data_dir(cfg.data)  # cheap checks first: data, method, output format, model
+    source = read_data_dir(cfg.data)  # cheap checks first (none imports transformers): data, method, output format
     loading.check_method(cfg)
     check_save(cfg)
-    base = resolve_model(cfg.model)
     backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
+    base = resolve_model(cfg.model)  # converting the embedded model imports transformers
     from transformers import set_seed
 
     from train.callbacks import latest_checkpoint
@@ -117,8 +115,6 @@ def setup(cfg: TrainConfig, ident: dict) -> Plan:
     set_seed(cfg.seed)
     dtype, autocast = loading.resolve_dtype(cfg)
     if backend == "unsloth":
-        from train import unsloth_adapter
-
         model, tokenizer = unsloth_adapter.load(cfg, base, dtype)
     else:
         model, tokenizer = loading.load_hf(cfg, base)
@@ -278,6 +274,7 @@ def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: floa
         "config": cfg.model_dump(),
         "base_model": {"name": cfg.model, "path": plan.base},
         "backend": plan.backend,
+        "imported_before_unsloth": unsloth_adapter.imported_before() if plan.backend == "unsloth" else None,
         "processes": ranks.world_size(),
         "batches": plan.batches,
         "optimizer": plan.optim,

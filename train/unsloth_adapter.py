@@ -2,7 +2,8 @@
 
 - import order: `unsloth` must be imported before transformers, peft and trl so that its
   patches (fast RoPE/RMSNorm/cross-entropy kernels, the patched SFTTrainer) take effect;
-  `import_unsloth()` is called by the SFT stage before it imports any of them.
+  `import_unsloth()` is called by the SFT stage before it imports any of them, and records
+  which of them were imported already (`imported_before()`, written to run.json).
 - its environment switches are set here, inside the call, never at import of distill.
 - `FastLanguageModel` loads the base (16-bit, 4-bit, 8-bit or full) and adds LoRA with
   Unsloth's gradient checkpointing ("unsloth": activations offloaded to CPU memory).
@@ -12,8 +13,10 @@ On a machine without a GPU, Unsloth 2026.10 runs its own CPU fallback where it i
 from __future__ import annotations
 
 import os
+import sys
 
 _STATE: dict = {}
+PATCHED = ("transformers", "peft", "trl")  # what Unsloth patches when it is imported first
 
 
 def import_unsloth():
@@ -23,6 +26,7 @@ def import_unsloth():
     if "error" in _STATE:
         raise _STATE["error"]
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # no network calls from a training run
+    _STATE["before"] = [name for name in PATCHED if name in sys.modules]
     try:
         import unsloth  # noqa: F401  (must precede transformers/peft/trl; see module docstring)
     except ImportError as exc:
@@ -33,6 +37,11 @@ def import_unsloth():
         raise _STATE["error"] from exc
     _STATE["module"] = unsloth
     return unsloth
+
+
+def imported_before() -> list[str]:
+    """Which of transformers, peft and trl were imported before Unsloth (empty: all its patches apply)."""
+    return list(_STATE.get("before", []))
 
 
 def available() -> tuple[bool, str]:

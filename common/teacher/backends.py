@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from common.contract import split_trace
 from common.teacher.config import TeacherConfig
@@ -33,7 +33,6 @@ class Response:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # set when the request failed after retries (it is retried next run)
-    extra: dict = field(default_factory=dict)
 
 
 def request_key(messages: list[dict], schema: dict | None, model: str, params: dict) -> str:

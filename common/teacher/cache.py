@@ -7,7 +7,6 @@ not stored: they are sent again on the next run.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ CREATE TABLE IF NOT EXISTS responses (
     finish_reason TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
-    extra TEXT NOT NULL,
+    extra TEXT NOT NULL,  -- unused, always '{}': kept so that caches written before stay readable
     created REAL NOT NULL
 )
 """
@@ -41,9 +40,9 @@ class Cache:
         for start in range(0, len(keys), 500):
             part = keys[start : start + 500]
             marks = ",".join("?" * len(part))
-            rows = self.db.execute(f"SELECT * FROM responses WHERE key IN ({marks})", part)
-            for key, text, reasoning, finish, p_tok, c_tok, extra, _ in rows:
-                found[key] = Response(key, text, reasoning, finish, p_tok, c_tok, None, json.loads(extra))
+            rows = self.db.execute(f"SELECT key, text, reasoning, finish_reason, prompt_tokens, completion_tokens FROM responses WHERE key IN ({marks})", part)
+            for key, text, reasoning, finish, p_tok, c_tok in rows:
+                found[key] = Response(key, text, reasoning, finish, p_tok, c_tok)
         return found
 
     def put(self, response: Response) -> None:
@@ -59,7 +58,7 @@ class Cache:
                 response.finish_reason,
                 response.prompt_tokens,
                 response.completion_tokens,
-                json.dumps(response.extra),
+                "{}",
                 time.time(),
             ),
         )
