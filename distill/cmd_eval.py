@@ -11,17 +11,14 @@ from rich.table import Table
 
 from common.config import load_config
 from distill.eval_config import EvalConfig
-from distill.options import Flag, config_command, one_path
+from distill.options import TEACHER_FLAGS, Flag, config_command, one_path
 from distill.report import perf_table, score_table
 
 FLAGS = (
     Flag("students", "-s", "--student"),
     Flag("out", "-o", "--out"),
     Flag("base"),
-    Flag("teacher.backend", "--teacher"),
-    Flag("teacher.model", "-m", "--model"),
-    Flag("teacher.base_url", "--base-url", envvar="DISTILL_BASE_URL"),
-    Flag("teacher.api_key_env"),
+    *TEACHER_FLAGS,
     Flag("mode"),
     Flag("judge"),
     Flag("pairwise"),

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common.config import load_config
-from distill.options import Flag, config_command, split_args
+from distill.options import TEACHER_FLAGS, Flag, config_command, split_args
 from generate.config import GenConfig
 from generate.export import EXPORTS, export_dir
 
@@ -26,10 +26,7 @@ FLAGS = (
     Flag("max_chunks"),
     Flag("min_score"),
     Flag("export"),
-    Flag("teacher.backend", "--teacher"),
-    Flag("teacher.model", "-m", "--model"),
-    Flag("teacher.base_url", "--base-url", envvar="DISTILL_BASE_URL"),
-    Flag("teacher.api_key_env"),
+    *TEACHER_FLAGS,
     Flag("teacher.concurrency"),
 )
 EXAMPLES = """\b

@@ -40,6 +40,15 @@ class Flag:
         return self.key.replace(".", "__")
 
 
+# how every subcommand that asks a teacher names it
+TEACHER_FLAGS = (
+    Flag("teacher.backend", "--teacher"),
+    Flag("teacher.model", "-m", "--model"),
+    Flag("teacher.base_url", "--base-url", envvar="DISTILL_BASE_URL"),
+    Flag("teacher.api_key_env"),
+)
+
+
 def field_of(model: type[BaseModel], key: str) -> FieldInfo:
     """The pydantic field behind a dotted key (`teacher.model` reaches into a sub-config)."""
     *parents, leaf = key.split(".")
