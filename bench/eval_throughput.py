@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from distill.inference import generate_counted, load_model
+from common.generation import generate_counted
+from distill.inference import load_model
 
 QUESTIONS = [
     "What does the while statement do in Python?",

@@ -12,9 +12,10 @@ import gc
 import time
 from dataclasses import dataclass, field
 
+from common.generation import generate_counted
 from common.teacher.ask import CachedTeacher, Prompt
 from common.teacher.config import TeacherConfig
-from distill.inference import generate_counted, load_model
+from distill.inference import load_model
 
 JUDGE_TOKENS = 32
 

@@ -20,6 +20,8 @@ FLAGS = (
     Flag("prompt_file"),
     Flag("schema_file"),
     Flag("pairs_per_chunk", "-n", "--pairs-per-chunk"),
+    Flag("phrasings"),
+    Flag("rewrites"),
     Flag("test_fraction"),
     Flag("split_by"),
     Flag("seed"),
@@ -33,6 +35,7 @@ EXAMPLES = """\b
 Examples:
   distill gen docs/ --out data                              # the embedded teacher, on the CPU
   distill gen manual.pdf notes/*.md --out data --task reasoning -n 3
+  distill gen docs/ --out data --rewrites 3                 # + paraphrases, notes, summaries as training text
   distill gen docs/ --out data --dry-run                    # chunks, requests, token estimate
   distill gen docs/ --out data --teacher openai --base-url http://localhost:8000/v1 -m Qwen/Qwen3-32B
   distill gen docs/ --out data --config gen.yaml teacher.temperature=0.3

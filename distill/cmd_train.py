@@ -72,7 +72,8 @@ def train(args, config_path, as_json, quiet, flags):
 def ask(model_dir, question, context, max_new_tokens, temperature):
     """Ask MODEL_DIR (adapter, merged model, 'embedded' or hub id) one QUESTION."""
     from common.contract import prompt_messages
-    from distill.inference import generate, load_model
+    from common.generation import generate
+    from distill.inference import load_model
 
     model, tokenizer = load_model(model_dir)
     record = {"question": question, "context": context or ""}
@@ -86,7 +87,8 @@ def ask(model_dir, question, context, max_new_tokens, temperature):
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 def chat(model_dir, max_new_tokens, temperature):
     """Talk to MODEL_DIR interactively (empty line or Ctrl-D ends; /reset forgets the conversation)."""
-    from distill.inference import generate, load_model
+    from common.generation import generate
+    from distill.inference import load_model
 
     model, tokenizer = load_model(model_dir)
     history: list[dict] = []

@@ -22,6 +22,7 @@ class EvalConfig(BaseModel):
     teacher: TeacherConfig | None = Field(None, description="The teacher as reference point (local: answered with transformers; openai/vllm: through its backend); null: no teacher.")
     mode: Literal["auto", "closed-book", "open-book"] = Field("auto", description="auto: follow the data's split (item -> closed-book, document -> open-book); or force one.")
     max_questions: int | None = Field(None, ge=1, description="Evaluate only the first N questions of test.jsonl (a quick try).")
+    train_questions: int = Field(100, ge=0, description="Closed-book data: also ask the base and the students up to this many training questions (first the taught phrasings of the test's facts) and report their recall; 0: off.")
     max_new_tokens: int = Field(256, ge=1, description="Most tokens a model may write for one answer (trace + answer).")
     batch_size: int = Field(8, ge=1, description="Questions generated together in one batch (transformers batching).")
     judge: bool = Field(False, description="LLM-as-judge: the judge model grades every answer 1-5 against the reference.")

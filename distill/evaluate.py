@@ -30,11 +30,13 @@ from common.versions import versions
 from distill.answering import ModelRun, answer_local, answer_teacher, answering_config, ask_judge, judge_config
 from distill.eval_config import EvalConfig
 from distill.lmeval import write_task
+from distill.recall import recall_on_taught, taught_questions, training_curves
 from distill.report import write_report
 from distill.stats import bootstrap_mean, gap_closed
 
 CACHE = "cache.sqlite"
 CLOSED_BOOK_TEACHER = "closed-book: the teacher answers from its own knowledge, without the documents it wrote the questions from"
+OPEN_BOOK_TEACHER = "the teacher is the base model itself: it answers open-book (with the passage) as the ceiling for gap closed"
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Plan:
     mode: Mode
     mode_source: str
     runs: list[ModelRun]  # base and students, in report order (the teacher is added when answered)
+    taught: list[dict]  # training questions of the test's facts (closed-book data), for recall of what was taught
+    teacher_open_book: bool  # the teacher is the base itself: it reads the passage, as the ceiling
 
 
 def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
@@ -52,7 +56,11 @@ def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
     plan = setup(cfg)
     runs = answer(cfg, plan, console)
     scores, notes = grade(cfg, plan, runs, console)
-    return save(cfg, plan, runs, scores, notes, started)
+    knowledge = {"curves": training_curves(plan.runs)}
+    if plan.taught:
+        with console.status(f"the base and the students answer {len(plan.taught)} of their training questions"):
+            knowledge["train_questions"] = recall_on_taught(plan.runs, plan.taught, plan.mode, cfg)
+    return save(cfg, plan, runs, scores, notes, knowledge, started)
 
 
 # ---------------------------------------------------------------- setup
@@ -81,7 +89,10 @@ def setup(cfg: EvalConfig) -> Plan:
         raise UserError("nothing to evaluate: give --student, keep include_base, or set a teacher")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    return Plan(out, records, mode, source, runs)
+    taught = taught_questions(data, records, cfg.train_questions) if mode == "closed-book" else []
+    base = runs[0].name if cfg.include_base else None
+    same = cfg.teacher is not None and base is not None and cfg.teacher.backend == "local" and resolve_model(cfg.teacher.model) == resolve_model(base)
+    return Plan(out, records, mode, source, runs, taught, same and mode == "closed-book")
 
 
 def base_of(students: list[str]) -> str | None:
@@ -119,8 +130,9 @@ def answer(cfg: EvalConfig, plan: Plan, console: Console) -> list[ModelRun]:
             runs.append(answer_local(run, conversations, cfg.max_new_tokens, cfg.batch_size))
         console.print(f"{run.label}: {run.perf()['wall_s']} s")
     if cfg.teacher is not None:
+        asking = [prompt_messages(r, "open-book") for r in plan.records] if plan.teacher_open_book else conversations
         with console.status(f"teacher ({cfg.teacher.backend}: {cfg.teacher.model}) answers"), CachedTeacher(answering_config(cfg.teacher), plan.out / CACHE) as asked:
-            teacher = answer_teacher(cfg.teacher, conversations, cfg.max_new_tokens, asked)
+            teacher = answer_teacher(cfg.teacher, asking, cfg.max_new_tokens, asked)
         if teacher.status != "ok":
             console.print(f"[yellow]teacher missing[/]: {teacher.reason}")
         runs.append(teacher)
@@ -182,9 +194,9 @@ def judge_all(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict) -
 # ---------------------------------------------------------------- save
 
 
-def save(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, notes: dict, started: float) -> dict:
+def save(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, notes: dict, knowledge: dict, started: float) -> dict:
     write_jsonl(plan.out / "predictions.jsonl", prediction_rows(plan, runs, scores))
-    metrics = summarize(cfg, plan, runs, scores, notes, started)
+    metrics = {**summarize(cfg, plan, runs, scores, notes, started), **knowledge}
     write_task(plan.out / "lm_eval", plan.records, plan.mode, cfg.max_new_tokens)
     metrics["files"] = write_report(plan.out, metrics, plan.records, runs, scores)
     metrics["files"].update(predictions="predictions.jsonl", metrics="metrics.json", lm_eval="lm_eval/distill_test.yaml")
@@ -221,7 +233,7 @@ def summarize(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, n
             per_metric = {m: [row.get(m) for row in scores[run.label]] for m in METRICS}
             entry["metrics"] = {m: bootstrap_mean(v, cfg.bootstrap_samples, cfg.seed) for m, v in per_metric.items() if any(x is not None for x in v)}
         if run.role == "teacher" and plan.mode == "closed-book":
-            entry["note"] = CLOSED_BOOK_TEACHER
+            entry["note"] = OPEN_BOOK_TEACHER if plan.teacher_open_book else CLOSED_BOOK_TEACHER
         models[run.label] = entry
     return {
         "mode": plan.mode,

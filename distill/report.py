@@ -65,6 +65,21 @@ def gap_table(metrics: dict) -> list[list[str]]:
     return rows
 
 
+def taught_table(metrics: dict) -> list[list[str]]:
+    """Recall of training questions (the taught phrasings of the test's facts), where measured."""
+    taught = metrics.get("train_questions")
+    return score_table({"models": taught["models"]}) if taught and taught["models"] else []
+
+
+def curve_table(metrics: dict) -> list[list[str]]:
+    """Each student's recall after every epoch of its training (the probe of `distill train`)."""
+    rows = [["student", "epoch", "held-out phrasings (exact)", "taught questions (exact)", "held-out (contains)", "taught (contains)"]]
+    for label, points in metrics.get("curves", {}).items():
+        for p in points:
+            rows.append([label, f"{p['epoch']:g}"] + [num(p.get(k), 3) for k in ("recall_val", "recall_train", "recall_val_contains", "recall_train_contains")])
+    return rows if len(rows) > 1 else []
+
+
 def example_table(records: list[dict], runs: list, scores: dict, count: int) -> tuple[list[list[str]], list[list[str]]]:
     """Best and worst questions for the first student (else the base), by token F1, side by side."""
     answered = [run for run in runs if run.status == "ok"]
@@ -125,6 +140,25 @@ def plot_lengths(runs: list) -> bytes:
         ax.boxplot([run.tokens for run in answered], tick_labels=[run.label for run in answered])
     ax.set_ylabel("output tokens")
     ax.set_title("answer length")
+    return _png(fig)
+
+
+def plot_curves(curves: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for label, points in curves.items():
+        epochs = [p["epoch"] for p in points]
+        ax.plot(epochs, [p["recall_val"] for p in points], marker="o", label=f"{label}: held-out phrasings")
+        ax.plot(epochs, [p["recall_train"] for p in points], marker="s", linestyle="--", label=f"{label}: taught questions")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("recall (exact match)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title("recall while training")
     return _png(fig)
 
 
@@ -190,11 +224,15 @@ def write_report(out: Path, metrics: dict, records: list[dict], runs: list, scor
     tables = {
         "scores (mean [95% bootstrap CI])": score_table(metrics),
         "gap closed (mean [95% bootstrap CI])": gap_table(metrics),
+        f"training questions: recall of what was taught ({metrics.get('train_questions', {}).get('questions', 0)} questions)": taught_table(metrics),
+        "recall while training (after every epoch)": curve_table(metrics),
         "speed": perf_table(metrics),
         "best examples": best,
         "worst examples": worst,
     }
     images = {"scores.png": plot_scores(metrics), "lengths.png": plot_lengths(runs)}
+    if metrics.get("curves"):
+        images["recall.png"] = plot_curves(metrics["curves"])
     for name, data in images.items():
         (out / name).write_bytes(data)
     write_atomic(out / "report.md", markdown(metrics, tables, images))

@@ -20,21 +20,34 @@ class GenConfig(BaseModel):
     task: str = Field("qa", description="Built-in task (qa, reasoning) or a name for a custom task given by prompt_file + schema_file.")
     prompt_file: str | None = Field(None, description="Custom prompt template (Python format fields: {chunk}, {n}, {schema}).")
     schema_file: str | None = Field(None, description="Custom JSON Schema of the teacher output (an object with a list 'items' of question/answer objects).")
-    pairs_per_chunk: int = Field(2, ge=1, le=20, description="QA items asked of the teacher for every chunk.")
+    pairs_per_chunk: int = Field(2, ge=1, le=20, description="Facts (QA items) asked of the teacher for every chunk; each is asked in `phrasings` questions.")
+    phrasings: int | Literal["auto"] = Field(
+        "auto", description="Distinct questions asked for every fact, held out by phrasing in the item split (every fact taught, test asks other wordings); auto: 3 with split_by=item, 1 with split_by=document."
+    )
+    rewrites: int = Field(0, ge=0, le=6, description="Teacher rewrites of every chunk (a paraphrase, Q&A-style notes, a summary naming every entity, in turn), written with the chunks to text.jsonl as continued-pretraining text; 0: none.")
     tokenizer: str = Field(EMBEDDED, description="Tokenizer that measures chunk sizes: the student's ('embedded', path or hub id).")
     chunk_tokens: int = Field(384, ge=32, description="Target chunk size in tokens of the student tokenizer.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks of one document.")
     max_chunks: int | None = Field(None, ge=1, description="Use at most this many chunks (a quick try).")
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of items (split_by=item) or documents (split_by=document) held out in test.jsonl.")
-    split_by: Literal["item", "document"] = Field("item", description="item: closed-book knowledge, held-out items of training docs; document: open-book skill, unseen docs.")
-    near_dup_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity (MinHash of character 5-grams) at or above which two questions are near-duplicates: the later one is dropped, and so is a test item this close to a train item.")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of items held out in test.jsonl: phrasings of taught facts (split_by=item) or whole documents (split_by=document).")
+    split_by: Literal["item", "document"] = Field("item", description="item: closed-book knowledge, every fact taught and other phrasings of it held out; document: open-book skill, unseen docs.")
+    near_dup_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity (MinHash of character 5-grams) at or above which two questions of different facts are near-duplicates: the later one is dropped (a fact's own phrasings may be alike).")
     min_score: int | None = Field(None, ge=1, le=5, description="Teacher as judge: score every accepted item 1-5 for faithfulness to its chunk and usefulness; keep items scoring at least this on both (None: no judging).")
     seed: int = Field(0, description="Seed of the split and of chunk sampling.")
     export: list[Literal["alpaca", "sharegpt", "openai"]] = Field(default_factory=list, description="Extra formats written beside train/test.jsonl.")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher LLM.")
 
+    @property
+    def questions_per_fact(self) -> int:
+        """`phrasings`, with auto resolved by the split: several for knowledge, one for skill."""
+        if self.phrasings == "auto":
+            return 3 if self.split_by == "item" else 1
+        return self.phrasings
+
     @model_validator(mode="after")
-    def _overlap_fits(self) -> "GenConfig":
+    def _rules_across_fields(self) -> "GenConfig":
         if self.chunk_overlap * 2 > self.chunk_tokens:
             raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be at most half of chunk_tokens ({self.chunk_tokens}); lower chunk_overlap or raise chunk_tokens")
+        if self.phrasings != "auto" and not 1 <= self.phrasings <= 8:
+            raise ValueError(f"phrasings must be auto or 1 to 8, not {self.phrasings}")
         return self

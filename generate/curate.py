@@ -22,6 +22,7 @@ from common.teacher.ask import CachedTeacher, Prompt
 from common.teacher.backends import Response
 from generate.dedup import NearDuplicates
 from generate.progress import GenProgress
+from generate.records import fact_id
 from generate.validate import parse_output, question_key
 
 JUDGE_SYSTEM = "You are a strict reviewer of training data. You reply with JSON only."
@@ -49,22 +50,24 @@ def curate(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool) -> N
 
 
 def drop_near_duplicates(chunk_keys: list[str], outcome, threshold: float) -> None:
-    """Keep the first of every group of near-duplicate questions, in the order of `chunk_keys`."""
-    index, seen = NearDuplicates(threshold), {}
+    """Keep the first of every group of near-duplicate questions, in the order of `chunk_keys`.
+    The phrasings of one fact are meant to be alike: among them only exact repeats are dropped."""
+    index, seen, facts = NearDuplicates(threshold), {}, {}
     for chunk_key in chunk_keys:
         if chunk_key not in outcome.items:
             continue
         kept = []
         for n, item in enumerate(outcome.items[chunk_key]):
-            matches = index.match(item["question"])
-            if matches:
-                other = seen[matches[0]]
-                reason = "duplicate" if question_key(other) == question_key(item["question"]) else "near_duplicate"
+            question, fact = item["question"], fact_id(item, chunk_key)
+            same = [k for k in index.match(question) if facts[k] != fact or question_key(seen[k]) == question_key(question)]
+            if same:
+                exact = [seen[k] for k in same if question_key(seen[k]) == question_key(question)]
+                other, reason = (exact[0], "duplicate") if exact else (seen[same[0]], "near_duplicate")
                 outcome.rejects.append({"reason": reason, "detail": f"like: {other}"[:300], "chunk": chunk_key, "item": item})
                 continue
             key = f"{chunk_key}:{n}"
-            index.add(key, item["question"])
-            seen[key] = item["question"]
+            index.add(key, question)
+            seen[key], facts[key] = question, fact
             kept.append(item)
         outcome.items[chunk_key] = kept
 

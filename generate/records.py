@@ -8,6 +8,13 @@ from common.contract import assistant_text
 from generate.chunk import Chunk
 
 
+def fact_id(item: dict, chunk_key: str) -> str:
+    """The fact an item tests: the claim its evidence states, with its answer, in its chunk (the
+    phrasings of one fact share both, so they share this id)."""
+    blob = "\x1f".join([chunk_key, " ".join(item["evidence"].split()), " ".join(item["answer"].casefold().split())])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def record_id(item: dict, chunk: Chunk) -> str:
     blob = "\x1f".join([item["question"], item["answer"], chunk.doc, str(chunk.index)])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -27,6 +34,7 @@ def make_record(item: dict, chunk: Chunk, teacher: dict, task: str) -> dict:
             {"role": "assistant", "content": assistant_text(item["reasoning"], item["answer"])},
         ],
         "source": {"doc": chunk.doc, "chunk": chunk.index, "start": chunk.start, "end": chunk.end},
+        "fact": fact_id(item, chunk.key),
         "teacher": dict(teacher),
         "task": task,
     }

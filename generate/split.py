@@ -1,13 +1,17 @@
 """Train/test split, deterministic by seed, in the two modes of DESIGN.md.
 
-item (knowledge, closed-book): some items of the training documents are held out; a test
-question that duplicates or nearly duplicates a train question is dropped from test.
+item (knowledge, closed-book): every fact is taught; what is held out is a phrasing. Facts
+asked in several questions (the records' `fact` groups) give test.jsonl some of their
+phrasings and keep at least one in train.jsonl, so the test asks taught facts in other words.
+Data without phrasings (every fact asked once) falls back to holding out whole items, whose
+facts are then untaught; a test question that nearly duplicates a train question is dropped.
 document (skill, open-book): whole documents are held out; no document feeds both files.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 
 from generate.dedup import NearDuplicates
 
@@ -16,12 +20,15 @@ def _rank(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
+def _count(n: int, fraction: float) -> int:
+    """round(fraction * n), at least one when the fraction is positive and n >= 2."""
+    if fraction <= 0 or n < 2:
+        return 0
+    return min(n - 1, max(1, round(fraction * n)))
+
+
 def _held_out(keys: list[str], fraction: float, seed: int) -> set[str]:
-    """round(fraction * n) keys, at least one when the fraction is positive and n >= 2."""
-    if fraction <= 0 or len(keys) < 2:
-        return set()
-    count = min(len(keys) - 1, max(1, round(fraction * len(keys))))
-    return set(sorted(keys, key=lambda k: _rank(seed, k))[:count])
+    return set(sorted(keys, key=lambda k: _rank(seed, k))[: _count(len(keys), fraction)])
 
 
 def split(records: list[dict], mode: str, fraction: float, seed: int, threshold: float) -> tuple[list, list, int]:
@@ -31,6 +38,9 @@ def split(records: list[dict], mode: str, fraction: float, seed: int, threshold:
         train = [r for r in records if r["source"]["doc"] not in test_docs]
         test = [r for r in records if r["source"]["doc"] in test_docs]
         return _mark(train, "train"), _mark(test, "test"), 0
+    test_ids = held_out_phrasings(records, fraction, seed)
+    if test_ids is not None:
+        return _mark([r for r in records if r["id"] not in test_ids], "train"), _mark([r for r in records if r["id"] in test_ids], "test"), 0
     test_ids = _held_out([r["id"] for r in records], fraction, seed)
     train = [r for r in records if r["id"] not in test_ids]
     index = NearDuplicates(threshold)
@@ -39,6 +49,38 @@ def split(records: list[dict], mode: str, fraction: float, seed: int, threshold:
     held = [r for r in records if r["id"] in test_ids]
     test = [r for r in held if not index.match(r["question"])]
     return _mark(train, "train"), _mark(test, "test"), len(held) - len(test)
+
+
+def held_out_phrasings(records: list[dict], fraction: float, seed: int) -> set[str] | None:
+    """Ids of the test records: about `fraction` of all records, taken one phrasing per fact in a
+    seeded order of facts (a second one per fact only when every fact has given one), always
+    leaving a fact at least one phrasing in train. None when no fact has two phrasings."""
+    facts: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        if r.get("fact"):
+            facts[r["fact"]].append(r["id"])
+    groups = [sorted(ids, key=lambda i: _rank(seed, i)) for _, ids in sorted(facts.items(), key=lambda kv: _rank(seed, kv[0])) if len(ids) >= 2]
+    if not groups:
+        return None
+    wanted, chosen = _count(len(records), fraction), set()
+    for depth in range(max(len(g) for g in groups) - 1):
+        for group in groups:
+            if len(chosen) == wanted:
+                return chosen
+            if depth < len(group) - 1:
+                chosen.add(group[depth])
+    return chosen
+
+
+def describe_split(train: list[dict], test: list[dict], mode: str, phrasings: int) -> dict:
+    """What the split holds out, for the manifest: facts, and how many of the test's are taught."""
+    taught = {r["fact"] for r in train if r.get("fact")}
+    tested = {r["fact"] for r in test if r.get("fact")}
+    if mode == "document":
+        held_out = "documents"
+    else:
+        held_out = "phrasings" if tested and tested <= taught else "items"
+    return {"phrasings_asked": phrasings, "facts": len(taught | tested), "facts_in_test": len(tested), "test_facts_taught": len(tested & taught), "held_out": held_out}
 
 
 def _mark(records: list[dict], name: str) -> list[dict]:

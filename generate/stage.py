@@ -34,8 +34,9 @@ from generate.export import export_dir
 from generate.ingest import Document, Skipped, discover, read_all
 from generate.progress import GenProgress
 from generate.records import make_record
-from generate.split import split
-from generate.tasks import Task, load_task
+from generate.rewrites import rewrite, rewrite_prompts, text_rows
+from generate.split import describe_split, split
+from generate.tasks import Task, load_task, worst_case_tokens
 from generate.validate import grounded, parse_output, question_key
 
 REPAIRABLE = ("invalid_json", "schema")
@@ -60,6 +61,7 @@ class Outcome:
     rejects: list[dict] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     tokens: Counter = field(default_factory=Counter)
+    text: list[dict] = field(default_factory=list)  # accepted rewrites (text rows)
     interrupted: bool = False
 
 
@@ -70,6 +72,8 @@ def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -
         return dry_run_manifest(cfg, plan)
     with CachedTeacher(cfg.teacher, plan.out / "cache.sqlite") as teacher:
         outcome = run(cfg, plan, teacher, show_progress)
+        if cfg.rewrites and not outcome.interrupted:
+            outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
         curate(cfg, plan, outcome, teacher, show_progress)
     return save(cfg, plan, outcome, started)
 
@@ -87,11 +91,20 @@ def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
     chunks = chunk_documents(docs, load_tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
     if cfg.max_chunks and len(chunks) > cfg.max_chunks:
         chunks = sorted(random.Random(cfg.seed).sample(chunks, cfg.max_chunks), key=lambda c: (c.doc, c.index))
+    n, k = cfg.pairs_per_chunk, cfg.questions_per_fact
     prompts = []
     for chunk in chunks:
-        schema = task.request_schema(cfg.pairs_per_chunk, chunk.text if cfg.teacher.structured else None)
-        prompts.append(Prompt(task.messages(chunk.text, cfg.pairs_per_chunk), schema, tag=chunk))
+        schema = task.request_schema(n, chunk.text if cfg.teacher.structured else None, k)
+        prompts.append(Prompt(task.messages(chunk.text, n, k), schema, reply_budget(cfg, schema), tag=chunk))
     return Plan(out, docs, skipped, chunks, task, prompts)
+
+
+def reply_budget(cfg: GenConfig, schema: dict) -> int:
+    """max_new_tokens of a request. The local teacher decodes under the schema's grammar, whose
+    bounded strings bound the reply: its budget is that bound, so no reply is ever cut inside a
+    string (servers and vLLM keep max_new_tokens: they refuse budgets past the model's context)."""
+    bound = worst_case_tokens(schema) if cfg.teacher.backend == "local" and cfg.teacher.structured else None
+    return bound or cfg.teacher.max_new_tokens
 
 
 def prepare_out(path: str) -> Path:
@@ -148,7 +161,7 @@ class Collector:
     def settle(self, answer: Answer) -> None:
         response, chunk, out = answer.response, answer.prompt.tag, self.outcome
         out.tokens.update(prompt=response.prompt_tokens, completion=response.completion_tokens)
-        output, reason, detail = parse_output(response, self.plan.task.validator)
+        output, reason, detail = parse_output(response, self.plan.task.validator_for(self.cfg.questions_per_fact))
         out.counts["finish_length"] += response.finish_reason == "length"
         out.counts["failed_requests"] += reason == "failed_request"
         if output is None and reason in REPAIRABLE and self.attempt < self.cfg.teacher.repair_attempts:
@@ -160,8 +173,9 @@ class Collector:
             self.bar.advance(chunks=1, rejected=1, tokens=response.completion_tokens)
             return
         items = self.plan.task.items(output)
-        if response.reasoning and self.plan.task.name == "reasoning" and len(items) == 1:
-            items[0]["reasoning"] = response.reasoning.strip()
+        if response.reasoning and self.plan.task.name == "reasoning" and len(output["items"]) == 1:
+            for item in items:  # one fact: the native trace is its reasoning, for each of its phrasings
+                item["reasoning"] = response.reasoning.strip()
         good = []
         for item in items:
             if item["evidence"] and not grounded(item["evidence"], chunk.text):
@@ -205,8 +219,17 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     write_jsonl(plan.out / "rejects.jsonl", outcome.rejects)
     if cfg.export:  # export_dir reads the files back: skip it when there is nothing to export
         export_dir(plan.out, cfg.export)
+    text = []
+    if cfg.rewrites:
+        held_out_docs = {r["source"]["doc"] for r in test} if cfg.split_by == "document" else set()
+        text = text_rows(plan.chunks, outcome.text, held_out_docs)
+        write_jsonl(plan.out / "text.jsonl", text)
     manifest = build_manifest(cfg, plan, outcome, started, len(train), len(test), dropped)
-    manifest["coverage"] = coverage(plan, outcome, train + test, cfg.pairs_per_chunk, dropped)
+    manifest["counts"]["text"] = len(text)
+    manifest["facts"] = describe_split(train, test, cfg.split_by, cfg.questions_per_fact)
+    manifest["coverage"] = coverage(plan, outcome, train + test, cfg.pairs_per_chunk * cfg.questions_per_fact, dropped)
+    if text:
+        manifest["files"]["text"] = "text.jsonl"
     write_json(plan.out / "manifest.json", manifest)
     return manifest
 
@@ -218,7 +241,8 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
         "docs": len(plan.docs),
         "files_skipped": len(plan.skipped),
         "chunks": len(plan.chunks),
-        **{k: outcome.counts.get(k, 0) for k in ("requests", "cache_hits", "sent", "repairs", "failed_requests", "finish_length", "judge_cache_hits", "judge_sent")},
+        **{k: outcome.counts.get(k, 0) for k in ("requests", "cache_hits", "sent", "repairs", "failed_requests", "finish_length", "judge_cache_hits", "judge_sent", "rewrites_cut")},
+        "rewrites": len(outcome.text),
         "answered": len(outcome.items),
         "accepted": n_train + n_test + dropped,
         "train": n_train,

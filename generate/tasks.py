@@ -2,7 +2,9 @@
 
 Built-in: `qa` (factual questions, short reasoning) and `reasoning` (multi-step questions;
 the trace is the point). A custom task is a template file and a schema file. Template fields
-are `{chunk}`, `{n}` and `{schema}`; other braces are left alone, so JSON examples need no escaping.
+are `{chunk}`, `{n}` (facts), `{k}` (phrasings per fact), `{schema}` (the task schema) and
+`{shape}` (a JSON example of the reply asked for); other braces are left alone, so JSON examples
+need no escaping.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ SYSTEM = "You are a careful domain expert who writes training data for a student
 QUOTE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 MAX_QUOTES = 48
 
-FIELD = re.compile(r"\{(chunk|n|schema)\}")  # the template fields, filled in one pass
+FIELD = re.compile(r"\{(chunk|n|k|schema|shape)\}")  # the template fields, filled in one pass
+PHRASINGS_NOTE = "\n\nFor every fact, write {k} questions that ask for it in different words (list them in \"questions\"); all of them share its evidence, reasoning and answer."
 
 
 @dataclass(frozen=True)
@@ -36,16 +39,40 @@ class Task:
 
     @cached_property
     def validator(self) -> jsonschema.protocols.Validator:
-        return jsonschema.validators.validator_for(self.schema)(self.schema)
+        """Checks a reply of one question per fact."""
+        return self.validator_for(1)
 
-    def messages(self, chunk: str, n: int) -> list[dict]:
-        fields = {"chunk": chunk, "n": str(n), "schema": json.dumps(self.schema)}
+    def validator_for(self, phrasings: int) -> jsonschema.protocols.Validator:
+        """Checks a reply asking each fact in `phrasings` questions (any number of facts); built once."""
+        made = self.__dict__.setdefault("_validators", {})  # a frozen dataclass still has its __dict__
+        if phrasings not in made:
+            schema = self.reply_schema(phrasings)
+            made[phrasings] = jsonschema.validators.validator_for(schema)(schema)
+        return made[phrasings]
+
+    def reply_schema(self, phrasings: int = 1) -> dict:
+        """The task schema; with `phrasings` > 1, each item asks its fact in that many `questions`."""
+        schema = copy.deepcopy(self.schema)
+        fact = schema["properties"]["items"]["items"]
+        properties = fact.get("properties", {})
+        if phrasings > 1 and "question" in properties:
+            asked = {"type": "array", "items": properties["question"], "minItems": phrasings, "maxItems": phrasings}
+            fact["properties"] = {("questions" if key == "question" else key): (asked if key == "question" else value) for key, value in properties.items()}
+            fact["required"] = ["questions" if key == "question" else key for key in fact.get("required", [])]
+        return schema
+
+    def messages(self, chunk: str, n: int, phrasings: int = 1) -> list[dict]:
+        asked = self.request_schema(n, None, phrasings)
+        fields = {"chunk": chunk, "n": str(n), "k": str(phrasings), "schema": json.dumps(self.schema), "shape": shape(asked)}
         prompt = FIELD.sub(lambda match: fields[match.group(1)], self.template)  # one pass: the chunk's own braces stay
+        if phrasings > 1 and "{k}" not in self.template:
+            prompt += PHRASINGS_NOTE.format(k=phrasings)
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
 
-    def request_schema(self, n: int, chunk: str | None = None) -> dict:
-        """The schema sent to the teacher: exactly `n` items; with `chunk`, evidence limited to its sentences."""
-        schema = copy.deepcopy(self.schema)
+    def request_schema(self, n: int, chunk: str | None = None, phrasings: int = 1) -> dict:
+        """The schema sent to the teacher: exactly `n` items; with `chunk`, evidence limited to its
+        sentences; with `phrasings` > 1, each item asks one fact in that many distinct `questions`."""
+        schema = self.reply_schema(phrasings)
         items = schema["properties"]["items"]
         items["minItems"] = items["maxItems"] = n
         quotes = quotable_sentences(chunk) if chunk else []
@@ -57,16 +84,53 @@ class Task:
         return schema
 
     def items(self, output: dict) -> list[dict]:
-        """Teacher output (already schema-valid) -> item dicts with the four record fields."""
-        return [
-            {
-                "question": str(item["question"]).strip(),
+        """Teacher output (already schema-valid) -> item dicts with the record fields; the
+        phrasings of one fact share its evidence, reasoning and answer."""
+        found = []
+        for item in output["items"]:
+            shared = {
                 "reasoning": str(item.get("reasoning", "")).strip(),
                 "answer": str(item["answer"]).strip(),
                 "evidence": str(item.get("evidence", "")).strip(),
             }
-            for item in output["items"]
-        ]
+            questions = item["questions"] if "questions" in item else [item["question"]]
+            found += [{"question": str(question).strip(), **shared} for question in questions]
+        return found
+
+
+def shape(schema: dict) -> str:
+    """A one-line JSON example of what `schema` asks for ("..." for every string), for prompts."""
+
+    def example(node: dict):
+        kind = node.get("type")
+        if kind == "object":
+            return {key: example(value) for key, value in node.get("properties", {}).items()}
+        if kind == "array":
+            return [example(node.get("items", {}))] * min(node.get("minItems") or 1, 3)
+        return "..."
+
+    return json.dumps(example(schema))
+
+
+def worst_case_tokens(schema: dict) -> int | None:
+    """The most tokens a reply following `schema` can take, or None where a string or array is
+    unbounded. Every token writes at least one character, and every character of a string at
+    most two (an escape such as \\n), so bounded strings bound the reply: a budget this large
+    never cuts a constrained reply inside a string (\\uXXXX escapes aside)."""
+    if "enum" in schema:
+        return max(len(json.dumps(value)) for value in schema["enum"])
+    kind = schema.get("type")
+    if kind == "string":
+        return None if "maxLength" not in schema else 2 + 2 * schema["maxLength"]
+    if kind == "array":
+        inner = worst_case_tokens(schema.get("items", {}))
+        return None if inner is None or "maxItems" not in schema else 2 + schema["maxItems"] * (inner + 2)
+    if kind == "object":
+        parts = [worst_case_tokens(value) for value in schema.get("properties", {}).values()]
+        if None in parts or schema.get("additionalProperties", True) is not False:
+            return None
+        return 2 + sum(part + len(json.dumps(key)) + 4 for key, part in zip(schema["properties"], parts))
+    return None
 
 
 def quotable_sentences(chunk: str) -> list[str]:

@@ -173,24 +173,30 @@ def n_items(request: Request) -> int:
     return request.schema["properties"]["items"]["minItems"]
 
 
+def phrasings(request: Request) -> int:
+    """Questions asked per fact: the request schema's `questions` count, else one `question`."""
+    fact = request.schema["properties"]["items"]["items"]["properties"]
+    return fact["questions"]["minItems"] if "questions" in fact else 1
+
+
 def good_output(request: Request, tag: str = "") -> str:
-    """A schema-valid, grounded answer: one item per requested pair, each quoting the chunk."""
+    """A schema-valid, grounded answer: one item per requested fact, each quoting the chunk, asked
+    in as many phrasings as the request wants."""
     quotes = evidence_choices(request)
+    k = phrasings(request)
     items = []
     for i in range(n_items(request)):
         quote = quotes[i % len(quotes)]
-        items.append(
-            {
-                "question": f"Which statement {i} {tag} about: {quote}?",
-                "evidence": quote,
-                "reasoning": f"The passage says: {quote}",
-                "answer": quote.split()[-1].rstrip("."),
-            }
-        )
+        asked = [f"Which statement {i} {tag} about: {quote}?"] + [f"What does phrasing {j} of statement {i} {tag} say about: {quote}?" for j in range(1, k)]
+        fact = {"evidence": quote, "reasoning": f"The passage says: {quote}", "answer": quote.split()[-1].rstrip(".")}
+        items.append({"questions": asked, **fact} if k > 1 else {"question": asked[0], **fact})
     return json.dumps({"items": items})
 
 
 def good_response(request: Request) -> Response:
+    """Valid JSON for a QA request; for a free-text request (a rewrite) a line naming the request."""
+    if request.schema is None:
+        return Response(key=request.key, text=f"Rewritten ({request.key[:8]}): {request.messages[-1]['content'][:60]}", prompt_tokens=50, completion_tokens=20)
     return Response(key=request.key, text=good_output(request, request.key[:8]), prompt_tokens=50, completion_tokens=20)
 
 

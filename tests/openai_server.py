@@ -25,7 +25,8 @@ from aiohttp import web
 from generate.tasks import quotable_sentences
 
 PASSAGE = re.compile(r'"""\n(.*?)\n"""', re.S)
-COUNT = re.compile(r"write (\d+) question")
+FACTS = re.compile(r"pick (\d+) different")
+PHRASINGS = re.compile(r"write (\d+) question")
 
 
 @dataclass
@@ -55,15 +56,19 @@ def first_user(body: dict) -> str:
 
 
 def good_output(body: dict) -> dict:
-    """What a good teacher writes for a chunk prompt: n items, each quoting one sentence."""
+    """What a good teacher writes for a chunk prompt: n facts, each quoting one sentence, asked in
+    k phrasings ("questions") or one ("question"), as the prompt asks."""
     text = first_user(body)
     passage = PASSAGE.search(text).group(1)
-    n = int(COUNT.search(text).group(1)) if COUNT.search(text) else 2
+    n = int(FACTS.search(text).group(1)) if FACTS.search(text) else 2
+    k = int(PHRASINGS.search(text).group(1)) if PHRASINGS.search(text) else 1
     quotes = quotable_sentences(passage) or [passage.strip()]
     items = []
     for i in range(n):
         quote = quotes[i % len(quotes)]
-        items.append({"question": f"Which statement says that {quote.rstrip('.')}?", "evidence": quote, "reasoning": "Step 1: the passage states this word for word. Step 2: so it is the answer.", "answer": quote})
+        asked = [f"{opening} {quote.rstrip('.')[:150]}?" for opening in ("Which statement says that", "What does the text state about", "Where is it said that")[:k]]
+        fact = {"evidence": quote, "reasoning": "Step 1: the passage states this word for word. Step 2: so it is the answer.", "answer": quote}
+        items.append({"questions": asked, **fact} if k > 1 else {"question": asked[0], **fact})
     return {"items": items}
 
 

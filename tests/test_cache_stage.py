@@ -31,6 +31,7 @@ def make_cfg(tmp_path: Path, corpus: Path, **changes) -> GenConfig:
         chunk_tokens=96,
         chunk_overlap=0,
         pairs_per_chunk=PAIRS,
+        phrasings=1,  # these tests are about the cache and the outputs; test_split.py covers phrasings
         test_fraction=0.25,
     )
     return GenConfig.model_validate({**base, **changes})
@@ -124,14 +125,17 @@ def test_the_cache_key_covers_chunk_prompt_schema_model_and_parameters(tmp_path,
     assert len(set(base)) == DOCS and keys() == base
     for changes in (
         {"teacher": {"temperature": 0.3}},
-        {"teacher": {"max_new_tokens": 100}},
+        {"teacher": {"max_new_tokens": 100, "structured": False}},
         {"teacher": {"model": "org/other"}},
         {"teacher": {"seed": 1}},
         {"pairs_per_chunk": 3},
+        {"phrasings": 3},
         {"task": "reasoning"},
     ):
         assert set(keys(**changes)).isdisjoint(base), changes
     assert keys(test_fraction=0.5, split_by="document", teacher={"batch_size": 1}) == base  # not part of an answer
+    # the local teacher's budget is the bound of its bounded schema, not max_new_tokens: no reply is cut in a string
+    assert keys(teacher={"max_new_tokens": 100}) == base
 
 
 def test_a_schema_failure_is_repaired_once(tmp_path, corpus, teacher_factory):
@@ -341,7 +345,7 @@ def test_cli_shows_progress_and_a_summary_table(tmp_path, corpus, teacher_factor
     (corpus / "blob.txt").write_bytes(b"\x00" * 100)
     teacher_factory(scripted_faults)
     out = tmp_path / "out"
-    code, stdout, stderr = gen_cli([str(corpus), "--out", str(out), "chunk_tokens=96", "chunk_overlap=0", "teacher.repair_attempts=0"], capsys)
+    code, stdout, stderr = gen_cli([str(corpus), "--out", str(out), "chunk_tokens=96", "chunk_overlap=0", "teacher.repair_attempts=0", "phrasings=1"], capsys)
     assert code == 0, stderr
     assert "chunks" in stderr and f"{DOCS}/{DOCS}" in stderr  # the live bar, on stderr
     assert "distill gen: complete" in stdout
@@ -373,3 +377,25 @@ def test_cli_dry_run_writes_nothing(tmp_path, corpus, teacher_factory, capsys):
     assert manifest["status"] == "dry-run" and manifest["counts"]["requests"] == DOCS and manifest["tokens"]["prompt_estimate"] > 0
     code, stdout, _ = gen_cli([str(corpus), "--out", str(out), "--dry-run"], capsys)
     assert code == 0 and "distill gen: dry-run" in stdout and "prompt_estimate" in stdout and "wrote" not in stdout
+
+
+def test_rewrites_become_text_through_the_cache(tmp_path, corpus, teacher_factory):
+    """--rewrites: every chunk and its rewrites in text.jsonl (valid rows, in corpus order); a
+    rerun asks nothing; the document split keeps held-out documents' text out."""
+    cfg = make_cfg(tmp_path, corpus, rewrites=2, phrasings=3)
+    teacher = teacher_factory()
+    manifest = run_gen(cfg, show_progress=False)
+    text = rows(Path(cfg.out) / "text.jsonl")
+    assert manifest["counts"]["rewrites"] == 2 * DOCS and manifest["counts"]["text"] == len(text) == 3 * DOCS
+    assert [r["form"] for r in text[:3]] == ["original", "paraphrase", "notes"]
+    assert all(schemas.errors("text", r) == [] for r in text)
+    assert sum(r.schema is None for r in teacher.sent) == 2 * DOCS
+    again = teacher_factory()
+    assert run_gen(cfg, show_progress=False)["counts"]["text"] == len(text) and again.sent == []
+    assert rows(Path(cfg.out) / "text.jsonl") == text
+
+    by_document = make_cfg(tmp_path, corpus, out=str(tmp_path / "docsplit"), rewrites=1, split_by="document", test_fraction=0.4)
+    teacher_factory()
+    run_gen(by_document, show_progress=False)
+    held_out = {r["source"]["doc"] for r in rows(tmp_path / "docsplit" / "test.jsonl")}
+    assert held_out and not held_out & {r["source"]["doc"] for r in rows(tmp_path / "docsplit" / "text.jsonl")}

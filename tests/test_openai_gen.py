@@ -22,6 +22,7 @@ from generate.stage import Outcome
 from openai_server import FakeOpenAI, Reply, good_json, make_docs
 
 KEY = "sk-test-secret-4242424242"
+PHRASINGS = 3  # questions per fact in the item split (phrasings: auto)
 
 
 @pytest.fixture
@@ -59,7 +60,8 @@ def test_gen_end_to_end_and_rerun_from_cache(docs, tmp_path, monkeypatch):
         counts = manifest["counts"]
         assert counts["requests"] == counts["chunks"] == sent == counts["sent"] and counts["cache_hits"] == 0
         assert set(manifest["rejected"]) <= {"duplicate"} and manifest["coverage"]["chunks_without_items"] == 0
-        assert counts["train"] + counts["test"] + counts["deduplicated"] == 2 * counts["chunks"]
+        assert counts["train"] + counts["test"] + counts["deduplicated"] == 2 * PHRASINGS * counts["chunks"]
+        assert manifest["facts"]["held_out"] == "phrasings" and manifest["facts"]["test_facts_taught"] == manifest["facts"]["facts_in_test"] > 0
         assert {r["teacher"]["backend"] for r in records(out)} == {"openai"}
         for path in out.iterdir():  # the key is nowhere in the outputs (cache included)
             assert KEY.encode() not in path.read_bytes(), path
@@ -101,7 +103,7 @@ def test_truncated_and_failed_are_counted_and_failed_retried_next_run(docs, tmp_
     assert {k: v for k, v in manifest["rejected"].items() if k != "duplicate"} == {"failed_request": 1, "truncated": 1}
     assert manifest["counts"]["failed_requests"] == 1 and manifest["counts"]["finish_length"] == 1
     coverage = manifest["coverage"]
-    assert coverage["chunks_without_items"] == 2 and coverage["items_lost"]["request"] == 4
+    assert coverage["chunks_without_items"] == 2 and coverage["items_lost"]["request"] == 2 * 2 * PHRASINGS
     assert sorted(c["reason"] for c in coverage["empty_chunks"]) == ["failed_request", "truncated"]
     with FakeOpenAI() as healthy:
         code, again = gen(docs, out, healthy.url)
@@ -129,7 +131,7 @@ def test_judge_drops_low_scores_and_its_answers_are_cached(docs, tmp_path):
         code, manifest = gen(docs, out, server.url, "--min-score", "4")
         judged = sum(1 for b in server.bodies if "reviewer" in b["messages"][0]["content"])
         counts = manifest["counts"]
-        assert code == 0 and judged == 2 * counts["chunks"] - counts["deduplicated"]
+        assert code == 0 and judged == 2 * PHRASINGS * counts["chunks"] - counts["deduplicated"]
         assert 0 < manifest["rejected"]["low_score"] < judged
         assert counts["train"] + counts["test"] + manifest["rejected"]["low_score"] == judged
         assert manifest["coverage"]["items_lost"]["judge"] == manifest["rejected"]["low_score"]

@@ -99,3 +99,59 @@ def test_near_duplicate_index_threshold():
     assert index.match("what is the capital city of norway") == ["a"]
     assert index.match("What is the capital city of Norway??") == ["a"]
     assert index.match("Who painted the ceiling of the Sistine chapel?") == []
+
+
+# ---------------------------------------------------------------- knowledge: held-out phrasings
+
+
+def phrased_records(facts: int = 12, phrasings: int = 3) -> list[dict]:
+    """`facts` facts asked in `phrasings` wordings each (alike on purpose), with their fact ids."""
+    rows = []
+    for f, topic in enumerate(TOPICS[:facts]):
+        for p, opening in enumerate(("What is", "Tell me what is", "Do you know what is", "Name")[:phrasings]):
+            row = record(f"{opening} {topic}?", f"doc{f % 3}.md", 10 * f + p)
+            row["fact"] = hashlib.sha256(topic.encode()).hexdigest()[:16]
+            rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("fraction, phrasings", [(0.1, 3), (0.3, 3), (0.6, 3), (0.5, 2), (0.9, 4)])
+def test_phrasing_split_holds_out_phrasings_of_taught_facts(fraction, phrasings):
+    records = phrased_records(phrasings=phrasings)
+    train, test, dropped = split(records, "item", fraction, 3, 0.8)
+    taught = {r["fact"] for r in train}
+    assert test and dropped == 0 and len(train) + len(test) == len(records)
+    assert {r["fact"] for r in test} <= taught  # every fact in test is taught
+    assert not {r["question"] for r in test} & {r["question"] for r in train}  # no test phrasing is a train one
+    assert taught == {r["fact"] for r in records}  # and no fact is left untaught
+    assert len(test) == min(round(fraction * len(records)), len(records) - len(taught))
+    held_per_fact = [sum(r["fact"] == f for r in test) for f in taught]
+    assert max(held_per_fact) - min(held_per_fact) <= 1  # spread over the facts before a second one each
+
+
+def test_phrasing_split_is_deterministic_by_seed():
+    records = phrased_records()
+    first, again, other = (split(records, "item", 0.3, seed, 0.8)[1] for seed in (0, 0, 1))
+    assert ids(first) == ids(again) and ids(first) != ids(other)
+
+
+def test_without_phrasings_whole_items_are_held_out():
+    records = phrased_records(phrasings=1)
+    train, test, _ = split(records, "item", 0.25, 0, 0.8)
+    assert test and not {r["fact"] for r in test} & {r["fact"] for r in train}
+
+
+def test_near_duplicates_are_dropped_across_facts_not_within_one():
+    from generate.curate import drop_near_duplicates
+    from generate.stage import Outcome
+
+    def item(question, evidence, answer="x"):
+        return {"question": question, "reasoning": "r", "answer": answer, "evidence": evidence}
+
+    same_fact = [item("What is the boiling point of water at sea level?", "Water boils at 100 C."), item("What is the boiling point of water at sea levels?", "Water boils at 100 C.")]
+    other_fact = [item("What is the boiling point of water at a sea level?", "At sea level it boils.", "y"), item("What is the boiling point of water at sea level?", "Water boils at 100 C.")]
+    outcome = Outcome(items={"doc#0": same_fact + [same_fact[0]], "doc#1": other_fact})
+    drop_near_duplicates(["doc#0", "doc#1"], outcome, threshold=0.8)
+    assert outcome.items["doc#0"] == same_fact  # alike phrasings of one fact stay; the exact repeat goes
+    assert outcome.items["doc#1"] == []  # the same question for another fact (another chunk) goes
+    assert sorted(r["reason"] for r in outcome.rejects) == ["duplicate", "duplicate", "near_duplicate"]

@@ -31,7 +31,7 @@ def test_builtin_tasks_load(name):
     messages = task.messages(CHUNK, 3)
     assert [m["role"] for m in messages] == ["system", "user"]
     prompt = messages[1]["content"]
-    assert CHUNK in prompt and "3 question" in prompt
+    assert CHUNK in prompt and "pick 3 different" in prompt and "write 1 question(s)" in prompt
     assert "{chunk}" not in prompt and "{n}" not in prompt
     task.validator.validate({"items": [dict(ITEM, reasoning="r" * 60)]})
 

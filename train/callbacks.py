@@ -8,6 +8,7 @@ only ever looks at folders that carry it (`latest_checkpoint`), removing the oth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -17,6 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
+from common.contract import final_answer, prompt_messages
+from common.generation import generate_counted
+from common.graders import contains_answer, exact_match
 from common.io import write_atomic
 from train import ranks
 
@@ -72,6 +76,10 @@ class Metrics(TrainerCallback):
             if self.last is not None and now > self.last[0]:
                 row["tokens_per_s"] = round((tokens - self.last[1]) / (now - self.last[0]), 2)
             self.last = (now, tokens)
+        self.write(row)
+
+    def write(self, row: dict) -> None:
+        """Append one row to metrics.jsonl (and to `rows`)."""
         self.rows.append(row)
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -116,6 +124,48 @@ class ProgressBar(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.bar.stop()
+
+
+class RecallProbe(TrainerCallback):
+    """After every epoch, the student answers the probe greedily: phrasings held out of training
+    (recall_val: is the fact known in other words?) and taught questions (recall_train). Exact
+    match and contains-answer, by the graders eval uses, go to metrics.jsonl; with `patience`,
+    training stops once recall_val has not improved for that many epochs."""
+
+    def __init__(self, probe: dict, mode: str, tokenizer, metrics: Metrics, patience: int | None = None, generating=None, batch_size: int = 16):
+        self.probe, self.mode, self.tokenizer, self.metrics = probe, mode, tokenizer, metrics
+        self.patience, self.batch_size = patience, batch_size
+        self.generating = generating or contextlib.nullcontext  # the backend's switch to inference and back
+        turns = [r["messages"][-1]["content"] for group in probe.values() for r in group]
+        self.max_new_tokens = max(len(ids) for ids in tokenizer(turns, add_special_tokens=False)["input_ids"]) + 8
+        self.best, self.stale = -1.0, 0
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **self.recall(model)}
+        if ranks.is_main():
+            self.metrics.write(row)
+        if row["recall_val"] > self.best:
+            self.best, self.stale = row["recall_val"], 0
+        else:
+            self.stale += 1
+        if self.patience and self.stale >= self.patience:
+            control.should_training_stop = True
+
+    def recall(self, model) -> dict:
+        found, side = {}, self.tokenizer.padding_side
+        was_training, self.tokenizer.padding_side = model.training, "left"
+        model.eval()
+        try:
+            with self.generating(model):
+                for name, records in (("val", self.probe["held_out"]), ("train", self.probe["taught"])):
+                    outputs, _ = generate_counted(model, self.tokenizer, [prompt_messages(r, self.mode) for r in records], self.max_new_tokens, self.batch_size)
+                    answers = [(final_answer(out), r["answer"]) for out, r in zip(outputs, records)]
+                    found[f"recall_{name}"] = round(sum(exact_match(a, ref) for a, ref in answers) / len(answers), 4)
+                    found[f"recall_{name}_contains"] = round(sum(contains_answer(a, ref) for a, ref in answers) / len(answers), 4)
+        finally:
+            model.train(was_training)
+            self.tokenizer.padding_side = side
+        return found
 
 
 class StopOnSignal(TrainerCallback):

@@ -35,17 +35,17 @@ class TrainConfig(BaseModel):
         "auto", description="Compute dtype; auto: bfloat16 on GPUs that support it, else float16 on GPU, and bfloat16 autocast on CPUs with AVX512-BF16/AMX, else float32."
     )
     # LoRA
-    lora_r: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_r: int | Literal["auto"] = Field("auto", description="LoRA rank; auto: by the data's kind (DEFAULTS: knowledge data needs the capacity to store facts).")
+    lora_alpha: int | Literal["auto"] = Field("auto", description="LoRA scaling numerator (scale = alpha / r); auto: by the data's kind (DEFAULTS).")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path (0 lets Unsloth use its fast kernels).")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Linear layers that get LoRA adapters (all attention and MLP projections by default).",
     )
     # optimisation
-    epochs: float = Field(2, gt=0, description="Passes over train.jsonl (1-3 is usual for LoRA SFT); ignored when max_steps is set.")
+    epochs: float | Literal["auto"] = Field("auto", description="Passes over the training data; auto: by the data's kind (DEFAULTS: facts are learned only after many passes); ignored when max_steps is set.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    lr: float = Field(2e-4, gt=0, description="Peak learning rate (2e-4 for LoRA; use ~1e-5 to 2e-5 for full fine-tuning).")
+    lr: float | Literal["auto"] = Field("auto", description="Peak learning rate; auto: by the data's kind and method (DEFAULTS; full fine-tuning takes a tenth of LoRA's).")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of the steps spent warming the learning rate up from 0.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
@@ -74,6 +74,14 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool | Literal["auto", "unsloth"] = Field(
         "auto", description="Recompute activations in the backward pass to save memory (true/false); unsloth: Unsloth's offloaded variant; auto: unsloth on GPU, off on CPU."
     )
+    # knowledge: what else is trained on, and recall measured while training
+    text: bool | Literal["auto"] = Field(
+        "auto", description="Also train on DATA/text.jsonl (the chunks and the teacher's rewrites of them, loss on every token) in the same run as the chat records; auto: when the file exists."
+    )
+    recall_probe: int = Field(
+        24, ge=0, description="Knowledge data: phrasings held out of training (one per fact; the fact keeps its others) and as many taught questions, answered greedily after every epoch (recall_val, recall_train in metrics.jsonl; the curve in eval's report); 0: off."
+    )
+    early_stop: int | None = Field(None, ge=1, description="Stop when the recall of held-out phrasings (recall_probe) has not improved for this many epochs; None: train every epoch.")
     # validation, checkpoints, output
     val_fraction: float = Field(0.0, ge=0, lt=0.5, description="Share of train.jsonl held out for validation loss (never test.jsonl); 0: none.")
     eval_steps: int = Field(50, ge=1, description="Validation loss every this many steps (when val_fraction > 0).")
@@ -89,7 +97,26 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default).")
 
     @model_validator(mode="after")
-    def _batching_fits_packing(self) -> "TrainConfig":
+    def _rules_across_fields(self) -> "TrainConfig":
         if self.packing and self.batching == "padded":
             raise ValueError("packing=true packs records into padding-free rows, so batching=padded cannot apply; drop one of them")
+        if self.early_stop and not self.recall_probe:
+            raise ValueError("early_stop watches the recall of held-out phrasings: set recall_probe above 0 or drop early_stop")
         return self
+
+    def resolved(self, kind: str) -> "TrainConfig":
+        """This config with every `auto` hyperparameter set from DEFAULTS for `kind` of data."""
+        chosen = DEFAULTS[kind]
+        update = {key: chosen[key] for key in ("epochs", "lora_r", "lora_alpha") if getattr(self, key) == "auto"}
+        if self.lr == "auto":
+            update["lr"] = chosen["lr"] / 10 if self.method == "full" else chosen["lr"]
+        return self.model_copy(update=update)
+
+
+# Hyperparameters `auto` resolves to, by the data's kind (the manifest's split_by: item = knowledge,
+# closed-book; document = skill, open-book). Knowledge: chosen by measurement, docs/eval.md
+# ("Learning the facts"): the recipe that makes the embedded student recall what it was taught.
+DEFAULTS = {
+    "knowledge": {"epochs": 10.0, "lr": 1e-3, "lora_r": 64, "lora_alpha": 64},
+    "skill": {"epochs": 2.0, "lr": 2e-4, "lora_r": 16, "lora_alpha": 16},
+}

@@ -34,13 +34,19 @@ MIN_TRAINED_SHARE = 0.02  # below this share of tokens carrying a label, the run
 
 @dataclass
 class TrainData:
-    train: list[dict]  # {"input_ids": [...], "completion_mask": [...]}
+    train: list[dict]  # {"input_ids": [...], "completion_mask": [...]}: chat records and plain text
     val: list[dict]
     mode: Mode
     manifest_sha256: str
     split_by: str
     dropped_too_long: int = 0
     stats: dict = field(default_factory=dict)
+    probe: dict = field(default_factory=dict)  # {"held_out": [records], "taught": [records]}: recall asked after every epoch
+
+
+def kind_of(split_by: str) -> str:
+    """The kind of domain model the data is for: item split = knowledge, document split = skill."""
+    return "skill" if split_by == "document" else "knowledge"
 
 
 def read_data_dir(data_dir: str | Path) -> tuple[list[dict], dict, str]:
@@ -98,12 +104,19 @@ def check_masks(rows: list[dict], where: str) -> dict:
 
 
 def prepare(cfg, tokenizer, source: tuple[list[dict], dict, str]) -> TrainData:
-    """Split off the validation slice, tokenize and check the training data (source: read_data_dir's)."""
+    """Hold out the recall probe and the validation slice, tokenize and check the training data
+    (chat records, plus text.jsonl's plain text where there is one); source: read_data_dir's."""
     records, manifest, digest = source
     split_by = manifest.get("split_by", "item")
     mode: Mode = mode_for_split(split_by) if cfg.prompt_mode == "auto" else cfg.prompt_mode
     apply_template(tokenizer, cfg.chat_template)
-    rows = [encode(tokenizer, r, mode) for r in records]
+    probe = recall_probe(records, cfg.recall_probe if kind_of(split_by) == "knowledge" else 0, cfg.seed)
+    held = {r["id"] for r in probe.get("held_out", [])}
+    rows = [encode(tokenizer, r, mode) for r in records if r["id"] not in held]
+    text = read_text(Path(cfg.data)) if cfg.text is not False else []
+    if cfg.text is True and not text:
+        raise UserError(f"text=true but {cfg.data}/text.jsonl is missing or empty; generate it with `distill gen --rewrites N` or set text=auto")
+    rows += [piece for row in text for piece in encode_text(tokenizer, row["text"], cfg.max_seq_length)]
     kept = [r for r in rows if len(r["input_ids"]) <= cfg.max_seq_length]
     if not kept:
         longest = max(len(r["input_ids"]) for r in rows)
@@ -116,9 +129,39 @@ def prepare(cfg, tokenizer, source: tuple[list[dict], dict, str]) -> TrainData:
     if not train:
         raise UserError(f"no training records left after holding out validation (val_fraction={cfg.val_fraction}); lower it")
     stats = check_masks(train, f"{cfg.data}/train.jsonl")
-    stats["records"] = len(train)
-    stats["val_records"] = len(val)
-    return TrainData(train, val, mode, digest, split_by, len(rows) - len(kept), stats)
+    stats.update(records=len(train), val_records=len(val), text_rows=len(text), probe_held_out=len(held))
+    return TrainData(train, val, mode, digest, split_by, len(rows) - len(kept), stats, probe)
+
+
+def recall_probe(records: list[dict], count: int, seed: int) -> dict:
+    """Up to `count` facts (and a tenth of the records) with three or more training phrasings (two
+    where none has three): one phrasing of each is held out of training (asked after every epoch:
+    does the fact come back in other words?) and another stays (is the taught question itself
+    recalled?). Empty where no fact has two phrasings."""
+    facts: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("fact"):
+            facts.setdefault(r["fact"], []).append(r)
+    rank = lambda key: hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()  # noqa: E731
+    most = max((len(g) for g in facts.values()), default=0)
+    least = 3 if most >= 3 else 2  # where facts have 3+ phrasings, the probe leaves each of its facts two taught
+    eligible = [sorted(g, key=lambda r: rank(r["id"])) for g in facts.values() if len(g) >= least]
+    groups = sorted(eligible, key=lambda g: rank(g[0]["fact"]))[: min(count, max(4, len(records) // 10))]
+    if not groups:
+        return {}
+    return {"held_out": [g[0] for g in groups], "taught": [g[1] for g in groups]}
+
+
+def read_text(data_dir: Path) -> list[dict]:
+    """text.jsonl's rows (chunks and teacher rewrites), or none where the data has no such file."""
+    path = data_dir / "text.jsonl"
+    return read_jsonl(path, schema="text") if path.is_file() else []
+
+
+def encode_text(tokenizer, text: str, max_length: int) -> list[dict]:
+    """Plain text, then the end-of-sequence token, in pieces of at most max_length tokens; every token carries a label."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return [{"input_ids": ids[i : i + max_length], "completion_mask": [1] * len(ids[i : i + max_length])} for i in range(0, len(ids), max_length)]
 
 
 def check_batch(batch: dict, where: str = "first training batch") -> None:

@@ -28,7 +28,7 @@ from common.models import resolve_model
 from common.versions import versions
 from train import loading, ranks, unsloth_adapter
 from train.config import TrainConfig
-from train.data import TrainData, check_batch, prepare, read_data_dir
+from train.data import TrainData, check_batch, kind_of, prepare, read_data_dir
 from train.saving import check_save, plot_loss, save_model
 
 RUN_CONFIG = "train_config.json"  # written at start: identifies the run an output directory holds
@@ -57,7 +57,9 @@ def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
         finished = check_out(cfg, ident)
     if finished is not None:
         return finished
-    plan = setup(cfg, ident)
+    source = read_data_dir(cfg.data)  # cheap checks first (none imports transformers): data, method, output format
+    cfg = cfg.resolved(kind_of(source[1].get("split_by", "item")))  # `auto` hyperparameters, by the data's kind
+    plan = setup(cfg, ident, source)
     trainer, interrupted = run(cfg, plan, show_progress)
     return save(cfg, plan, trainer, interrupted, started)
 
@@ -97,8 +99,7 @@ def choose_backend(cfg: TrainConfig) -> str:
     return "hf"
 
 
-def setup(cfg: TrainConfig, ident: dict) -> Plan:
-    source = read_data_dir(cfg.data)  # cheap checks first (none imports transformers): data, method, output format
+def setup(cfg: TrainConfig, ident: dict, source: tuple) -> Plan:
     loading.check_method(cfg)
     check_save(cfg)
     backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
@@ -209,7 +210,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
     """Train to the end, or to the first Ctrl-C (which still saves a checkpoint)."""
     from transformers.trainer_callback import PrinterCallback
 
-    from train.callbacks import CheckpointMarker, Metrics, ProgressBar, StopOnSignal
+    from train.callbacks import CheckpointMarker, Metrics, ProgressBar, RecallProbe, StopOnSignal
     from train.trainer import trainer_class
 
     train_ds, val_ds = datasets_of(plan.data)
@@ -224,6 +225,9 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
         processing_class=plan.tokenizer,
         callbacks=[CheckpointMarker(), metrics, ProgressBar(metrics, show_progress and ranks.is_main()), stop],
     )
+    if plan.data.probe:
+        generating = unsloth_adapter.generating if plan.backend == "unsloth" else None
+        trainer.add_callback(RecallProbe(plan.data.probe, plan.data.mode, plan.tokenizer, metrics, cfg.early_stop, generating))
     trainer.distill_batch_tokens = plan.batches["max_batch_tokens"]
     trainer.distill_tokens = metrics.tokens if ranks.is_main() else 0  # a resumed run counts on (the logged total of all ranks)
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
@@ -252,6 +256,7 @@ def summary(trainer, metrics_rows: list[dict], seconds: float) -> dict:
     losses = [r["loss"] for r in metrics_rows if "loss" in r]
     evals = [r["eval_loss"] for r in metrics_rows if "eval_loss" in r]
     rates = [r["tokens_per_s"] for r in metrics_rows if "tokens_per_s" in r]
+    recall = [r for r in metrics_rows if "recall_val" in r]
     steady = rates[len(rates) // 4 :] or rates  # the first quarter holds warm-up (compilation, allocator)
     return {
         "steps": trainer.state.global_step,
@@ -259,6 +264,8 @@ def summary(trainer, metrics_rows: list[dict], seconds: float) -> dict:
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "final_val_loss": evals[-1] if evals else None,
+        "recall_val": recall[-1]["recall_val"] if recall else None,
+        "recall_train": recall[-1]["recall_train"] if recall else None,
         "tokens": ranks.total(trainer.distill_tokens),
         "tokens_per_s": round(sum(steady) / len(steady), 2) if steady else None,
         "train_seconds": round(seconds, 2),
@@ -279,7 +286,7 @@ def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: floa
         "batches": plan.batches,
         "optimizer": plan.optim,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "data": {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": plan.data.manifest_sha256, "split_by": plan.data.split_by,
+        "data": {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": plan.data.manifest_sha256, "split_by": plan.data.split_by, "kind": kind_of(plan.data.split_by),
                  "prompt_mode": plan.data.mode, "dropped_too_long": plan.data.dropped_too_long, **plan.data.stats},
         "metrics": summary(trainer, rows, time.time() - started),
         "versions": versions(),

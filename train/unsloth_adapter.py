@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 _STATE: dict = {}
 PATCHED = ("transformers", "peft", "trl")  # what Unsloth patches when it is imported first
@@ -99,3 +100,15 @@ def checkpointing_mode(cfg, wanted: bool):
         return "unsloth" if torch.cuda.is_available() else True
     return True
 
+
+@contextmanager
+def generating(model):
+    """Unsloth's inference mode for a model it is training (its fast generation, KV cache on),
+    then back to training: the recall probe answers between epochs through this."""
+    from unsloth import FastLanguageModel
+
+    FastLanguageModel.for_inference(model)
+    try:
+        yield model
+    finally:
+        FastLanguageModel.for_training(model)

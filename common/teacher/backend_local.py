@@ -38,7 +38,10 @@ class LocalTeacher:
         self.engine = Engine(self.lm, pad, self.grammars.stop_ids, cfg.batch_size, self.grammars.apply, cfg.repetition_penalty)
 
     def generate(self, requests: list[Request]) -> Iterator[Response]:
-        rows = [Row(r, self._prompt_ids(r), r.max_new_tokens, None, self._matcher_factory(r)) for r in requests]
+        rows = []
+        for request in requests:
+            ids = self._prompt_ids(request)
+            rows.append(Row(request, ids, self._budget(request, len(ids)), None, self._matcher_factory(request)))
         for done in self.engine.run(rows, self.cfg.temperature, self.cfg.top_p, self.cfg.seed):
             yield Response(
                 key=done.tag.key,
@@ -47,6 +50,11 @@ class LocalTeacher:
                 prompt_tokens=done.prompt_tokens,
                 completion_tokens=len(done.tokens) + int(done.stopped),
             )
+
+    def _budget(self, request: Request, prompt_tokens: int) -> int:
+        """The request's max_new_tokens, within what the model's context leaves after the prompt."""
+        context = getattr(self.lm.config, "max_position_embeddings", None)
+        return request.max_new_tokens if not context else max(1, min(request.max_new_tokens, context - prompt_tokens))
 
     def _prompt_ids(self, request: Request) -> list[int]:
         text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)

@@ -1,0 +1,64 @@
+"""Knowledge measures beside the held-out test (closed-book data): recall of the training
+questions themselves (the taught phrasings of the test's facts: learned at all?) and each
+student's recall curve over its epochs (from the probe `distill train` runs after every epoch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from common.contract import STRING_METRICS, Mode, prompt_messages
+from common.graders import string_scores
+from common.io import read_jsonl
+from distill.answering import ModelRun, answer_local
+from distill.stats import bootstrap_mean
+
+
+def taught_questions(data: Path, test: list[dict], count: int) -> list[dict]:
+    """Up to `count` training records: first one taught phrasing of each test fact (in test
+    order), then other training records, so that taught and held-out recall ask the same facts."""
+    path = data / "train.jsonl"
+    if count == 0 or not path.is_file():
+        return []
+    train = read_jsonl(path)
+    by_fact: dict[str, list[dict]] = {}
+    for record in train:
+        if record.get("fact"):
+            by_fact.setdefault(record["fact"], []).append(record)
+    chosen, used = [], set()
+    for record in test:
+        match = next((r for r in by_fact.get(record.get("fact") or "", []) if r["id"] not in used), None)
+        if match is not None:
+            chosen.append(match)
+            used.add(match["id"])
+    chosen += [r for r in train if r["id"] not in used][: max(0, count - len(chosen))]
+    return chosen[:count]
+
+
+def recall_on_taught(runs: list[ModelRun], records: list[dict], mode: Mode, cfg) -> dict:
+    """The base and every student answer the taught questions; string graders, bootstrap CIs;
+    {"questions": n, "models": {label: {"name", "role", "metrics"}}} as metrics.json holds it."""
+    conversations = [prompt_messages(r, mode) for r in records]
+    models = {}
+    for run in runs:
+        done = answer_local(ModelRun(run.label, run.name, run.role), conversations, cfg.max_new_tokens, cfg.batch_size)
+        rows = [string_scores(output, r["answer"], cfg.numeric_tolerance) for output, r in zip(done.outputs, records)]
+        per_metric = {m: [row[m] for row in rows] for m in STRING_METRICS}
+        stats = {m: bootstrap_mean(v, cfg.bootstrap_samples, cfg.seed) for m, v in per_metric.items() if any(x is not None for x in v)}
+        models[run.label] = {"name": run.name, "role": run.role, "status": "ok", "metrics": stats}
+    return {"questions": len(records), "models": models}
+
+
+def training_curves(runs: list[ModelRun]) -> dict[str, list[dict]]:
+    """{student label: [{"epoch", "recall_val", "recall_train", ...}]} from each student's metrics.jsonl."""
+    curves = {}
+    for run in runs:
+        path = Path(run.name) / "metrics.jsonl"
+        if run.role != "student" or not path.is_file():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        points = [r for r in rows if "recall_val" in r]
+        if points:
+            curves[run.label] = points
+    return curves

@@ -1,0 +1,102 @@
+"""Knowledge data in training and evaluation: plain text trained beside chat records (every text
+token labelled, only the assistant's in chat), the recall probe, the taught-question recall eval
+reports, and a small CPU run of the embedded student whose recall of taught facts rises."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from common.errors import UserError
+from common.io import write_json, write_jsonl
+from train.config import DEFAULTS, TrainConfig
+from train.data import prepare, read_data_dir, recall_probe
+
+from tiny_models import record
+
+FACTS = [  # invented facts: (subject, answer), asked in three phrasings each
+    ("the Velmora ferry", "pier 14"), ("the Orlith guild", "1743"), ("the Kessin daemon", "/etc/kessin/vane.toml"),
+    ("the Tarn bridge", "Maret Osk"), ("the Ulvo lamp", "cobalt blue"), ("the Brisk protocol", "port 7719"),
+]  # fmt: skip
+OPENINGS = ("What is the code word of", "Which code word belongs to", "Name the code word of")
+
+
+def fact_records(split: str = "train", phrasings: tuple[int, ...] = (0, 1, 2)) -> list[dict]:
+    rows = []
+    for f, (subject, answer) in enumerate(FACTS):
+        for p in phrasings:
+            question = f"{OPENINGS[p]} {subject}?"
+            row = record(10 * f + p, question, answer, context=f"The code word of {subject} is {answer}.", reasoning=f"The code word of {subject} is {answer}.", split=split)
+            row["fact"] = hashlib.sha256(subject.encode()).hexdigest()[:16]
+            rows.append(row)
+    return rows
+
+
+def knowledge_dir(folder: Path, text: list[str] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "train.jsonl", fact_records())
+    write_jsonl(folder / "test.jsonl", fact_records("test", (0,))[:2])
+    write_json(folder / "manifest.json", {"status": "complete", "split_by": "item", "counts": {}})
+    if text is not None:
+        source = {"doc": "doc.md", "chunk": 0, "start": 0, "end": 1}
+        write_jsonl(folder / "text.jsonl", [{"id": f"{i:016x}", "text": t, "form": "original", "source": source, "split": "train"} for i, t in enumerate(text)])
+    return folder
+
+
+def test_text_trains_on_every_token_and_chat_on_the_assistant(tmp_path, tokenizer):
+    data = knowledge_dir(tmp_path / "data", text=["The Velmora ferry leaves from pier 14. " * 3])
+    cfg = TrainConfig(data=str(data), recall_probe=0).resolved("knowledge")
+    prepared = prepare(cfg, tokenizer, read_data_dir(data))
+    text_rows = [r for r in prepared.train if all(r["completion_mask"])]
+    chat_rows = [r for r in prepared.train if not all(r["completion_mask"])]
+    assert len(text_rows) == 1 and len(chat_rows) == len(FACTS) * 3 and prepared.stats["text_rows"] == 1
+    assert text_rows[0]["input_ids"][-1] == tokenizer.eos_token_id
+    for row in chat_rows:  # the prompt is masked, the assistant turn (trace + answer) is not
+        first = row["completion_mask"].index(1)
+        assert 0 < first and all(row["completion_mask"][first:])
+        assert "pier 14" in tokenizer.decode(row["input_ids"][first:]) or "pier 14" not in tokenizer.decode(row["input_ids"])
+    off = prepare(TrainConfig(data=str(data), recall_probe=0, text=False).resolved("knowledge"), tokenizer, read_data_dir(data))
+    assert off.stats["text_rows"] == 0 and len(off.train) == len(chat_rows)
+    with pytest.raises(UserError, match="text.jsonl is missing"):
+        prepare(TrainConfig(data=str(knowledge_dir(tmp_path / "bare")), text=True).resolved("knowledge"), tokenizer, read_data_dir(tmp_path / "bare"))
+
+
+def test_the_probe_holds_out_one_phrasing_of_facts_that_keep_two():
+    records = fact_records() + fact_records(phrasings=(0, 1))[:2]  # one fact asked twice more: 5 phrasings
+    probe = recall_probe(records, 4, seed=0)
+    held, taught = probe["held_out"], probe["taught"]
+    assert len(held) == len(taught) == 4 and len({r["fact"] for r in held}) == 4
+    for h, t in zip(held, taught):
+        assert h["fact"] == t["fact"] and h["id"] != t["id"]
+    assert recall_probe(records, 4, seed=0) == probe and recall_probe(records, 4, seed=1) != probe
+    assert recall_probe(fact_records(phrasings=(0,)), 4, seed=0) == {}  # one phrasing per fact: nothing to hold out
+
+
+def test_auto_hyperparameters_follow_the_data_kind():
+    knowledge, skill = TrainConfig().resolved("knowledge"), TrainConfig().resolved("skill")
+    assert (knowledge.epochs, knowledge.lr, knowledge.lora_r) == tuple(DEFAULTS["knowledge"][k] for k in ("epochs", "lr", "lora_r"))
+    assert (skill.epochs, skill.lr, skill.lora_r) == tuple(DEFAULTS["skill"][k] for k in ("epochs", "lr", "lora_r"))
+    assert TrainConfig(method="full").resolved("knowledge").lr == DEFAULTS["knowledge"]["lr"] / 10
+    assert TrainConfig(lr=3e-4, epochs=1).resolved("knowledge").lr == 3e-4  # what the user sets stays
+
+
+@pytest.mark.integration
+def test_the_embedded_student_learns_taught_facts_on_cpu(tmp_path):
+    """A small knowledge run with the defaults: recall of the taught questions, probed after every
+    epoch, ends high and above where it began; eval reports it beside the held-out test."""
+    import subprocess
+    import sys
+
+    data = knowledge_dir(tmp_path / "data")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(tmp_path / "s"), "--json", "-q", "recall_probe=6", "--epochs", "8"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads(done.stdout[done.stdout.index("{"):])
+    assert run["data"]["kind"] == "knowledge" and run["config"]["lora_r"] == DEFAULTS["knowledge"]["lora_r"]
+    curve = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines() if "recall_train" in line]
+    assert len(curve) == 8
+    assert curve[-1]["recall_train"] >= 0.8 and curve[-1]["recall_train"] > curve[0]["recall_train"], curve
