@@ -253,7 +253,7 @@ def run(cfg: GRPOConfig, plan: Plan, show_progress: bool):
         args=grpo_args(cfg, plan),
         train_dataset=Dataset.from_list(plan.rows),
         processing_class=plan.tokenizer,
-        callbacks=[StepStats(cfg.batch_size, plan.warn), CheckpointMarker(), metrics, bar, stop],
+        callbacks=[StepStats(cfg.batch_size * ranks.world_size(), plan.warn), CheckpointMarker(), metrics, bar, stop],
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     train_until_stopped(trainer, stop, plan.resume_from)

@@ -77,7 +77,7 @@ class GRPOConfig(BaseModel):
     max_grad_norm: float = Field(0.1, gt=0, description="Gradient clipping norm; 0.1 as Unsloth's GRPO notebooks (policy-gradient steps are noisy).")
     beta: float = Field(0.0, ge=0, description="KL penalty towards the starting policy; 0: none, and no reference model is kept (R1-style; DAPO and Dr. GRPO drop it). With beta > 0 the starting adapter is kept as the reference and kl is logged.")
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = Field("dapo", description="How token losses are averaged (TRL's loss_type); dapo: over the tokens of the whole step, free of GRPO's length bias.")
-    batch_size: int = Field(4, ge=1, description="Prompts per optimizer step; each is sampled num_generations times.")
+    batch_size: int = Field(4, ge=1, description="Prompts per optimizer step (on each device, under torchrun); each is sampled num_generations times.")
     micro_batch_size: int | None = Field(
         None, ge=1, description="Completions per forward/backward pass (gradients accumulate over a step); None: all of a step's completions (batch_size x num_generations) at once. Must divide them."
     )
