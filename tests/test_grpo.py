@@ -214,6 +214,7 @@ def test_unsloth_continues_an_sft_adapter(world, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert run["backend"] == "unsloth" and run["metrics"]["steps"] == 2 and run["from"]["kind"] == "adapter"
+    assert run["imported_before_unsloth"] == []  # unsloth came before transformers, trl and peft
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
     assert "restructure your imports" not in done.stderr  # unsloth came before transformers, trl and peft
 

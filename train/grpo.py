@@ -32,7 +32,7 @@ from common.errors import UserError
 from common.io import write_json
 from common.models import EMBEDDED, resolve_model
 from common.versions import versions
-from train import loading, ranks
+from train import loading, ranks, unsloth_adapter
 from train.data import apply_template, read_data_dir
 from train.grpo_config import GRPOConfig
 from train.saving import plot_metrics, save_model
@@ -150,8 +150,6 @@ def prompt_rows(records: list[dict], tokenizer, mode, max_prompt_length: int) ->
 
 def load_policy(cfg: GRPOConfig, start: Start, backend: str, max_seq_length: int, fast_inference: bool):
     if backend == "unsloth":
-        from train import unsloth_adapter
-
         dtype, _ = loading.resolve_dtype(cfg)
         return unsloth_adapter.load_for_grpo(cfg, start.adapter or start.base, start.base, dtype, max_seq_length, fast_inference)[0]
     if start.adapter:
@@ -160,10 +158,10 @@ def load_policy(cfg: GRPOConfig, start: Start, backend: str, max_seq_length: int
 
 
 def setup(cfg: GRPOConfig, ident: dict) -> Plan:
-    records, manifest, digest = read_data_dir(cfg.data)  # cheap checks first: data, method, where to start
+    records, manifest, digest = read_data_dir(cfg.data)  # cheap checks first (none imports transformers): data, method
     loading.check_method(cfg)
-    start = resolve_start(cfg.from_model)
     backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
+    start = resolve_start(cfg.from_model)  # converting the embedded model imports transformers
     generation = choose_generation(cfg)
     from transformers import AutoTokenizer, set_seed
 
@@ -310,6 +308,7 @@ def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float
         "from": {"name": start.name, "adapter": start.adapter, "kind": "adapter" if start.adapter else "model"},
         "base_model": {"name": start.base_name, "path": start.base},
         "backend": plan.backend,
+        "imported_before_unsloth": unsloth_adapter.imported_before() if plan.backend == "unsloth" else None,
         "generation": plan.generation,
         "processes": ranks.world_size(),
         "optimizer": plan.optim,
