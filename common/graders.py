@@ -197,3 +197,61 @@ def _parse_json(reply: str, schema: dict) -> dict | None:
     except (json.JSONDecodeError, jsonschema.ValidationError):
         return None
     return data
+
+
+# ---------------------------------------------------------------- GRPO rewards
+#
+# TRL's reward signature: `reward(prompts, completions, **columns) -> list[float | None]`, one
+# score per completion; the dataset's columns (`answer`, `evidence`, `question`, ...) arrive by
+# name, with TRL's extras (`completion_ids`, `trainer_state`, ...) among them. A completion is a
+# string, or a list of chat messages (conversational prompts); `completion_text` reads both.
+# None means "does not apply here" (TRL ignores it in the group's mean).
+
+CORRECTNESS_GRADERS = ("auto", "exact_match", "token_f1", "numeric", "contains")
+SHORT_ANSWER = 3  # normalized tokens: a reference this short is a name or a number, graded whole
+
+
+def completion_text(completion: str | list[dict]) -> str:
+    """The text a model wrote: a string as is, or the assistant messages' content joined."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
+
+
+def pick_grader(reference: str) -> str:
+    """The grader that fits a reference answer: numeric match for a short number ("1874",
+    "3.5 kg"), exact match for another short answer (a name, a term), token F1 for a sentence
+    (partial credit, and verbosity costs precision)."""
+    short = len(tokens(reference)) <= SHORT_ANSWER
+    if short and numbers(reference):
+        return "numeric"
+    return "exact_match" if short else "token_f1"
+
+
+def correctness(output: str, reference: str, grader: str = "auto") -> float | None:
+    """The output's final answer against the reference with `grader` (auto: `pick_grader`);
+    None where numeric match was asked for a reference without a number."""
+    grader = pick_grader(reference) if grader == "auto" else grader
+    answer = final_answer(output)
+    if grader == "numeric":
+        return numeric_match(answer, reference)
+    return {"exact_match": exact_match, "token_f1": token_f1, "contains": contains_answer}[grader](answer, reference)
+
+
+def correctness_reward(prompts, completions, answer, grader: str = "auto", **columns) -> list[float | None]:
+    """1.0 for a right final answer, partial credit for token F1; graded as `distill eval` grades."""
+    return [correctness(completion_text(c), ref, grader) for c, ref in zip(completions, answer)]
+
+
+def format_reward(prompts, completions, **columns) -> list[float]:
+    """1.0 for a `<think>` trace, closed, then a non-empty answer (eval's `format` metric)."""
+    return [format_adherence(completion_text(c)) for c in completions]
+
+
+def length_reward(prompts, completions, completion_ids=None, budget: int = 256, limit: int | None = None, **columns) -> list[float]:
+    """A soft penalty past a token budget (DAPO's overlong shaping): 0 up to `budget` tokens,
+    falling linearly to -1 at `limit` (default 2 x budget) and staying there. Lengths are the
+    completion's tokens (`completion_ids`, which TRL passes), else its whitespace-separated words."""
+    limit = max(limit or 2 * budget, budget + 1)
+    lengths = [len(ids) for ids in completion_ids] if completion_ids is not None else [len(completion_text(c).split()) for c in completions]
+    return [-min(max(n - budget, 0) / (limit - budget), 1.0) for n in lengths]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -86,16 +88,17 @@ class Metrics(TrainerCallback):
 
 
 class ProgressBar(TrainerCallback):
-    """A rich progress bar on stderr: step, loss, tokens/s, elapsed and ETA."""
+    """A rich progress bar on stderr: step, the latest values of `shown` (label -> (metrics.jsonl
+    key, format); SFT's loss and tokens/s by default), elapsed and ETA."""
 
-    def __init__(self, metrics: Metrics, enabled: bool = True):
+    def __init__(self, metrics: Metrics, enabled: bool = True, shown: dict[str, tuple[str, str]] | None = None, title: str = "train"):
         self.metrics = metrics
+        self.shown = shown or {"loss": ("loss", "{:.4f}"), "tok/s": ("tokens_per_s", "{:.0f}")}
         self.bar = Progress(
-            TextColumn("[bold]train"),
+            TextColumn(f"[bold]{title}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[rate]} tok/s"),
+            *(TextColumn(f"{label} {{task.fields[f{i}]}}") for i, label in enumerate(self.shown)),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -106,7 +109,8 @@ class ProgressBar(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.bar.start()
-        self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, loss="-", rate="-")
+        blank = {f"f{i}": "-" for i in range(len(self.shown))}
+        self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, **blank)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.bar.update(self.task, completed=state.global_step)
@@ -115,11 +119,7 @@ class ProgressBar(TrainerCallback):
         if self.task is None or not self.metrics.rows:
             return
         row = self.metrics.rows[-1]
-        fields = {}
-        if "loss" in row:
-            fields["loss"] = f"{row['loss']:.4f}"
-        if "tokens_per_s" in row:
-            fields["rate"] = f"{row['tokens_per_s']:.0f}"
+        fields = {f"f{i}": form.format(row[key]) for i, (key, form) in enumerate(self.shown.values()) if row.get(key) is not None}
         self.bar.update(self.task, **fields)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -183,3 +183,15 @@ class StopOnSignal(TrainerCallback):
         if ranks.anywhere(self.requested):  # every rank stops after the same step
             control.should_save = True
             control.should_training_stop = True
+
+
+def train_until_stopped(trainer, stop: StopOnSignal, resume_from: Path | None) -> None:
+    """trainer.train() (from `resume_from` when given) with Ctrl-C routed to `stop`, which ends the
+    run after the current step with a checkpoint; signal handlers live in the main thread only."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, stop.request) if main else None
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)

@@ -107,7 +107,19 @@ def lora_config(cfg):
 
 def load_hf(cfg, path: str):
     """(model ready for training, tokenizer) with transformers + PEFT."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    model = load_hf_base(cfg, path)
+    if cfg.method != "full":
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(cfg))
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def load_hf_base(cfg, path: str):
+    """The base model in the dtype and quantisation cfg asks for (prepared for k-bit training if quantised)."""
+    from transformers import AutoModelForCausalLM
 
     dtype, _ = resolve_dtype(cfg)
     quant = quantization(cfg, dtype)
@@ -118,16 +130,18 @@ def load_hf(cfg, path: str):
         quantization_config=quant,
         device_map={"": 0} if quant is not None else None,
     )
-    tokenizer = AutoTokenizer.from_pretrained(path)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_checkpointing(cfg))
-    if cfg.method != "full":
-        from peft import get_peft_model
+    return model
 
-        model = get_peft_model(model, lora_config(cfg))
-    return model, tokenizer
+
+def load_hf_adapter(cfg, base: str, adapter: str):
+    """The base with a saved LoRA adapter on it, trainable (to train an SFT adapter further)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_hf_base(cfg, base), adapter, is_trainable=True)
 
 
 def use_checkpointing(cfg) -> bool:

@@ -87,20 +87,24 @@ def convert_gguf(out: Path, quant: str) -> Path:
 
 def plot_loss(rows: list[dict], path: Path) -> None:
     """Training (and validation) loss against the step, as a PNG."""
+    plot_metrics(rows, path, {"loss": "train loss", "eval_loss": "validation loss"}, "loss (assistant tokens)")
+
+
+def plot_metrics(rows: list[dict], path: Path, series: dict[str, str], ylabel: str) -> None:
+    """metrics.jsonl keys (-> legend labels) against the step, as a PNG; sparse series get markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    val = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    steps = len({r["step"] for r in rows}) or 1
     fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="train loss")
-    if val:
-        ax.plot(*zip(*val), marker="o", label="validation loss")
+    for key, label in series.items():
+        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o" if len(points) < steps / 2 else None, label=label)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (assistant tokens)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

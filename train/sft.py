@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import resource
 import shutil
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,17 +127,13 @@ def setup(cfg: TrainConfig, ident: dict, source: tuple) -> Plan:
 # ---------------------------------------------------------------- run
 
 
-def sft_args(cfg: TrainConfig, plan: Plan):
-    from trl import SFTConfig
-
+def common_args(cfg, plan) -> dict:
+    """The Trainer arguments every stage sets alike, from its config and plan (SFT's and GRPO's)."""
     gpu = loading.device() == "cuda"
-    has_val = bool(plan.data.val)
+    dtype = next(plan.model.parameters()).dtype
     checkpointing = loading.use_checkpointing(cfg) and plan.backend == "hf"  # Unsloth set its own up at load
-    return SFTConfig(
+    return dict(
         output_dir=str(plan.out / "checkpoints"),
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1,
         learning_rate=cfg.lr,
@@ -150,27 +144,39 @@ def sft_args(cfg: TrainConfig, plan: Plan):
         max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=(gpu and next(plan.model.parameters()).dtype == torch.bfloat16) or plan.autocast_bf16,
-        fp16=gpu and next(plan.model.parameters()).dtype == torch.float16,
+        bf16=(gpu and dtype == torch.bfloat16) or plan.autocast_bf16,
+        fp16=gpu and dtype == torch.float16,
         use_cpu=not gpu,
         gradient_checkpointing=checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         ddp_find_unused_parameters=False,  # every trainable weight is used in every step
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.keep_checkpoints,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def sft_args(cfg: TrainConfig, plan: Plan):
+    from trl import SFTConfig
+
+    has_val = bool(plan.data.val)
+    return SFTConfig(
+        **common_args(cfg, plan),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_seq_length if cfg.packing else None,  # without packing, records are length-checked in prepare
         packing=cfg.packing,
         packing_strategy="bfd",
         padding_free=plan.batches["padding_free"],
         pad_to_multiple_of=None if plan.batches["padding_free"] else cfg.pad_to_multiple_of,
         train_sampling_strategy="group_by_length" if plan.batches["group_by_length"] else "random",
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.keep_checkpoints,
         eval_strategy="steps" if has_val else "no",
         eval_steps=cfg.eval_steps if has_val else None,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
 
 
@@ -210,7 +216,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
     """Train to the end, or to the first Ctrl-C (which still saves a checkpoint)."""
     from transformers.trainer_callback import PrinterCallback
 
-    from train.callbacks import CheckpointMarker, Metrics, ProgressBar, RecallProbe, StopOnSignal
+    from train.callbacks import CheckpointMarker, Metrics, ProgressBar, RecallProbe, StopOnSignal, train_until_stopped
     from train.trainer import trainer_class
 
     train_ds, val_ds = datasets_of(plan.data)
@@ -233,13 +239,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
     check_batch(trainer.data_collator(sample))
-    main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread only
-    previous = signal.signal(signal.SIGINT, stop.request) if main else None
-    try:
-        trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
+    train_until_stopped(trainer, stop, plan.resume_from)
     return trainer, stop.requested
 
 

@@ -1,20 +1,24 @@
 """The one module that imports Unsloth. Everything Unsloth needs lives here:
 
 - import order: `unsloth` must be imported before transformers, peft and trl so that its
-  patches (fast RoPE/RMSNorm/cross-entropy kernels, the patched SFTTrainer) take effect;
-  `import_unsloth()` is called by the SFT stage before it imports any of them, and records
-  which of them were imported already (`imported_before()`, written to run.json).
+  patches (fast RoPE/RMSNorm/cross-entropy kernels, the patched SFTTrainer and GRPOTrainer) take
+  effect; `import_unsloth()` is called by the SFT and GRPO stages before they import any of them,
+  and records which of them were imported already (`imported_before()`, written to run.json).
 - its environment switches are set here, inside the call, never at import of distill.
 - `FastLanguageModel` loads the base (16-bit, 4-bit, 8-bit or full) and adds LoRA with
-  Unsloth's gradient checkpointing ("unsloth": activations offloaded to CPU memory).
+  Unsloth's gradient checkpointing ("unsloth": activations offloaded to CPU memory); for GRPO
+  it also loads an SFT adapter directory trainable, and a vLLM engine (fast_inference) for sampling.
 On a machine without a GPU, Unsloth 2026.10 runs its own CPU fallback where it imports.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 _STATE: dict = {}
 PATCHED = ("transformers", "peft", "trl")  # what Unsloth patches when it is imported first
@@ -76,7 +80,14 @@ def load(cfg, path: str, dtype):
         if checkpointing:
             model.gradient_checkpointing_enable()
         return model, tokenizer
-    model = FastLanguageModel.get_peft_model(
+    return add_lora(model, cfg, checkpointing, cfg.max_seq_length), tokenizer
+
+
+def add_lora(model, cfg, checkpointing, max_seq_length: int):
+    """A new LoRA adapter (cfg.lora_*) on an Unsloth-loaded base."""
+    from unsloth import FastLanguageModel
+
+    return FastLanguageModel.get_peft_model(
         model,
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -85,9 +96,52 @@ def load(cfg, path: str, dtype):
         bias="none",
         use_gradient_checkpointing=checkpointing,
         random_state=cfg.seed,
-        max_seq_length=cfg.max_seq_length,
+        max_seq_length=max_seq_length,
     )
-    return model, tokenizer
+
+
+def load_for_grpo(cfg, path: str, base: str, dtype, max_seq_length: int, fast_inference: bool):
+    """(policy, tokenizer) for GRPO through FastLanguageModel, with a vLLM engine for sampling when
+    fast_inference. `path` is a model (a new LoRA adapter is added) or an adapter directory: Unsloth
+    loads the base its config names (given here resolved, as `base`) and the adapter on it, trainable."""
+    from unsloth import FastLanguageModel
+
+    from train.loading import use_checkpointing
+
+    checkpointing = checkpointing_mode(cfg, use_checkpointing(cfg))
+    adapter = Path(path) / "adapter_config.json"
+    rank = json.loads(adapter.read_text())["r"] if adapter.is_file() else cfg.lora_r
+    vllm = {"fast_inference": True, "max_lora_rank": rank, "gpu_memory_utilization": cfg.vllm_memory} if fast_inference else {}
+    with adapter_on(path, base) as name:
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=name,
+            max_seq_length=max_seq_length,
+            dtype=dtype,
+            load_in_4bit=cfg.method == "qlora",
+            use_gradient_checkpointing=checkpointing,
+            random_state=cfg.seed,
+            **vllm,
+        )
+    if adapter.is_file():
+        return model, tokenizer
+    return add_lora(model, cfg, checkpointing, max_seq_length), tokenizer
+
+
+@contextmanager
+def adapter_on(path: str, base: str):
+    """`path`, or where it is an adapter whose config names its base otherwise ('embedded'), a copy of it
+    naming `base`: Unsloth loads the base an adapter directory names."""
+    config_file = Path(path) / "adapter_config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    if config is None or config.get("base_model_name_or_path") == base:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="distill-adapter-") as tmp:
+        for item in Path(path).iterdir():
+            if item.is_file() and item.name != config_file.name:
+                (Path(tmp) / item.name).symlink_to(item.resolve())
+        (Path(tmp) / config_file.name).write_text(json.dumps({**config, "base_model_name_or_path": base}))
+        yield tmp
 
 
 def checkpointing_mode(cfg, wanted: bool):

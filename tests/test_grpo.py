@@ -1,0 +1,238 @@
+"""GRPO on CPU with a tiny random Llama (hidden 32, 2 layers, the embedded tokenizer): the format
+reward rises over a short run from a briefly fine-tuned student, an SFT adapter is trained further
+(with a KL term), a killed run resumes to the same rewards, a user reward loads by import path, the
+judge reward goes through the request cache, bad input is a one-line error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.config import build
+from common.errors import UserError
+from common.io import write_json, write_jsonl
+from common.teacher.backends import Response
+from train.config import TrainConfig
+from train.grpo_config import GRPOConfig
+
+from tiny_models import one_thread
+from tiny_models import record as make_record
+from trainkit import WORDS, metrics, tiny_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    previous = one_thread()
+    yield
+    torch.set_num_threads(previous)
+
+
+def short_data(folder: Path, n: int = 32, seed: int = 0) -> Path:
+    """Records whose assistant turn is short (`<think>` 2-4 words `</think>` 1-2 words): a tiny model
+    learns the format in a few SFT steps, and completions of 24 tokens hold it."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        question = " ".join(rng.choices(WORDS, k=4)) + "?"
+        reasoning = " ".join(rng.choices(WORDS, k=rng.randint(2, 4)))
+        answer = " ".join(rng.choices(WORDS, k=rng.randint(1, 2)))
+        context = " ".join(rng.choices(WORDS, k=20))
+        rows.append(make_record(i, question, answer, context, reasoning, "train", hashlib.sha256(f"{i}{question}".encode()).hexdigest()[:16]))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "train.jsonl", rows)
+    write_jsonl(folder / "test.jsonl", [{**r, "split": "test"} for r in rows[:2]])
+    write_json(folder / "manifest.json", {"status": "complete", "split_by": "item"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """A tiny model, short data, and two SFT students: the tiny model fully fine-tuned (it writes the format
+    about one time in five at temperature 1), and a LoRA adapter on that one (2 steps)."""
+    from train.sft import run_sft
+
+    root = tmp_path_factory.mktemp("grpo")
+    model = tiny_model(root / "tiny")
+    data = short_data(root / "data")
+    common = dict(data=str(data), backend="hf", batch_size=8, seed=0, save_steps=1000)
+    run_sft(TrainConfig(out=str(root / "full"), model=str(model), method="full", lr=3e-2, lr_scheduler="constant", warmup_ratio=0.0, max_steps=30, **common), show_progress=False)
+    run_sft(TrainConfig(out=str(root / "lora"), model=str(root / "full"), lr=1e-3, max_steps=2, lora_r=8, target_modules=["q_proj", "v_proj"], **common), show_progress=False)
+    return {"root": root, "model": model, "data": data, "full": root / "full", "lora": root / "lora"}
+
+
+def config(world: dict, out: Path, **extra) -> GRPOConfig:
+    base = dict(data=str(world["data"]), from_model=str(world["full"]), out=str(out), backend="hf", num_generations=4, batch_size=2,
+                max_completion_length=16, max_steps=2, lr=5e-3, seed=0, rewards={"format": 1.0})
+    return GRPOConfig(**{**base, **extra})
+
+
+def test_format_reward_rises(world, tmp_path):
+    """20 steps, 4 prompts x 4 completions of 24 tokens, from the fully fine-tuned student (~40 s on one core)."""
+    from train.grpo import run_grpo
+
+    out = tmp_path / "grpo"
+    run = run_grpo(config(world, out, batch_size=4, max_completion_length=24, max_steps=20, warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=1.0), show_progress=False)
+    rows = [r for r in metrics(out) if "reward" in r]
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    rewards = [r["rewards/format/mean"] for r in rows]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.2, rewards  # seeded: 0.20 -> 0.59 when written
+    m = run["metrics"]
+    assert run["status"] == "done" and run["stage"] == "grpo" and run["backend"] == "hf" and run["generation"] == "transformers"
+    assert m["steps"] == 20 and m["rewards"]["format"]["last"] > m["rewards"]["format"]["first"]
+    assert m["tokens"] > 0 and m["tokens_per_s"] > 0 and m["generated_tokens_per_s"] > 0
+    assert m["seconds_per_step"] == pytest.approx(m["generate_seconds_per_step"] + m["update_seconds_per_step"], rel=0.05)
+    row = rows[-1]
+    for key in ("rewards/format/mean", "rewards/format/std", "reward", "frac_reward_zero_std", "zero_advantage_groups", "completions/mean_length",
+                "tokens_per_s", "generated_tokens_per_s", "generate_s", "update_s", "step_time", "entropy"):
+        assert key in row, key
+    assert row["zero_advantage_groups"] == pytest.approx(row["frac_reward_zero_std"] * 4)
+    assert "kl" not in row  # beta 0: no reference model, no KL
+    assert run["from"]["kind"] == "model" and run["data"]["prompts"] == 32 and run["data"]["prompt_mode"] == "closed-book"
+    assert run["lengths"]["max_completion_length"] == 24 and run["rewards"] == {"format": 1.0}
+    assert {"run.json", "metrics.jsonl", "rewards.png", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / "checkpoints").exists()
+    assert any("SFT learning rate" in w for w in run["warnings"]) and not any("stopped learning" in w for w in run["warnings"])
+
+
+def test_a_run_that_cannot_learn_says_so(world, tmp_path):
+    """The untrained model never writes the format: every group scores alike, which the run reports."""
+    from train.grpo import run_grpo
+
+    run = run_grpo(config(world, tmp_path / "grpo", from_model=str(world["model"]), max_steps=3, lr=5e-6), show_progress=False)
+    assert run["metrics"]["zero_advantage_share"] == 1.0
+    assert [w for w in run["warnings"] if "scored alike" in w] and not [w for w in run["warnings"] if "learning rate" in w]
+    assert [r["zero_advantage_groups"] for r in metrics(tmp_path / "grpo") if "reward" in r] == [2, 2, 2]
+
+
+def test_an_sft_adapter_is_trained_further(world, tmp_path):
+    """--from an SFT LoRA directory: the same adapter (rank, layers, base) continues; beta > 0 logs KL."""
+    from safetensors.torch import load_file
+
+    from train.grpo import run_grpo
+
+    out = tmp_path / "grpo"
+    run = run_grpo(config(world, out, from_model=str(world["lora"]), beta=0.04, rewards={"format": 1.0, "length": 0.5}), show_progress=False)
+    assert run["from"] == {"name": str(world["lora"]), "adapter": str(world["lora"]), "kind": "adapter"}
+    sft_config, grpo_config = (json.loads((d / "adapter_config.json").read_text()) for d in (world["lora"], out))
+    for key in ("r", "target_modules", "base_model_name_or_path"):
+        assert grpo_config[key] == sft_config[key], key
+    before, after = load_file(world["lora"] / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    assert not (out / "ref").exists()  # TRL's frozen reference copy of the adapter is not saved
+    rows = [r for r in metrics(out) if "reward" in r]
+    assert all("kl" in r for r in rows) and all("rewards/length/mean" in r for r in rows)
+    assert run["lengths"]["length_budget"] < run["lengths"]["max_completion_length"] == 16
+
+
+GRPO_IN_A_PROCESS = "import json, sys; from train.grpo import run_grpo; from train.grpo_config import GRPOConfig; run_grpo(GRPOConfig(**json.loads(sys.argv[1])), show_progress=False)"
+
+
+def test_resume_after_kill_reaches_the_same_rewards(world, tmp_path):
+    from train.grpo import run_grpo
+
+    steps = dict(max_steps=8, save_steps=2)
+    straight = run_grpo(config(world, tmp_path / "straight", **steps), show_progress=False)
+    out = tmp_path / "killed"
+    cfg = config(world, out, threads=1, **steps)
+    proc = subprocess.Popen([sys.executable, "-c", GRPO_IN_A_PROCESS, cfg.model_dump_json()], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while not list(out.glob("checkpoints/checkpoint-*/COMPLETE")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert not (out / "run.json").exists(), f"the run finished before it could be killed: {err[-2000:]}"
+    with pytest.raises(UserError, match="--resume"):
+        run_grpo(cfg, show_progress=False)
+    resumed = run_grpo(cfg.model_copy(update={"resume": True}), show_progress=False)
+    assert resumed["metrics"]["steps"] == 8
+    rows = [r for r in metrics(out) if "reward" in r]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    expected = [r["reward"] for r in metrics(tmp_path / "straight") if "reward" in r]
+    assert [r["reward"] for r in rows] == pytest.approx(expected)  # the same completions, sampled again from restored RNG state
+    assert resumed["metrics"]["tokens"] == straight["metrics"]["tokens"]
+
+
+def test_user_reward_by_import_path_and_the_judge(world, tmp_path, monkeypatch, teacher_factory):
+    from train.grpo import run_grpo
+
+    (tmp_path / "team_rewards.py").write_text(
+        "def cites_evidence(prompts, completions, evidence, **kwargs):\n"
+        "    return [float(e.split()[0] in c[0]['content']) for c, e in zip(completions, evidence)]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    teacher = teacher_factory(lambda request: Response(key=request.key, text='{"score": 4}'))
+    out = tmp_path / "grpo"
+    rewards = {"format": 1.0, "team_rewards:cites_evidence": 0.5, "judge": 0.3}
+    run = run_grpo(config(world, out, rewards=rewards, judge={"model": "scripted-judge"}), show_progress=False)
+    rows = [r for r in metrics(out) if "reward" in r]
+    assert all("rewards/team_rewards:cites_evidence/mean" in r for r in rows)
+    assert [r["rewards/judge/mean"] for r in rows] == [0.75, 0.75]  # (4 - 1) / 4
+    assert run["judge_requests"]["sent"] == len(teacher.sent) > 0 and (out / "judge_cache.sqlite").exists()
+    assert run["rewards"] == rewards
+
+
+def test_bad_input_is_a_one_line_error(world, tmp_path):
+    from train.grpo import run_grpo
+
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "train_config.json").write_text("{}")
+    cases = [
+        ({"from_model": str(not_a_model)}, "is not a model directory"),
+        ({"from_model": str(tmp_path / "nowhere")}, "neither an existing directory nor a hub id"),
+        ({"from_model": str(unfinished)}, "holds an unfinished training run"),
+        ({"rewards": {"nowhere_module_xyz:f": 1.0}}, "cannot import nowhere_module_xyz"),
+        ({"data": str(tmp_path / "no-data")}, "does not exist"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(UserError, match=message) as caught:
+            run_grpo(config(world, tmp_path / "out", **extra), show_progress=False)
+        assert "\n" not in str(caught.value)
+    for extra, message in [({"num_generations": 1}, "zero advantage"), ({"rewards": {"speed": 1}}, "unknown reward 'speed'")]:
+        with pytest.raises(UserError, match=message):
+            build(GRPOConfig, {"data": str(world["data"]), **extra})
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("unsloth") is None, reason="unsloth not installed")
+def test_unsloth_continues_an_sft_adapter(world, tmp_path):
+    """The unsloth backend in its own process (its patches must not leak): an SFT adapter trained further."""
+    out = tmp_path / "unsloth"
+    cfg = config(world, out, backend="unsloth", from_model=str(world["lora"]), threads=1)
+    done = subprocess.run([sys.executable, "-c", GRPO_IN_A_PROCESS, cfg.model_dump_json()], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["backend"] == "unsloth" and run["metrics"]["steps"] == 2 and run["from"]["kind"] == "adapter"
+    assert run["imported_before_unsloth"] == []  # unsloth came before transformers, trl and peft
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
+    assert "restructure your imports" not in done.stderr  # unsloth came before transformers, trl and peft
+
+
+def test_unsloth_reads_an_adapter_naming_its_base_as_distill_does(tmp_path):
+    """SFT writes 'embedded' (or a hub id) as an adapter's base; Unsloth loads the base an adapter names: it is
+    given a copy naming the resolved base, the weights linked, not copied."""
+    from train.unsloth_adapter import adapter_on
+
+    adapter = tmp_path / "student"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "embedded", "r": 8}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    with adapter_on(str(adapter), "/models/smollm2") as seen:
+        assert json.loads((Path(seen) / "adapter_config.json").read_text()) == {"base_model_name_or_path": "/models/smollm2", "r": 8}
+        assert (Path(seen) / "adapter_model.safetensors").resolve() == (adapter / "adapter_model.safetensors").resolve()
+    assert not Path(seen).exists()
+    with adapter_on(str(adapter), "embedded") as seen:
+        assert seen == str(adapter)  # already names it
+    with adapter_on(str(tmp_path), "embedded") as seen:
+        assert seen == str(tmp_path)  # a model, not an adapter

@@ -1,0 +1,342 @@
+"""`distill train --stage grpo` as one program: setup -> run -> save.
+
+setup: check the output directory and the request, find where the policy starts (an SFT output
+       directory's adapter is trained further; a model gets a new LoRA adapter), pick the backend
+       (Unsloth, else transformers + PEFT) and the sampler (vLLM where installed on a GPU, else
+       model.generate), turn train.jsonl into prompts in the data's prompt mode with the reference
+       answer and evidence beside them as columns, size the completions from the teacher's answers,
+       and bind the rewards (common.graders, the judge teacher, the user's functions).
+run:   TRL's GRPOTrainer: each step samples num_generations completions for batch_size prompts,
+       scores them, and moves the policy towards the completions that beat their group's mean.
+       Checkpoints every `save_steps`, marked complete only once fully written; Ctrl-C saves one
+       and stops; every step's rewards, zero-advantage groups, lengths and rates go to metrics.jsonl.
+save:  the adapter (or merged model), tokenizer, metrics.jsonl, rewards.png and run.json — last.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from common.contract import mode_for_split, prompt_messages
+from common.errors import UserError
+from common.io import write_json
+from common.models import EMBEDDED, resolve_model
+from common.versions import versions
+from train import loading, ranks, unsloth_adapter
+from train.data import apply_template, read_data_dir
+from train.grpo_config import GRPOConfig
+from train.saving import plot_metrics, save_model
+from train.sft import RUN_CONFIG, check_out, choose_backend, common_args, identity, peak_memory_gib
+
+LOG = logging.getLogger("distill.grpo")
+COLUMNS = ("id", "question", "answer", "evidence", "context", "reasoning")  # what reward functions get by name
+
+
+@dataclass
+class Start:
+    """Where the policy starts: a model (a new adapter is added) or an SFT adapter on its base."""
+
+    name: str  # --from as given
+    base_name: str  # the base as the adapter names it ('embedded', a hub id, a path), or name
+    base: str  # the base, resolved to a local directory or a hub id
+    adapter: str | None  # the adapter directory to train further
+    tokenizer: str  # where the tokenizer (and chat template) comes from
+
+
+@dataclass
+class Plan:
+    out: Path
+    start: Start
+    backend: str
+    generation: str  # vllm | transformers
+    model: object
+    tokenizer: object
+    rows: list[dict]  # one per prompt: {"prompt": messages, *COLUMNS}
+    data: dict  # for run.json
+    lengths: dict  # {"max_completion_length", "length_budget", "max_prompt_length", "teacher_longest"}
+    rewards: list
+    weights: list[float]
+    judge: object  # train.rewards.JudgeReward or None
+    autocast_bf16: bool
+    optim: str
+    resume_from: Path | None
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Say it now (stderr) and keep it for run.json."""
+        LOG.warning("warning: %s", message)
+        self.warnings.append(message)
+
+
+def run_grpo(cfg: GRPOConfig, show_progress: bool = True) -> dict:
+    """Refine the policy; returns the run.json dict (also for a run that had already finished)."""
+    started = time.time()
+    ident = identity(cfg)
+    with ranks.main_first():  # under torchrun: rank 0 checks (and --overwrite clears) first
+        finished = check_out(cfg, ident)
+    if finished is not None:
+        return finished
+    plan = setup(cfg, ident)
+    try:
+        trainer, interrupted = run(cfg, plan, show_progress)
+    finally:
+        if plan.judge is not None:
+            plan.judge.close()
+    return save(cfg, plan, trainer, interrupted, started)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def resolve_start(name: str) -> Start:
+    """What --from names: an SFT output directory holding an adapter, a model directory, 'embedded' or a hub id."""
+    folder = Path(name).expanduser()
+    if folder.is_dir() and (folder / RUN_CONFIG).is_file() and not (folder / "run.json").is_file():
+        raise UserError(f"--from {name} holds an unfinished training run (no run.json); finish it with `distill train ... --out {name} --resume` first")
+    path = resolve_model(name)  # a directory without config.json or adapter_config.json is refused here
+    adapter_config = Path(path) / "adapter_config.json"
+    if not adapter_config.is_file():
+        return Start(name, name, path, None, path)
+    base_name = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or EMBEDDED
+    has_tokenizer = (Path(path) / "tokenizer_config.json").is_file()
+    base = resolve_model(base_name)
+    return Start(name, base_name, base, path, path if has_tokenizer else base)
+
+
+def choose_generation(cfg: GRPOConfig) -> str:
+    """vllm where vLLM is installed on a CUDA machine (auto), else transformers' generate."""
+    here = importlib.util.find_spec("vllm") is not None and loading.device() == "cuda"
+    if cfg.generation == "vllm" and not here:
+        raise UserError("generation=vllm needs vLLM and a CUDA GPU (pip install vllm); use generation=transformers or auto")
+    return "vllm" if cfg.generation == "vllm" or (cfg.generation == "auto" and here) else "transformers"
+
+
+def token_count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def size_lengths(cfg: GRPOConfig, tokenizer, records: list[dict], context: int | None) -> dict:
+    """Completion room from the teacher's answers: the longest assistant turn (+ its end of turn) is the
+    length budget; max_completion_length adds a quarter, rounded up to 16. Prompts get what is left."""
+    longest = max(token_count(tokenizer, r["messages"][-1]["content"]) for r in records) + 1
+    limit = cfg.max_completion_length or 16 * math.ceil(max(longest, cfg.length_budget or 0) * 1.25 / 16)
+    budget = cfg.length_budget or min(longest, limit * 4 // 5)
+    prompt = cfg.max_prompt_length or ((context - limit) if context else 2048)
+    if prompt < 8:
+        raise UserError(f"max_completion_length={limit} leaves no room for prompts in the model's {context}-token context; lower it")
+    return {"max_completion_length": limit, "length_budget": budget, "max_prompt_length": prompt, "teacher_longest": longest}
+
+
+def prompt_rows(records: list[dict], tokenizer, mode, max_prompt_length: int) -> tuple[list[dict], int]:
+    """(one row per record whose prompt fits: the chat prompt and the record's columns, records dropped)."""
+    rows = []
+    for record in records:
+        messages = prompt_messages(record, mode)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if token_count(tokenizer, text) <= max_prompt_length:
+            rows.append({"prompt": messages, **{k: record[k] for k in COLUMNS}})
+    return rows, len(records) - len(rows)
+
+
+def load_policy(cfg: GRPOConfig, start: Start, backend: str, max_seq_length: int, fast_inference: bool):
+    if backend == "unsloth":
+        dtype, _ = loading.resolve_dtype(cfg)
+        return unsloth_adapter.load_for_grpo(cfg, start.adapter or start.base, start.base, dtype, max_seq_length, fast_inference)[0]
+    if start.adapter:
+        return loading.load_hf_adapter(cfg, start.base, start.adapter)
+    return loading.load_hf(cfg, start.base)[0]
+
+
+def setup(cfg: GRPOConfig, ident: dict) -> Plan:
+    records, manifest, digest = read_data_dir(cfg.data)  # cheap checks first (none imports transformers): data, method
+    loading.check_method(cfg)
+    backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
+    start = resolve_start(cfg.from_model)  # converting the embedded model imports transformers
+    generation = choose_generation(cfg)
+    from transformers import AutoTokenizer, set_seed
+
+    from train.callbacks import latest_checkpoint
+    from train.rewards import build_rewards
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    resume_from = latest_checkpoint(out / "checkpoints") if cfg.resume else None
+    set_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(start.tokenizer)
+    apply_template(tokenizer, cfg.chat_template)
+    split_by = manifest.get("split_by", "item")
+    mode = mode_for_split(split_by) if cfg.prompt_mode == "auto" else cfg.prompt_mode
+    lengths = size_lengths(cfg, tokenizer, records, loading.model_context(start.base))
+    rows, dropped = prompt_rows(records, tokenizer, mode, lengths["max_prompt_length"])
+    if not rows:
+        raise UserError(f"every prompt is longer than max_prompt_length={lengths['max_prompt_length']} tokens; raise it (or lower max_completion_length)")
+    rewards, weights, judge = build_rewards(cfg, out, lengths["length_budget"], lengths["max_completion_length"])  # user rewards imported here
+    model = load_policy(cfg, start, backend, lengths["max_prompt_length"] + lengths["max_completion_length"], generation == "vllm")
+    out.mkdir(parents=True, exist_ok=True)
+    if ranks.is_main():
+        write_json(out / RUN_CONFIG, ident)
+    _, autocast = loading.resolve_dtype(cfg)
+    data = {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": digest, "split_by": split_by, "prompt_mode": mode, "prompts": len(rows), "dropped_too_long": dropped}
+    plan = Plan(out, start, backend, generation, model, tokenizer, rows, data, lengths, rewards, weights, judge, autocast, loading.resolve_optim(cfg), resume_from)
+    for warning in wasteful_settings(cfg):
+        plan.warn(warning)
+    return plan
+
+
+def wasteful_settings(cfg: GRPOConfig) -> list[str]:
+    """Settings known to waste a run (num_generations 1 is refused by the config itself)."""
+    found = []
+    if cfg.temperature < 0.5:
+        found.append(f"temperature={cfg.temperature} samples near-identical completions, whose groups score alike and teach nothing; 0.7-1.0 is usual")
+    if cfg.num_generations < 4:
+        found.append(f"num_generations={cfg.num_generations}: with so few completions a group often scores alike (zero advantage); 8 is usual")
+    if cfg.lr > 1e-4:
+        found.append(f"lr={cfg.lr} is an SFT learning rate; GRPO usually runs at 1e-6 to 1e-5 and can collapse the policy above")
+    return found
+
+
+# ---------------------------------------------------------------- run
+
+
+def grpo_args(cfg: GRPOConfig, plan: Plan):
+    from trl import GRPOConfig as TRLGRPOConfig
+
+    per_step = cfg.batch_size * cfg.num_generations
+    micro = cfg.micro_batch_size or per_step
+    vllm = plan.generation == "vllm" and plan.backend == "hf"  # Unsloth switches its fast_inference engine on itself
+    return TRLGRPOConfig(
+        **common_args(cfg, plan),
+        per_device_train_batch_size=micro,  # completions, not prompts
+        gradient_accumulation_steps=per_step // micro,  # one generation per optimizer step
+        num_generations=cfg.num_generations,
+        max_completion_length=plan.lengths["max_completion_length"],
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        reward_weights=plan.weights,
+        use_vllm=vllm,
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=cfg.vllm_memory,
+    )
+
+
+def run(cfg: GRPOConfig, plan: Plan, show_progress: bool):
+    """Train to the end, or to the first Ctrl-C (which still saves a checkpoint)."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+
+    from train.callbacks import CheckpointMarker, Metrics, ProgressBar, StopOnSignal, train_until_stopped
+    from train.grpo_trainer import StepStats, grpo_trainer_class
+
+    resume_step = int(plan.resume_from.name.split("-")[-1]) if plan.resume_from else 0
+    metrics = Metrics(plan.out / "metrics.jsonl", resume_step, write=ranks.is_main())
+    shown = {"reward": ("reward", "{:.3f}"), "alike": ("zero_advantage_groups", "{:.0f}"), "gen tok/s": ("generated_tokens_per_s", "{:.0f}")}
+    bar = ProgressBar(metrics, show_progress and ranks.is_main(), shown, title="grpo")
+    stop = StopOnSignal()
+    trainer = grpo_trainer_class(plan.backend, loading.device() == "cuda")(
+        model=plan.model,
+        reward_funcs=plan.rewards,
+        args=grpo_args(cfg, plan),
+        train_dataset=Dataset.from_list(plan.rows),
+        processing_class=plan.tokenizer,
+        callbacks=[StepStats(cfg.batch_size * ranks.world_size(), plan.warn), CheckpointMarker(), metrics, bar, stop],
+    )
+    trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
+    train_until_stopped(trainer, stop, plan.resume_from)
+    return trainer, stop.requested
+
+
+# ---------------------------------------------------------------- save
+
+
+def mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def summary(trainer, rows: list[dict], seconds: float) -> dict:
+    """The run in numbers: each reward component at the start and the end (mean of the first and last
+    quarter of the logged steps), zero-advantage groups, lengths, rates and where a step's time went."""
+    logged = [r for r in rows if "reward" in r]
+    quarter = max(len(logged) // 4, 1)
+    first, last, steady = logged[:quarter], logged[-quarter:], logged[quarter:] or logged
+    names = sorted({k.split("/")[1] for r in logged for k in r if k.startswith("rewards/") and k.endswith("/mean")})
+
+    def over(part, key):
+        return mean([r[key] for r in part if r.get(key) is not None])
+
+    return {
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 4),
+        "reward": {"first": over(first, "reward"), "last": over(last, "reward")},
+        "rewards": {name: {"first": over(first, f"rewards/{name}/mean"), "last": over(last, f"rewards/{name}/mean")} for name in names},
+        "zero_advantage_share": over(logged, "frac_reward_zero_std"),
+        "zero_advantage_share_last": over(last, "frac_reward_zero_std"),
+        "completion_length": over(logged, "completions/mean_length"),
+        "clipped_share": over(logged, "completions/clipped_ratio"),
+        "kl": over(last, "kl"),
+        "tokens": int(max((r.get("num_tokens", 0) for r in rows), default=0)),
+        "tokens_per_s": over(steady, "tokens_per_s"),  # prompt + completion tokens trained per second
+        "generated_tokens_per_s": over(steady, "generated_tokens_per_s"),
+        "seconds_per_step": over(steady, "step_time"),
+        "generate_seconds_per_step": over(steady, "generate_s"),
+        "update_seconds_per_step": over(steady, "update_s"),
+        "train_seconds": round(seconds, 2),
+        "peak_memory_gib": peak_memory_gib(),
+        "peak_memory_of": "cuda allocated" if torch.cuda.is_available() else "process RSS",
+    }
+
+
+def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float) -> dict:
+    rows = [json.loads(line) for line in (plan.out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    start = plan.start
+    record = {
+        "status": "interrupted" if interrupted else "done",
+        "stage": "grpo",
+        "config": cfg.model_dump(),
+        "from": {"name": start.name, "adapter": start.adapter, "kind": "adapter" if start.adapter else "model"},
+        "base_model": {"name": start.base_name, "path": start.base},
+        "backend": plan.backend,
+        "imported_before_unsloth": unsloth_adapter.imported_before() if plan.backend == "unsloth" else None,
+        "generation": plan.generation,
+        "processes": ranks.world_size(),
+        "optimizer": plan.optim,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "data": plan.data,
+        "lengths": plan.lengths,
+        "rewards": dict(zip(cfg.rewards, plan.weights)),
+        "judge_requests": plan.judge.asked if plan.judge is not None else None,
+        "metrics": summary(trainer, rows, time.time() - started),
+        "versions": versions(),
+    }
+    stalled = record["metrics"]["zero_advantage_share_last"]
+    if record["metrics"]["steps"] >= 8 and stalled is not None and stalled >= 0.9:
+        plan.warn(
+            f"in the last quarter of the steps {stalled:.0%} of the groups scored alike: the policy stopped learning (every completion "
+            "right, every one wrong, or collapsed); more steps will not help: look at rewards.png and the rewards"
+        )
+    record["warnings"] = plan.warnings
+    if not ranks.is_main():
+        return record  # rank 0 writes the output directory
+    series = {f"rewards/{name}/mean": name for name in cfg.rewards} | {"reward": "weighted sum", "frac_reward_zero_std": "share of groups scoring alike"}
+    plot_metrics(rows, plan.out / "rewards.png", series, "mean over the step's completions")
+    if interrupted:
+        return record  # the checkpoint is saved; `--resume` continues (no model, no run.json yet)
+    if "ref" in getattr(trainer.model, "peft_config", {}):
+        trainer.model.delete_adapter("ref")  # TRL's frozen copy of the starting adapter (beta > 0): not part of the result
+    how = SimpleNamespace(method="lora", save=cfg.save, model=start.base_name)  # what save_model reads
+    record["files"] = save_model(how, trainer.model, plan.tokenizer, start.base, plan.out)
+    shutil.rmtree(plan.out / "checkpoints", ignore_errors=True)
+    write_json(plan.out / "run.json", record)
+    return record
