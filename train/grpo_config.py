@@ -65,8 +65,8 @@ class GRPOConfig(BaseModel):
     # optimisation
     method: Literal["lora", "qlora"] = Field("lora", description="lora: 16-bit base + LoRA; qlora: 4-bit base + LoRA (bitsandbytes, GPU). An SFT adapter is trained further as it is.")
     # a new adapter (starting from a model; an SFT adapter keeps its own): the same knobs as SFT's
-    lora_r: int = SFT["lora_r"]
-    lora_alpha: int = SFT["lora_alpha"]
+    lora_r: int = Field(16, ge=1, description="LoRA rank of a new adapter (starting from a base model); an SFT adapter given by --from keeps its own.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator of a new adapter (scale = alpha / r).")
     lora_dropout: float = SFT["lora_dropout"]
     target_modules: list[str] = SFT["target_modules"]
     lr: float = Field(5e-6, gt=0, description="Peak learning rate; 5e-6 as in Unsloth's GRPO notebooks and DeepSeek-R1-style recipes (RL moves a policy already trained; SFT's 2e-4 would wreck it).")
