@@ -26,13 +26,13 @@ from pathlib import Path
 from knowledge import StageFailed, collect, commit, distill, table
 
 
-def run_recipe(name: str, args: list[str], data: Path, untaught: Path, out: Path) -> dict:
+def run_recipe(name: str, args: list[str], data: Path, untaught: Path, out: Path, eval_args: tuple[str, ...] = ()) -> dict:
     here = out / name
     row = {"variant": name, "wall_seconds": {}, "arguments": " ".join(args)}
     steps = [
         ("train", ["train", str(data), "--out", str(here / "student"), "--overwrite", "--json", "-q", *args]),
-        ("eval", ["eval", str(data), "--student", str(here / "student"), "--out", str(here / "eval"), "--json", "-q"]),
-        ("eval_untaught", ["eval", str(untaught), "--student", str(here / "student"), "--out", str(here / "eval-untaught"), "--json", "-q"]),
+        ("eval", ["eval", str(data), "--student", str(here / "student"), "--out", str(here / "eval"), "--json", "-q", *eval_args]),
+        ("eval_untaught", ["eval", str(untaught), "--student", str(here / "student"), "--out", str(here / "eval-untaught"), "--json", "-q", *eval_args]),
     ]
     for stage, argv in steps:
         try:
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--recipes", type=Path, help="a file of recipes, one a line (# comments); DATA_REWRITES in it stands for --rewrites-data")
     parser.add_argument("--rewrites-data", type=Path, help="the data directory with text.jsonl that DATA_REWRITES names")
     parser.add_argument("--only", help="comma-separated recipe names to run (default: all)")
+    parser.add_argument("--eval-args", default="", help="extra `distill eval` arguments, e.g. 'batch_size=64'")
     opts = parser.parse_args()
     lines = list(opts.recipe)
     if opts.recipes:
@@ -67,7 +68,7 @@ def main() -> None:
             recipes.append((name, shlex.split(rest), Path(data or opts.data).resolve()))
     opts.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=opts.parallel) as pool:
-        rows = list(pool.map(lambda r: run_recipe(r[0], r[1], r[2], opts.untaught.resolve(), opts.out.resolve()), recipes))
+        rows = list(pool.map(lambda r: run_recipe(r[0], r[1], r[2], opts.untaught.resolve(), opts.out.resolve(), tuple(shlex.split(opts.eval_args))), recipes))
     head = f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, commit {commit()}, {opts.parallel} at a time\n\n"
     text = head + table(rows) + "\nRecipes:\n" + "".join(f"- {r['variant']}: `{r['arguments']}`\n" for r in rows)
     (opts.out / "results.md").write_text(text)

@@ -92,12 +92,25 @@ def problems_of(model: type[BaseModel], data: dict[str, Any], where: str = "") -
     except UserError as exc:
         return [str(exc)]
     except ValidationError as exc:
-        return [explain(error, where) for error in exc.errors()]
+        first: dict[str, dict] = {}  # a value failing every branch of a union (`float | "auto"`) is one problem, told once
+        for error in exc.errors():
+            first.setdefault(".".join(field_path(model, error["loc"])), error)
+        return [explain(loc, error, where) for loc, error in first.items()]
     return []
 
 
-def explain(error: dict, where: str) -> str:
-    loc = ".".join(str(p) for p in error["loc"])
+def field_path(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """The config keys of an error location, without pydantic's union-branch tags."""
+    path = []
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            break
+        path.append(part)
+        model = sub_model(model.model_fields[part].annotation)
+    return path
+
+
+def explain(loc: str, error: dict, where: str) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if not loc:  # a rule across fields (a model validator) names its own fields
         return f"{where.rstrip('.')}: {message}" if where else message

@@ -10,6 +10,7 @@ import click
 from common.config import load_config
 from distill.options import Flag, config_command, one_path
 from train.config import TrainConfig
+from train.grpo_config import GRPOConfig
 
 FLAGS = (
     Flag("out", "-o", "--out"),
@@ -29,38 +30,61 @@ FLAGS = (
     Flag("save"),
     Flag("resume"),
     Flag("overwrite"),
+    Flag("from_model", "--from", model=GRPOConfig),
+    Flag("num_generations", model=GRPOConfig),
 )
 EXAMPLES = """\b
 Examples:
-  distill train data --out student                          # LoRA on the embedded student
+  distill train data --out student                          # LoRA on the embedded student (SFT)
   distill train data --out student -m Qwen/Qwen3-1.7B --method qlora --epochs 3
   distill train data --out student --resume                 # after Ctrl-C or a crash
   torchrun --nproc_per_node 2 -m distill train data --out student   # data-parallel
+  distill train data --stage grpo --from student --out grpo # GRPO after SFT (rewards: correctness, format)
+  distill train data --stage grpo --from student --reward correctness=1 --reward mypkg.rewards:cites=0.5 --out grpo
 """
 
 
-@config_command("train", TrainConfig, FLAGS, "DATA [KEY=VALUE]...", EXAMPLES)
-def train(args, config_path, as_json, quiet, flags):
-    """Fine-tune the student on DATA (a `distill gen` directory); key=value overrides any config key."""
+@config_command("train", TrainConfig, FLAGS, "DATA [KEY=VALUE]...", EXAMPLES, {"--stage grpo": GRPOConfig})
+@click.option("--stage", type=click.Choice(["sft", "grpo"]), default="sft", show_default=True, help="sft: supervised fine-tuning on the teacher's answers; grpo: reinforcement from rewards, usually after SFT (--from); --help-config lists the keys of both.")
+@click.option("--reward", "rewards", multiple=True, help="grpo: NAME=WEIGHT or module:function=WEIGHT (repeatable; replaces the default correctness=1, format=0.2); names: correctness, format, length, judge.")
+def train(args, config_path, as_json, quiet, flags, stage="sft", rewards=()):
+    """Fine-tune the student on DATA (a `distill gen` directory): SFT, or GRPO with --stage grpo;
+    key=value overrides any config key of the stage."""
     flags["data"], overrides = one_path(args, "data directory")
-    cfg = load_config(TrainConfig, config_path, flags, overrides)
     from train import ranks
-    from train.sft import run_sft
 
-    record = run_sft(cfg, show_progress=not (quiet or as_json))
+    if stage == "grpo":
+        from train.grpo import run_grpo
+        from train.rewards import parse_reward_specs
+
+        flags["rewards"] = parse_reward_specs(list(rewards)) if rewards else None
+        cfg = load_config(GRPOConfig, config_path, flags, overrides)
+        record = run_grpo(cfg, show_progress=not (quiet or as_json))
+    else:
+        if rewards or flags.get("from_model") or flags.get("num_generations"):
+            raise click.UsageError("--from, --reward and --num-generations are GRPO settings: add --stage grpo")
+        from train.sft import run_sft
+
+        cfg = load_config(TrainConfig, config_path, flags, overrides)
+        record = run_sft(cfg, show_progress=not (quiet or as_json))
     if not ranks.is_main():
         return  # under torchrun, rank 0 reports
     if as_json:
         click.echo(json.dumps(record, indent=2))
     elif not quiet:
-        m = record["metrics"]
-        click.echo(
-            f"{record['status']}: {m['steps']} steps, loss {m['first_loss']} -> {m['final_loss']}, "
-            f"{m['tokens_per_s']} tok/s, backend {record['backend']}; model in {cfg.out}"
-        )
+        click.echo(summary_line(record, cfg.out))
     if record["status"] == "interrupted":
         click.echo("interrupted: a checkpoint is saved; rerun with --resume to continue", err=True)
         sys.exit(130)
+
+
+def summary_line(record: dict, out: str) -> str:
+    m = record["metrics"]
+    if record.get("stage") == "grpo":
+        reward = m["reward"]
+        return f"{record['status']}: {m['steps']} GRPO steps, reward {reward['first']} -> {reward['last']}, {m['seconds_per_step']} s/step, backend {record['backend']}; model in {out}"
+    recall = f", recall of held-out phrasings {m['recall_val']} (taught {m['recall_train']})" if m.get("recall_val") is not None else ""
+    return f"{record['status']}: {m['steps']} steps, loss {m['first_loss']} -> {m['final_loss']}{recall}, {m['tokens_per_s']} tok/s, backend {record['backend']}; model in {out}"
 
 
 @click.command("ask")

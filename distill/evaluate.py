@@ -91,8 +91,16 @@ def setup(cfg: EvalConfig) -> Plan:
     out.mkdir(parents=True, exist_ok=True)
     taught = taught_questions(data, records, cfg.train_questions) if mode == "closed-book" else []
     base = runs[0].name if cfg.include_base else None
-    same = cfg.teacher is not None and base is not None and cfg.teacher.backend == "local" and resolve_model(cfg.teacher.model) == resolve_model(base)
+    same = cfg.teacher is not None and base is not None and cfg.teacher.backend == "local" and same_model(cfg.teacher.model, base)
     return Plan(out, records, mode, source, runs, taught, same and mode == "closed-book")
+
+
+def same_model(name: str, other: str) -> bool:
+    """Whether two names are one model (a name that resolves to nothing is reported where it is used)."""
+    try:
+        return resolve_model(name) == resolve_model(other)
+    except UserError:
+        return False
 
 
 def base_of(students: list[str]) -> str | None:

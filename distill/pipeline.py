@@ -1,14 +1,16 @@
-"""`distill run PIPELINE.yaml`: gen -> train -> eval from one file, each stage skipped when its
-outputs are up to date.
+"""`distill run PIPELINE.yaml`: gen -> train (SFT) -> grpo -> eval from one file, each stage
+skipped when its outputs are up to date.
 
-The file has one section per stage (`gen:`, `train:`, `eval:`), each holding that stage's
-config keys; a missing section is a stage that does not run. The pipeline wires the stages:
-gen.out becomes train.data and eval.data, train.out becomes eval's student (and train.model
-eval's base), gen's teacher is eval's teacher unless eval names one (or `teacher: null`).
+The file has one section per stage (`gen:`, `train:`, `grpo:`, `eval:`), each holding that
+stage's config keys; a missing section is a stage that does not run. The pipeline wires the
+stages: gen.out becomes the data of every later stage, train.out is grpo's starting point
+(`from_model`), the SFT and GRPO students are both eval's students (train.model eval's base),
+gen's teacher is eval's teacher unless eval names one (or `teacher: null`).
 
 Up to date means: the stage's output directory holds `stage.json` whose fingerprint (a hash of
 the stage's resolved config and of its inputs: the document files for gen, the data manifest
-for train, the data manifest and the students' run.json for eval) equals the one computed now,
+for train, that and the starting model for grpo, the data manifest and the students' run.json
+for eval) equals the one computed now,
 and the stage's main output exists. The stamp is removed before a stage runs and written after
 it succeeds, so a crashed stage runs again on the next `distill run`.
 """
@@ -27,9 +29,9 @@ from common.config import deep_merge, parse_overrides, problems_of, read_yaml, r
 from common.errors import UserError
 from common.io import write_json
 
-STAGES = ("gen", "train", "eval")
+STAGES = ("gen", "train", "grpo", "eval")
 STAMP = "stage.json"
-MAIN_OUTPUT = {"gen": "manifest.json", "train": "run.json", "eval": "metrics.json"}
+MAIN_OUTPUT = {"gen": "manifest.json", "train": "run.json", "grpo": "run.json", "eval": "metrics.json"}
 
 
 def load_sections(path: str | Path, overrides: list[str] | None = None) -> dict[str, dict]:
@@ -57,8 +59,9 @@ def stage_models() -> dict[str, type[BaseModel]]:
     """The config model of every stage a pipeline file may hold."""
     from distill.eval_config import EvalConfig
     from generate.config import GenConfig
+    from train.grpo_config import GRPOConfig
 
-    return {"gen": GenConfig, "train": train_classes()[0], "eval": EvalConfig}
+    return {"gen": GenConfig, "train": train_classes()[0], "grpo": GRPOConfig, "eval": EvalConfig}
 
 
 def resolve(sections: dict[str, dict]) -> dict[str, BaseModel]:
@@ -66,6 +69,7 @@ def resolve(sections: dict[str, dict]) -> dict[str, BaseModel]:
     section is reported at once, before any stage runs."""
     from distill.eval_config import EvalConfig
     from generate.config import GenConfig
+    from train.grpo_config import GRPOConfig
 
     wanted, problems = {}, []
     data = key_of(GenConfig, sections["gen"], "out") if "gen" in sections else None
@@ -73,14 +77,22 @@ def resolve(sections: dict[str, dict]) -> dict[str, BaseModel]:
         wanted["gen"] = (GenConfig, sections["gen"])
     if "train" in sections:
         wanted["train"] = (train_classes()[0], wire(sections["train"], "train", "data", data, problems))
+    students = []  # what eval compares, in stage order
+    if "train" in sections:
+        TrainConfig, train = wanted["train"]
+        students.append(key_of(TrainConfig, train, "out"))
+    if "grpo" in sections:
+        grpo = wire(sections["grpo"], "grpo", "data", data, problems)
+        if students:
+            grpo.setdefault("from_model", students[0])  # GRPO refines the SFT student
+        wanted["grpo"] = (GRPOConfig, grpo)
+        students.append(key_of(GRPOConfig, grpo, "out"))
     if "eval" in sections:
         section = wire(sections["eval"], "eval", "data", data, problems)
+        listed = list(section.get("students") or [])
+        section["students"] = listed + [s for s in students if s not in listed]
         if "train" in sections:
-            TrainConfig, train = wanted["train"]
-            student = key_of(TrainConfig, train, "out")
-            students = list(section.get("students") or [])
-            section["students"] = students + [student] * (student not in students)
-            section.setdefault("base", key_of(TrainConfig, train, "model"))
+            section.setdefault("base", key_of(wanted["train"][0], wanted["train"][1], "model"))
         if "gen" in sections and "teacher" not in section:
             section["teacher"] = sections["gen"].get("teacher") or {}
         wanted["eval"] = (EvalConfig, section)
@@ -125,6 +137,8 @@ def stage_inputs(stage: str, cfg: BaseModel) -> dict:
     manifest = {"manifest": file_digest(Path(cfg.data) / "manifest.json")}
     if stage == "train":
         return manifest
+    if stage == "grpo":
+        return {**manifest, "from": model_digest(Path(cfg.from_model))}
     return {**manifest, **{name: model_digest(Path(name)) for name in cfg.students}}
 
 
@@ -160,7 +174,7 @@ def train_run_flags(cfg: BaseModel) -> BaseModel:
     that is out of date (overwrite: its config or its data changed)."""
     fields = type(cfg).model_fields
     update = {"resume": True} if "resume" in fields else {}
-    if "overwrite" in fields and Path(cfg.out, MAIN_OUTPUT["train"]).exists():
+    if "overwrite" in fields and Path(cfg.out, "run.json").exists():
         update["overwrite"] = True
     return cfg.model_copy(update=update)
 
@@ -172,6 +186,10 @@ def run_stage(stage: str, cfg: BaseModel, show_progress: bool) -> dict:
         return run_gen(cfg, show_progress=show_progress)
     if stage == "train":
         return train_classes()[1](cfg, show_progress=show_progress)
+    if stage == "grpo":
+        from train.grpo import run_grpo
+
+        return run_grpo(cfg, show_progress=show_progress)
     from distill.evaluate import run_eval
 
     return run_eval(cfg, show_progress=show_progress)
@@ -183,10 +201,11 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None, force: tu
     unknown = set(force) - set(configs)
     if unknown:
         raise UserError(f"--force names stage(s) {', '.join(sorted(unknown))} that {path} does not configure")
-    if "train" in configs:  # Unsloth must be imported before gen and eval import transformers
+    trains = [configs[s] for s in ("train", "grpo") if s in configs]
+    if trains:  # Unsloth must be imported before gen and eval import transformers
         from train.sft import choose_backend
 
-        choose_backend(configs["train"])
+        choose_backend(trains[0])
     done: dict[str, dict] = {}
     for stage, cfg in configs.items():
         digest = fingerprint(stage, cfg)
@@ -195,7 +214,7 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None, force: tu
             done[stage] = {"status": "skipped", "result": json.loads((Path(cfg.out) / MAIN_OUTPUT[stage]).read_text())}
             continue
         stamp_path(cfg).unlink(missing_ok=True)
-        if stage == "train":
+        if stage in ("train", "grpo"):
             cfg = train_run_flags(cfg)
         log(f"{stage}: running")
         started = time.time()

@@ -22,6 +22,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SECTIONS = {
     "gen": "generate.config:GenConfig",
     "train": "train.config:TrainConfig",
+    "grpo": "train.grpo_config:GRPOConfig",
     "eval": "distill.eval_config:EvalConfig",
 }
 STAGES = tuple(SECTIONS)  # sections a pipeline file (distill run) may hold

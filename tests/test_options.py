@@ -25,7 +25,7 @@ def test_flags_take_help_type_and_choices_from_the_config(name):
     model = getattr(module, model)
     params = {p.name: p for p in module.__dict__[name if name != "eval" else "eval_"].params}
     for flag in module.FLAGS:
-        param, field = params[flag.dest], field_of(model, flag.key)
+        param, field = params[flag.dest], field_of(flag.model or model, flag.key)
         assert param.help.startswith(field.description), flag.key
         if isinstance(param.type, click.Choice):
             assert set(param.type.choices) == {str(v) for v in field.annotation.__args__ if v is not None} or param.multiple

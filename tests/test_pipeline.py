@@ -63,7 +63,7 @@ def pipeline(tmp_path):
         (docs / name).write_text(text)
     student = tiny_model(tmp_path / "student")
     config = {
-        "gen": {"inputs": [str(docs)], "out": str(tmp_path / "data"), "test_fraction": 0.5, "pairs_per_chunk": 2, "teacher": {"model": "cached-teacher"}},
+        "gen": {"inputs": [str(docs)], "out": str(tmp_path / "data"), "test_fraction": 0.5, "pairs_per_chunk": 2, "phrasings": 1, "teacher": {"model": "cached-teacher"}},
         "eval": {"out": str(tmp_path / "eval"), "base": str(student), "teacher": None, "max_new_tokens": 8, "bootstrap_samples": 100},
     }
     path = tmp_path / "pipeline.yaml"
@@ -107,6 +107,15 @@ def test_pipeline_wiring(tmp_path):
     sections["eval"]["data"] = "elsewhere"
     with pytest.raises(UserError, match="gen.out"):
         resolve(sections)
+
+
+def test_grpo_is_wired_after_sft_and_both_are_evaluated():
+    sections = {"gen": {"inputs": ["docs"], "out": "d"}, "train": {"out": "sft"}, "grpo": {"out": "rl", "num_generations": 4}, "eval": {}}
+    configs = resolve(sections)
+    assert configs["grpo"].data == "d" and configs["grpo"].from_model == "sft"
+    assert configs["eval"].students == ["sft", "rl"]
+    with pytest.raises(UserError, match="num_generations"):
+        resolve({**sections, "grpo": {"num_generations": 1}})
 
 
 @pytest.mark.parametrize(

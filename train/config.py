@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,17 +35,17 @@ class TrainConfig(BaseModel):
         "auto", description="Compute dtype; auto: bfloat16 on GPUs that support it, else float16 on GPU, and bfloat16 autocast on CPUs with AVX512-BF16/AMX, else float32."
     )
     # LoRA
-    lora_r: int | Literal["auto"] = Field("auto", description="LoRA rank; auto: by the data's kind (DEFAULTS: knowledge data needs the capacity to store facts).")
-    lora_alpha: int | Literal["auto"] = Field("auto", description="LoRA scaling numerator (scale = alpha / r); auto: by the data's kind (DEFAULTS).")
+    lora_r: Annotated[int, Field(ge=1)] | Literal["auto"] = Field("auto", description="LoRA rank; auto: by the data's kind (DEFAULTS: knowledge data needs the capacity to store facts).")
+    lora_alpha: Annotated[int, Field(ge=1)] | Literal["auto"] = Field("auto", description="LoRA scaling numerator (scale = alpha / r); auto: by the data's kind (DEFAULTS).")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path (0 lets Unsloth use its fast kernels).")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Linear layers that get LoRA adapters (all attention and MLP projections by default).",
     )
     # optimisation
-    epochs: float | Literal["auto"] = Field("auto", description="Passes over the training data; auto: by the data's kind (DEFAULTS: facts are learned only after many passes); ignored when max_steps is set.")
+    epochs: Annotated[float, Field(gt=0)] | Literal["auto"] = Field("auto", description="Passes over the training data; auto: by the data's kind (DEFAULTS: facts are learned only after many passes); ignored when max_steps is set.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    lr: float | Literal["auto"] = Field("auto", description="Peak learning rate; auto: by the data's kind and method (DEFAULTS; full fine-tuning takes a tenth of LoRA's).")
+    lr: Annotated[float, Field(gt=0)] | Literal["auto"] = Field("auto", description="Peak learning rate; auto: by the data's kind and method (DEFAULTS; full fine-tuning takes a tenth of LoRA's).")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of the steps spent warming the learning rate up from 0.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
