@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from common.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
-SECRET_WORDS = ("api_key", "token", "secret", "password")
+SECRET_WORDS = {"token", "secret", "password", "apikey", "key"}  # words of a key's name (max_new_tokens is no secret)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -148,7 +148,8 @@ def redact(data: Any) -> Any:
     if isinstance(data, dict):
         out = {}
         for key, value in data.items():
-            secret = any(w in key.lower() for w in SECRET_WORDS) and not key.lower().endswith("_env")
+            words = key.lower().replace("-", "_").split("_")
+            secret = bool(SECRET_WORDS & set(words)) and words[-1] != "env"
             out[key] = "***" if secret and value else redact(value)
         return out
     if isinstance(data, list):

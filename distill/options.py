@@ -102,7 +102,7 @@ def config_command(name: str, model: type[BaseModel], flags: tuple[Flag, ...], a
 
     def decorate(function):
         def command(args, config_path, as_json, quiet, **given):
-            chosen = {dests[d]: (list(v) if isinstance(v, tuple) else v) for d, v in given.items() if d in dests}
+            chosen = {dests[d]: (list(v) or None if isinstance(v, tuple) else v) for d, v in given.items() if d in dests}  # () : not given
             extra = {d: v for d, v in given.items() if d not in dests}  # the command's own options
             return function(args=args, config_path=config_path, as_json=as_json, quiet=quiet, flags=chosen, **extra)
 

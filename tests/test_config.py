@@ -132,6 +132,7 @@ def test_redact_removes_secrets_but_keeps_env_names():
     clean = redact(data)
     assert clean["teacher"] == {"api_key": "***", "api_key_env": "MY_KEY", "model": "m"}
     assert clean["hf_token"] == "***" and clean["list"] == [{"password": "***"}]
+    assert redact({"max_new_tokens": 64, "max_batch_tokens": 8}) == {"max_new_tokens": 64, "max_batch_tokens": 8}  # counts of tokens are no secret
     assert "sk-123" not in str(clean) and "hf_abc" not in str(clean)
 
 

@@ -88,3 +88,12 @@ def test_the_cli_imports_no_ml_library():
     code = "import sys, distill.cli\nprint(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'unsloth') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_repeatable_flags_left_out_are_not_given(tmp_path, monkeypatch):
+    """No --base-url is no teacher: an empty repeatable flag must not create the eval's teacher."""
+    seen = {}
+    monkeypatch.setattr("distill.evaluate.run_eval", lambda cfg, show_progress: seen.setdefault("cfg", cfg) and {})
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path), "-s", "student", "-q"])
+    assert result.exit_code == 0, result.output
+    assert seen["cfg"].teacher is None and seen["cfg"].students == ["student"]
