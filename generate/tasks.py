@@ -116,7 +116,8 @@ def worst_case_tokens(schema: dict) -> int | None:
     """The most tokens a reply following `schema` can take, or None where a string or array is
     unbounded. Every token writes at least one character, and every character of a string at
     most two (an escape such as \\n), so bounded strings bound the reply: a budget this large
-    never cuts a constrained reply inside a string (\\uXXXX escapes aside)."""
+    never cuts a constrained reply inside a string (\\uXXXX escapes aside; a string with a pattern
+    counts by its maxLength, which its pattern must imply: common/teacher/backend_local.py)."""
     if "enum" in schema:
         return max(len(json.dumps(value)) for value in schema["enum"])
     kind = schema.get("type")

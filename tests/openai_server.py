@@ -66,7 +66,7 @@ def good_output(body: dict) -> dict:
     items = []
     for i in range(n):
         quote = quotes[i % len(quotes)]
-        asked = [f"{opening} {quote.rstrip('.')[:150]}?" for opening in ("Which statement says that", "What does the text state about", "Where is it said that")[:k]]
+        asked = [f"{opening} {quote.rstrip('.')[:90]}?" for opening in ("Which statement says that", "What does the text state about", "Where is it said that")[:k]]
         fact = {"evidence": quote, "reasoning": "Step 1: the passage states this word for word. Step 2: so it is the answer.", "answer": quote}
         items.append({"questions": asked, **fact} if k > 1 else {"question": asked[0], **fact})
     return {"items": items}
