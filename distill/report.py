@@ -184,7 +184,7 @@ def notes(metrics: dict) -> list[str]:
             lines.append(f"(*) {label}: {entry['note']}")
     lines += [f"{METRICS.get(k, k)}: {v}" for k, v in metrics.get("notes", {}).items()]
     if metrics["gap_closed"]:
-        lines.append("gap closed = (student - base) / (teacher - base); 1 = as good as the teacher, 0 = no better than the base")
+        lines.append("gap closed = (student - base) / (teacher - base); 1 = as good as the teacher, 0 = no better than the base; n/a where the teacher does no better than the base")
     return lines
 
 

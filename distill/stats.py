@@ -34,13 +34,13 @@ def bootstrap_mean(values: list[float | None], samples: int = 1000, seed: int = 
 
 def gap_closed(student: list[float | None], base: list[float | None], teacher: list[float | None], samples: int = 1000, seed: int = 0) -> dict:
     """(student - base) / (teacher - base) on the questions all three were graded on, with a
-    paired bootstrap interval; mean None when the teacher does no better or worse than the base."""
+    paired bootstrap interval; mean None when the teacher does no better than the base (no gap to close)."""
     rows = [(s, b, t) for s, b, t in zip(student, base, teacher) if None not in (s, b, t)]
     if not rows:
         return {"mean": None, "lo": None, "hi": None, "n": 0}
     data = np.array(rows, dtype=float)
     means = data.mean(axis=0)
-    if np.isclose(means[2], means[1]):
+    if means[2] <= means[1] or np.isclose(means[2], means[1]):  # no gap to close
         return {"mean": None, "lo": None, "hi": None, "n": len(rows)}
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(rows), size=(samples, len(rows)))

@@ -129,6 +129,7 @@ def test_gap_closed():
     student, base, teacher = [0.5] * 10, [0.0] * 10, [1.0] * 10
     assert gap_closed(student, base, teacher)["mean"] == pytest.approx(0.5)
     assert gap_closed([1.0, 0.0], [0.5, 0.5], [0.5, 0.5])["mean"] is None  # teacher no better than base
+    assert gap_closed([0.4, 0.3], [0.2, 0.1], [0.1, 0.0])["mean"] is None  # teacher worse: no gap, not a negative share
     noisy = gap_closed([1, 0, 1, 1, 0, 1, 0, 1], [0] * 8, [1] * 8, samples=500)
     assert noisy["mean"] == pytest.approx(5 / 8)
     assert noisy["lo"] < 5 / 8 < noisy["hi"] <= 1.0
