@@ -15,7 +15,7 @@ Metrics), which measures and changes nothing in what runs.
 
 gpu: the 1.1B Llama shape (random init, bf16, the SmolLM2 tokenizer), LoRA r16 on every projection,
 4 prompts a step x 8 generations x 128 new tokens (a random model never stops early: every
-completion is 128 tokens), lr 5e-6, beta 0, temperature 1.0, rewards: format. distill runs with
+completion is 128 tokens), lr 5e-6, beta 0, temperature 1.0, reward: `spaces` (below; it varies, so updates are real). distill runs with
 backend auto (Unsloth where it runs) and generation auto (vLLM where installed); TRL with its
 GRPOConfig defaults otherwise (gradient checkpointing on, transformers generate).
 cpu: hidden 64, 2 layers, 2 prompts x 4 generations x 16 tokens, 4 steps.
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from train_throughput import TARGETS, make_data, make_model  # noqa: E402  (the SFT bench's data and 1.1B model)
 
 SHAPES = {
-    "gpu": dict(steps=8, warmup=2, prompts=4, generations=8, new_tokens=128),
+    "gpu": dict(steps=12, warmup=4, prompts=4, generations=8, new_tokens=128),
     "cpu": dict(steps=4, warmup=1, prompts=2, generations=4, new_tokens=16),
 }
 LR = 5e-6
@@ -64,26 +64,41 @@ def tiny_model(folder: Path, tokenizer_dir: str) -> Path:
 # ---------------------------------------------------------------- one run (own process)
 
 
+def spaces(prompts, completions, **kwargs) -> list[float]:
+    """The benchmark's reward: the share of whitespace in a completion. A random model's completions
+    differ in it, so every group has an advantage and every update is a real one (`format` scores all
+    of a random model's completions 0: zero advantage, a zero loss, nothing to learn from)."""
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return [sum(ch.isspace() for ch in t) / max(1, len(t)) for t in texts]
+
+
 def measured(rows: list[dict], warmup: int) -> dict:
-    """Means over the logged steps after warm-up; training tokens/s over their wall-clock span."""
+    """Means over the logged steps after warm-up. A generation batch may serve several steps (only its
+    first step logs generate_s and advances num_tokens), so sampling time is a step's share of it, and
+    training tokens/s counts the batches generated in the window over the window's wall clock."""
     rows = sorted((r for r in rows if "step_time" in r), key=lambda r: r["step"])
     first_step = rows[0]["step_time"] if rows else None
-    rows = [r for r in rows if r["step"] > warmup] or rows
+    before = [r for r in rows if r["step"] <= warmup]
+    window = [r for r in rows if r["step"] > warmup] or rows
 
     def mean(key):
-        values = [r[key] for r in rows if r.get(key) is not None]
+        values = [r[key] for r in window if r.get(key) is not None]
         return round(sum(values) / len(values), 4) if values else None
 
-    span = rows[-1]["time"] - rows[0]["time"] if len(rows) > 1 else 0
+    def tokens(part):
+        return max((r["num_tokens"] for r in part if "num_tokens" in r), default=0)
+
+    generate = sum(r.get("generate_s") or 0 for r in window) / len(window) if window else None
+    span = window[-1]["time"] - before[-1]["time"] if before and window else 0
     return {
         "seconds_per_step": mean("step_time"),
         "first_step_seconds": round(first_step, 2) if first_step else None,
-        "generate_seconds": mean("generate_s"),
-        "update_seconds": mean("update_s"),
+        "generate_seconds": round(generate, 4) if generate is not None else None,
+        "update_seconds": round(mean("step_time") - generate, 4) if generate is not None else None,
         "generated_tokens_per_s": mean("generated_tokens_per_s"),
-        "training_tokens_per_s": round((rows[-1]["num_tokens"] - rows[0]["num_tokens"]) / span, 1) if span else None,
+        "training_tokens_per_s": round((tokens(window) - tokens(before)) / span, 1) if span else None,
         "completion_length": mean("completions/mean_length"),
-        "steps_measured": len(rows),
+        "steps_measured": len(window),
     }
 
 
@@ -95,7 +110,7 @@ def run_distill(a) -> dict:
     overrides = dict(e.split("=", 1) for e in a.extra or [])
     cfg = GRPOConfig(**{
         "data": a.data, "from_model": a.model, "out": str(out), "overwrite": True, "max_steps": a.steps, "batch_size": a.prompts,
-        "num_generations": a.generations, "max_completion_length": a.new_tokens, "lr": LR, "rewards": {"format": 1.0},
+        "num_generations": a.generations, "max_completion_length": a.new_tokens, "lr": LR, "rewards": {"grpo_throughput:spaces": 1.0},
         "lora_r": a.r, "lora_alpha": a.r, "save_steps": 100000, "threads": a.threads, **overrides,
     })
     record = run_grpo(cfg, show_progress=False)
@@ -113,7 +128,6 @@ def run_trl(a) -> dict:
     from trl import GRPOConfig
 
     from common.contract import prompt_messages
-    from common.graders import format_reward
     from common.io import read_jsonl
     from train.callbacks import Metrics
     from train.grpo_trainer import StepStats, grpo_trainer_class
@@ -133,7 +147,7 @@ def run_trl(a) -> dict:
     peft = LoraConfig(r=a.r, lora_alpha=a.r, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
     # measured as distill's runs are; on CPU TRL's Triton log-probabilities cannot run: the logits-based ones (train/grpo_trainer.py)
     cls = grpo_trainer_class("hf", gpu)
-    trainer = cls(model=model, reward_funcs=[format_reward], args=args, train_dataset=ds, processing_class=tok, peft_config=peft,
+    trainer = cls(model=model, reward_funcs=[spaces], args=args, train_dataset=ds, processing_class=tok, peft_config=peft,
                   callbacks=[StepStats(a.prompts, print), Metrics(out / "metrics.jsonl")])
     trainer.train()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -218,18 +218,27 @@ def grpo_args(cfg: GRPOConfig, plan: Plan):
     return TRLGRPOConfig(
         **common_args(cfg, plan),
         per_device_train_batch_size=micro,  # completions, not prompts
-        gradient_accumulation_steps=per_step // micro,  # one generation per optimizer step
+        gradient_accumulation_steps=per_step // micro,
+        steps_per_generation=generation_steps(cfg) * (per_step // micro),  # TRL counts micro-steps
         num_generations=cfg.num_generations,
         max_completion_length=plan.lengths["max_completion_length"],
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         beta=cfg.beta,
         loss_type=cfg.loss_type,
+        # a completion cut at the length limit is still scored and still teaches; said explicitly because Unsloth turns
+        # masking on for loss_type dapo, which zeroes the whole update when every completion is cut (a policy that never stops)
+        mask_truncated_completions=False,
         reward_weights=plan.weights,
         use_vllm=vllm,
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=cfg.vllm_memory,
     )
+
+
+def generation_steps(cfg: GRPOConfig) -> int:
+    """Optimizer steps per generation batch: the config's, else 4 on a CUDA GPU and 1 elsewhere."""
+    return cfg.steps_per_generation or (4 if loading.device() == "cuda" else 1)
 
 
 def run(cfg: GRPOConfig, plan: Plan, show_progress: bool):
@@ -310,6 +319,7 @@ def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float
         "backend": plan.backend,
         "imported_before_unsloth": unsloth_adapter.imported_before() if plan.backend == "unsloth" else None,
         "generation": plan.generation,
+        "steps_per_generation": generation_steps(cfg),
         "processes": ranks.world_size(),
         "optimizer": plan.optim,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
