@@ -81,7 +81,7 @@ def bare_loop(url: str, prompts, cfg) -> tuple[float, float]:
     """(wall s, CPU s) of a plain AsyncOpenAI loop sending the same prompts."""
     import openai
 
-    from common.teacher.backend_openai import response_format
+    from common.teacher.dialects import response_format
 
     async def run() -> None:
         client = openai.AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0)
