@@ -285,7 +285,7 @@ def incomplete_message(manifest: dict) -> str:
     """The one line that says a run left failed requests behind, and what to do."""
     failures = manifest["failures"]
     n = failures["requests"]
-    return f"{n} teacher request{'s' if n != 1 else ''} failed (last error: {failures['last_error']}); the answers are saved: rerun the same command to retry them"
+    return f"{n} teacher request{'s' if n != 1 else ''} failed (last error: {failures['last_error']}); what was answered is saved: rerun the same command to retry them"
 
 
 def dry_run_manifest(cfg: GenConfig, plan: Plan) -> dict:
