@@ -170,7 +170,11 @@ class OpenAITeacher:
                 with attempt:
                     response = await self._ask(endpoint, request)
         except Exception as exc:  # noqa: BLE001 - one failed request is recorded, never fatal to the run
+            was_up = endpoint.down is None
             endpoint.failed(exc, self.cfg.timeout_s, self.cfg.api_key_env)
+            others = [e for e in self.endpoints if e.down is None]
+            if was_up and endpoint.down is not None and others:  # said once; when none is left, the run's summary says it
+                LOG.warning("%s; its requests go to the %d other server(s)", self._scrub(endpoint.not_sent()), len(others))
             return Response(request.key, error=self._scrub(describe(exc, self.cfg.timeout_s)))
         endpoint.succeeded()
         return response
