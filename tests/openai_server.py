@@ -115,7 +115,8 @@ AXUM = "Failed to deserialize the JSON body into the target type: response_forma
 
 
 def takes_everything(fmt: dict) -> None:
-    """vLLM >= 0.6, SGLang, llama.cpp server since ggml-org/llama.cpp#9527 (Sept 2024), OpenAI."""
+    """OpenAI, SGLang, vLLM and llama.cpp server since their json_schema support (llama.cpp:
+    ggml-org/llama.cpp#9527, Sept 2024)."""
     return None
 
 
@@ -137,9 +138,10 @@ def llama_cpp_2024(fmt: dict):
     return None
 
 
-def vllm_05(fmt: dict):
-    """vLLM 0.5 (before vllm-project/vllm#7656): `type` is a pydantic Literal["text", "json_object"],
-    so json_schema is a 400 listing the validation error; extra keys such as `schema` are ignored."""
+def vllm_2024(fmt: dict):
+    """vLLM before its json_schema support (asked for in vllm-project/vllm#7656, Aug 2024): `type`
+    was a pydantic Literal["text", "json_object"], so json_schema is a 400 listing the validation
+    error in vLLM's ErrorResponse shape; extra keys such as `schema` are ignored."""
     if fmt["type"] not in ("text", "json_object"):
         error = [{"type": "literal_error", "loc": ["body", "response_format", "type"], "msg": "Input should be 'text' or 'json_object'", "input": fmt["type"]}]
         return 400, {"object": "error", "message": json.dumps(error), "type": "BadRequestError", "param": None, "code": 400}, "application/json"
@@ -158,7 +160,7 @@ def json_mode_only(fmt: dict):
 
 
 def tgi(fmt: dict):
-    """text-generation-inference before huggingface/text-generation-inference#3276: its own
+    """text-generation-inference without huggingface/text-generation-inference#3276: its own
     {"type": "json", "value": schema} only; json_schema is an unknown variant and json_object
     lacks `value`, both 422 in plain text (huggingface/text-generation-inference#2899)."""
     if fmt["type"] == "json_schema":
@@ -172,7 +174,7 @@ DIALECTS = {
     "json_schema": takes_everything,
     "lm-studio": lm_studio,
     "llama.cpp-2024": llama_cpp_2024,
-    "vllm-0.5": vllm_05,
+    "vllm-2024": vllm_2024,
     "json-mode-only": json_mode_only,
     "tgi": tgi,
 }

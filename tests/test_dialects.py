@@ -21,7 +21,7 @@ ENDS_ON = {
     "json_schema": ("json_schema", []),
     "lm-studio": ("json_schema", []),
     "llama.cpp-2024": ("json_object+schema", ["json_schema"]),
-    "vllm-0.5": ("json_object+schema", ["json_schema"]),
+    "vllm-2024": ("json_object+schema", ["json_schema"]),
     "json-mode-only": ("json_object", ["json_schema", "json_object"]),
     "tgi": ("prompt-only", ["json_schema", "json_object", "json_object"]),
 }
@@ -88,7 +88,7 @@ def test_structured_false_starts_prompt_only():
 
 
 @pytest.mark.faults
-@pytest.mark.parametrize("server_kind", ["llama.cpp-2024", "vllm-0.5", "json-mode-only", "tgi"])
+@pytest.mark.parametrize("server_kind", ["llama.cpp-2024", "vllm-2024", "json-mode-only", "tgi"])
 def test_gen_completes_against_a_server_that_refuses_response_format(server_kind, docs_small, tmp_path, shared_tokenizer):
     """The issue's case (llama.cpp-2024): HTTP 500 naming response_format was retried for ~70 s, nothing was
     accepted, and gen exited 0. Now every refusing server gives the data a well-behaved one gives."""
