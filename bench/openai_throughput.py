@@ -136,7 +136,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="distill-bench-"))
     make_corpus(work / "docs", args.chunks)
     teacher = {"backend": "openai", "model": "teacher", "base_url": [url], "concurrency": args.concurrency}
-    cfg = GenConfig(inputs=[str(work / "docs")], out=str(work / "plan"), chunk_tokens=96, chunk_overlap=0, max_chunks=args.chunks, teacher=teacher)
+    cfg = GenConfig(inputs=[str(work / "docs")], out=str(work / "plan"), chunk_tokens=96, chunk_overlap=0, max_chunks=args.chunks, phrasings=1, teacher=teacher)  # one question per item, as the server writes
     plan = setup(cfg, create_out=False)
     items = len(plan.prompts) * cfg.pairs_per_chunk
     print(f"{len(plan.prompts)} requests ({items} items), concurrency {args.concurrency}, server {url}")

@@ -204,7 +204,7 @@ class OpenAITeacher:
                 endpoint.refused(dialect, exc)
                 continue
             response = to_response(request.key, completion)
-            if wanted is not None and dialect != PROMPT_ONLY and response.finish_reason == "stop" and cut_short(response.text):
+            if wanted is not None and response.finish_reason == "stop" and cut_short(response.text):
                 raise CutShort()
             return response
 
