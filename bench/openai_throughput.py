@@ -81,7 +81,7 @@ def bare_loop(url: str, prompts, cfg) -> tuple[float, float]:
     """(wall s, CPU s) of a plain AsyncOpenAI loop sending the same prompts."""
     import openai
 
-    from common.teacher.backend_openai import response_format
+    from common.teacher.dialects import response_format
 
     async def run() -> None:
         client = openai.AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0)
@@ -136,7 +136,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="distill-bench-"))
     make_corpus(work / "docs", args.chunks)
     teacher = {"backend": "openai", "model": "teacher", "base_url": [url], "concurrency": args.concurrency}
-    cfg = GenConfig(inputs=[str(work / "docs")], out=str(work / "plan"), chunk_tokens=96, chunk_overlap=0, max_chunks=args.chunks, teacher=teacher)
+    cfg = GenConfig(inputs=[str(work / "docs")], out=str(work / "plan"), chunk_tokens=96, chunk_overlap=0, max_chunks=args.chunks, phrasings=1, teacher=teacher)  # one question per item, as the server writes
     plan = setup(cfg, create_out=False)
     items = len(plan.prompts) * cfg.pairs_per_chunk
     print(f"{len(plan.prompts)} requests ({items} items), concurrency {args.concurrency}, server {url}")

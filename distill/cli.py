@@ -1,7 +1,12 @@
 """The `distill` command line: one subcommand per job (gen, train, eval, run, ...).
 
-User mistakes (`UserError`) print one line and exit 2; Ctrl-C exits 130 after the stage has
-saved what it finished.
+Exit codes:
+  0    done
+  2    a user mistake (`UserError`): one line says what to fix
+  3    incomplete (`IncompleteRun`): some teacher requests failed; what was answered is saved and
+       the same command, run again, sends only the failed requests (`distill run` stops before
+       training on such data unless `--allow-incomplete`)
+  130  interrupted (Ctrl-C) after the stage saved what it finished
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import warnings
 
 import click
 
-from common.errors import UserError
+from common.errors import EXIT_INCOMPLETE, EXIT_USER_ERROR, IncompleteRun, UserError
 from distill import __version__
 
 
@@ -27,6 +32,10 @@ def cli() -> None:
     distill train DATA --out STUDENT  fine-tune the student (Unsloth SFT)
     distill eval DATA --student DIR   student vs base vs teacher on held-out questions
     distill run PIPELINE.yaml         all stages from one file, resumable
+
+    \b
+    Exit codes: 0 done, 2 user error, 3 incomplete (failed teacher requests:
+    rerun to retry them), 130 interrupted.
     """
 
 
@@ -66,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="distill", standalone_mode=False)
     except UserError as exc:
         click.secho(f"error: {exc}", err=True, fg="red")
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
+    except IncompleteRun as exc:
+        click.secho(f"incomplete: {exc}", err=True, fg="yellow")
+        sys.exit(EXIT_INCOMPLETE)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)

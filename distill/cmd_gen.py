@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common.config import load_config
+from common.errors import IncompleteRun
 from distill.options import TEACHER_FLAGS, Flag, config_command, split_args
 from generate.config import GenConfig
 from generate.export import EXPORTS, export_dir
@@ -39,6 +40,10 @@ Examples:
   distill gen docs/ --out data --dry-run                    # chunks, requests, token estimate
   distill gen docs/ --out data --teacher openai --base-url http://localhost:8000/v1 -m Qwen/Qwen3-32B
   distill gen docs/ --out data --config gen.yaml teacher.temperature=0.3
+
+\b
+Exit codes: 0 complete; 2 a user error; 3 incomplete: some teacher requests failed (the
+manifest says status incomplete; rerun the same command to send only those); 130 interrupted.
 """
 
 
@@ -46,7 +51,7 @@ Examples:
 @click.option("--dry-run", is_flag=True, help="Show chunks, requests and a token estimate; call no teacher.")
 def gen(args, config_path, as_json, quiet, flags, dry_run=False):
     """Write QA pairs with reasoning traces from INPUTS (files, directories, globs; key=value overrides)."""
-    from generate.stage import run_gen
+    from generate.stage import incomplete_message, run_gen
 
     paths, overrides = split_args(args)
     flags["inputs"] = paths or None
@@ -59,6 +64,8 @@ def gen(args, config_path, as_json, quiet, flags, dry_run=False):
     if manifest["status"] == "interrupted":
         click.echo("interrupted: finished requests are saved; rerun the same command to continue", err=True)
         sys.exit(130)
+    if manifest["status"] == "incomplete":
+        raise IncompleteRun(incomplete_message(manifest))
 
 
 def print_summary(manifest: dict, out: str) -> None:

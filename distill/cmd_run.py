@@ -14,6 +14,7 @@ Examples:
   distill run examples/quickstart.yaml                  # gen -> train -> eval; a rerun skips what is up to date
   distill run pipeline.yaml train.epochs=3              # override one stage's key
   distill run pipeline.yaml --force eval                # rerun eval even if it is up to date
+  distill run pipeline.yaml --allow-incomplete          # train on what gen got even if some requests failed
 """
 
 
@@ -33,12 +34,15 @@ def print_stage_keys(ctx: click.Context, _param, value: bool) -> None:
 @click.option("--force", multiple=True, type=click.Choice(STAGES), help="Run this stage even if it is up to date (repeatable).")
 @click.option("--help-config", is_flag=True, expose_value=False, is_eager=True, callback=print_stage_keys, help="List every key of every stage section and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print what each stage did (ran or skipped, and its result) as JSON.")
+@click.option("--allow-incomplete", is_flag=True, help="Go on after a gen stage whose teacher requests partly failed (by default the run stops there, exit 3).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no tables.")
-def run(args, force, as_json, quiet):
+def run(args, force, as_json, quiet, allow_incomplete):
     """Run the stages of PIPELINE (sections gen, train, eval); `stage.key=value` overrides a key.
 
     Every section is checked before any stage runs. A stage whose outputs are up to date for its
-    config and inputs is skipped, so a rerun after a crash resumes where it stopped.
+    config and inputs is skipped, so a rerun after a crash resumes where it stopped. A gen stage
+    whose teacher requests partly failed stops the run (exit 3) unless --allow-incomplete;
+    rerunning sends only the failed requests.
     """
     from distill.cmd_eval import print_summary
 
@@ -47,7 +51,7 @@ def run(args, force, as_json, quiet):
         raise click.UsageError("a pipeline file is needed, e.g. distill run examples/quickstart.yaml")
     silent = quiet or as_json
     log = (lambda line: None) if silent else (lambda line: click.secho(line, fg="cyan", err=True))
-    done = run_pipeline(pipeline, overrides, tuple(force), show_progress=not silent, log=log)
+    done = run_pipeline(pipeline, overrides, tuple(force), show_progress=not silent, log=log, allow_incomplete=allow_incomplete)
     if as_json:
         click.echo(json.dumps(done, indent=2))
     elif "eval" in done and not quiet:

@@ -13,6 +13,11 @@ for train, that and the starting model for grpo, the data manifest and the stude
 for eval) equals the one computed now,
 and the stage's main output exists. The stamp is removed before a stage runs and written after
 it succeeds, so a crashed stage runs again on the next `distill run`.
+
+A gen stage that ends incomplete (teacher requests failed) stops the pipeline with one line and
+exit code 3, before any stage trains on partial data; `allow_incomplete` goes on with what was
+answered. Either way the incomplete gen gets no stamp: the next `distill run` runs it again, and
+it sends only the failed requests.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from common.config import deep_merge, parse_overrides, problems_of, read_yaml, redact
-from common.errors import UserError
+from common.errors import IncompleteRun, UserError
 from common.io import write_json
 
 STAGES = ("gen", "train", "grpo", "eval")
@@ -195,7 +200,9 @@ def run_stage(stage: str, cfg: BaseModel, show_progress: bool) -> dict:
     return run_eval(cfg, show_progress=show_progress)
 
 
-def run_pipeline(path: str | Path, overrides: list[str] | None = None, force: tuple[str, ...] = (), show_progress: bool = True, log: Callable[[str], None] = print) -> dict[str, dict]:
+def run_pipeline(
+    path: str | Path, overrides: list[str] | None = None, force: tuple[str, ...] = (), show_progress: bool = True, log: Callable[[str], None] = print, allow_incomplete: bool = False
+) -> dict[str, dict]:
     """Run every configured stage in order; returns {stage: {'status': 'ran'|'skipped', 'result': ...}}."""
     configs = resolve(load_sections(path, overrides))
     unknown = set(force) - set(configs)
@@ -221,7 +228,20 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None, force: tu
         result = run_stage(stage, cfg, show_progress)
         if result.get("status") == "interrupted":
             raise KeyboardInterrupt
+        if result.get("status") == "incomplete":
+            check_incomplete(stage, result, allow_incomplete, log)
+            done[stage] = {"status": "ran", "result": result}
+            continue  # no stamp: the next distill run sends the failed requests again
         stamp = {"stage": stage, "fingerprint": digest, "finished": time.time(), "wall_time_s": round(time.time() - started, 3), "config": redact(cfg.model_dump(mode="json"))}
         write_json(stamp_path(cfg), stamp)
         done[stage] = {"status": "ran", "result": result}
     return done
+
+
+def check_incomplete(stage: str, result: dict, allow_incomplete: bool, log: Callable[[str], None]) -> None:
+    """Stop before the next stage uses partial data, unless told to go on."""
+    from generate.stage import incomplete_message
+
+    if not allow_incomplete:
+        raise IncompleteRun(f"{stage}: {incomplete_message(result)}, or pass --allow-incomplete to go on with what was answered")
+    log(f"{stage}: incomplete, {result['failures']['requests']} requests failed; going on with what was answered (--allow-incomplete)")

@@ -105,6 +105,8 @@ def judge(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool) -> No
     for answer in asked.answers:
         chunk, item = answer.prompt.tag
         reason, detail = verdict(answer.response, cfg.min_score)
+        if answer.response is not None and answer.response.error is not None:
+            outcome.failed(answer.response.error)
         if reason:
             outcome.rejects.append({"reason": reason, "detail": detail, "chunk": chunk.key, "item": item})
         else:

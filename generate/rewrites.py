@@ -53,6 +53,8 @@ def rewrite(prompts: list[Prompt], teacher: CachedTeacher, outcome, show_progres
             bar.advance(chunks=1, accepted=1, tokens=0 if answer.cached else response.completion_tokens)
             return
         reason = "failed_request" if response.error is not None else "empty_rewrite"
+        if response.error is not None:
+            outcome.failed(response.error)
         outcome.rejects.append({"reason": reason, "detail": response.error or "the teacher wrote no text", "chunk": chunk.key, "form": form})
         bar.advance(chunks=1, rejected=1)
 

@@ -63,6 +63,13 @@ class Outcome:
     tokens: Counter = field(default_factory=Counter)
     text: list[dict] = field(default_factory=list)  # accepted rewrites (text rows)
     interrupted: bool = False
+    last_error: str = ""  # of the failed requests (counts["failed_requests"]), for the summary line
+    structured_output: dict = field(default_factory=dict)  # base URL -> dialect it was asked in (openai)
+
+    def failed(self, error: str) -> None:
+        """A teacher request (writer, repair, rewrite or judge) that failed: the run is incomplete."""
+        self.counts["failed_requests"] += 1
+        self.last_error = error
 
 
 def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -> dict:
@@ -75,6 +82,7 @@ def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -
         if cfg.rewrites and not outcome.interrupted:
             outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
         curate(cfg, plan, outcome, teacher, show_progress)
+        outcome.structured_output = teacher.structured_output
     return save(cfg, plan, outcome, started)
 
 
@@ -163,7 +171,8 @@ class Collector:
         out.tokens.update(prompt=response.prompt_tokens, completion=response.completion_tokens)
         output, reason, detail = parse_output(response, self.plan.task.validator_for(self.cfg.questions_per_fact))
         out.counts["finish_length"] += response.finish_reason == "length"
-        out.counts["failed_requests"] += reason == "failed_request"
+        if reason == "failed_request":
+            out.failed(response.error)
         if output is None and reason in REPAIRABLE and self.attempt < self.cfg.teacher.repair_attempts:
             self.repairs.append(repair_prompt(answer.prompt, response.text, detail))
             out.counts["repairs"] += 1
@@ -250,8 +259,13 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
         "deduplicated": rejected.get("duplicate", 0) + rejected.get("near_duplicate", 0),
         "test_near_duplicates_removed": dropped,
     }
+    failed = outcome.counts.get("failed_requests", 0)
+    teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
+    if outcome.structured_output:
+        teacher["structured_output"] = outcome.structured_output
     return {
-        "status": "interrupted" if outcome.interrupted else "complete",
+        "status": "interrupted" if outcome.interrupted else "incomplete" if failed else "complete",
+        **({"failures": {"requests": failed, "last_error": outcome.last_error}} if failed else {}),
         "split_by": cfg.split_by,
         "task": plan.task.name,
         "counts": counts,
@@ -259,12 +273,19 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
         "skipped_files": [{"path": s.path, "reason": s.reason} for s in plan.skipped],
         "tokens": {"prompt": outcome.tokens["prompt"], "completion": outcome.tokens["completion"]},
         "wall_time_s": round(time.time() - started, 3),
-        "teacher": {"backend": cfg.teacher.backend, "model": cfg.teacher.model},
+        "teacher": teacher,
         "config": redact(cfg.model_dump(mode="json")),
         "schemas": {"task": schemas.digest(plan.task.schema), "record": schemas.digest(schemas.load("record"))},
         "versions": versions(),
         "files": {"train": "train.jsonl", "test": "test.jsonl", "rejects": "rejects.jsonl", "cache": "cache.sqlite"},
     }
+
+
+def incomplete_message(manifest: dict) -> str:
+    """The one line that says a run left failed requests behind, and what to do."""
+    failures = manifest["failures"]
+    n = failures["requests"]
+    return f"{n} teacher request{'s' if n != 1 else ''} failed (last error: {failures['last_error']}); what was answered is saved: rerun the same command to retry them"
 
 
 def dry_run_manifest(cfg: GenConfig, plan: Plan) -> dict:

@@ -2,11 +2,16 @@
 
     with FakeOpenAI(script) as server:      # script(call) -> Reply
         ... base_url=server.url ...
-    server.answered                          # prompt -> replies with status 200
+    server.answered                          # prompt -> good answers sent (status 200, a chat completion, not a fault)
 
 A prompt is identified by the first user message (the chunk prompt), so a repair of the same
 chunk counts as a second call of that prompt. The default script writes valid, grounded JSON
 (evidence copied from the passage), or a judge verdict for judge requests.
+
+`dialect` makes the server answer `response_format` as a real server does (`DIALECTS`: which
+server each mimics, and where its answers are documented); `port` starts it on a given port
+(a server "restarted" after `__exit__`). A `Reply` can also be a fault on the wire: a raw body
+(an HTML page, 20 MB), another content type, a body trickled byte by byte.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ class Reply:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     hold: threading.Event | None = None  # wait for this event, then reply (with `status`)
+    raw: bytes | None = None  # sent as the body instead of the completion or error JSON
+    content_type: str = "application/json"
+    trickle_s: float = 0.0  # seconds between the bytes of the body (0: all at once)
+    chunked: bool = False  # no Content-Length: the client learns the size by reading
+    fault: bool = False  # a broken answer (the test's fault): not counted in `answered`
 
 
 def first_user(body: dict) -> str:
@@ -97,11 +107,86 @@ def default_script(call: Call) -> Reply:
     return Reply(good_json(call))
 
 
+# ---------------------------------------------------------------- structured-output dialects
+# How real servers answer a response_format they do not take (the request is refused before the
+# script runs). Each returns None (taken) or (status, body, content type).
+
+AXUM = "Failed to deserialize the JSON body into the target type: response_format: {} at line 1 column 2961"
+
+
+def takes_everything(fmt: dict) -> None:
+    """OpenAI, SGLang, vLLM and llama.cpp server since their json_schema support (llama.cpp:
+    ggml-org/llama.cpp#9527, Sept 2024)."""
+    return None
+
+
+def lm_studio(fmt: dict):
+    """LM Studio 0.3: json_schema only; json_object is a 400 with a bare string as the error
+    (lmstudio-ai/lmstudio-bug-tracker#169 and #189)."""
+    if fmt["type"] == "json_object":
+        return 400, {"error": "'response_format.type' must be 'json_schema' or 'text'"}, "application/json"
+    return None
+
+
+def llama_cpp_2024(fmt: dict):
+    """llama.cpp server before json_schema support: an unknown type throws std::runtime_error, which
+    the server answers with HTTP 500; json_object takes an optional `schema` (ggml-org/llama.cpp#9522,
+    and oaicompat_completion_params_parse in examples/server/utils.hpp of that time)."""
+    if fmt["type"] not in ("text", "json_object"):
+        message = f'response_format type must be one of "text" or "json_object", but got: {fmt["type"]}'
+        return 500, {"error": {"code": 500, "message": message, "type": "server_error"}}, "application/json"
+    return None
+
+
+def vllm_2024(fmt: dict):
+    """vLLM before its json_schema support (asked for in vllm-project/vllm#7656, Aug 2024): `type`
+    was a pydantic Literal["text", "json_object"], so json_schema is a 400 listing the validation
+    error in vLLM's ErrorResponse shape; extra keys such as `schema` are ignored."""
+    if fmt["type"] not in ("text", "json_object"):
+        error = [{"type": "literal_error", "loc": ["body", "response_format", "type"], "msg": "Input should be 'text' or 'json_object'", "input": fmt["type"]}]
+        return 400, {"object": "error", "message": json.dumps(error), "type": "BadRequestError", "param": None, "code": 400}, "application/json"
+    return None
+
+
+def json_mode_only(fmt: dict):
+    """A Rust (axum + serde) gateway with a JSON mode only: json_schema is a 422 in plain text
+    (the wording seen in karakeep-app/karakeep#1160); a `schema` inside json_object is refused as
+    serde's deny_unknown_fields words it (assumed, not observed)."""
+    if fmt["type"] == "json_schema":
+        return 422, AXUM.format("response_format.type `json_schema` is unavailable now"), "text/plain"
+    if set(fmt) - {"type"}:
+        return 422, AXUM.format("unknown field `schema`, expected `type`"), "text/plain"
+    return None
+
+
+def tgi(fmt: dict):
+    """text-generation-inference without huggingface/text-generation-inference#3276: its own
+    {"type": "json", "value": schema} only; json_schema is an unknown variant and json_object
+    lacks `value`, both 422 in plain text (huggingface/text-generation-inference#2899)."""
+    if fmt["type"] == "json_schema":
+        return 422, AXUM.format("unknown variant `json_schema`, expected `json` or `regex`"), "text/plain"
+    if "value" not in fmt:
+        return 422, AXUM.format("missing field `value`"), "text/plain"
+    return None
+
+
+DIALECTS = {
+    "json_schema": takes_everything,
+    "lm-studio": lm_studio,
+    "llama.cpp-2024": llama_cpp_2024,
+    "vllm-2024": vllm_2024,
+    "json-mode-only": json_mode_only,
+    "tgi": tgi,
+}
+
+
 class FakeOpenAI:
-    def __init__(self, script=default_script, api_key: str | None = None, models: tuple[str, ...] = ("teacher",)):
+    def __init__(self, script=default_script, api_key: str | None = None, models: tuple[str, ...] = ("teacher",), dialect: str = "json_schema", port: int = 0):
         self.script, self.api_key, self.models = script, api_key, models
-        self.calls: Counter = Counter()  # prompt -> requests received
-        self.answered: Counter = Counter()  # prompt -> 200 replies sent
+        self.refuse, self.port = DIALECTS[dialect], port
+        self.calls: Counter = Counter()  # prompt -> requests received (refused response_formats not included)
+        self.answered: Counter = Counter()  # prompt -> good answers sent
+        self.refused: list[dict] = []  # response_formats refused
         self.bodies: list[dict] = []
         self.times: list[float] = []
         self.inflight = self.peak = 0  # requests being handled now / at most at once
@@ -128,7 +213,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.2)
         self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         self.loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -152,6 +237,12 @@ class FakeOpenAI:
         if denied:
             return denied
         body = await request.json()
+        refusal = self.refuse(body["response_format"]) if "response_format" in body else None
+        if refusal is not None:
+            self.refused.append(body["response_format"])
+            status, answer, kind = refusal
+            text = answer if isinstance(answer, str) else json.dumps(answer)
+            return web.Response(text=text, status=status, content_type=kind)
         self.bodies.append(body)
         self.times.append(time.monotonic())
         prompt = hashlib.sha256(first_user(body).encode()).hexdigest()[:16]
@@ -169,10 +260,31 @@ class FakeOpenAI:
         finally:
             self.inflight -= 1
         if reply.status != 200:
-            error = {"message": reply.error, "type": "server_error", "param": None, "code": None}
-            return web.json_response({"error": error}, status=reply.status, headers=reply.headers)
-        self.answered[prompt] += 1
-        return web.json_response(completion(body, reply))
+            payload = {"error": {"message": reply.error, "type": "server_error", "param": None, "code": None}}
+        else:
+            payload = completion(body, reply)
+        data = reply.raw if reply.raw is not None else json.dumps(payload).encode()
+        headers = {**reply.headers, "Content-Type": reply.content_type}
+        response = await self._stream(request, reply, data) if reply.trickle_s or reply.chunked else web.Response(body=data, status=reply.status, headers=headers)
+        if reply.status == 200 and reply.raw is None and not reply.fault:
+            self.answered[prompt] += 1
+        return response
+
+    async def _stream(self, request: web.Request, reply: Reply, data: bytes) -> web.StreamResponse:
+        """The body in pieces: byte by byte every `trickle_s` seconds, or in 1 MiB chunks without a length."""
+        response = web.StreamResponse(status=reply.status, headers={**reply.headers, "Content-Type": reply.content_type})
+        if reply.trickle_s:
+            response.content_length = len(data)
+        else:
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        step = 1 if reply.trickle_s else 2**20
+        for start in range(0, len(data), step):
+            await response.write(data[start : start + step])
+            if reply.trickle_s:
+                await asyncio.sleep(reply.trickle_s)
+        await response.write_eof()
+        return response
 
 
 def completion(body: dict, reply: Reply) -> dict:

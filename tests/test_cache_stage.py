@@ -203,6 +203,7 @@ def test_rejects_carry_their_reasons_and_failed_requests_are_retried(tmp_path, c
     manifest = run_gen(cfg, show_progress=False)
     assert manifest["rejected"] == {"duplicate": 1, "failed_request": 1, "schema": 1, "truncated": 1, "ungrounded": 1}
     assert manifest["counts"]["deduplicated"] == 1 and manifest["counts"]["accepted"] == 2
+    assert manifest["status"] == "incomplete" and manifest["failures"] == {"requests": 1, "last_error": "APIConnectionError after 6 retries"}
     assert schemas.errors("manifest", manifest) == []
     by_reason = {r["reason"]: r for r in rows(out / "rejects.jsonl")}
     assert set(by_reason) == set(manifest["rejected"])
@@ -218,6 +219,7 @@ def test_rejects_carry_their_reasons_and_failed_requests_are_retried(tmp_path, c
     assert [doc_of(r) for r in retry.sent] == ["bridge.html"]  # ...so only it is sent again
     assert second["counts"]["cache_hits"] == DOCS - 1
     assert "failed_request" not in second["rejected"] and second["counts"]["accepted"] == 2 + PAIRS
+    assert second["status"] == "complete" and "failures" not in second
 
 
 def test_exports_write_every_format(tmp_path, corpus, teacher_factory):
@@ -346,9 +348,10 @@ def test_cli_shows_progress_and_a_summary_table(tmp_path, corpus, teacher_factor
     teacher_factory(scripted_faults)
     out = tmp_path / "out"
     code, stdout, stderr = gen_cli([str(corpus), "--out", str(out), "chunk_tokens=96", "chunk_overlap=0", "teacher.repair_attempts=0", "phrasings=1"], capsys)
-    assert code == 0, stderr
+    assert code == 3, stderr  # one request failed: incomplete
     assert "chunks" in stderr and f"{DOCS}/{DOCS}" in stderr  # the live bar, on stderr
-    assert "distill gen: complete" in stdout
+    assert stderr.strip().splitlines()[-1].startswith("incomplete: 1 teacher request failed (last error: APIConnectionError after 6 retries)")
+    assert "distill gen: incomplete" in stdout
     for row in ("requests", "cache_hits", "rejected: ungrounded", "rejected: failed_request", "tokens: completion", "skipped"):
         assert row in stdout, row
     assert "binary content" in stdout and f"wrote {out}/train.jsonl" in stdout

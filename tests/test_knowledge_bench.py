@@ -13,7 +13,7 @@ import pytest
 
 import schemas
 from common.graders import normalize
-from common.teacher.backend_openai import response_format
+from common.teacher.dialects import response_format
 from generate.tasks import load_task, quotable_sentences
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

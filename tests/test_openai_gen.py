@@ -99,7 +99,7 @@ def test_truncated_and_failed_are_counted_and_failed_retried_next_run(docs, tmp_
     out = tmp_path / "out"
     with FakeOpenAI(script) as server:
         code, manifest = gen(docs, out, server.url, "--concurrency", "1", "teacher.max_retries=1")
-    assert code == 0
+    assert code == 3 and manifest["status"] == "incomplete" and manifest["failures"] == {"requests": 1, "last_error": "HTTP 500: scripted error"}
     assert {k: v for k, v in manifest["rejected"].items() if k != "duplicate"} == {"failed_request": 1, "truncated": 1}
     assert manifest["counts"]["failed_requests"] == 1 and manifest["counts"]["finish_length"] == 1
     coverage = manifest["coverage"]
@@ -107,6 +107,7 @@ def test_truncated_and_failed_are_counted_and_failed_retried_next_run(docs, tmp_
     assert sorted(c["reason"] for c in coverage["empty_chunks"]) == ["failed_request", "truncated"]
     with FakeOpenAI() as healthy:
         code, again = gen(docs, out, healthy.url)
+    assert code == 0 and again["status"] == "complete"
     assert sum(healthy.calls.values()) == 1  # only the failed request; the truncated answer is cached
     assert again["rejected"].get("failed_request") is None and again["rejected"]["truncated"] == 1
     assert again["counts"]["failed_requests"] == 0

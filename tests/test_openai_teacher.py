@@ -125,7 +125,7 @@ def test_finish_reason_length_reaches_validation():
     assert parse_output(responses["key0"], TASK.validator)[1] == "truncated"
 
 
-def test_server_rejecting_response_format_falls_back_once():
+def test_server_refusing_every_response_format_ends_prompt_only():
     def script(call):
         if "response_format" in call.body:
             return Reply(status=400, error="response_format of type json_schema is not supported by this server")
@@ -133,8 +133,8 @@ def test_server_rejecting_response_format_falls_back_once():
 
     responses, server = ask(script, [make_request(i) for i in range(5)], concurrency=1)
     assert all(r.error is None for r in responses.values())
-    assert sum("response_format" in b for b in server.bodies) == 1  # remembered for the run
-    assert len(server.bodies) == 6
+    assert [b["response_format"]["type"] for b in server.bodies if "response_format" in b] == ["json_schema", "json_object", "json_object"]
+    assert len(server.bodies) == 3 + 5  # three refusals, once each, then remembered for the run
 
 
 def test_concurrency_is_bounded_and_spread_over_urls():

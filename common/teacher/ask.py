@@ -60,6 +60,7 @@ class CachedTeacher:
         self.cfg = cfg
         self.cache = Cache(cache)
         self.backend = None
+        self.seen: dict[str, str] = {}  # base URL -> structured-output dialect, of the backends stopped so far
 
     def __enter__(self) -> "CachedTeacher":
         return self
@@ -100,9 +101,15 @@ class CachedTeacher:
                 settle(answer, Response(key, error="no response"), False, parse, on_answer)
         return asked
 
+    @property
+    def structured_output(self) -> dict[str, str]:
+        """Where the backend reports it (openai), the dialect each server was asked in at the end (base URL -> dialect)."""
+        return {**self.seen, **getattr(self.backend, "structured_output", {})}
+
     def stop(self) -> None:
         """Stop the backend (freeing its model or connections); the next miss starts it again."""
         if self.backend is not None:
+            self.seen = self.structured_output
             self.backend.close()
             self.backend = None
 

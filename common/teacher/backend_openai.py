@@ -1,19 +1,20 @@
 """The `openai` teacher: any OpenAI-compatible chat-completions server, through the official async client.
 
-vLLM `serve`, SGLang, llama.cpp server, Ollama and hosted APIs all speak this protocol.
+vLLM `serve`, SGLang, llama.cpp server, Ollama, LM Studio and hosted APIs all speak this protocol.
 `generate()` is a plain iterator: an asyncio loop in a background thread runs `concurrency`
 workers spread over the base URLs (a faster server simply takes more requests), and every
 answer is handed back the moment it arrives.
 
 Faults: retries are tenacity's (the client's own are off, so that the backoff is ours to set):
-exponential backoff with jitter on 408, 409, 429, 5xx, timeouts and connection errors, a
-server's Retry-After honoured. A request that still fails becomes `Response(error=...)`, never
-an exception: the cache does not keep it, so the next run sends it again. An unreachable
-server or a rejected key stops the run before any request is sent.
+exponential backoff with jitter on the server's faults (`wire.transient`), a server's Retry-After
+honoured. A request that still fails becomes `Response(error=...)`, never an exception: the cache
+does not keep it, so the next run sends it again. An unreachable server or a rejected key stops
+the run before any request is sent; a server that stops answering mid-run is marked down and sent
+nothing more (`endpoint.py`): its requests go to the other servers, or fail at once with one reason.
 
-Structured output: `response_format` of type json_schema with the request's schema. A server
-that rejects it (400/422 naming response_format or json_schema) is asked, for the rest of the
-run, for JSON by the prompt alone; validation checks every answer either way.
+Structured output: each endpoint is asked in the first dialect of `dialects.DIALECTS` it has not
+refused (json_schema, json_object with a schema, json_object, the prompt alone), remembered for
+the run and reported in `structured_output`; validation checks every answer either way.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from email.utils import parsedate_to_datetime
 from typing import Iterator
 
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from common.errors import UserError
-from common.teacher.backends import Request, Response, split_reasoning
+from common.teacher.backends import Request, Response
 from common.teacher.config import TeacherConfig
+from common.teacher.dialects import DIALECTS, PROMPT_ONLY, cut_short, refuses, response_format
+from common.teacher.endpoint import Endpoint, public_url
+from common.teacher.wire import CutShort, Deadline, NotACompletion, describe, http_client, to_response, transient
 
 LOG = logging.getLogger(__name__)
 RETRY_AFTER_MAX_S = 120.0
@@ -47,14 +52,14 @@ class OpenAITeacher:
     def __init__(self, cfg: TeacherConfig):
         self.cfg, self.model = cfg, cfg.model
         self.key = api_key(cfg)
-        self.structured = cfg.structured  # turned off, for the run, by a server that rejects response_format
         self.backoff = wait_exponential_jitter(multiplier=cfg.backoff_s, max=cfg.backoff_max_s, jitter=cfg.backoff_s)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="distill-openai", daemon=True)
         self.thread.start()
         self.urls = cfg.base_url or [None]  # None: the client's default (OPENAI_BASE_URL or api.openai.com)
+        self.endpoints: list[Endpoint] = []
         try:
-            self.clients = self._call(self._connect())
+            self._call(self._connect())
         except BaseException:
             self.close()
             raise
@@ -72,6 +77,11 @@ class OpenAITeacher:
             future.result()
         finally:
             future.cancel()
+
+    @property
+    def structured_output(self) -> dict[str, str]:
+        """The dialect each endpoint is asked in now (base URL without credentials -> dialect)."""
+        return {e.url: e.dialect_name for e in self.endpoints}
 
     def close(self) -> None:
         if self.loop.is_closed():
@@ -91,56 +101,66 @@ class OpenAITeacher:
     def _call(self, coro, timeout: float | None = None):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    async def _connect(self) -> list[openai.AsyncOpenAI]:
-        clients = [openai.AsyncOpenAI(base_url=url, api_key=self.key, timeout=self.cfg.timeout_s, max_retries=0) for url in self.urls]
-        self.clients = clients
-        for url, client in zip(self.urls, clients):
-            await self._probe(url, client)
-        return clients
+    async def _connect(self) -> None:
+        first = 0 if self.cfg.structured else PROMPT_ONLY
+        for url in self.urls:
+            client = openai.AsyncOpenAI(base_url=url, api_key=self.key, timeout=self.cfg.timeout_s, max_retries=0, http_client=http_client())
+            self.endpoints.append(Endpoint(public_url(url or str(client.base_url)), client, dialect=first))
+        for endpoint in self.endpoints:
+            await self._probe(endpoint)
 
     async def _disconnect(self) -> None:
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in pending:  # requests of an interrupted run
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for client in getattr(self, "clients", []):
-            await client.close()
+        for endpoint in self.endpoints:
+            await endpoint.client.close()
 
-    async def _probe(self, url: str | None, client: openai.AsyncOpenAI) -> None:
+    async def _probe(self, endpoint: Endpoint) -> None:
         """Fail fast: the server answers and takes the key (GET /models, no retries)."""
-        where = url or str(client.base_url)
-        quick = client.with_options(max_retries=0, timeout=min(self.cfg.timeout_s, PROBE_TIMEOUT_S))
+        quick = endpoint.client.with_options(max_retries=0, timeout=min(self.cfg.timeout_s, PROBE_TIMEOUT_S))
         try:
             page = await quick.models.list()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise UserError(
-                f"the teacher at {where} rejected the API key from ${self.cfg.api_key_env} (HTTP {exc.status_code}); "
+                f"the teacher at {endpoint.url} rejected the API key from ${self.cfg.api_key_env} (HTTP {exc.status_code}); "
                 "put a valid key in that variable or name another with --api-key-env"
             ) from None
         except openai.APIConnectionError:
-            raise UserError(f"cannot reach the teacher at {where}; start the server or fix --base-url") from None
-        except openai.APIStatusError:
+            raise UserError(f"cannot reach the teacher at {endpoint.url}; start the server or fix --base-url") from None
+        except openai.OpenAIError:
             return  # the server is up but lists no models: that is enough
-        served = [m.id for m in page.data]
+        served = [m.id for m in getattr(page, "data", None) or [] if getattr(m, "id", None)]
         if served and self.model not in served:
-            LOG.warning("model %r is not among those served at %s (%s); requests may fail", self.model, where, ", ".join(served[:5]))
+            LOG.warning("model %r is not among those served at %s (%s); requests may fail", self.model, endpoint.url, ", ".join(served[:5]))
 
     async def _serve(self, requests: list[Request], put) -> None:
         try:
-            pending = iter(requests)
-
-            async def worker(client: openai.AsyncOpenAI) -> None:
-                for request in pending:
-                    put(await self._answer(client, request))
-
-            count = min(self.cfg.concurrency, len(requests))
-            await asyncio.gather(*(worker(self.clients[i % len(self.clients)]) for i in range(count)))
+            todo = deque(requests)
+            while todo and (alive := [e for e in self.endpoints if e.down is None]):
+                count = min(self.cfg.concurrency, len(todo))
+                await asyncio.gather(*(self._worker(alive[i % len(alive)], todo, put) for i in range(count)))
+            if todo:
+                reason = "; ".join(e.not_sent() for e in self.endpoints)
+                for request in todo:
+                    put(Response(request.key, error=self._scrub(f"not sent: {reason}")))
         finally:
             put(DONE)
 
-    async def _answer(self, client: openai.AsyncOpenAI, request: Request) -> Response:
+    async def _worker(self, endpoint: Endpoint, todo: deque, put) -> None:
+        while todo and endpoint.down is None:
+            request = todo.popleft()
+            response = await self._answer(endpoint, request)
+            if response.error is not None and endpoint.down is not None and any(e.down is None for e in self.endpoints):
+                todo.append(request)  # its server went down: another one takes it
+                continue
+            put(response)
+
+    async def _answer(self, endpoint: Endpoint, request: Request) -> Response:
+        attempts = self.cfg.max_retries + 1
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.cfg.max_retries + 1),
+            stop=lambda state: state.attempt_number >= attempts or endpoint.down is not None,
             wait=self._wait,
             retry=retry_if_exception(transient),
             reraise=True,
@@ -148,12 +168,19 @@ class OpenAITeacher:
         try:
             async for attempt in retrying:
                 with attempt:
-                    completion = await self._create(client, request)
-            return to_response(request.key, completion)
+                    response = await self._ask(endpoint, request)
         except Exception as exc:  # noqa: BLE001 - one failed request is recorded, never fatal to the run
+            was_up = endpoint.down is None
+            endpoint.failed(exc, self.cfg.timeout_s, self.cfg.api_key_env)
+            others = [e for e in self.endpoints if e.down is None]
+            if was_up and endpoint.down is not None and others:  # said once; when none is left, the run's summary says it
+                LOG.warning("%s; its requests go to the %d other server(s)", self._scrub(endpoint.not_sent()), len(others))
             return Response(request.key, error=self._scrub(describe(exc, self.cfg.timeout_s)))
+        endpoint.succeeded()
+        return response
 
-    async def _create(self, client: openai.AsyncOpenAI, request: Request):
+    async def _ask(self, endpoint: Endpoint, request: Request) -> Response:
+        """One attempt, in the endpoint's dialect; a refused dialect moves it to the next one at once."""
         kwargs = {
             "model": self.model,
             "messages": request.messages,
@@ -163,24 +190,32 @@ class OpenAITeacher:
         }
         if self.cfg.seed is not None:
             kwargs["seed"] = self.cfg.seed
-        if self.cfg.extra_body:
-            kwargs["extra_body"] = self.cfg.extra_body
-        if self.structured and request.schema is not None:
+        while True:
+            dialect = endpoint.dialect
+            wanted = response_format(request.schema, DIALECTS[dialect]) if request.schema is not None else None
             # response_format rides in extra_body: the same JSON on the wire, without the client's
             # type-directed walk over the schema (a quarter of its CPU per request, measured)
-            body = {**self.cfg.extra_body, "response_format": response_format(request.schema)}
+            extra = {**self.cfg.extra_body, "response_format": wanted} if wanted else self.cfg.extra_body
             try:
-                return await client.chat.completions.create(**kwargs | {"extra_body": body})
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                if not rejects_response_format(exc):
+                completion = await self._create(endpoint, kwargs | ({"extra_body": extra} if extra else {}))
+            except openai.APIStatusError as exc:
+                if wanted is None or not refuses(exc):
                     raise
-                self._fall_back(exc)
-        return await client.chat.completions.create(**kwargs)
+                endpoint.refused(dialect, exc)
+                continue
+            response = to_response(request.key, completion)
+            if wanted is not None and response.finish_reason == "stop" and cut_short(response.text):
+                raise CutShort()
+            return response
 
-    def _fall_back(self, exc: openai.APIStatusError) -> None:
-        if self.structured:
-            self.structured = False
-            LOG.warning("the teacher rejected response_format (HTTP %s); asking for JSON by the prompt alone for the rest of this run", exc.status_code)
+    async def _create(self, endpoint: Endpoint, kwargs: dict):
+        """The request within the time limit, all of it (a body trickled byte by byte never trips a read timeout)."""
+        try:
+            return await asyncio.wait_for(endpoint.client.chat.completions.create(**kwargs), self.cfg.timeout_s)
+        except asyncio.TimeoutError:
+            raise Deadline(self.cfg.timeout_s) from None
+        except ValueError as exc:  # a 200 with a JSON content type and a body that is not JSON
+            raise NotACompletion(f"the answer is not JSON: {exc}"[:400]) from None
 
     def _wait(self, state) -> float:
         after = retry_after(state.outcome.exception())
@@ -206,25 +241,6 @@ def api_key(cfg: TeacherConfig) -> str:
     )
 
 
-def response_format(schema: dict) -> dict:
-    body = {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
-    return {"type": "json_schema", "json_schema": {"name": "items", "schema": body, "strict": False}}
-
-
-def rejects_response_format(exc: openai.APIStatusError) -> bool:
-    text = f"{exc.message} {exc.body}".lower()
-    return "response_format" in text or "json_schema" in text
-
-
-def transient(exc: BaseException) -> bool:
-    """Worth another try: timeouts, connection errors, 408, 409, 429 and 5xx."""
-    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
-    return False
-
-
 def retry_after(exc: BaseException | None) -> float | None:
     """Seconds the server asked us to wait (Retry-After: seconds or HTTP date; retry-after-ms), capped."""
     response = getattr(exc, "response", None)
@@ -242,30 +258,3 @@ def retry_after(exc: BaseException | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
-
-
-def describe(exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, openai.APITimeoutError):
-        return f"timed out after {timeout_s:g} s"
-    if isinstance(exc, openai.APIStatusError):
-        said = exc.body.get("message") if isinstance(exc.body, dict) else None
-        return f"HTTP {exc.status_code}: {said or exc.message}"[:400]
-    if isinstance(exc, openai.APIConnectionError):
-        return f"connection error: {exc.__cause__ or exc}"[:400]
-    return f"{type(exc).__name__}: {exc}"[:400]
-
-
-def to_response(key: str, completion) -> Response:
-    choice = completion.choices[0]
-    message = choice.message
-    field = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
-    text, trace = split_reasoning(message.content, field if isinstance(field, str) else None)
-    usage = completion.usage
-    return Response(
-        key=key,
-        text=text,
-        reasoning=trace,
-        finish_reason=choice.finish_reason or "stop",
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
-    )

@@ -1,0 +1,76 @@
+"""One teacher server (a base URL) as a run sees it: its client, the structured-output dialect it
+accepts, and whether it still answers.
+
+An endpoint is `down` for the rest of the run, and is sent nothing more, when:
+- a request failed because the connection was refused or reset, after every retry;
+- it rejected the key (401/403) after it had taken it;
+- DOWN_AFTER requests in a row failed on the server's side (5xx, 429, timeouts, broken answers),
+  each after every retry, with no answer in between.
+The requests left are then sent to the endpoints still up, or, when none is, fail at once with
+one reason (`not sent: the teacher at URL stopped answering ...`) instead of each waiting out
+its own retries; the cache does not keep failures, so the next run sends them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+
+from common.teacher.dialects import DIALECTS
+from common.teacher.wire import connection_lost, describe, transient
+
+LOG = logging.getLogger(__name__)
+DOWN_AFTER = 3
+
+
+@dataclass
+class Endpoint:
+    url: str  # for messages and the manifest: no credentials, no query
+    client: openai.AsyncOpenAI
+    dialect: int = 0  # index into DIALECTS: the first one this server has not refused
+    answered: int = 0
+    failing: int = 0  # requests in a row that failed on the server's side
+    down: str | None = None  # why nothing more is sent here
+
+    @property
+    def dialect_name(self) -> str:
+        return DIALECTS[self.dialect]
+
+    def refused(self, dialect: int, exc: openai.APIStatusError) -> None:
+        """The server refused `dialect`: move to the next one (once, however many requests saw the refusal)."""
+        if dialect != self.dialect:
+            return
+        self.dialect += 1
+        LOG.warning("the teacher at %s refused response_format %s (HTTP %s); asking it for %s for the rest of this run", self.url, DIALECTS[dialect], exc.status_code, self.dialect_name)
+
+    def succeeded(self) -> None:
+        self.answered += 1
+        self.failing = 0
+
+    def failed(self, exc: BaseException, timeout_s: float, key_env: str) -> None:
+        """Decide, from a request's final error, whether the server is down."""
+        if self.down is not None:
+            return
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            self.down = f"rejected the API key from ${key_env} (HTTP {exc.status_code}) after {self.answered} answers; put a valid key in that variable"
+        elif connection_lost(exc):
+            self.down = f"stopped answering after {self.answered} answers ({describe(exc, timeout_s)})"
+        elif transient(exc):
+            self.failing += 1
+            if self.failing >= DOWN_AFTER:
+                self.down = f"failed {self.failing} requests in a row, each after every retry (last: {describe(exc, timeout_s)})"
+
+    def not_sent(self) -> str:
+        return f"the teacher at {self.url} {self.down}"
+
+
+def public_url(url: str) -> str:
+    """A base URL fit for logs and the manifest: without user:password@ and without a query."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
