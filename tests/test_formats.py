@@ -180,3 +180,15 @@ def test_train_and_eval_on_brought_data(tmp_path):
     assert [p["reference"] for p in predictions if p["model"] == "student"] == ["In 1874.", "Whale oil."]
     assert [p["question"] for p in predictions if p["model"] == "base"] == ["When was it built?", "And its lamp?"]
     assert "format chat" in (out / "report.md").read_text()
+
+
+def test_a_pipeline_sees_brought_data_change(tmp_path):
+    """`distill run` reruns train and eval when data without a manifest changes (gen data: its manifest, as before)."""
+    from distill.pipeline import data_digest
+
+    chats = write_rows(tmp_path / "chats.jsonl", CHAT)
+    before = data_digest(chats, "train")
+    write_rows(chats, CHAT[:1])
+    assert set(before) == {"data"} and data_digest(chats, "train") != before
+    gen = data_dir(tmp_path / "gen", n=4)
+    assert set(data_digest(gen, "train")) == {"manifest"} and data_digest(tmp_path / "not-yet", "train") == {"manifest": "absent"}
