@@ -17,6 +17,7 @@ from common.contract import prompt_messages, training_messages
 from common.errors import UserError
 from common.io import write_jsonl
 from distill.cli import cli as group
+from distill.cli import main
 
 from tiny_models import one_thread
 from trainkit import data_dir, tiny_model
@@ -110,7 +111,7 @@ def test_datasets_folders_are_read_by_split(tmp_path):
     assert single.format == "alpaca" and [r["answer"] for r in single.records] == ["le phare", "Granite"]
 
 
-def test_unknown_mixed_and_broken_rows_are_one_line_errors(tmp_path):
+def test_unknown_mixed_and_broken_rows_are_one_line_errors(tmp_path, capsys):
     unknown = write_rows(tmp_path / "unknown.jsonl", [{"prompt": "hi", "completion": "hello"}])
     mixed = write_rows(tmp_path / "mixed.jsonl", [CHAT[0], ALPACA[0]])
     tool = write_rows(tmp_path / "tool.jsonl", [{"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "{}"}]}] * 2)
@@ -126,6 +127,10 @@ def test_unknown_mixed_and_broken_rows_are_one_line_errors(tmp_path):
             result = CliRunner().invoke(group, command, standalone_mode=False)
             assert isinstance(result.exception, UserError), (command, result.output, result.exception)
             assert message in str(result.exception) and "\n" not in str(result.exception), str(result.exception)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(unknown), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.endswith(EXPECTED) and "\n" not in err
     folder = tmp_path / "no-test"
     write_rows(folder / "train.jsonl", CHAT)
     with pytest.raises(UserError, match="has no test.jsonl; .*split=NAME"):
