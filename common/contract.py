@@ -3,7 +3,8 @@
 - the assistant turn: `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`; a trace ends at the first
   `</think>` (as vLLM's reasoning parsers read it), and what follows is the answer that is graded;
 - how a record becomes a chat prompt: closed-book (item split, knowledge) asks the question
-  alone; open-book (document split, skill) gives the passage, then the question;
+  alone; open-book (document split, skill) gives the passage, then the question; a record
+  without a passage (data brought from elsewhere) is asked as its own conversation;
 - the names of the metrics that evaluation reports and GRPO rewards reuse.
 """
 
@@ -64,17 +65,29 @@ def mode_for_split(split_by: str) -> Mode:
     return "open-book" if split_by == "document" else "closed-book"
 
 
+def own_conversation(record: dict) -> bool:
+    """A record without `context` (data brought as chat, Alpaca, ShareGPT, or records without a
+    passage: common.formats) is asked as its own conversation, in either mode: its user turns
+    hold whatever passage the prompt has."""
+    return "context" not in record
+
+
 def user_turn(record: dict, mode: Mode) -> str:
-    if mode == "open-book":
+    if mode == "open-book" and not own_conversation(record):
         return OPEN_BOOK.format(context=record["context"], question=record["question"])
     return record["question"]
 
 
 def prompt_messages(record: dict, mode: Mode) -> list[dict]:
-    """The conversation up to the assistant turn."""
+    """The conversation up to the (last) assistant turn."""
+    if own_conversation(record):
+        return record["messages"][:-1]
     return [{"role": "user", "content": user_turn(record, mode)}]
 
 
 def training_messages(record: dict, mode: Mode) -> list[dict]:
-    """The full conversation the student learns: the record's assistant turn (trace + answer)."""
+    """The full conversation the student learns: the record's assistant turn (trace + answer);
+    a record's own conversation as it stands (every assistant turn of it is learned)."""
+    if own_conversation(record):
+        return record["messages"]
     return prompt_messages(record, mode) + [record["messages"][-1]]

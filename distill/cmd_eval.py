@@ -28,13 +28,14 @@ EXAMPLES = """\b
 Examples:
   distill eval data --student student --out eval              # student vs its base
   distill eval data -s student -s grpo --out eval             # two students side by side
+  distill eval chats.jsonl -s student --out eval             # your own questions (chat, Alpaca, ShareGPT, records)
   distill eval data -s student --teacher openai --base-url http://localhost:8000/v1 -m Qwen/Qwen3-32B --judge --pairwise
 """
 
 
 @config_command("eval", EvalConfig, FLAGS, "DATA [KEY=VALUE]...", EXAMPLES)
 def eval_(args, config_path, as_json, quiet, flags):
-    """Evaluate on DATA/test.jsonl (positional: the data directory, then key=value overrides)."""
+    """Evaluate on DATA/test.jsonl (positional: the data directory, or a file, or a `datasets` folder, then key=value overrides)."""
     from distill.evaluate import run_eval
 
     flags["data"], overrides = one_path(args, "data directory")
@@ -49,7 +50,7 @@ def eval_(args, config_path, as_json, quiet, flags):
 def print_summary(metrics: dict, out: str) -> None:
     """The scores and speed tables, then where the report is."""
     console = Console(width=None if sys.stdout.isatty() else 200)  # pipes and logs get the whole table
-    for title, rows in ((f"distill eval ({metrics['mode']}, {metrics['questions']} questions)", score_table(metrics)), ("speed", perf_table(metrics))):
+    for title, rows in ((f"distill eval ({metrics['data_format']} data, {metrics['mode']}, {metrics['questions']} questions)", score_table(metrics)), ("speed", perf_table(metrics))):
         table = Table(title=title)
         for column in rows[0]:
             table.add_column(column)

@@ -38,6 +38,7 @@ Examples:
   distill train data --out student                          # LoRA on the embedded student (SFT)
   distill train data --out student -m Qwen/Qwen3-1.7B --method qlora --epochs 3
   distill train data --out student --resume                 # after Ctrl-C or a crash
+  distill train chats.jsonl --out student                   # your own data: chat, Alpaca, ShareGPT or a datasets folder
   torchrun --nproc_per_node 2 -m distill train data --out student   # data-parallel
   distill train data --stage grpo --from student --out grpo # GRPO after SFT (rewards: correctness, format)
   distill train data --stage grpo --from student --reward correctness=1 --reward mypkg.rewards:cites=0.5 --out grpo
@@ -48,8 +49,8 @@ Examples:
 @click.option("--stage", type=click.Choice(["sft", "grpo"]), default="sft", show_default=True, help="sft: supervised fine-tuning on the teacher's answers; grpo: reinforcement from rewards, usually after SFT (--from); --help-config lists the keys of both.")
 @click.option("--reward", "rewards", multiple=True, help="grpo: NAME=WEIGHT or module:function=WEIGHT (repeatable; replaces the default correctness=1, format=0.2); names: correctness, format, length, judge.")
 def train(args, config_path, as_json, quiet, flags, stage="sft", rewards=()):
-    """Fine-tune the student on DATA (a `distill gen` directory): SFT, or GRPO with --stage grpo;
-    key=value overrides any config key of the stage."""
+    """Fine-tune the student on DATA (a `distill gen` directory, or your own data: docs/train.md): SFT,
+    or GRPO with --stage grpo; key=value overrides any config key of the stage."""
     flags["data"], overrides = one_path(args, "data directory")
     from train import ranks
 

@@ -1,7 +1,8 @@
 """`distill eval` as one program: setup -> answer -> grade -> save.
 
-setup:  read test.jsonl and the data manifest, choose the prompt mode (closed-book for item
-        split, open-book for document split, unless told), check every model path up front.
+setup:  read test.jsonl and the data manifest (or data brought in another format, common/formats.py),
+        choose the prompt mode (closed-book for item split, open-book for document split, closed-book
+        without a manifest, unless told), check every model path up front.
 answer: the base student, each trained student and the teacher answer the same questions
         (greedy); a teacher that cannot be reached is reported missing, the rest go on.
 grade:  string graders on the part after </think>; optionally the judge grades every answer
@@ -19,11 +20,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from common import graders
+from common import formats, graders
 from common.config import redact
 from common.contract import METRICS, STRING_METRICS, Mode, mode_for_split, prompt_messages
 from common.errors import UserError
-from common.io import read_jsonl, write_json, write_jsonl
+from common.io import write_json, write_jsonl
 from common.models import EMBEDDED, resolve_model
 from common.teacher.ask import CachedTeacher
 from common.versions import versions
@@ -43,6 +44,7 @@ OPEN_BOOK_TEACHER = "the teacher is the base model itself: it answers open-book 
 class Plan:
     out: Path
     records: list[dict]
+    data: formats.Data  # what was read (format, source); its records are `records` before max_questions
     mode: Mode
     mode_source: str
     runs: list[ModelRun]  # base and students, in report order (the teacher is added when answered)
@@ -67,16 +69,12 @@ def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
 
 
 def setup(cfg: EvalConfig) -> Plan:
-    data = Path(cfg.data)
-    test = data / "test.jsonl"
-    if not test.is_file():
-        raise UserError(f"data directory {data} has no test.jsonl; pass the --out directory of `distill gen`")
-    records = read_jsonl(test)[: cfg.max_questions]
+    data = formats.load(cfg.data, cfg.split, hint="; pass the --out directory of `distill gen`, a file of questions, or name the split with split=NAME")
+    records = data.records[: cfg.max_questions]
     if not records:
-        raise UserError(f"{test} holds no questions; rerun `distill gen` with a larger test_fraction or more documents")
-    manifest_path = data / "manifest.json"
-    split_by = json.loads(manifest_path.read_text()).get("split_by", "item") if manifest_path.exists() else "item"
-    mode, source = (cfg.mode, "--mode") if cfg.mode != "auto" else (mode_for_split(split_by), f"split_by={split_by}")
+        raise UserError(f"{data.source} holds no questions; rerun `distill gen` with a larger test_fraction or more documents, or point at a file with questions")
+    mode, source = choose_mode(cfg, data)
+    formats.check_mode(data, mode, "--mode")
     runs = []
     if cfg.include_base:
         base = cfg.base or base_of(cfg.students) or EMBEDDED
@@ -89,10 +87,28 @@ def setup(cfg: EvalConfig) -> Plan:
         raise UserError("nothing to evaluate: give --student, keep include_base, or set a teacher")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    taught = taught_questions(data, records, cfg.train_questions) if mode == "closed-book" else []
+    taught = taught_questions(training_records(cfg), records, cfg.train_questions) if mode == "closed-book" else []
     base = runs[0].name if cfg.include_base else None
     same = cfg.teacher is not None and base is not None and cfg.teacher.backend == "local" and same_model(cfg.teacher.model, base)
-    return Plan(out, records, mode, source, runs, taught, same and mode == "closed-book")
+    passages = all("context" in r for r in records)  # the teacher reads the passage only where the records have one
+    return Plan(out, records, data, mode, source, runs, taught, same and passages and mode == "closed-book")
+
+
+def choose_mode(cfg: EvalConfig, data: formats.Data) -> tuple[Mode, str]:
+    """(prompt mode, what chose it): --mode, else the manifest's split, else closed-book."""
+    if cfg.mode != "auto":
+        return cfg.mode, "--mode"
+    if data.manifest is None:
+        return "closed-book", f"no manifest ({data.format} data): closed-book by default"
+    split_by = data.manifest.get("split_by", "item")
+    return mode_for_split(split_by), f"split_by={split_by}"
+
+
+def training_records(cfg: EvalConfig) -> list[dict]:
+    """The train split beside the evaluated one, where the data has one (for recall of taught questions)."""
+    if cfg.train_questions == 0 or cfg.split == "train" or not formats.has_split(cfg.data, "train"):
+        return []
+    return formats.load(cfg.data, "train").records
 
 
 def same_model(name: str, other: str) -> bool:
@@ -247,6 +263,8 @@ def summarize(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, n
         "mode": plan.mode,
         "mode_source": plan.mode_source,
         "data": cfg.data,
+        "data_format": plan.data.format,
+        "data_source": plan.data.source,
         "questions": len(plan.records),
         "models": models,
         "gap_closed": gaps(cfg, runs, scores),

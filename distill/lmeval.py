@@ -34,7 +34,8 @@ def mean_defined(items):
 
 
 def task_rows(records: list[dict], mode: Mode) -> list[dict]:
-    """What the task reads: the prompt of the chosen mode (user turn) and the reference answer."""
+    """What the task reads: the prompt of the chosen mode (user turn) and the reference answer; a
+    brought conversation gives its last user turn (lm-eval asks one turn: system and earlier turns are left out)."""
     return [{"id": r["id"], "prompt": user_turn(r, mode), "answer": r["answer"]} for r in records]
 
 

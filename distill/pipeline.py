@@ -9,8 +9,8 @@ gen's teacher is eval's teacher unless eval names one (or `teacher: null`).
 
 Up to date means: the stage's output directory holds `stage.json` whose fingerprint (a hash of
 the stage's resolved config and of its inputs: the document files for gen, the data manifest
-for train, that and the starting model for grpo, the data manifest and the students' run.json
-for eval) equals the one computed now,
+(or, for data brought without one, the data read) for train, that and the starting model for
+grpo, the data manifest and the students' run.json for eval) equals the one computed now,
 and the stage's main output exists. The stamp is removed before a stage runs and written after
 it succeeds, so a crashed stage runs again on the next `distill run`.
 
@@ -139,12 +139,21 @@ def stage_inputs(stage: str, cfg: BaseModel) -> dict:
         from generate.ingest import discover
 
         return {str(p): file_digest(p) for p in discover(cfg.inputs)}
-    manifest = {"manifest": file_digest(Path(cfg.data) / "manifest.json")}
+    manifest = data_digest(Path(cfg.data), cfg.split)
     if stage == "train":
         return manifest
     if stage == "grpo":
         return {**manifest, "from": model_digest(Path(cfg.from_model))}
     return {**manifest, **{name: model_digest(Path(name)) for name in cfg.students}}
+
+
+def data_digest(data: Path, split: str) -> dict:
+    """The data manifest's digest; for data brought without one (docs/train.md), the digest of what the stage reads."""
+    if (data / "manifest.json").is_file() or not data.exists():
+        return {"manifest": file_digest(data / "manifest.json")}
+    from common import formats
+
+    return {"data": formats.load(data, split).sha256}
 
 
 def model_digest(folder: Path) -> str:

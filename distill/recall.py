@@ -10,18 +10,15 @@ from pathlib import Path
 
 from common.contract import STRING_METRICS, Mode, prompt_messages
 from common.graders import string_scores
-from common.io import read_jsonl
 from distill.answering import ModelRun, answer_local
 from distill.stats import bootstrap_mean
 
 
-def taught_questions(data: Path, test: list[dict], count: int) -> list[dict]:
-    """Up to `count` training records: first one taught phrasing of each test fact (in test
+def taught_questions(train: list[dict], test: list[dict], count: int) -> list[dict]:
+    """Up to `count` of the `train` records: first one taught phrasing of each test fact (in test
     order), then other training records, so that taught and held-out recall ask the same facts."""
-    path = data / "train.jsonl"
-    if count == 0 or not path.is_file():
+    if count == 0 or not train:
         return []
-    train = read_jsonl(path)
     by_fact: dict[str, list[dict]] = {}
     for record in train:
         if record.get("fact"):

@@ -177,6 +177,8 @@ def _png(fig) -> bytes:
 
 def notes(metrics: dict) -> list[str]:
     lines = [f"mode: {metrics['mode']} (from {metrics['mode_source']}), {metrics['questions']} questions, greedy decoding"]
+    if metrics.get("data_format"):
+        lines.append(f"data: {metrics['data_source']}, format {metrics['data_format']}")
     for label, entry in metrics["models"].items():
         if entry["status"] != "ok":
             lines.append(f"{label} ({entry['name']}) is missing: {entry['reason']}")

@@ -142,6 +142,7 @@ class FakeTrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     data: str = "data"
+    split: str = "train"
     out: str = "student"
     model: str = "embedded"
     backend: str = "hf"

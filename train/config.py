@@ -15,7 +15,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # what to train on, and where the result goes
-    data: str = Field("data", description="Data directory written by `distill gen` (train.jsonl + manifest.json); test.jsonl is never read.")
+    data: str = Field(
+        "data",
+        description="Data directory written by `distill gen` (train.jsonl + manifest.json; test.jsonl is never read), or your own data: a directory of train.jsonl, one JSONL/JSON file (all of it is trained on) or a `datasets` save_to_disk folder, in distill, chat (messages), Alpaca or ShareGPT format (docs/train.md).",
+    )
+    split: str = Field("train", description="Which split to train on where DATA has several: DATA/{split}.jsonl, or a split of a `datasets` DatasetDict (e.g. train_sft).")
     out: str = Field("student", description="Output model directory: adapter or merged model, tokenizer, run.json, metrics.jsonl, loss.png, checkpoints/.")
     model: str = Field(EMBEDDED, description="Base student: 'embedded' (SmolLM2-135M-Instruct), a local model directory or a hub id.")
     method: Literal["lora", "qlora", "8bit", "full"] = Field(
@@ -25,7 +29,8 @@ class TrainConfig(BaseModel):
         "auto", description="auto: Unsloth wherever it imports and runs (GPU, or its CPU fallback), else hf; unsloth: Unsloth or an error; hf: plain transformers + PEFT + TRL."
     )
     prompt_mode: Literal["auto", "closed-book", "open-book"] = Field(
-        "auto", description="User turn: closed-book (question alone) or open-book (context + question); auto follows the data manifest's split_by."
+        "auto",
+        description="User turn: closed-book (question alone) or open-book (context + question); auto follows the data manifest's split_by, closed-book without a manifest. Chat, Alpaca and ShareGPT rows keep their own user turns; the mode picks the recipe (closed-book: knowledge, open-book: skill).",
     )
     chat_template: str | None = Field(
         None, description="Chat template for base models without one: 'chatml' (used when the model has none), 'llama3', or a Jinja template string. None: the model's own."

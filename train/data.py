@@ -1,22 +1,25 @@
-"""Training data: read a `distill gen` directory, render each record with the chat template,
-tokenize it, and mark the assistant tokens (the only ones the loss sees).
+"""Training data: read a `distill gen` directory (or data brought from elsewhere: chat, Alpaca,
+ShareGPT, `datasets` folders, see common/formats.py), render each record with the chat
+template, tokenize it, and mark the assistant tokens (the only ones the loss sees).
 
 The assistant turn is the record's own `<think>…</think>\n\nanswer`; the user turn follows
 the prompt mode (closed-book: the question; open-book: context + question, see
-distill/prompts.py). Which tokens belong to the assistant is decided by character offsets:
-everything the template renders after the generation prompt is trained on, so any template
-whose prompt is a prefix of the full conversation works (ChatML, Llama 3, Qwen, Gemma...).
+common/contract.py); a record without a passage is its own conversation, and every assistant
+turn of it is learned. Which tokens belong to the assistant is decided by character offsets:
+what the template renders from an assistant turn's generation prompt to the end of that turn
+is trained on, so any template whose prompts are prefixes of the full conversation works
+(ChatML, Llama 3, Qwen, Gemma...).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.contract import Mode, mode_for_split, prompt_messages, training_messages
+from common import formats
+from common.contract import Mode, mode_for_split, training_messages
 from common.errors import UserError
 from common.io import read_jsonl
 
@@ -37,7 +40,8 @@ class TrainData:
     train: list[dict]  # {"input_ids": [...], "completion_mask": [...]}: chat records and plain text
     val: list[dict]
     mode: Mode
-    manifest_sha256: str
+    format: str  # the data's format (common.formats.SHAPES)
+    source: dict  # formats.Data.describe(): what was read, its hashes
     split_by: str
     dropped_too_long: int = 0
     stats: dict = field(default_factory=dict)
@@ -49,23 +53,20 @@ def kind_of(split_by: str) -> str:
     return "skill" if split_by == "document" else "knowledge"
 
 
-def read_data_dir(data_dir: str | Path) -> tuple[list[dict], dict, str]:
-    """(train records, manifest, manifest hash); every problem is a one-line user error."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UserError(f"data directory {data_dir} does not exist; run `distill gen DOCS --out {data_dir}` first")
-    manifest_path = data_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise UserError(f"{data_dir} has no manifest.json; it is not a `distill gen` output directory")
-    raw = manifest_path.read_bytes()
-    try:
-        manifest = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{manifest_path} is not valid JSON ({exc.msg}); regenerate the data with `distill gen`") from exc
-    records = read_jsonl(data_dir / "train.jsonl")
-    if not records:
-        raise UserError(f"{data_dir}/train.jsonl holds no records; generate more data (more documents or --pairs-per-chunk)")
-    return records, manifest, hashlib.sha256(raw).hexdigest()
+def read_data_dir(data: str | Path, split: str = "train") -> formats.Data:
+    """The training records (of any format common.formats reads); every problem is a one-line user error."""
+    source = formats.load(data, split, hint="; name the file or split to train on with split=NAME, or pass the `distill gen` output directory")
+    if not source.records:
+        raise UserError(f"{source.source} holds no records; generate more data (more documents or --pairs-per-chunk) or point at a larger file")
+    return source
+
+
+def split_of(source: formats.Data, prompt_mode: str) -> str:
+    """How the data was split: the manifest says; without one, the prompt mode stands for it
+    (open-book: document split, skill; otherwise item split, knowledge)."""
+    if source.manifest is not None:
+        return source.manifest.get("split_by", "item")
+    return "document" if prompt_mode == "open-book" else "item"
 
 
 def apply_template(tokenizer, name: str | None) -> None:
@@ -77,16 +78,23 @@ def apply_template(tokenizer, name: str | None) -> None:
 
 
 def encode(tokenizer, record: dict, mode: Mode) -> dict:
-    """Token ids of the whole conversation and a 0/1 mask of the assistant's tokens."""
-    prompt = tokenizer.apply_chat_template(prompt_messages(record, mode), tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(training_messages(record, mode), tokenize=False)
-    if not full.startswith(prompt):
-        raise UserError(
-            "the chat template renders the prompt differently inside the full conversation, so the assistant "
-            "tokens cannot be found; pass --chat-template chatml (or a template whose generation prompt is a prefix)"
-        )
+    """Token ids of the whole conversation and a 0/1 mask of the assistant's tokens (every assistant turn)."""
+    messages = training_messages(record, mode)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        end = full if i == len(messages) - 1 else tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not (full.startswith(start) and full.startswith(end)):
+            raise UserError(
+                "the chat template renders a prompt differently inside the full conversation (some drop the traces of earlier assistant turns), "
+                "so the assistant tokens cannot be found; pass --chat-template chatml (or a template whose generation prompt is a prefix)"
+            )
+        spans.append((len(start), len(end)))
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    mask = [int(start >= len(prompt)) for start, _ in enc["offset_mapping"]]
+    mask = [int(any(a <= start < b for a, b in spans)) for start, _ in enc["offset_mapping"]]
     return {"input_ids": enc["input_ids"], "completion_mask": mask}
 
 
@@ -103,17 +111,18 @@ def check_masks(rows: list[dict], where: str) -> dict:
     return {"tokens": total, "trained_tokens": trained, "trained_share": round(share, 4)}
 
 
-def prepare(cfg, tokenizer, source: tuple[list[dict], dict, str]) -> TrainData:
+def prepare(cfg, tokenizer, source: formats.Data) -> TrainData:
     """Hold out the recall probe and the validation slice, tokenize and check the training data
     (chat records, plus text.jsonl's plain text where there is one); source: read_data_dir's."""
-    records, manifest, digest = source
-    split_by = manifest.get("split_by", "item")
+    records = source.records
+    split_by = split_of(source, cfg.prompt_mode)
     mode: Mode = mode_for_split(split_by) if cfg.prompt_mode == "auto" else cfg.prompt_mode
+    formats.check_mode(source, mode, "--prompt-mode")
     apply_template(tokenizer, cfg.chat_template)
     probe = recall_probe(records, cfg.recall_probe if kind_of(split_by) == "knowledge" else 0, cfg.seed)
     held = {r["id"] for r in probe.get("held_out", [])}
     rows = [encode(tokenizer, r, mode) for r in records if r["id"] not in held]
-    text = read_text(Path(cfg.data)) if cfg.text is not False else []
+    text = read_text(Path(cfg.data)) if cfg.text is not False and Path(cfg.data).is_dir() else []
     if cfg.text is True and not text:
         raise UserError(f"text=true but {cfg.data}/text.jsonl is missing or empty; generate it with `distill gen --rewrites N` or set text=auto")
     rows += [piece for row in text for piece in encode_text(tokenizer, row["text"], cfg.max_seq_length)]
@@ -128,9 +137,9 @@ def prepare(cfg, tokenizer, source: tuple[list[dict], dict, str]) -> TrainData:
     val, train = kept[:n_val], kept[n_val:]
     if not train:
         raise UserError(f"no training records left after holding out validation (val_fraction={cfg.val_fraction}); lower it")
-    stats = check_masks(train, f"{cfg.data}/train.jsonl")
+    stats = check_masks(train, source.source)
     stats.update(records=len(train), val_records=len(val), text_rows=len(text), probe_held_out=len(held))
-    return TrainData(train, val, mode, digest, split_by, len(rows) - len(kept), stats, probe)
+    return TrainData(train, val, mode, source.format, source.describe(), split_by, len(rows) - len(kept), stats, probe)
 
 
 def recall_probe(records: list[dict], count: int, seed: int) -> dict:

@@ -27,13 +27,14 @@ from types import SimpleNamespace
 
 import torch
 
+from common import formats
 from common.contract import mode_for_split, prompt_messages
 from common.errors import UserError
 from common.io import write_json
 from common.models import EMBEDDED, resolve_model
 from common.versions import versions
 from train import loading, ranks, unsloth_adapter
-from train.data import apply_template, read_data_dir
+from train.data import apply_template, read_data_dir, split_of
 from train.grpo_config import GRPOConfig
 from train.saving import plot_metrics, save_model
 from train.sft import RUN_CONFIG, check_out, choose_backend, common_args, identity, peak_memory_gib
@@ -144,7 +145,7 @@ def prompt_rows(records: list[dict], tokenizer, mode, max_prompt_length: int) ->
         messages = prompt_messages(record, mode)
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if token_count(tokenizer, text) <= max_prompt_length:
-            rows.append({"prompt": messages, **{k: record[k] for k in COLUMNS}})
+            rows.append({"prompt": messages, **{k: record.get(k, "") for k in COLUMNS}})  # brought data may lack evidence, context
     return rows, len(records) - len(rows)
 
 
@@ -158,7 +159,8 @@ def load_policy(cfg: GRPOConfig, start: Start, backend: str, max_seq_length: int
 
 
 def setup(cfg: GRPOConfig, ident: dict) -> Plan:
-    records, manifest, digest = read_data_dir(cfg.data)  # cheap checks first (none imports transformers): data, method
+    source = read_data_dir(cfg.data, cfg.split)  # cheap checks first (none imports transformers): data, method
+    records = source.records
     loading.check_method(cfg)
     backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
     start = resolve_start(cfg.from_model)  # converting the embedded model imports transformers
@@ -175,8 +177,9 @@ def setup(cfg: GRPOConfig, ident: dict) -> Plan:
     set_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(start.tokenizer)
     apply_template(tokenizer, cfg.chat_template)
-    split_by = manifest.get("split_by", "item")
+    split_by = split_of(source, cfg.prompt_mode)
     mode = mode_for_split(split_by) if cfg.prompt_mode == "auto" else cfg.prompt_mode
+    formats.check_mode(source, mode, "--prompt-mode")
     lengths = size_lengths(cfg, tokenizer, records, loading.model_context(start.base))
     rows, dropped = prompt_rows(records, tokenizer, mode, lengths["max_prompt_length"])
     if not rows:
@@ -187,7 +190,7 @@ def setup(cfg: GRPOConfig, ident: dict) -> Plan:
     if ranks.is_main():
         write_json(out / RUN_CONFIG, ident)
     _, autocast = loading.resolve_dtype(cfg)
-    data = {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": digest, "split_by": split_by, "prompt_mode": mode, "prompts": len(rows), "dropped_too_long": dropped}
+    data = {"dir": str(Path(cfg.data).resolve()), "data_format": source.format, **source.describe(), "split_by": split_by, "prompt_mode": mode, "prompts": len(rows), "dropped_too_long": dropped}
     plan = Plan(out, start, backend, generation, model, tokenizer, rows, data, lengths, rewards, weights, judge, autocast, loading.resolve_optim(cfg), resume_from)
     for warning in wasteful_settings(cfg):
         plan.warn(warning)
@@ -323,6 +326,7 @@ def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float
         "processes": ranks.world_size(),
         "optimizer": plan.optim,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "data_format": plan.data["data_format"],
         "data": plan.data,
         "lengths": plan.lengths,
         "rewards": dict(zip(cfg.rewards, plan.weights)),

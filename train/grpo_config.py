@@ -28,7 +28,8 @@ class GRPOConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # what to train, on what, and where the result goes
-    data: str = Field("data", description="Data directory written by `distill gen` (train.jsonl + manifest.json); prompts come from train.jsonl, test.jsonl is never read.")
+    data: str = Field("data", description="Data directory written by `distill gen` (train.jsonl + manifest.json; prompts come from train.jsonl, test.jsonl is never read), or your own data as for SFT (docs/train.md).")
+    split: str = SFT["split"]
     out: str = Field("grpo", description="Output model directory: adapter (or merged model), tokenizer, run.json, metrics.jsonl, rewards.png, checkpoints/, judge_cache.sqlite.")
     from_model: str = Field(
         EMBEDDED,

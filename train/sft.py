@@ -26,7 +26,7 @@ from common.models import resolve_model
 from common.versions import versions
 from train import loading, ranks, unsloth_adapter
 from train.config import TrainConfig
-from train.data import TrainData, check_batch, kind_of, prepare, read_data_dir
+from train.data import TrainData, check_batch, kind_of, prepare, read_data_dir, split_of
 from train.saving import check_save, plot_loss, save_model
 
 RUN_CONFIG = "train_config.json"  # written at start: identifies the run an output directory holds
@@ -55,8 +55,8 @@ def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
         finished = check_out(cfg, ident)
     if finished is not None:
         return finished
-    source = read_data_dir(cfg.data)  # cheap checks first (none imports transformers): data, method, output format
-    cfg = cfg.resolved(kind_of(source[1].get("split_by", "item")))  # `auto` hyperparameters, by the data's kind
+    source = read_data_dir(cfg.data, cfg.split)  # cheap checks first (none imports transformers): data, method, output format
+    cfg = cfg.resolved(kind_of(split_of(source, cfg.prompt_mode)))  # `auto` hyperparameters, by the data's kind
     plan = setup(cfg, ident, source)
     trainer, interrupted = run(cfg, plan, show_progress)
     return save(cfg, plan, trainer, interrupted, started)
@@ -97,7 +97,7 @@ def choose_backend(cfg: TrainConfig) -> str:
     return "hf"
 
 
-def setup(cfg: TrainConfig, ident: dict, source: tuple) -> Plan:
+def setup(cfg: TrainConfig, ident: dict, source) -> Plan:
     loading.check_method(cfg)
     check_save(cfg)
     backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
@@ -286,7 +286,8 @@ def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: floa
         "batches": plan.batches,
         "optimizer": plan.optim,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "data": {"dir": str(Path(cfg.data).resolve()), "manifest_sha256": plan.data.manifest_sha256, "split_by": plan.data.split_by, "kind": kind_of(plan.data.split_by),
+        "data_format": plan.data.format,
+        "data": {"dir": str(Path(cfg.data).resolve()), **plan.data.source, "split_by": plan.data.split_by, "kind": kind_of(plan.data.split_by),
                  "prompt_mode": plan.data.mode, "dropped_too_long": plan.data.dropped_too_long, **plan.data.stats},
         "metrics": summary(trainer, rows, time.time() - started),
         "versions": versions(),
