@@ -79,3 +79,22 @@ def test_grammar_matchers_are_made_when_rows_join(tiny_lm):
     assert len(made) == 2  # the first two rows only
     rest = list(finished)
     assert len(rest) == 5 and sorted(made) == list(range(6))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_engine_runs_on_a_gpu(tiny_lm):
+    """Every tensor of the loop follows the model to the GPU (prompts, positions, the rows kept, the
+    repetition penalty, the sampler's generator): greedy tokens equal the CPU engine's."""
+    import copy
+
+    gpu = copy.deepcopy(tiny_lm).cuda()
+    prompts = [[5, 6, 7], [9] * 11, list(range(2, 30)), [40] * 6, [8]]
+
+    def run(model, temperature):
+        rows = [Row(i, p, 12, None) for i, p in enumerate(prompts)]
+        return {f.tag: f.tokens for f in Engine(model, PAD, [STOP], 3, repetition_penalty=1.2).run(rows, temperature, 0.9, 0)}
+
+    assert run(gpu, 0.0) == run(tiny_lm, 0.0)
+    sampled = run(gpu, 1.0)
+    assert sorted(sampled) == list(range(len(prompts))) and all(len(t) <= 12 for t in sampled.values())

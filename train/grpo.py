@@ -222,7 +222,7 @@ def grpo_args(cfg: GRPOConfig, plan: Plan):
         **common_args(cfg, plan),
         per_device_train_batch_size=micro,  # completions, not prompts
         gradient_accumulation_steps=per_step // micro,
-        steps_per_generation=generation_steps(cfg) * (per_step // micro),  # TRL counts micro-steps
+        steps_per_generation=cfg.steps_per_generation * (per_step // micro),  # TRL counts micro-steps
         num_generations=cfg.num_generations,
         max_completion_length=plan.lengths["max_completion_length"],
         temperature=cfg.temperature,
@@ -237,11 +237,6 @@ def grpo_args(cfg: GRPOConfig, plan: Plan):
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=cfg.vllm_memory,
     )
-
-
-def generation_steps(cfg: GRPOConfig) -> int:
-    """Optimizer steps per generation batch: the config's, else 4 on a CUDA GPU and 1 elsewhere."""
-    return cfg.steps_per_generation or (4 if loading.device() == "cuda" else 1)
 
 
 def run(cfg: GRPOConfig, plan: Plan, show_progress: bool):
@@ -322,7 +317,7 @@ def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float
         "backend": plan.backend,
         "imported_before_unsloth": unsloth_adapter.imported_before() if plan.backend == "unsloth" else None,
         "generation": plan.generation,
-        "steps_per_generation": generation_steps(cfg),
+        "steps_per_generation": cfg.steps_per_generation,
         "processes": ranks.world_size(),
         "optimizer": plan.optim,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

@@ -57,7 +57,8 @@ class Engine:
 
     @torch.inference_mode()
     def run(self, rows: list[Row], temperature: float, top_p: float, seed: int | None) -> Iterator[Finished]:
-        gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        device = self.model.device  # every tensor the loop makes lives there (CPU or a GPU)
+        gen = torch.Generator(device=device).manual_seed(seed if seed is not None else torch.seed())
         waiting = deque(sorted(rows, key=lambda r: len(r.prompt_ids)))
         live: list[Row] = []
         cache, mask, logits = None, None, None
@@ -79,12 +80,12 @@ class Engine:
                 if not live:
                     cache, mask, logits = None, None, None
                     continue
-                index = torch.tensor(keep)
+                index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 mask, tokens = mask[index], tokens[index]
                 cache, mask = _crop(cache, mask)
             mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-            positions = torch.tensor([[row.pos] for row in live])
+            positions = torch.tensor([[row.pos] for row in live], device=device)
             for row in live:
                 row.pos += 1
             out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
@@ -117,6 +118,7 @@ class Engine:
             ids[i, width - n :] = torch.tensor(row.prompt_ids)
             new_mask[i, width - n :] = 1
             row.pos = n
+        ids, new_mask = ids.to(self.model.device), new_mask.to(self.model.device)
         positions = (new_mask.cumsum(-1) - 1).clamp(min=0)
         new_cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=new_mask, position_ids=positions, past_key_values=new_cache, use_cache=True, logits_to_keep=1)
@@ -147,7 +149,7 @@ class Engine:
         p = self.repetition_penalty
         for i, row in enumerate(live):
             if row.tokens:
-                seen = torch.tensor(row.tokens).unique()
+                seen = torch.tensor(row.tokens, device=logits.device).unique()
                 values = logits[i, seen]
                 logits[i, seen] = torch.where(values > 0, values / p, values * p)
 
