@@ -11,6 +11,7 @@ from rich.table import Table
 
 from common.config import load_config
 from distill.options import TEACHER_FLAGS, Flag, config_command, split_args
+from distill.quiet import verbose_option
 from generate.config import GenConfig
 from generate.export import EXPORTS, export_dir
 
@@ -85,6 +86,7 @@ def print_summary(manifest: dict, out: str) -> None:
 @click.command("export")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-f", "--format", "formats", multiple=True, required=True, type=click.Choice(EXPORTS))
+@verbose_option
 def export(data_dir, formats):
     """Write DATA_DIR's train/test.jsonl in other formats (alpaca, sharegpt, openai)."""
     for path in export_dir(data_dir, list(formats)):

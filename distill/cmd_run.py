@@ -7,6 +7,7 @@ import json
 import click
 
 from distill.options import one_path
+from distill.quiet import verbose_option
 from distill.pipeline import STAGES, run_pipeline
 
 EXAMPLES = """\b
@@ -34,6 +35,7 @@ def print_stage_keys(ctx: click.Context, _param, value: bool) -> None:
 @click.option("--help-config", is_flag=True, expose_value=False, is_eager=True, callback=print_stage_keys, help="List every key of every stage section and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print what each stage did (ran or skipped, and its result) as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no tables.")
+@verbose_option
 def run(args, force, as_json, quiet):
     """Run the stages of PIPELINE (sections gen, train, eval); `stage.key=value` overrides a key.
 
