@@ -7,6 +7,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from common.config import load_config
@@ -57,6 +58,9 @@ def gen(args, config_path, as_json, quiet, flags, dry_run=False):
         click.echo(json.dumps(manifest, indent=2))
     elif not quiet:
         print_summary(manifest, cfg.out)
+    else:  # a file left out concerns the user's run: one line each, even when quiet
+        for skipped in manifest["skipped_files"]:
+            click.echo(f"skipped {skipped['path']}: {skipped['reason']}", err=True)
     if manifest["status"] == "interrupted":
         click.echo("interrupted: finished requests are saved; rerun the same command to continue", err=True)
         sys.exit(130)
@@ -78,7 +82,7 @@ def print_summary(manifest: dict, out: str) -> None:
     if coverage.get("chunks_without_items"):
         console.print(f"[yellow]{coverage['chunks_without_items']} of {coverage['chunks']} chunks gave no item[/] (manifest.json: coverage)")
     for skipped in manifest["skipped_files"]:
-        console.print(f"[yellow]skipped[/] {skipped['path']}: {skipped['reason']}")
+        console.print(f"[yellow]skipped[/] {escape(skipped['path'])}: {escape(skipped['reason'])}", soft_wrap=True, highlight=False)
     if manifest["status"] != "dry-run":
         console.print(f"wrote {out}/train.jsonl, test.jsonl, rejects.jsonl, manifest.json")
 

@@ -1,8 +1,8 @@
 """Token-aware chunking that prefers heading and paragraph boundaries.
 
 Every chunk is an exact slice `doc.text[start:end]`, so its offsets always point back into
-the document. Sizes are counted in tokens of the student tokenizer. Chunks start and end on
-non-space characters; only whitespace between paragraphs, sentences or words is left out of
+the document. Sizes are counted in tokens of the student tokenizer. A chunk starts on a non-space
+character (or an indented line's indentation) and ends on one; only whitespace is left out of
 every chunk. Memory beyond the text and its chunks stays bounded: pieces are tokenized a batch at
 a time, and every pattern runs in linear time (a megabyte of blanks or one endless word included).
 """

@@ -16,6 +16,7 @@ class GenConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[str] = Field(default_factory=list, description="Files, directories (recursive) or globs of .txt .md .html .htm .pdf .docx documents.")
+    max_file_mb: float = Field(100, gt=0, description="Skip a file over this size (of the file, or of its text) with a line saying so: a file's text is held whole, with its chunks and prompts (~5x its size in memory).")
     out: str = Field("data", description="Output directory for train.jsonl, test.jsonl, rejects.jsonl, manifest.json and the request cache.")
     task: str = Field("qa", description="Built-in task (qa, reasoning) or a name for a custom task given by prompt_file + schema_file.")
     prompt_file: str | None = Field(None, description="Custom prompt template (Python format fields: {chunk}, {n}, {schema}).")
