@@ -34,6 +34,15 @@ def test_help_prints_nothing_on_stderr(args):
     assert done.returncode == 0 and done.stdout and done.stderr == "", done.stderr
 
 
+def test_gen_dry_run_prints_nothing_on_stderr(tmp_path):
+    """Loads the tokenizer (transformers) and reads every format, pypdf included."""
+    from conftest import write_every_format
+
+    write_every_format(tmp_path / "docs")
+    done = distill("gen", str(tmp_path / "docs"), "--out", str(tmp_path / "out"), "--dry-run", "-q")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
 def test_train_is_quiet_and_verbose_shows_library_notices(tmp_path):
     """One real (tiny) training step: stderr is empty; with -v the libraries' notices are there."""
     model, data = tiny_model(tmp_path / "tiny"), data_dir(tmp_path / "data", n=8)
