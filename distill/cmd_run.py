@@ -7,8 +7,8 @@ import json
 import click
 
 from distill.options import one_path
-from distill.quiet import verbose_option
 from distill.pipeline import STAGES, run_pipeline
+from distill.quiet import verbose_option
 
 EXAMPLES = """\b
 Examples:
