@@ -9,7 +9,7 @@
 It answers `POST /v1/chat/completions` (model `exact`, listed by `GET /v1/models`) by the kind
 of request, judged from the body alone:
 - qa: `response_format` json_schema whose properties hold `items`. The passage is the text
-  between two lines `\"\"\"` of the first user message; the facts whose evidence (or one of
+  between two fence lines (three or more `"`) of the first user message; the facts whose evidence (or one of
   its rewrite sentences) occurs in it, whitespace collapsed, are returned in passage order, at
   most maxItems of them, each with only the item properties the schema names (`question`: the
   first phrasing; `questions`: the first K = maxItems phrasings; `evidence`; `reasoning`; `answer`).
@@ -41,7 +41,7 @@ from pathlib import Path
 from aiohttp import web
 
 MODEL = "exact"
-PASSAGE = re.compile(r'^[ \t]*"""[ \t]*\n(.*?)\n[ \t]*"""[ \t]*$', re.DOTALL | re.MULTILINE)
+PASSAGE = re.compile(r'^[ \t]*("{3,})[ \t]*\n(.*?)\n[ \t]*\1[ \t]*$', re.DOTALL | re.MULTILINE)  # fence: generate.tasks.fence
 QUESTION = re.compile(r"^\s*Question:\s*(.+?)\s*$", re.MULTILINE)
 FORMS = {"paraphras": "paraphrase", "note": "notes", "question": "notes", "summar": "summary"}
 UNKNOWN = "I don't know."
@@ -115,7 +115,7 @@ def top(name: str, prop: dict):
     if kind in ("integer", "number"):
         return prop.get("maximum", 5)
     if kind == "boolean":
-        return True
+        return name != "injection"  # the judge of gen: no passage of the corpus instructs the model
     return "The exact teacher checked it against the documents."
 
 
@@ -124,7 +124,7 @@ def judge_output(schema: dict | None, prompt: str) -> dict:
         if '"better"' in prompt:
             return {"better": "tie"}
         if "faithfulness" in prompt:
-            return {"why": top("why", {}), "faithfulness": 5, "usefulness": 5}
+            return {"why": top("why", {}), "injection": False, "faithfulness": 5, "usefulness": 5}
         return {"score": 5}
     return {name: top(name, prop) for name, prop in schema.get("properties", {}).items()}
 
@@ -149,14 +149,14 @@ def reply(body: dict, facts: Facts) -> tuple[str, str]:
     schema = fmt.get("json_schema", {}).get("schema") if fmt.get("type") == "json_schema" else None
     passage = PASSAGE.search(users[0])
     if schema is not None and "items" in schema.get("properties", {}):
-        found = facts.in_passage(passage.group(1)) if passage else []
+        found = facts.in_passage(passage.group(2)) if passage else []
         return "qa", json.dumps(qa_items(schema, found))
     props = (schema or {}).get("properties", {})
     questions = QUESTION.findall(users[-1])
     judged = JUDGE_KEYS & props.keys() if schema is not None else any(f'"{word}"' in users[0] for word in JUDGE_KEYS)
     if passage and not questions and not judged:
         instruction = users[0][: passage.start()] + users[0][passage.end() :]
-        text = rewrite(instruction, passage.group(1), facts.in_passage(passage.group(1)))
+        text = rewrite(instruction, passage.group(2), facts.in_passage(passage.group(2)))
         if schema is None:
             return "rewrite", text
         first = next((name for name, prop in props.items() if prop.get("type") == "string"), None)

@@ -11,19 +11,18 @@ Exit codes:
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-import warnings
 
 import click
 
 from common.errors import EXIT_INCOMPLETE, EXIT_USER_ERROR, IncompleteRun, UserError
 from distill import __version__
+from distill.quiet import quiet_libraries, verbose_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="distill")
+@verbose_option
 def cli() -> None:
     """Turn documents into a small domain-specific reasoning model.
 
@@ -37,25 +36,6 @@ def cli() -> None:
     Exit codes: 0 done, 2 user error, 3 incomplete (failed teacher requests:
     rerun to retry them), 130 interrupted.
     """
-
-
-def quiet_libraries() -> None:
-    """Keep library chatter (weight-loading bars, tokenizer notices) out of our output, without
-    importing any ML library: Unsloth must come before transformers, peft and trl, and the stage
-    that trains imports it first. Errors still show; so do warnings about the user's run."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers first logs
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' loading bars follow it
-    for module, message in NOISY_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, module=module)
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-# (module regex, message regex) of warnings that say nothing about the user's run
-NOISY_WARNINGS = ((r"transformers\.", r".*`torch_dtype` is deprecated"),)
-# loggers whose warnings say nothing about the user's run: torchao's enums registered through torch's
-# pytree (a deprecation notice), bitsandbytes' CPU kernels package notice
-NOISY_LOGGERS = ("torch.utils._pytree", "bitsandbytes.backends.cpu.ops")
 
 
 def _register() -> None:

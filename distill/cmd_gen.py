@@ -7,11 +7,13 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from common.config import load_config
 from common.errors import IncompleteRun
 from distill.options import TEACHER_FLAGS, Flag, config_command, split_args
+from distill.quiet import verbose_option
 from generate.config import GenConfig
 from generate.export import EXPORTS, export_dir
 
@@ -61,6 +63,9 @@ def gen(args, config_path, as_json, quiet, flags, dry_run=False):
         click.echo(json.dumps(manifest, indent=2))
     elif not quiet:
         print_summary(manifest, cfg.out)
+    else:  # a file left out concerns the user's run: one line each, even when quiet
+        for skipped in manifest["skipped_files"]:
+            click.echo(f"skipped {skipped['path']}: {skipped['reason']}", err=True)
     if manifest["status"] == "interrupted":
         click.echo("interrupted: finished requests are saved; rerun the same command to continue", err=True)
         sys.exit(130)
@@ -84,7 +89,7 @@ def print_summary(manifest: dict, out: str) -> None:
     if coverage.get("chunks_without_items"):
         console.print(f"[yellow]{coverage['chunks_without_items']} of {coverage['chunks']} chunks gave no item[/] (manifest.json: coverage)")
     for skipped in manifest["skipped_files"]:
-        console.print(f"[yellow]skipped[/] {skipped['path']}: {skipped['reason']}")
+        console.print(f"[yellow]skipped[/] {escape(skipped['path'])}: {escape(skipped['reason'])}", soft_wrap=True, highlight=False)
     if manifest["status"] != "dry-run":
         console.print(f"wrote {out}/train.jsonl, test.jsonl, rejects.jsonl, manifest.json")
 
@@ -92,6 +97,7 @@ def print_summary(manifest: dict, out: str) -> None:
 @click.command("export")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-f", "--format", "formats", multiple=True, required=True, type=click.Choice(EXPORTS))
+@verbose_option
 def export(data_dir, formats):
     """Write DATA_DIR's train/test.jsonl in other formats (alpaca, sharegpt, openai)."""
     for path in export_dir(data_dir, list(formats)):

@@ -8,6 +8,7 @@ import click
 
 from distill.options import one_path
 from distill.pipeline import STAGES, run_pipeline
+from distill.quiet import verbose_option
 
 EXAMPLES = """\b
 Examples:
@@ -36,6 +37,7 @@ def print_stage_keys(ctx: click.Context, _param, value: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what each stage did (ran or skipped, and its result) as JSON.")
 @click.option("--allow-incomplete", is_flag=True, help="Go on after a gen stage whose teacher requests partly failed (by default the run stops there, exit 3).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no tables.")
+@verbose_option
 def run(args, force, as_json, quiet, allow_incomplete):
     """Run the stages of PIPELINE (sections gen, train, eval); `stage.key=value` overrides a key.
 

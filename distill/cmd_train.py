@@ -9,6 +9,7 @@ import click
 
 from common.config import load_config
 from distill.options import Flag, config_command, one_path
+from distill.quiet import verbose_option
 from train.config import TrainConfig
 from train.grpo_config import GRPOConfig
 
@@ -94,6 +95,7 @@ def summary_line(record: dict, out: str) -> str:
 @click.option("--context", help="A passage to read first (open-book prompt).")
 @click.option("--max-new-tokens", type=int, default=512, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True)
+@verbose_option
 def ask(model_dir, question, context, max_new_tokens, temperature):
     """Ask MODEL_DIR (adapter, merged model, 'embedded' or hub id) one QUESTION."""
     from common.contract import prompt_messages
@@ -110,6 +112,7 @@ def ask(model_dir, question, context, max_new_tokens, temperature):
 @click.argument("model_dir")
 @click.option("--max-new-tokens", type=int, default=512, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True)
+@verbose_option
 def chat(model_dir, max_new_tokens, temperature):
     """Talk to MODEL_DIR interactively (empty line or Ctrl-D ends; /reset forgets the conversation)."""
     from common.generation import generate

@@ -3,7 +3,7 @@
 A flag names a config key (`Flag("teacher.model", "-m", "--model")`); its type, choices and
 help text come from the pydantic field, so `--help`, `--help-config`, YAML files and
 `key=value` overrides always agree. Every subcommand also gets `-c/--config`, `--help-config`,
-`--json` and `-q/--quiet`, and reads its positional words with one splitter: paths, then
+`--json`, `-q/--quiet` and `-v/--verbose` (library warnings), and reads its positional words with one splitter: paths, then
 `key=value` overrides.
 """
 
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from common.config import describe, sub_model
+from distill.quiet import verbose_option
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def config_command(name: str, model: type[BaseModel], flags: tuple[Flag, ...], a
         for flag in reversed(flags):
             command = option(model, flag)(command)
         command = click.option("-q", "--quiet", is_flag=True, help="No progress, no tables.")(command)
+        command = verbose_option(command)
         command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts.")(command)
         command = click.option("--help-config", is_flag=True, expose_value=False, is_eager=True, callback=print_keys(model, other_stages or {}), help="List every config key with its default and meaning, and exit.")(command)
         command = click.option("-c", "--config", "config_path", type=click.Path(), help=f"YAML file of {model.__name__} keys (precedence: YAML < flags < key=value).")(command)

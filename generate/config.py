@@ -16,9 +16,10 @@ class GenConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[str] = Field(default_factory=list, description="Files, directories (recursive) or globs of .txt .md .html .htm .pdf .docx documents.")
+    max_file_mb: float = Field(100, gt=0, description="Skip a file over this size (of the file, or of its text) with a line saying so: a file's text is held whole, with its chunks and prompts (~5x its size in memory).")
     out: str = Field("data", description="Output directory for train.jsonl, test.jsonl, rejects.jsonl, manifest.json and the request cache.")
     task: str = Field("qa", description="Built-in task (qa, reasoning) or a name for a custom task given by prompt_file + schema_file.")
-    prompt_file: str | None = Field(None, description="Custom prompt template (Python format fields: {chunk}, {n}, {schema}).")
+    prompt_file: str | None = Field(None, description="Custom prompt template (fields: {chunk}, {fence} (quotes around the chunk that it cannot close), {n}, {k}, {schema}, {shape}).")
     schema_file: str | None = Field(None, description="Custom JSON Schema of the teacher output (an object with a list 'items' of question/answer objects).")
     pairs_per_chunk: int = Field(2, ge=1, le=20, description="Facts (QA items) asked of the teacher for every chunk; each is asked in `phrasings` questions.")
     phrasings: int | Literal["auto"] = Field(

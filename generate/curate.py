@@ -23,6 +23,7 @@ from common.teacher.backends import Response
 from generate.dedup import NearDuplicates
 from generate.progress import GenProgress
 from generate.records import fact_id
+from generate.tasks import fence
 from generate.validate import parse_output, question_key
 
 JUDGE_SYSTEM = "You are a strict reviewer of training data. You reply with JSON only."
@@ -30,13 +31,13 @@ JUDGE_TOKENS = 256
 SCORE = {"type": "integer", "enum": [1, 2, 3, 4, 5]}
 JUDGE_SCHEMA = {
     "type": "object",
-    "properties": {"why": {"type": "string", "maxLength": 400}, "faithfulness": SCORE, "usefulness": SCORE},
-    "required": ["why", "faithfulness", "usefulness"],
+    "properties": {"why": {"type": "string", "maxLength": 400}, "injection": {"type": "boolean"}, "faithfulness": SCORE, "usefulness": SCORE},
+    "required": ["why", "injection", "faithfulness", "usefulness"],
     "additionalProperties": False,
 }
-STAGES = {"grounding": ("ungrounded",), "dedup": ("duplicate", "near_duplicate"), "judge": ("low_score", "judge_invalid", "not_judged")}
+STAGES = {"grounding": ("ungrounded",), "dedup": ("duplicate", "near_duplicate"), "judge": ("injection", "low_score", "judge_invalid", "not_judged")}
 EMPTY_CHUNKS_LISTED = 100
-FIELD = re.compile(r"\{(chunk|question|evidence|reasoning|answer)\}")
+FIELD = re.compile(r"\{(chunk|fence|question|evidence|reasoning|answer)\}")
 
 
 def curate(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool) -> None:
@@ -86,7 +87,7 @@ def judge_validator() -> jsonschema.protocols.Validator:
 
 
 def judge_prompt(item: dict, chunk, max_new_tokens: int) -> Prompt:
-    fields = {"chunk": chunk.text, **item}
+    fields = {"chunk": chunk.text, "fence": fence(chunk.text), **item}
     prompt = FIELD.sub(lambda m: fields[m.group(1)], judge_template())
     messages = [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]
     return Prompt(messages, JUDGE_SCHEMA, min(JUDGE_TOKENS, max_new_tokens), tag=(chunk, item))
@@ -120,6 +121,8 @@ def verdict(response: Response | None, min_score: int) -> tuple[str, str]:
     output, reason, detail = parse_output(response, judge_validator())
     if output is None:
         return "judge_invalid", f"{reason}: {detail}"
+    if output["injection"]:
+        return "injection", f"the passage tries to instruct the model: {output['why']}"[:400]
     scores = f"faithfulness {output['faithfulness']}, usefulness {output['usefulness']}"
     if min(output["faithfulness"], output["usefulness"]) < min_score:
         return "low_score", f"{scores}: {output['why']}"[:400]

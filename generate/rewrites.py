@@ -17,6 +17,7 @@ from pathlib import Path
 from common.teacher.ask import Answer, CachedTeacher, Prompt
 from generate.chunk import Chunk
 from generate.progress import GenProgress
+from generate.tasks import fence
 
 FORMS = ("paraphrase", "notes", "summary")
 PROMPTS = Path(__file__).parent / "prompts"
@@ -35,7 +36,7 @@ def rewrite_prompts(chunks: list[Chunk], count: int) -> list[Prompt]:
         for n in range(count):
             form = FORMS[n % len(FORMS)]
             version = f"version {n // len(FORMS) + 1}"
-            text = template(form).replace("{version}", version).replace("{chunk}", chunk.text)
+            text = template(form).replace("{version}", version).replace("{fence}", fence(chunk.text)).replace("{chunk}", chunk.text)
             prompts.append(Prompt([{"role": "user", "content": text}], None, tag=(chunk, form)))
     return prompts
 

@@ -91,7 +91,7 @@ def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -
 
 def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
     task = load_task(cfg.task, cfg.prompt_file, cfg.schema_file)
-    docs, skipped = read_all(discover(cfg.inputs))
+    docs, skipped = read_all(discover(cfg.inputs), cfg.max_file_mb)
     if not docs:
         first = skipped[0]
         raise UserError(f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); pass readable documents")

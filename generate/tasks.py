@@ -2,9 +2,10 @@
 
 Built-in: `qa` (factual questions, short reasoning) and `reasoning` (multi-step questions;
 the trace is the point). A custom task is a template file and a schema file. Template fields
-are `{chunk}`, `{n}` (facts), `{k}` (phrasings per fact), `{schema}` (the task schema) and
-`{shape}` (a JSON example of the reply asked for); other braces are left alone, so JSON examples
-need no escaping.
+are `{chunk}`, `{fence}` (a run of double quotes to put on the lines before and after the chunk:
+three, or one more than the longest run in the chunk, so that no passage can close its block
+early), `{n}` (facts), `{k}` (phrasings per fact), `{schema}` (the task schema) and `{shape}` (a
+JSON example of the reply asked for); other braces are left alone, so JSON examples need no escaping.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ SYSTEM = "You are a careful domain expert who writes training data for a student
 QUOTE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 MAX_QUOTES = 48
 
-FIELD = re.compile(r"\{(chunk|n|k|schema|shape)\}")  # the template fields, filled in one pass
+FIELD = re.compile(r"\{(chunk|fence|n|k|schema|shape)\}")  # the template fields, filled in one pass
+QUOTES = re.compile(r'"+')
 PHRASINGS_NOTE = "\n\nFor every fact, write {k} questions that ask for it in different words (list them in \"questions\"); all of them share its evidence, reasoning and answer."
 
 
@@ -63,7 +65,7 @@ class Task:
 
     def messages(self, chunk: str, n: int, phrasings: int = 1) -> list[dict]:
         asked = self.request_schema(n, None, phrasings)
-        fields = {"chunk": chunk, "n": str(n), "k": str(phrasings), "schema": json.dumps(self.schema), "shape": shape(asked)}
+        fields = {"chunk": chunk, "fence": fence(chunk), "n": str(n), "k": str(phrasings), "schema": json.dumps(self.schema), "shape": shape(asked)}
         prompt = FIELD.sub(lambda match: fields[match.group(1)], self.template)  # one pass: the chunk's own braces stay
         if phrasings > 1 and "{k}" not in self.template:
             prompt += PHRASINGS_NOTE.format(k=phrasings)
@@ -96,6 +98,13 @@ class Task:
             questions = item["questions"] if "questions" in item else [item["question"]]
             found += [{"question": str(question).strip(), **shared} for question in questions]
         return found
+
+
+def fence(passage: str) -> str:
+    """The delimiter of a passage block: a run of double quotes longer than any in the passage
+    (three at least, as the prompts always had), so no run of quotes in the passage can end its block."""
+    longest = max((len(run) for run in QUOTES.findall(passage)), default=0)
+    return '"' * max(3, longest + 1)
 
 
 def shape(schema: dict) -> str:

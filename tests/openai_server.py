@@ -29,7 +29,7 @@ from aiohttp import web
 
 from generate.tasks import quotable_sentences
 
-PASSAGE = re.compile(r'"""\n(.*?)\n"""', re.S)
+PASSAGE = re.compile(r'^("{3,})\n(.*?)\n\1$', re.S | re.M)  # the block between two fence lines (generate.tasks.fence)
 FACTS = re.compile(r"pick (\d+) different")
 PHRASINGS = re.compile(r"write (\d+) question")
 
@@ -69,7 +69,7 @@ def good_output(body: dict) -> dict:
     """What a good teacher writes for a chunk prompt: n facts, each quoting one sentence, asked in
     k phrasings ("questions") or one ("question"), as the prompt asks."""
     text = first_user(body)
-    passage = PASSAGE.search(text).group(1)
+    passage = PASSAGE.search(text).group(2)
     n = int(FACTS.search(text).group(1)) if FACTS.search(text) else 2
     k = int(PHRASINGS.search(text).group(1)) if PHRASINGS.search(text) else 1
     quotes = quotable_sentences(passage) or [passage.strip()]
@@ -84,7 +84,7 @@ def good_output(body: dict) -> dict:
 
 def good_json(call: Call, score: int = 4) -> str:
     if call.judge:
-        return json.dumps({"why": "Supported by the passage.", "faithfulness": score, "usefulness": score})
+        return json.dumps({"why": "Supported by the passage.", "injection": False, "faithfulness": score, "usefulness": score})
     return json.dumps(good_output(call.body))
 
 
