@@ -3,7 +3,9 @@ and the marker that makes a checkpoint count only once every file of it is on di
 
 transformers writes `checkpoint-N/` file by file; a kill in the middle leaves a partial
 folder. `COMPLETE` is written atomically after the Trainer has finished the folder, and resume
-only ever looks at folders that carry it (`latest_checkpoint`), removing the others.
+only ever looks at folders that carry it (`latest_checkpoint`), removing the others. Older
+checkpoints are removed only after the new one is marked, each unmarked before its files go
+(`remove_checkpoint`): a kill in the middle of a removal never leaves a marked, partial folder.
 """
 
 from __future__ import annotations
@@ -42,7 +44,27 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Unmark, then remove: a removal cut short leaves a folder resume does not take."""
+    (path / MARKER).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Remove every checkpoint in folder (a finished run's), each unmarked first, then the folder."""
+    for path in folder.glob("checkpoint-*"):
+        remove_checkpoint(path)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class CheckpointMarker(TrainerCallback):
+    """Marks a checkpoint complete once every rank has written its part, then keeps the newest `keep`
+    complete ones. The rotation is done here, not by the Trainer (save_total_limit), whose rotation
+    removes the previous checkpoint before this one is marked: with keep=1 a kill then left none."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+
     def on_save(self, args, state, control, **kwargs):
         # under torchrun every rank writes its part (rank 0 the weights and optimizer, each rank its RNG
         # state): the marker waits for all of them
@@ -50,6 +72,9 @@ class CheckpointMarker(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ranks.is_main() and folder.is_dir():
             write_atomic(folder / MARKER, json.dumps({"step": state.global_step, "time": time.time()}) + "\n")
+            complete = sorted((p for p in folder.parent.glob("checkpoint-*") if (p / MARKER).exists()), key=lambda p: int(p.name.split("-")[-1]))
+            for old in complete[: -self.keep]:
+                remove_checkpoint(old)
 
 
 class Metrics(TrainerCallback):
