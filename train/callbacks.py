@@ -60,10 +60,18 @@ def remove_checkpoints(folder: Path) -> None:
 class CheckpointMarker(TrainerCallback):
     """Marks a checkpoint complete once every rank has written its part, then keeps the newest `keep`
     complete ones. The rotation is done here, not by the Trainer (save_total_limit), whose rotation
-    removes the previous checkpoint before this one is marked: with keep=1 a kill then left none."""
+    removes the previous checkpoint before this one is marked: with keep=1 a kill then left none.
+    No checkpoint is written after the last step (see on_step_end)."""
 
     def __init__(self, keep: int):
         self.keep = keep
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # transformers also saves after the last step, and a run resumed from that checkpoint trains one
+        # step past the end (the end is checked only after a step). The final model is saved anyway: a kill
+        # before run.json is written resumes from the checkpoint before and trains the last steps again.
+        if state.global_step >= state.max_steps:
+            control.should_save = False
 
     def on_save(self, args, state, control, **kwargs):
         # under torchrun every rank writes its part (rank 0 the weights and optimizer, each rank its RNG
@@ -194,10 +202,12 @@ class RecallProbe(TrainerCallback):
 
 
 class StopOnSignal(TrainerCallback):
-    """Ctrl-C (SIGINT): finish the current step, save a checkpoint, stop; a second Ctrl-C aborts."""
+    """Ctrl-C (SIGINT): finish the current step, save a checkpoint, stop (`stopped`); a second Ctrl-C
+    aborts. A Ctrl-C during the last step lets the run finish: there is nothing left to resume."""
 
     def __init__(self):
         self.requested = False
+        self.stopped = False
 
     def request(self, signum, frame):
         if self.requested:
@@ -205,9 +215,10 @@ class StopOnSignal(TrainerCallback):
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if ranks.anywhere(self.requested):  # every rank stops after the same step
+        if ranks.anywhere(self.requested) and state.global_step < state.max_steps:  # every rank stops after the same step
             control.should_save = True
             control.should_training_stop = True
+            self.stopped = True
 
 
 def train_until_stopped(trainer, stop: StopOnSignal, resume_from: Path | None) -> None:

@@ -255,7 +255,7 @@ def run(cfg: GRPOConfig, plan: Plan, show_progress: bool):
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     train_until_stopped(trainer, stop, plan.resume_from)
-    return trainer, stop.requested
+    return trainer, stop.stopped
 
 
 # ---------------------------------------------------------------- save

@@ -242,7 +242,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
     check_batch(trainer.data_collator(sample))
     train_until_stopped(trainer, stop, plan.resume_from)
-    return trainer, stop.requested
+    return trainer, stop.stopped
 
 
 # ---------------------------------------------------------------- save
