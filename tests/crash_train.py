@@ -8,8 +8,9 @@ COMPLETE must load, and the finished run must end where an uninterrupted run end
     loop.tally()
 
 Kill moments (seeded RNG): `write` runs the CLI under tests/crashpoints.py, which kills it in the
-middle of the N-th write of the checkpoints folder (a file cut short, a folder half removed, a
-marker not yet in place; N drawn over the writes left in the run, the final clean-up included);
+middle of the N-th write to the output directory (a file cut short, a folder half removed, a
+marker or run.json not yet in place; N drawn over the writes left in the run, the final clean-up
+included);
 `training` kills from outside at a random moment after the launch's first new training step;
 `starting` kills from outside at a random moment before it.
 """
@@ -31,7 +32,9 @@ from distill.cli import main
 from crash_gen import ENV
 
 WRAPPER = Path(__file__).parent / "crashpoints.py"
-WRITES_PER_CHECKPOINT = 14  # what tests/crashpoints.py counts for one checkpoint of a LoRA run (rotation included)
+# what tests/crashpoints.py counts in a LoRA run: at the start, per checkpoint (its steps' metrics rows,
+# its files, marker and rotation included), and after the last one (model, loss.png, run.json, clean-up)
+WRITES_AT_START, WRITES_PER_CHECKPOINT, WRITES_AT_END = 2, 15, 13
 STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
 
 
@@ -133,9 +136,10 @@ class TrainLoop:
         return True
 
     def crash_point(self, newest: int | None) -> str:
-        """A write to die in, drawn over the checkpoint writes left in the run (the final clean-up is the last)."""
-        left = (self.steps - (newest or 0)) // self.save_steps
-        return str(self.rng.randint(1, WRITES_PER_CHECKPOINT * left + 1))
+        """A write to die in, drawn over the writes left in the run (the final clean-up is the last); no
+        checkpoint is written after the last step."""
+        left = max(0, (self.steps - 1 - (newest or 0)) // self.save_steps)
+        return str(self.rng.randint(1, WRITES_AT_START + WRITES_PER_CHECKPOINT * left + WRITES_AT_END))
 
     def kill_moment(self, mode: str, proc, out: Path, started: float, wall: float) -> float | None:
         if mode == "starting":

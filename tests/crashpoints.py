@@ -1,16 +1,18 @@
-"""Run a command of the CLI and SIGKILL it in the middle of a checkpoint write: a test wrapper, no part of distill.
+"""Run a command of the CLI and SIGKILL it in the middle of a write to its output directory: a test
+wrapper, no part of distill.
 
     python tests/crashpoints.py train DATA --out OUT ...      # = python -m distill train ..., with crash points
 
-Every write under a `checkpoints/` folder is an event, counted in order: a file saved by
-torch.save or safetensors, a file opened for writing, a folder removed (checkpoint rotation and
-the final clean-up) and a file moved into place (the COMPLETE marker, written atomically).
-DISTILL_CRASH_AT=N kills the process at the N-th event (N:REGEX: the N-th whose `kind path` matches
-REGEX, e.g. `1:rmtree .*/checkpoints$` for the final clean-up), leaving that write half done: a file
-saved then cut to a random share of its bytes, a file opened and left empty, a folder with a
-its files removed but for COMPLETE markers (the worst order an rmtree can take), a
-marker not yet moved into place (its temporary file left).
-DISTILL_CRASH_LOG=path appends one line per event (`kind path`), to see what a checkpoint writes.
+Every write under OUT is an event, counted in order: a file saved by torch.save or safetensors,
+a file opened for writing or appending (metrics.jsonl, trainer_state.json, tokenizer files,
+loss.png), a folder removed (checkpoint rotation, the final clean-up) and a file moved into
+place (the atomic writes: COMPLETE markers, train_config.json, run.json).
+DISTILL_CRASH_AT=N kills the process at the N-th event (N:REGEX: the N-th whose `kind path`
+matches REGEX, e.g. `1:rmtree .*/checkpoints$` for the final clean-up), leaving that write half
+done: a file saved then cut to a random share of its bytes, a file opened for writing and left
+empty (one opened for appending, untouched), a folder with its files removed but for COMPLETE
+markers (the worst order an rmtree can take), a file not yet moved into place (its temporary
+file left). DISTILL_CRASH_LOG=path appends one line per event (`kind path`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
+OUT = Path(sys.argv[sys.argv.index("--out") + 1]).resolve() if "--out" in sys.argv else None
 AT, _, PATTERN = (os.environ.get("DISTILL_CRASH_AT") or "0").partition(":")
 LOG = os.environ.get("DISTILL_CRASH_LOG")
 RNG = random.Random(AT + PATTERN)
@@ -35,7 +38,7 @@ seen = 0
 def event(kind: str, path) -> bool:
     """Count one write; True when this one is to be cut short (the caller does so, then calls die())."""
     global seen
-    if "checkpoints" not in Path(str(path)).parts:
+    if OUT is None or not Path(os.fspath(path)).resolve().is_relative_to(OUT):
         return False
     if LOG:
         with real_open(LOG, "a") as handle:
@@ -60,17 +63,21 @@ def cut(path) -> None:
 real_open, real_io_open, real_rmtree, real_replace = builtins.open, io.open, shutil.rmtree, os.replace
 
 
-def patched_open(file, mode="r", *args, **kwargs):
+def opened(file, mode: str) -> None:
+    """An open for writing or appending is an event; cut short, a written file is left empty."""
     if isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wax+") and event("open", file):
-        real_open(file, "wb").close()
+        if "a" not in mode:
+            real_open(file, "wb").close()
         die()
+
+
+def patched_open(file, mode="r", *args, **kwargs):
+    opened(file, mode)
     return real_open(file, mode, *args, **kwargs)
 
 
 def patched_io_open(file, mode="r", *args, **kwargs):
-    if isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wax+") and event("open", file):
-        real_open(file, "wb").close()
-        die()
+    opened(file, mode)
     return real_io_open(file, mode, *args, **kwargs)
 
 
