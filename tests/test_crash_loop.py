@@ -47,9 +47,9 @@ def check_and_record(loop: GenLoop, tally, seconds: float, seed: int, fault: str
     where = f"seed {seed}: {tally}"
     note = (
         f"seed {seed}; {tally.launches} launches in {seconds:.0f} s, kills by phase {dict(tally.by_mode)}; "
-        f"{tally.lost_in_flight} answers were in flight at a kill (sent by the server, the process killed before storing them; at most "
-        f"{tally.lost_at_one_kill} at one kill, at --concurrency 8) and were asked again: unavoidable without server-side idempotency; "
-        f"sent twice counts answers asked again after they were stored"
+        f"answers lost in flight and asked again: {tally.lost_in_flight} (sent by the server, the process killed before storing them; "
+        f"at most {tally.lost_at_one_kill} at one kill, at --concurrency 8): unavoidable without server-side idempotency, so not counted as "
+        f"sent twice, which counts answers asked again after they were stored"
     )
     print(f"gen crash loop: {tally} in {seconds:.0f} s")
     record("gen", fault, runs=tally.rounds, survived=tally.identical, items_lost=tally.items_lost, sent_twice=tally.sent_twice, kills=tally.kills, note=note)
