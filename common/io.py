@@ -13,7 +13,8 @@ from common.errors import UserError
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write a file so that readers see either the old content or the whole new one."""
+    """Write a file so that readers see either the old content or the whole new one (a process
+    killed mid-way leaves a temporary file beside it: `is_temp`)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -25,6 +26,12 @@ def write_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_temp(path: str | Path) -> bool:
+    """A temporary file of `write_atomic` (`.NAME.XXXXXXXX.tmp`), left where a process was killed while writing."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:

@@ -3,6 +3,7 @@
     with FakeOpenAI(script) as server:      # script(call) -> Reply
         ... base_url=server.url ...
     server.answered                          # prompt -> good answers sent (status 200, a chat completion, not a fault)
+    server.replies                           # (time.monotonic(), prompt, status) of every reply, in order
 
 A prompt is identified by the first user message (the chunk prompt), so a repair of the same
 chunk counts as a second call of that prompt. The default script writes valid, grounded JSON
@@ -188,6 +189,7 @@ class FakeOpenAI:
         self.answered: Counter = Counter()  # prompt -> good answers sent
         self.refused: list[dict] = []  # response_formats refused
         self.bodies: list[dict] = []
+        self.replies: list[tuple[float, str, int]] = []  # (monotonic time, prompt, status) of every reply sent
         self.times: list[float] = []
         self.inflight = self.peak = 0  # requests being handled now / at most at once
 
@@ -259,6 +261,7 @@ class FakeOpenAI:
                 await asyncio.sleep(reply.delay)
         finally:
             self.inflight -= 1
+        self.replies.append((time.monotonic(), prompt, reply.status))
         if reply.status != 200:
             payload = {"error": {"message": reply.error, "type": "server_error", "param": None, "code": None}}
         else:

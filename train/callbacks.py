@@ -3,7 +3,9 @@ and the marker that makes a checkpoint count only once every file of it is on di
 
 transformers writes `checkpoint-N/` file by file; a kill in the middle leaves a partial
 folder. `COMPLETE` is written atomically after the Trainer has finished the folder, and resume
-only ever looks at folders that carry it (`latest_checkpoint`), removing the others.
+only ever looks at folders that carry it (`latest_checkpoint`), removing the others. Older
+checkpoints are removed only after the new one is marked, each unmarked before its files go
+(`remove_checkpoint`): a kill in the middle of a removal never leaves a marked, partial folder.
 """
 
 from __future__ import annotations
@@ -42,7 +44,35 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Unmark, then remove: a removal cut short leaves a folder resume does not take."""
+    (path / MARKER).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Remove every checkpoint in folder (a finished run's), each unmarked first, then the folder."""
+    for path in folder.glob("checkpoint-*"):
+        remove_checkpoint(path)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class CheckpointMarker(TrainerCallback):
+    """Marks a checkpoint complete once every rank has written its part, then keeps the newest `keep`
+    complete ones. The rotation is done here, not by the Trainer (save_total_limit), whose rotation
+    removes the previous checkpoint before this one is marked: with keep=1 a kill then left none.
+    No checkpoint is written after the last step (see on_step_end)."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # transformers also saves after the last step, and a run resumed from that checkpoint trains one
+        # step past the end (the end is checked only after a step). The final model is saved anyway: a kill
+        # before run.json is written resumes from the checkpoint before and trains the last steps again.
+        if state.global_step >= state.max_steps:
+            control.should_save = False
+
     def on_save(self, args, state, control, **kwargs):
         # under torchrun every rank writes its part (rank 0 the weights and optimizer, each rank its RNG
         # state): the marker waits for all of them
@@ -50,6 +80,9 @@ class CheckpointMarker(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ranks.is_main() and folder.is_dir():
             write_atomic(folder / MARKER, json.dumps({"step": state.global_step, "time": time.time()}) + "\n")
+            complete = sorted((p for p in folder.parent.glob("checkpoint-*") if (p / MARKER).exists()), key=lambda p: int(p.name.split("-")[-1]))
+            for old in complete[: -self.keep]:
+                remove_checkpoint(old)
 
 
 class Metrics(TrainerCallback):
@@ -169,10 +202,12 @@ class RecallProbe(TrainerCallback):
 
 
 class StopOnSignal(TrainerCallback):
-    """Ctrl-C (SIGINT): finish the current step, save a checkpoint, stop; a second Ctrl-C aborts."""
+    """Ctrl-C (SIGINT): finish the current step, save a checkpoint, stop (`stopped`); a second Ctrl-C
+    aborts. A Ctrl-C during the last step lets the run finish: there is nothing left to resume."""
 
     def __init__(self):
         self.requested = False
+        self.stopped = False
 
     def request(self, signum, frame):
         if self.requested:
@@ -180,9 +215,10 @@ class StopOnSignal(TrainerCallback):
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if ranks.anywhere(self.requested):  # every rank stops after the same step
+        if ranks.anywhere(self.requested) and state.global_step < state.max_steps:  # every rank stops after the same step
             control.should_save = True
             control.should_training_stop = True
+            self.stopped = True
 
 
 def train_until_stopped(trainer, stop: StopOnSignal, resume_from: Path | None) -> None:

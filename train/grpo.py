@@ -10,7 +10,8 @@ run:   TRL's GRPOTrainer: each step samples num_generations completions for batc
        scores them, and moves the policy towards the completions that beat their group's mean.
        Checkpoints every `save_steps`, marked complete only once fully written; Ctrl-C saves one
        and stops; every step's rewards, zero-advantage groups, lengths and rates go to metrics.jsonl.
-save:  the adapter (or merged model), tokenizer, metrics.jsonl, rewards.png and run.json — last.
+save:  the adapter (or merged model), tokenizer, metrics.jsonl, rewards.png and run.json — last;
+       then the checkpoints are removed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import importlib.util
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,11 +258,11 @@ def run(cfg: GRPOConfig, plan: Plan, show_progress: bool):
         args=grpo_args(cfg, plan),
         train_dataset=Dataset.from_list(plan.rows),
         processing_class=plan.tokenizer,
-        callbacks=[StepStats(cfg.batch_size * ranks.world_size(), plan.warn), CheckpointMarker(), metrics, bar, stop],
+        callbacks=[StepStats(cfg.batch_size * ranks.world_size(), plan.warn), CheckpointMarker(cfg.keep_checkpoints), metrics, bar, stop],
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     train_until_stopped(trainer, stop, plan.resume_from)
-    return trainer, stop.requested
+    return trainer, stop.stopped
 
 
 # ---------------------------------------------------------------- save
@@ -346,6 +346,8 @@ def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float
         trainer.model.delete_adapter("ref")  # TRL's frozen copy of the starting adapter (beta > 0): not part of the result
     how = SimpleNamespace(method="lora", save=cfg.save, model=start.base_name)  # what save_model reads
     record["files"] = save_model(how, trainer.model, plan.tokenizer, start.base, plan.out)
-    shutil.rmtree(plan.out / "checkpoints", ignore_errors=True)
-    write_json(plan.out / "run.json", record)
+    write_json(plan.out / "run.json", record)  # the run is done: a kill from here on leaves it done
+    from train.callbacks import remove_checkpoints
+
+    remove_checkpoints(plan.out / "checkpoints")
     return record

@@ -6,7 +6,8 @@ setup: check the output directory and the request (quantisation needs a GPU, seq
 run:   TRL's SFTTrainer, padding-free or padded batches (or packing), a checkpoint every `save_steps`
        marked complete only once fully written; Ctrl-C saves a checkpoint and stops.
 save:  the adapter (or merged model / GGUF), tokenizer, metrics.jsonl, loss.png and run.json
-       (resolved config, data manifest hash, base model, versions) — run.json last.
+       (resolved config, data manifest hash, base model, versions) — run.json last; then the
+       checkpoints are removed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from common.errors import UserError
-from common.io import write_json
+from common.io import is_temp, write_json
 from common.models import resolve_model
 from common.versions import versions
 from train import loading, ranks, unsloth_adapter
@@ -74,12 +75,13 @@ def check_out(cfg: TrainConfig, ident: dict) -> dict | None:
     out = Path(cfg.out)
     if cfg.overwrite and out.exists():
         shutil.rmtree(out)
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or all(is_temp(p) for p in out.iterdir()):  # temp files: a run killed while writing its first file
         return None
     stored = out / RUN_CONFIG
     if not stored.is_file() or json.loads(stored.read_text()) != ident:
         raise UserError(f"output directory {out} holds a different run; pass --overwrite to replace it or choose another --out")
     if (out / "run.json").is_file():
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # left by a kill while a finished run removed them
         return json.loads((out / "run.json").read_text())
     if not cfg.resume:
         raise UserError(f"output directory {out} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start over")
@@ -153,7 +155,7 @@ def common_args(cfg, plan) -> dict:
         logging_steps=cfg.logging_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=cfg.keep_checkpoints,
+        save_total_limit=None,  # CheckpointMarker(cfg.keep_checkpoints) rotates, once the new checkpoint is marked
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -229,7 +231,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=plan.tokenizer,
-        callbacks=[CheckpointMarker(), metrics, ProgressBar(metrics, show_progress and ranks.is_main()), stop],
+        callbacks=[CheckpointMarker(cfg.keep_checkpoints), metrics, ProgressBar(metrics, show_progress and ranks.is_main()), stop],
     )
     if plan.data.probe:
         generating = unsloth_adapter.generating if plan.backend == "unsloth" else None
@@ -240,7 +242,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
     check_batch(trainer.data_collator(sample))
     train_until_stopped(trainer, stop, plan.resume_from)
-    return trainer, stop.requested
+    return trainer, stop.stopped
 
 
 # ---------------------------------------------------------------- save
@@ -298,6 +300,8 @@ def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: floa
     if interrupted:
         return record  # the checkpoint is saved; `--resume` continues (no model, no run.json yet)
     record["files"] = save_model(cfg, trainer.model, plan.tokenizer, plan.base, plan.out)
-    shutil.rmtree(plan.out / "checkpoints", ignore_errors=True)
-    write_json(plan.out / "run.json", record)
+    write_json(plan.out / "run.json", record)  # the run is done: a kill from here on leaves it done
+    from train.callbacks import remove_checkpoints
+
+    remove_checkpoints(plan.out / "checkpoints")
     return record
