@@ -57,8 +57,10 @@ def run(docs: Path, out: Path, url: str, *extra: str) -> int:
 
 
 def printed(capsys, caplog) -> str:
-    """What the user saw on stderr: the CLI's lines, and the warnings logged (pytest captures those apart)."""
-    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] + capsys.readouterr().err.splitlines()
+    """What the user saw on stderr: the CLI's lines, and the warnings logged (pytest captures those apart).
+    The loopback server's own log (aiohttp's, e.g. a client that hung up mid-body) is not the user's."""
+    ours = [r for r in caplog.records if r.levelno >= logging.WARNING and not r.name.startswith("aiohttp")]
+    lines = [r.getMessage() for r in ours] + capsys.readouterr().err.splitlines()
     caplog.clear()
     return "\n".join(lines)
 
