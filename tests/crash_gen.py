@@ -90,7 +90,7 @@ class GenLoop:
     def reference(self, server: FakeOpenAI) -> None:
         """The uninterrupted run, in-process: its outputs, and how long it sends and saves."""
         self.ref = self.root / "reference"
-        started, mark = time.monotonic(), len(server.replies)
+        mark = len(server.replies)
         try:
             main(gen_args(self.docs, self.ref, server.url, self.concurrency))
         except SystemExit as done:

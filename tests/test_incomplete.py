@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_openai_gen import gen_args, records
+from test_pipeline import FakeTrainConfig
 
 import schemas
 from distill.cli import main
 
 from openai_server import FakeOpenAI, Reply, first_user, good_json, make_docs
-from test_openai_gen import gen_args, records
-from test_pipeline import FakeTrainConfig
 
 KEY = "sk-incomplete-test-4242"
 

@@ -17,13 +17,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from test_openai_gen import gen_args, records
 
 import generate.stage
 from distill.cli import main
-from reliability import record
 
 from openai_server import FakeOpenAI, Reply, completion, default_script, good_json, make_docs
-from test_openai_gen import gen_args, records
+from reliability import record
 
 pytestmark = pytest.mark.faults
 KEY = "sk-fault-test-0123456789"
