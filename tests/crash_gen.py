@@ -109,9 +109,7 @@ class GenLoop:
         out = self.root / f"round{self.rounds}"
         landed = 0
         while True:
-            mode = None
-            if landed < kills:
-                mode = modes[landed] if modes else self.rng.choices(list(self.weights), list(self.weights.values()))[0]
+            mode = next_mode(self.rng, self.weights, landed, kills, modes)
             if not self.launch(server, out, mode):
                 self.completed.append(out)
                 return landed
@@ -194,6 +192,14 @@ class GenLoop:
             tally.identical += all((out / name).read_bytes() == self.ref_outputs[name] for name in OUTPUTS)
             tally.stray_temp_files += len(list(out.glob(".*.tmp")))
         return tally
+
+
+def next_mode(rng: random.Random, weights: dict[str, float], landed: int, kills: int, modes: list[str] | None) -> str | None:
+    """How the next launch of a round is killed: None once `kills` kills have landed; else `modes` in
+    order where given, or one drawn by `weights` (both crash loops)."""
+    if landed >= kills:
+        return None
+    return modes[landed] if modes else rng.choices(list(weights), list(weights.values()))[0]
 
 
 def stored(out: Path, answers: dict[str, str]) -> frozenset:

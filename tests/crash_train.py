@@ -29,7 +29,7 @@ from pathlib import Path
 
 from distill.cli import main
 
-from crash_gen import ENV
+from crash_gen import ENV, next_mode
 
 WRAPPER = Path(__file__).parent / "crashpoints.py"
 # what tests/crashpoints.py counts in a LoRA run: at the start, per checkpoint (its steps' metrics rows,
@@ -88,9 +88,7 @@ class TrainLoop:
         out = self.root / f"round{self.rounds}"
         landed = 0
         while True:
-            mode = None
-            if landed < kills:
-                mode = modes[landed] if modes else self.rng.choices(list(self.weights), list(self.weights.values()))[0]
+            mode = next_mode(self.rng, self.weights, landed, kills, modes)
             killed = self.launch(out, mode)
             if killed is None:
                 return landed

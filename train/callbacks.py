@@ -31,17 +31,20 @@ from train import ranks
 MARKER = "COMPLETE"
 
 
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """The `checkpoint-N` folders in folder that carry the marker, oldest first."""
+    return sorted((p for p in folder.glob("checkpoint-*") if (p / MARKER).exists()), key=lambda p: int(p.name.split("-")[-1]))
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete `checkpoint-N` in folder; incomplete ones (killed mid-write) are removed."""
     if not folder.is_dir():
         return None
-    complete = []
     for path in folder.glob("checkpoint-*"):
-        if (path / MARKER).exists():
-            complete.append(path)
-        else:
+        if not (path / MARKER).exists():
             shutil.rmtree(path, ignore_errors=True)
-    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    complete = complete_checkpoints(folder)
+    return complete[-1] if complete else None
 
 
 def remove_checkpoint(path: Path) -> None:
@@ -80,8 +83,7 @@ class CheckpointMarker(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ranks.is_main() and folder.is_dir():
             write_atomic(folder / MARKER, json.dumps({"step": state.global_step, "time": time.time()}) + "\n")
-            complete = sorted((p for p in folder.parent.glob("checkpoint-*") if (p / MARKER).exists()), key=lambda p: int(p.name.split("-")[-1]))
-            for old in complete[: -self.keep]:
+            for old in complete_checkpoints(folder.parent)[: -self.keep]:
                 remove_checkpoint(old)
 
 
