@@ -2,13 +2,17 @@
 
   python bench/train_profile.py --data runs/bench/data --model runs/bench/llama-1b --report prof.txt \
       [--start 8 --steps 3] [--snapshot mem.pickle] [key=value ...]
+  python bench/train_profile.py --stage grpo --data runs/bench-grpo/data --model runs/bench-grpo/llama-1b \
+      --report grpo.txt max_completion_length=128 'rewards={"grpo_throughput:spaces": 1.0}'
 
-Runs `distill train` in this process (same config path as the CLI), profiles steps
+Runs `distill train` (or `--stage grpo`) in this process (same config path as the CLI), profiles steps
 start .. start+steps-1 and writes to --report: wall seconds per step, kernel (GPU) seconds per
 step and the share of the wall time the GPU was busy, then the top operators by GPU time and by
-host time. --snapshot records the CUDA allocator history of the profiled steps
-(torch.cuda.memory._dump_snapshot; open it at https://pytorch.org/memory_viz) and adds to the
-report what was allocated at the highest point of those steps, summed by the code that allocated it.
+host time. A GRPO step is labelled `distill.step` in the host-time table, its sampling and
+rewards `distill.generate`; the update (log-probabilities, loss, backward) is the difference.
+--snapshot records the CUDA allocator history of the profiled steps (torch.cuda.memory._dump_snapshot;
+open it at https://pytorch.org/memory_viz) and adds to the report what was allocated at the highest
+point of those steps, summed by the code that allocated it. On a CPU only the host table is meaningful.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ def profiler_callback(a):
     from torch.profiler import ProfilerActivity, profile
     from transformers import TrainerCallback
 
+    def sync():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
     class Profile(TrainerCallback):
         prof = None
         started = 0.0
@@ -34,18 +42,18 @@ def profiler_callback(a):
 
         def on_step_begin(self, args, state, control, **kw):
             if state.global_step == a.start:
-                torch.cuda.synchronize()
+                sync()
                 if a.snapshot:
                     self.base = torch.cuda.memory_allocated()
                     torch.cuda.reset_peak_memory_stats()
                     torch.cuda.memory._record_memory_history(max_entries=400_000, stacks="python")
-                self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+                self.prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else []))
                 self.prof.start()
                 self.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             if self.prof is not None and state.global_step == a.start + a.steps:
-                torch.cuda.synchronize()
+                sync()
                 wall = time.perf_counter() - self.started
                 self.prof.stop()
                 peak = []
@@ -112,8 +120,9 @@ def write_report(a, prof, wall: float, peak: list[str]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["sft", "grpo"], default="sft")
     p.add_argument("--data", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="the model to train (sft) or to start from (grpo: --from)")
     p.add_argument("--report", required=True)
     p.add_argument("--out", default="runs/profile")
     p.add_argument("--start", type=int, default=8)
@@ -122,14 +131,31 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="key=value config overrides, as on the distill command line")
     a = p.parse_args()
 
-    import train.trainer
     from common.config import parse_overrides
-    from train.config import TrainConfig
-    from train.sft import run_sft
 
-    values = {"data": a.data, "model": a.model, "out": a.out, "overwrite": True, "save_steps": 100_000, "max_steps": a.start + a.steps + 1}
-    cfg = TrainConfig(**{**values, **parse_overrides(a.overrides)})
-    make_class = train.trainer.trainer_class
+    values = {"data": a.data, "out": a.out, "overwrite": True, "save_steps": 100_000, "max_steps": a.start + a.steps + 1}
+    overrides = parse_overrides(a.overrides)
+    if a.stage == "grpo":
+        import train.grpo_trainer
+        from train.grpo import run_grpo
+        from train.grpo_config import GRPOConfig
+
+        sys.path.insert(0, str(ROOT / "bench"))  # user rewards such as grpo_throughput:spaces
+        train.grpo_trainer.grpo_trainer_class = profiled(train.grpo_trainer.grpo_trainer_class, a, labelled=True)
+        run_grpo(GRPOConfig(**{**values, "from_model": a.model, **overrides}), show_progress=False)
+    else:
+        import train.trainer
+        from train.config import TrainConfig
+        from train.sft import run_sft
+
+        train.trainer.trainer_class = profiled(train.trainer.trainer_class, a)
+        run_sft(TrainConfig(**{**values, "model": a.model, **overrides}), show_progress=False)
+
+
+def profiled(make_class, a, labelled: bool = False):
+    """make_class, with the profiler callback added to every trainer it makes (and, for GRPO, the
+    generation and the update of each step labelled as ranges of their own)."""
+    from torch.profiler import record_function
 
     def profiled_class(backend: str, gpu: bool) -> type:
         cls = make_class(backend, gpu)
@@ -137,10 +163,20 @@ def main() -> None:
         def __init__(self, *args, callbacks=(), **kwargs):
             cls.__init__(self, *args, callbacks=[*callbacks, profiler_callback(a)], **kwargs)
 
-        return type("ProfiledTrainer", (cls,), {"__init__": __init__})
+        def _generate_and_score_completions(self, inputs):
+            with record_function("distill.generate"):
+                return cls._generate_and_score_completions(self, inputs)
 
-    train.trainer.trainer_class = profiled_class
-    run_sft(cfg, show_progress=False)
+        def training_step(self, *args, **kwargs):  # GRPO generates inside it (_prepare_inputs) before the update
+            with record_function("distill.step"):
+                return cls.training_step(self, *args, **kwargs)
+
+        members = {"__init__": __init__}
+        if labelled:
+            members |= {"_generate_and_score_completions": _generate_and_score_completions, "training_step": training_step}
+        return type("ProfiledTrainer", (cls,), members)
+
+    return profiled_class
 
 
 if __name__ == "__main__":
