@@ -15,6 +15,13 @@ Per GRPO run it reports the correctness reward (TRL's `rewards/correctness/mean`
 completions of each step) in the first and the last quarter of the steps, the share of groups
 that scored alike, and the steps and seconds; per student, held-out and training-question exact
 match and token F1. Written to OUT/results.json and printed as a markdown table.
+
+A step's logged reward is a mean over its few prompts, so it moves with which prompts the step
+drew more than with what the policy learned. `--samples K` therefore also measures each student's
+**sampled training reward**: K completions for every training prompt, sampled as GRPO samples
+them (temperature 1.0, the run's completion length), scored by the GRPO stage's own reward
+functions; mean and 95% bootstrap CI over prompts, and for each GRPO run its change from the SFT
+student it started from, paired by prompt.
 """
 
 from __future__ import annotations
@@ -47,23 +54,15 @@ def in_parallel(jobs: list[tuple], parallel: int) -> list[dict]:
         return list(pool.map(lambda job: distill(*job), jobs))
 
 
-def correctness_series(folder: Path) -> list[float]:
-    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [r["rewards/correctness/mean"] for r in rows if "rewards/correctness/mean" in r]
-
-
 def grpo_summary(folder: Path) -> dict:
     """The run's reward at the start and the end, from run.json and the per-step series."""
     record = json.loads((folder / "run.json").read_text())
     m = record["metrics"]
-    series = correctness_series(folder)
-    tenth = max(len(series) // 10, 1)
     return {
         "steps": m["steps"], "train_seconds": m["train_seconds"], "lr": record["config"]["lr"],
         "correctness_first_quarter": m["rewards"].get("correctness", {}).get("first"),
         "correctness_last_quarter": m["rewards"].get("correctness", {}).get("last"),
-        "correctness_first_tenth": round(sum(series[:tenth]) / tenth, 4) if series else None,
-        "correctness_last_tenth": round(sum(series[-tenth:]) / tenth, 4) if series else None,
+        "correctness_by_epoch": m["by_epoch"].get("correctness"),
         "reward_first_quarter": m["reward"]["first"], "reward_last_quarter": m["reward"]["last"],
         "zero_advantage_share": m["zero_advantage_share"], "zero_advantage_share_last": m["zero_advantage_share_last"],
         "seconds_per_step": m["seconds_per_step"], "completion_length": m["completion_length"],
@@ -89,6 +88,7 @@ def main() -> None:
     p.add_argument("--grpo", action="append", help='"NAME SFT [key=value ...]": a GRPO run from that SFT student (repeatable; default: "grpo sft")')
     p.add_argument("--parallel", type=int, default=1, help="runs of a stage at a time")
     p.add_argument("--eval", nargs="*", default=list(EVAL), help="distill eval key=value overrides")
+    p.add_argument("--samples", type=int, default=0, help="completions a training prompt for the sampled training reward (0: not measured)")
     a = p.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -114,19 +114,66 @@ def main() -> None:
         "base": scores(metrics, "base"),
         "teacher": scores(metrics, "teacher"),
     }
+    if a.samples:
+        from distill.stats import bootstrap_mean
+
+        per_prompt = {r["name"]: sampled_reward(out / r["name"], data, a.samples) for r in runs if r["name"] != "eval" and r["rc"] == 0}
+        for name, scores_ in per_prompt.items():
+            group = "sft" if name in results["sft"] else "grpo"
+            results[group][name]["sampled"] = {k: bootstrap_mean(v) for k, v in scores_.items()}
+        for g in grpo:
+            if g[0] in per_prompt and g[1] in per_prompt:
+                after, before = per_prompt[g[0]], per_prompt[g[1]]
+                results["grpo"][g[0]]["sampled_change"] = {k: bootstrap_mean([x - y for x, y in zip(after[k], before[k])]) for k in after}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(table(results))
+
+
+def sampled_reward(model_dir: Path, data: str, samples: int, seed: int = 0) -> dict[str, list[float]]:
+    """{reward name: per training prompt, the mean of `samples` completions sampled as GRPO samples them}."""
+    import torch
+
+    from common.contract import mode_for_split
+    from common.generation import generate
+    from distill.inference import load_model
+    from train.data import read_data_dir, split_of
+    from train.grpo import prompt_rows, size_lengths
+    from train.grpo_config import GRPOConfig
+    from train.rewards import build_rewards
+
+    torch.manual_seed(seed)
+    cfg = GRPOConfig(data=data, from_model=str(model_dir))
+    model, tokenizer = load_model(str(model_dir))
+    source = read_data_dir(data, cfg.split)
+    lengths = size_lengths(cfg, tokenizer, source.records, None)
+    rows, _ = prompt_rows(source.records, tokenizer, mode_for_split(split_of(source, "auto")), lengths["max_prompt_length"])
+    asked = [row for row in rows for _ in range(samples)]
+    outputs = generate(model, tokenizer, [row["prompt"] for row in asked], lengths["max_completion_length"], batch_size=64, temperature=cfg.temperature)
+    rewards, _, _ = build_rewards(cfg, model_dir, lengths["length_budget"], lengths["max_completion_length"])
+    columns = {key: [row[key] for row in asked] for key in asked[0] if key != "prompt"}
+    completions = [[{"role": "assistant", "content": text}] for text in outputs]
+    result = {}
+    for reward in rewards:
+        scores = reward(prompts=[row["prompt"] for row in asked], completions=completions, **columns)
+        result[reward.__name__] = [sum(scores[i : i + samples]) / samples for i in range(0, len(scores), samples)]
+    print(f"{model_dir.name}: sampled training reward " + ", ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in result.items()), flush=True)
+    return result
 
 
 def table(results: dict) -> str:
     def cell(v):
         return "-" if not v else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
-    lines = ["| student | held-out exact | held-out F1 | training exact | correctness reward first -> last quarter | alike groups | steps |", "|---|---|---|---|---|---|---|"]
+    def mean_ci(v):
+        return "" if not v else f"{v['mean']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]" if v["lo"] < 0 else f"{v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+
+    lines = ["| student | held-out exact | held-out F1 | training exact | correctness reward first -> last quarter | sampled training correctness | change from SFT | alike groups | steps |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in [("base", results["base"]), ("teacher", results["teacher"]), *results["sft"].items(), *results["grpo"].items()]:
         rise = f"{r['correctness_first_quarter']} -> {r['correctness_last_quarter']}" if r.get("correctness_first_quarter") is not None else ""
         alike = f"{r['zero_advantage_share']:.0%}" if r.get("zero_advantage_share") is not None else ""
-        lines.append(f"| {name} {' '.join(r.get('args', []))} | {cell(r['held_out_exact'])} | {cell(r['held_out_f1'])} | {cell(r['train_exact'])} | {rise} | {alike} | {r.get('steps', '')} |")
+        sampled, change = r.get("sampled", {}).get("correctness"), r.get("sampled_change", {}).get("correctness")
+        lines.append(f"| {name} {' '.join(r.get('args', []))} | {cell(r['held_out_exact'])} | {cell(r['held_out_f1'])} | {cell(r['train_exact'])} | {rise} | {mean_ci(sampled)} | {mean_ci(change)} | {alike} | {r.get('steps', '')} |")
     return "\n".join(lines)
 
 

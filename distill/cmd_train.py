@@ -83,8 +83,9 @@ def train(args, config_path, as_json, quiet, flags, stage="sft", rewards=()):
 def summary_line(record: dict, out: str) -> str:
     m = record["metrics"]
     if record.get("stage") == "grpo":
-        reward = m["reward"]
-        return f"{record['status']}: {m['steps']} GRPO steps, reward {reward['first']} -> {reward['last']}, {m['seconds_per_step']} s/step, backend {record['backend']}; model in {out}"
+        epochs = m.get("by_epoch", {}).get("reward", [])
+        reward = f"reward by epoch {', '.join(map(str, epochs))}" if len(epochs) > 1 else f"reward {m['reward']['first']} -> {m['reward']['last']}"
+        return f"{record['status']}: {m['steps']} GRPO steps, {reward}, {m['seconds_per_step']} s/step, backend {record['backend']}; model in {out}"
     recall = f", recall of held-out phrasings {m['recall_val']} (taught {m['recall_train']})" if m.get("recall_val") is not None else ""
     return f"{record['status']}: {m['steps']} steps, loss {m['first_loss']} -> {m['final_loss']}{recall}, {m['tokens_per_s']} tok/s, backend {record['backend']}; model in {out}"
 

@@ -89,6 +89,9 @@ def test_format_reward_rises(world, tmp_path):
     m = run["metrics"]
     assert run["status"] == "done" and run["stage"] == "grpo" and run["backend"] == "hf" and run["generation"] == "transformers"
     assert m["steps"] == 20 and m["rewards"]["format"]["last"] > m["rewards"]["format"]["first"]
+    epochs = m["by_epoch"]["format"]  # 32 prompts, 4 a step: epochs of 8 steps, the third a half
+    assert len(epochs) == 3 and epochs[-1] > epochs[0] and epochs[0] == pytest.approx(sum(rewards[:8]) / 8, abs=1e-4)
+    assert len(m["by_epoch"]["reward"]) == 3
     assert m["tokens"] > 0 and m["tokens_per_s"] > 0 and m["generated_tokens_per_s"] > 0
     assert m["seconds_per_step"] == pytest.approx(m["generate_seconds_per_step"] + m["update_seconds_per_step"], rel=0.05)
     row = rows[-1]
@@ -236,3 +239,16 @@ def test_unsloth_reads_an_adapter_naming_its_base_as_distill_does(tmp_path):
         assert seen == str(adapter)  # already names it
     with adapter_on(str(tmp_path), "embedded") as seen:
         assert seen == str(tmp_path)  # a model, not an adapter
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("unsloth") is None, reason="unsloth not installed")
+def test_format_reward_rises_on_unsloth(world, tmp_path):
+    """The default backend's update moves the policy the right way too: the same learnable run as
+    test_format_reward_rises, through Unsloth's GRPO trainer (its own log-probabilities and loss)."""
+    out = tmp_path / "unsloth"
+    cfg = config(world, out, backend="unsloth", threads=1, batch_size=4, max_completion_length=24, max_steps=20, warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=1.0)
+    done = subprocess.run([sys.executable, "-c", GRPO_IN_A_PROCESS, cfg.model_dump_json()], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    epochs = run["metrics"]["by_epoch"]["format"]
+    assert run["backend"] == "unsloth" and epochs[-1] > epochs[0] + 0.2, epochs

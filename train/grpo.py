@@ -272,9 +272,19 @@ def mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
+def by_epoch(logged: list[dict], key: str) -> list[float]:
+    """`key`'s mean over each epoch's logged steps (the last epoch may be partial). Every epoch samples
+    the same prompts, so epochs compare, where a step's few prompts mostly show which prompts it drew."""
+    epochs: dict[int, list[float]] = {}
+    for row in logged:
+        if row.get(key) is not None:
+            epochs.setdefault(math.ceil(row["epoch"] - 1e-9), []).append(row[key])
+    return [round(sum(values) / len(values), 4) for _, values in sorted(epochs.items())]
+
+
 def summary(trainer, rows: list[dict], seconds: float) -> dict:
     """The run in numbers: each reward component at the start and the end (mean of the first and last
-    quarter of the logged steps), zero-advantage groups, lengths, rates and where a step's time went."""
+    quarter of the logged steps) and per epoch, zero-advantage groups, lengths, rates and where a step's time went."""
     logged = [r for r in rows if "reward" in r]
     quarter = max(len(logged) // 4, 1)
     first, last, steady = logged[:quarter], logged[-quarter:], logged[quarter:] or logged
@@ -288,6 +298,7 @@ def summary(trainer, rows: list[dict], seconds: float) -> dict:
         "epochs": round(trainer.state.epoch or 0, 4),
         "reward": {"first": over(first, "reward"), "last": over(last, "reward")},
         "rewards": {name: {"first": over(first, f"rewards/{name}/mean"), "last": over(last, f"rewards/{name}/mean")} for name in names},
+        "by_epoch": {"reward": by_epoch(logged, "reward")} | {name: by_epoch(logged, f"rewards/{name}/mean") for name in names},
         "zero_advantage_share": over(logged, "frac_reward_zero_std"),
         "zero_advantage_share_last": over(last, "frac_reward_zero_std"),
         "completion_length": over(logged, "completions/mean_length"),
