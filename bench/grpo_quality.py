@@ -133,10 +133,9 @@ def sampled_reward(model_dir: Path, data: str, samples: int, seed: int = 0) -> d
     """{reward name: per training prompt, the mean of `samples` completions sampled as GRPO samples them}."""
     import torch
 
-    from common.contract import mode_for_split
     from common.generation import generate
     from distill.inference import load_model
-    from train.data import read_data_dir, split_of
+    from train.data import read_data_dir, split_and_mode
     from train.grpo import prompt_rows, size_lengths
     from train.grpo_config import GRPOConfig
     from train.rewards import build_rewards
@@ -146,7 +145,7 @@ def sampled_reward(model_dir: Path, data: str, samples: int, seed: int = 0) -> d
     model, tokenizer = load_model(str(model_dir))
     source = read_data_dir(data, cfg.split)
     lengths = size_lengths(cfg, tokenizer, source.records, None)
-    rows, _ = prompt_rows(source.records, tokenizer, mode_for_split(split_of(source, "auto")), lengths["max_prompt_length"])
+    rows, _ = prompt_rows(source.records, tokenizer, split_and_mode(source, cfg.prompt_mode)[1], lengths["max_prompt_length"])
     asked = [row for row in rows for _ in range(samples)]
     outputs = generate(model, tokenizer, [row["prompt"] for row in asked], lengths["max_completion_length"], batch_size=64, temperature=cfg.temperature)
     rewards, _, _ = build_rewards(cfg, model_dir, lengths["length_budget"], lengths["max_completion_length"])

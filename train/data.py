@@ -69,6 +69,15 @@ def split_of(source: formats.Data, prompt_mode: str) -> str:
     return "document" if prompt_mode == "open-book" else "item"
 
 
+def split_and_mode(source: formats.Data, prompt_mode: str) -> tuple[str, Mode]:
+    """(how the data was split, the prompt mode to train in: the given one, or auto's by the split),
+    the mode checked against what the records hold."""
+    split_by = split_of(source, prompt_mode)
+    mode: Mode = mode_for_split(split_by) if prompt_mode == "auto" else prompt_mode
+    formats.check_mode(source, mode, "--prompt-mode")
+    return split_by, mode
+
+
 def apply_template(tokenizer, name: str | None) -> None:
     """Give the tokenizer a chat template: the named/given one, or ChatML when it has none."""
     if name:
@@ -115,9 +124,7 @@ def prepare(cfg, tokenizer, source: formats.Data) -> TrainData:
     """Hold out the recall probe and the validation slice, tokenize and check the training data
     (chat records, plus text.jsonl's plain text where there is one); source: read_data_dir's."""
     records = source.records
-    split_by = split_of(source, cfg.prompt_mode)
-    mode: Mode = mode_for_split(split_by) if cfg.prompt_mode == "auto" else cfg.prompt_mode
-    formats.check_mode(source, mode, "--prompt-mode")
+    split_by, mode = split_and_mode(source, cfg.prompt_mode)
     apply_template(tokenizer, cfg.chat_template)
     probe = recall_probe(records, cfg.recall_probe if kind_of(split_by) == "knowledge" else 0, cfg.seed)
     held = {r["id"] for r in probe.get("held_out", [])}

@@ -27,14 +27,13 @@ from types import SimpleNamespace
 
 import torch
 
-from common import formats
-from common.contract import mode_for_split, prompt_messages
+from common.contract import prompt_messages
 from common.errors import UserError
 from common.io import write_json
 from common.models import EMBEDDED, resolve_model
 from common.versions import versions
 from train import loading, ranks, unsloth_adapter
-from train.data import apply_template, read_data_dir, split_of
+from train.data import apply_template, read_data_dir, split_and_mode
 from train.grpo_config import GRPOConfig
 from train.saving import plot_metrics, save_model
 from train.sft import RUN_CONFIG, check_out, choose_backend, common_args, identity, peak_memory_gib
@@ -177,9 +176,7 @@ def setup(cfg: GRPOConfig, ident: dict) -> Plan:
     set_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(start.tokenizer)
     apply_template(tokenizer, cfg.chat_template)
-    split_by = split_of(source, cfg.prompt_mode)
-    mode = mode_for_split(split_by) if cfg.prompt_mode == "auto" else cfg.prompt_mode
-    formats.check_mode(source, mode, "--prompt-mode")
+    split_by, mode = split_and_mode(source, cfg.prompt_mode)
     lengths = size_lengths(cfg, tokenizer, records, loading.model_context(start.base))
     rows, dropped = prompt_rows(records, tokenizer, mode, lengths["max_prompt_length"])
     if not rows:
@@ -279,7 +276,7 @@ def by_epoch(logged: list[dict], key: str) -> list[float]:
     for row in logged:
         if row.get(key) is not None:
             epochs.setdefault(math.ceil(row["epoch"] - 1e-9), []).append(row[key])
-    return [round(sum(values) / len(values), 4) for _, values in sorted(epochs.items())]
+    return [mean(values) for _, values in sorted(epochs.items())]
 
 
 def summary(trainer, rows: list[dict], seconds: float) -> dict:
