@@ -95,10 +95,11 @@ def test_format_reward_rises(world, tmp_path):
     assert m["tokens"] > 0 and m["tokens_per_s"] > 0 and m["generated_tokens_per_s"] > 0
     assert m["seconds_per_step"] == pytest.approx(m["generate_seconds_per_step"] + m["update_seconds_per_step"], rel=0.05)
     row = rows[-1]
-    for key in ("rewards/format/mean", "rewards/format/std", "reward", "frac_reward_zero_std", "zero_advantage_groups", "completions/mean_length",
+    for key in ("rewards/format/mean", "rewards/format/std", "reward", "alike_share", "frac_reward_zero_std", "zero_advantage_groups", "completions/mean_length",
                 "tokens_per_s", "generated_tokens_per_s", "generate_s", "update_s", "step_time", "entropy"):
         assert key in row, key
-    assert row["zero_advantage_groups"] == pytest.approx(row["frac_reward_zero_std"] * 4)
+    assert row["zero_advantage_groups"] == pytest.approx(row["alike_share"] * 4)
+    assert all(r["alike_share"] == pytest.approx(r["frac_reward_zero_std"]) for r in rows)  # group scaling: TRL's count agrees
     assert "kl" not in row  # beta 0: no reference model, no KL
     assert run["from"]["kind"] == "model" and run["data"]["prompts"] == 32 and run["data"]["prompt_mode"] == "closed-book"
     assert run["lengths"]["max_completion_length"] == 24 and run["rewards"] == {"format": 1.0}
@@ -115,6 +116,22 @@ def test_a_run_that_cannot_learn_says_so(world, tmp_path):
     assert run["metrics"]["zero_advantage_share"] == 1.0
     assert [w for w in run["warnings"] if "scored alike" in w] and not [w for w in run["warnings"] if "learning rate" in w]
     assert [r["zero_advantage_groups"] for r in metrics(tmp_path / "grpo") if "reward" in r] == [2, 2, 2]
+
+
+def test_scale_rewards_divides_the_advantages(world, tmp_path):
+    """The same first step (same seed, same completions, same rewards) under each scale_rewards: the
+    advantages differ, so the gradient (the advantage-weighted sum of the completions' log-prob gradients) does."""
+    from train.grpo import run_grpo
+
+    first = {}
+    for scale in ("group", "batch", "none"):
+        run = run_grpo(config(world, tmp_path / scale, batch_size=4, max_completion_length=24, max_steps=1, scale_rewards=scale), show_progress=False)
+        assert run["config"]["scale_rewards"] == scale
+        first[scale] = next(r for r in metrics(tmp_path / scale) if "reward" in r)
+    assert len({(r["reward"], r["reward_std"]) for r in first.values()}) == 1  # one set of completions and rewards
+    assert 0 < first["none"]["reward_std"] and first["none"]["zero_advantage_groups"] < 4  # some group has an advantage to scale
+    assert len({r["zero_advantage_groups"] for r in first.values()}) == 1 and first["batch"]["frac_reward_zero_std"] == 0  # TRL's misses them under batch
+    assert len({round(r["grad_norm"], 6) for r in first.values()}) == 3, first
 
 
 def test_an_sft_adapter_is_trained_further(world, tmp_path):

@@ -78,6 +78,10 @@ class GRPOConfig(BaseModel):
     max_grad_norm: float = Field(0.1, gt=0, description="Gradient clipping norm; 0.1 as Unsloth's GRPO notebooks (policy-gradient steps are noisy).")
     beta: float = Field(0.0, ge=0, description="KL penalty towards the starting policy; 0: none, and no reference model is kept (R1-style; DAPO and Dr. GRPO drop it). With beta > 0 the starting adapter is kept as the reference and kl is logged.")
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = Field("dapo", description="How token losses are averaged (TRL's loss_type); dapo: over the tokens of the whole step, free of GRPO's length bias.")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="What a completion's advantage (its reward minus its group's mean) is divided by (TRL's scale_rewards): group: its group's std (GRPO); "
+        "batch: the step's std, so a group whose completions differ a little moves the policy a little (PPO Lite); none: nothing (Dr. GRPO)."
+    )
     batch_size: int = Field(4, ge=1, description="Prompts per optimizer step (on each device, under torchrun); each is sampled num_generations times.")
     micro_batch_size: int | None = Field(
         None, ge=1, description="Completions per forward/backward pass (gradients accumulate over a step); None: all of a step's completions (batch_size x num_generations) at once. Must divide them."

@@ -5,8 +5,10 @@ TRL already logs what GRPO needs watching: `rewards/<name>/mean|std`, `reward`, 
 `frac_reward_zero_std` (the share of completions whose group scored all alike: zero advantage),
 `completions/mean_length`, `clipped_ratio`, `kl` (beta > 0), `entropy`, `step_time` and
 `num_tokens`. Added here: `generate_s` (sampling + scoring the step's completions) and
-`update_s` (the rest of the step), `generated_tokens_per_s`, and `zero_advantage_groups`, the
-number of prompts in the step whose completions all scored the same (they teach nothing).
+`update_s` (the rest of the step), `generated_tokens_per_s`, `alike_share` and `zero_advantage_groups`,
+the share and number of prompts in the step whose completions all scored the same (they teach
+nothing), read off the advantages: TRL's `frac_reward_zero_std` measures the std it divides by,
+which under scale_rewards=batch is the step's, so it reads 0 whatever the groups did.
 
 TRL computes the completions' log-probabilities with a Triton kernel (a fused, chunked LM head)
 that cannot run without a GPU; on CPU the hf backend takes them from the model's logits instead.
@@ -24,9 +26,11 @@ from trl import GRPOTrainer
 
 from train.trainer import ResumeOnCPUProcesses
 
+ALIKE = 1e-3  # a group's advantages spread less than this: it scored alike (rounding in its mean, divided by std + 1e-4, leaves ~6e-4)
+
 
 class StepTimes:
-    """Times each step's generation (sampling + rewards) and counts the tokens it wrote."""
+    """Times each step's generation (sampling + rewards), counts the tokens it wrote and the groups that scored alike."""
 
     def _generate_and_score_completions(self, inputs):
         start = time.perf_counter()
@@ -35,6 +39,9 @@ class StepTimes:
             seconds = time.perf_counter() - start
             self._metrics["train"]["generate_s"].append(seconds)
             self._metrics["train"]["generated_tokens"].append(float(batch["completion_mask"].sum()))
+            groups = batch["advantages"].detach().float().view(-1, self.num_generations)  # a rank's slice holds whole groups
+            spread = groups.max(dim=1).values - groups.min(dim=1).values
+            self._metrics["train"]["alike_share"].append((spread < ALIKE).float().mean().item())
         return batch
 
 
@@ -81,7 +88,7 @@ class StepStats(TrainerCallback):
             logs["generate_s"] = round(generate, 4)
             logs["update_s"] = round(max(logs["step_time"] - generate, 0.0), 4)
             logs["generated_tokens_per_s"] = round(tokens / generate, 2)
-        share = logs.get("frac_reward_zero_std")
+        share = logs.get("alike_share")
         if share is None:
             return
         logs["zero_advantage_groups"] = round(share * self.prompts_per_step, 2)
