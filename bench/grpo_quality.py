@@ -12,7 +12,8 @@ for several 135M students). Every run is the CLI a user types, with --resume: re
 command skips what is done and continues a run that was killed. Its log is OUT/NAME.log.
 
 Per GRPO run it reports the correctness reward (TRL's `rewards/correctness/mean` over the sampled
-completions of each step) in the first and the last quarter of the steps, the share of groups
+completions of each step) in the first and the last quarter of the steps, per epoch, and the change
+from the first two epochs' steps to the last two's (95% bootstrap interval over steps), the share of groups
 that scored alike, and the steps and seconds; per student, held-out and training-question exact
 match and token F1. Written to OUT/results.json and printed as a markdown table.
 
@@ -63,10 +64,29 @@ def grpo_summary(folder: Path) -> dict:
         "correctness_first_quarter": m["rewards"].get("correctness", {}).get("first"),
         "correctness_last_quarter": m["rewards"].get("correctness", {}).get("last"),
         "correctness_by_epoch": m["by_epoch"].get("correctness"),
+        "correctness_change": epoch_change(folder, m, "rewards/correctness/mean"),
         "reward_first_quarter": m["reward"]["first"], "reward_last_quarter": m["reward"]["last"],
         "zero_advantage_share": m["zero_advantage_share"], "zero_advantage_share_last": m["zero_advantage_share_last"],
         "seconds_per_step": m["seconds_per_step"], "completion_length": m["completion_length"],
     }
+
+
+def epoch_change(folder: Path, m: dict, key: str, samples: int = 10000, seed: int = 0) -> dict | None:
+    """The last two epochs' steps against the first two's: difference of the means of `key`, with a
+    95% bootstrap interval over steps (each side resampled on its own). None under 4 epochs."""
+    import numpy as np
+
+    from distill.stats import interval
+
+    per_epoch = round(m["steps"] / m["epochs"]) if m.get("epochs") else 0
+    values = [r[key] for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if key in r]
+    if not per_epoch or len(values) < 4 * per_epoch:
+        return None
+    first, last = np.array(values[: 2 * per_epoch]), np.array(values[-2 * per_epoch :])
+    rng = np.random.default_rng(seed)
+    boot = last[rng.integers(0, last.size, (samples, last.size))].mean(1) - first[rng.integers(0, first.size, (samples, first.size))].mean(1)
+    lo, hi = interval(boot)
+    return {"mean": float(last.mean() - first.mean()), "lo": lo, "hi": hi, "steps_each": 2 * per_epoch}
 
 
 def scores(metrics: dict, label: str) -> dict:
@@ -166,13 +186,14 @@ def table(results: dict) -> str:
     def mean_ci(v):
         return "" if not v else f"{v['mean']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]" if v["lo"] < 0 else f"{v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
 
-    lines = ["| student | held-out exact | held-out F1 | training exact | correctness reward first -> last quarter | sampled training correctness | change from SFT | alike groups | steps |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| student | held-out exact | held-out F1 | training exact | correctness reward first -> last quarter | epochs 1-2 -> last 2 | sampled training correctness | change from SFT | alike groups | steps |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in [("base", results["base"]), ("teacher", results["teacher"]), *results["sft"].items(), *results["grpo"].items()]:
         rise = f"{r['correctness_first_quarter']} -> {r['correctness_last_quarter']}" if r.get("correctness_first_quarter") is not None else ""
         alike = f"{r['zero_advantage_share']:.0%}" if r.get("zero_advantage_share") is not None else ""
         sampled, change = r.get("sampled", {}).get("correctness"), r.get("sampled_change", {}).get("correctness")
-        lines.append(f"| {name} {' '.join(r.get('args', []))} | {cell(r['held_out_exact'])} | {cell(r['held_out_f1'])} | {cell(r['train_exact'])} | {rise} | {mean_ci(sampled)} | {mean_ci(change)} | {alike} | {r.get('steps', '')} |")
+        lines.append(f"| {name} {' '.join(r.get('args', []))} | {cell(r['held_out_exact'])} | {cell(r['held_out_f1'])} | {cell(r['train_exact'])} | {rise} "
+                     f"| {mean_ci(r.get('correctness_change'))} | {mean_ci(sampled)} | {mean_ci(change)} | {alike} | {r.get('steps', '')} |")
     return "\n".join(lines)
 
 
