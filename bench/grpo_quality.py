@@ -64,29 +64,31 @@ def grpo_summary(folder: Path) -> dict:
         "correctness_first_quarter": m["rewards"].get("correctness", {}).get("first"),
         "correctness_last_quarter": m["rewards"].get("correctness", {}).get("last"),
         "correctness_by_epoch": m["by_epoch"].get("correctness"),
-        "correctness_change": epoch_change(folder, m, "rewards/correctness/mean"),
+        "correctness_change": epoch_change(folder, "rewards/correctness/mean"),
         "reward_first_quarter": m["reward"]["first"], "reward_last_quarter": m["reward"]["last"],
         "zero_advantage_share": m["zero_advantage_share"], "zero_advantage_share_last": m["zero_advantage_share_last"],
         "seconds_per_step": m["seconds_per_step"], "completion_length": m["completion_length"],
     }
 
 
-def epoch_change(folder: Path, m: dict, key: str, samples: int = 10000, seed: int = 0) -> dict | None:
-    """The last two epochs' steps against the first two's: difference of the means of `key`, with a
-    95% bootstrap interval over steps (each side resampled on its own). None under 4 epochs."""
+def epoch_change(folder: Path, key: str, samples: int = 10000, seed: int = 0) -> dict | None:
+    """The last two epochs' worth of steps against the first two epochs' (epochs as run.json's by_epoch
+    counts them): difference of the means of `key`, with a 95% bootstrap interval over steps (each
+    side resampled on its own). None under 4 epochs."""
     import numpy as np
 
     from distill.stats import interval
+    from train.grpo import per_epoch
 
-    per_epoch = round(m["steps"] / m["epochs"]) if m.get("epochs") else 0
-    values = [r[key] for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if key in r]
-    if not per_epoch or len(values) < 4 * per_epoch:
+    epochs = per_epoch([json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()], key)
+    if len(epochs) < 4:
         return None
-    first, last = np.array(values[: 2 * per_epoch]), np.array(values[-2 * per_epoch :])
+    values, each = sum(epochs, []), 2 * len(epochs[0])  # the first epoch is whole; the last may not be
+    first, last = np.array(values[:each]), np.array(values[-each:])
     rng = np.random.default_rng(seed)
     boot = last[rng.integers(0, last.size, (samples, last.size))].mean(1) - first[rng.integers(0, first.size, (samples, first.size))].mean(1)
     lo, hi = interval(boot)
-    return {"mean": float(last.mean() - first.mean()), "lo": lo, "hi": hi, "steps_each": 2 * per_epoch}
+    return {"mean": float(last.mean() - first.mean()), "lo": lo, "hi": hi, "steps_each": each}
 
 
 def scores(metrics: dict, label: str) -> dict:

@@ -273,14 +273,19 @@ def mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def by_epoch(logged: list[dict], key: str) -> list[float]:
-    """`key`'s mean over each epoch's logged steps (the last epoch may be partial). Every epoch samples
-    the same prompts, so epochs compare, where a step's few prompts mostly show which prompts it drew."""
+def per_epoch(logged: list[dict], key: str) -> list[list[float]]:
+    """`key`'s values of the logged steps, epoch by epoch (the last epoch may be partial)."""
     epochs: dict[int, list[float]] = {}
     for row in logged:
         if row.get(key) is not None:
             epochs.setdefault(math.ceil(row["epoch"] - 1e-9), []).append(row[key])
-    return [mean(values) for _, values in sorted(epochs.items())]
+    return [values for _, values in sorted(epochs.items())]
+
+
+def by_epoch(logged: list[dict], key: str) -> list[float]:
+    """`key`'s mean over each epoch's logged steps. Every epoch samples the same prompts, so epochs
+    compare, where a step's few prompts mostly show which prompts it drew."""
+    return [mean(values) for values in per_epoch(logged, key)]
 
 
 def summary(trainer, rows: list[dict], seconds: float) -> dict:

@@ -2,7 +2,7 @@
 was imported first), plus where each step's time goes and the derived per-step metrics.
 
 TRL already logs what GRPO needs watching: `rewards/<name>/mean|std`, `reward`, `reward_std`,
-`frac_reward_zero_std` (the share of completions whose group scored all alike: zero advantage),
+`frac_reward_zero_std` (the share of completions whose advantage was divided by a zero std),
 `completions/mean_length`, `clipped_ratio`, `kl` (beta > 0), `entropy`, `step_time` and
 `num_tokens`. Added here: `generate_s` (sampling + scoring the step's completions) and
 `update_s` (the rest of the step), `generated_tokens_per_s`, `alike_share` and `zero_advantage_groups`,
