@@ -1,5 +1,5 @@
 """Evaluation throughput of the embedded student (SmolLM2-135M-Instruct) on CPU: questions/s
-answered by `distill eval`'s generation path (distill.inference.generate_counted), batched
+answered by `distill eval`'s generation path (evaluation.inference.generate_counted), batched
 against one question at a time. Both runs answer the same questions, greedy, same token limit.
 
 Run: .venv/bin/python bench/eval_throughput.py [--questions 16] [--max-new-tokens 64] [--batch-size 8] [--threads N]
@@ -15,7 +15,7 @@ import time
 import torch
 
 from common.generation import generate_counted
-from distill.inference import load_model
+from evaluation.inference import load_model
 
 QUESTIONS = [
     "What does the while statement do in Python?",

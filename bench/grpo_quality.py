@@ -77,7 +77,7 @@ def epoch_change(folder: Path, key: str, samples: int = 10000, seed: int = 0) ->
     side resampled on its own). None under 4 epochs."""
     import numpy as np
 
-    from distill.stats import interval
+    from evaluation.stats import interval
     from train.grpo import per_epoch
 
     epochs = per_epoch([json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()], key)
@@ -137,7 +137,7 @@ def main() -> None:
         "teacher": scores(metrics, "teacher"),
     }
     if a.samples:
-        from distill.stats import bootstrap_mean
+        from evaluation.stats import bootstrap_mean
 
         per_prompt = {r["name"]: sampled_reward(out / r["name"], data, a.samples) for r in runs if r["name"] != "eval" and r["rc"] == 0}
         for name, scores_ in per_prompt.items():
@@ -156,7 +156,7 @@ def sampled_reward(model_dir: Path, data: str, samples: int, seed: int = 0) -> d
     import torch
 
     from common.generation import generate
-    from distill.inference import load_model
+    from evaluation.inference import load_model
     from train.data import read_data_dir, split_and_mode
     from train.grpo import prompt_rows, size_lengths
     from train.grpo_config import GRPOConfig

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from common.config import load_config
-from distill.eval_config import EvalConfig
+from evaluation.config import EvalConfig
 from distill.options import TEACHER_FLAGS, Flag, config_command, one_path
-from distill.report import perf_table, score_table
+from evaluation.report import perf_table, score_table
 
 FLAGS = (
     Flag("students", "-s", "--student"),
@@ -36,7 +36,7 @@ Examples:
 @config_command("eval", EvalConfig, FLAGS, "DATA [KEY=VALUE]...", EXAMPLES)
 def eval_(args, config_path, as_json, quiet, flags):
     """Evaluate on DATA/test.jsonl (positional: the data directory, or a file, or a `datasets` folder, then key=value overrides)."""
-    from distill.evaluate import run_eval
+    from evaluation.stage import run_eval
 
     flags["data"], overrides = one_path(args, "data directory")
     cfg = load_config(EvalConfig, config_path, flags, overrides)

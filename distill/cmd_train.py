@@ -101,7 +101,7 @@ def ask(model_dir, question, context, max_new_tokens, temperature):
     """Ask MODEL_DIR (adapter, merged model, 'embedded' or hub id) one QUESTION."""
     from common.contract import prompt_messages
     from common.generation import generate
-    from distill.inference import load_model
+    from evaluation.inference import load_model
 
     model, tokenizer = load_model(model_dir)
     record = {"question": question, "context": context or ""}
@@ -117,7 +117,7 @@ def ask(model_dir, question, context, max_new_tokens, temperature):
 def chat(model_dir, max_new_tokens, temperature):
     """Talk to MODEL_DIR interactively (empty line or Ctrl-D ends; /reset forgets the conversation)."""
     from common.generation import generate
-    from distill.inference import load_model
+    from evaluation.inference import load_model
 
     model, tokenizer = load_model(model_dir)
     history: list[dict] = []

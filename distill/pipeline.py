@@ -62,7 +62,7 @@ def train_classes():
 
 def stage_models() -> dict[str, type[BaseModel]]:
     """The config model of every stage a pipeline file may hold."""
-    from distill.eval_config import EvalConfig
+    from evaluation.config import EvalConfig
     from generate.config import GenConfig
     from train.grpo_config import GRPOConfig
 
@@ -72,7 +72,7 @@ def stage_models() -> dict[str, type[BaseModel]]:
 def resolve(sections: dict[str, dict]) -> dict[str, BaseModel]:
     """Every stage's validated config, wired to the stages before it. Every problem of every
     section is reported at once, before any stage runs."""
-    from distill.eval_config import EvalConfig
+    from evaluation.config import EvalConfig
     from generate.config import GenConfig
     from train.grpo_config import GRPOConfig
 
@@ -204,7 +204,7 @@ def run_stage(stage: str, cfg: BaseModel, show_progress: bool) -> dict:
         from train.grpo import run_grpo
 
         return run_grpo(cfg, show_progress=show_progress)
-    from distill.evaluate import run_eval
+    from evaluation.stage import run_eval
 
     return run_eval(cfg, show_progress=show_progress)
 

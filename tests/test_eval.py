@@ -14,8 +14,8 @@ from PIL import Image
 from common.errors import UserError
 from common.teacher.config import TeacherConfig
 from distill.cli import main
-from distill.eval_config import EvalConfig
-from distill.evaluate import run_eval
+from evaluation.config import EvalConfig
+from evaluation.stage import run_eval
 
 from tiny_models import one_thread, record, tiny_adapter, tiny_model
 

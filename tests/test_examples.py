@@ -23,7 +23,7 @@ SECTIONS = {
     "gen": "generate.config:GenConfig",
     "train": "train.config:TrainConfig",
     "grpo": "train.grpo_config:GRPOConfig",
-    "eval": "distill.eval_config:EvalConfig",
+    "eval": "evaluation.config:EvalConfig",
 }
 STAGES = tuple(SECTIONS)  # sections a pipeline file (distill run) may hold
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from common import graders
-from distill.stats import bootstrap_mean, gap_closed
+from evaluation.stats import bootstrap_mean, gap_closed
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,7 @@ def test_resume_after_kill_reaches_the_same_loss(tmp_path, tiny, data):
 
 def test_adapter_and_merged_models_load_and_generate(trained, tmp_path, tiny, data):
     from common.generation import generate
-    from distill.inference import load_model
+    from evaluation.inference import load_model
     from train.sft import run_sft
 
     out, _ = trained

@@ -1,6 +1,6 @@
 """Who answers the test questions in `distill eval`, and how the judge is asked.
 
-Students and the base answer in-process with `distill.inference` (transformers batching,
+Students and the base answer in-process with `evaluation.inference` (transformers batching,
 greedy). The teacher and the judge are asked through the cached-teacher path
 (`common.teacher.ask`), so a rerun sends only what is missing: the local backend answers free
 text without a grammar, greedy and without a repetition penalty, as the students do.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from common.generation import generate_counted
 from common.teacher.ask import CachedTeacher, Prompt
 from common.teacher.config import TeacherConfig
-from distill.inference import load_model
+from evaluation.inference import load_model
 
 JUDGE_TOKENS = 32
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from common.contract import STRING_METRICS, Mode, prompt_messages
 from common.graders import string_scores
-from distill.answering import ModelRun, answer_local
-from distill.stats import bootstrap_mean
+from evaluation.answering import ModelRun, answer_local
+from evaluation.stats import bootstrap_mean
 
 
 def taught_questions(train: list[dict], test: list[dict], count: int) -> list[dict]:

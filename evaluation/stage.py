@@ -28,12 +28,12 @@ from common.io import write_json, write_jsonl
 from common.models import EMBEDDED, resolve_model
 from common.teacher.ask import CachedTeacher
 from common.versions import versions
-from distill.answering import ModelRun, answer_local, answer_teacher, answering_config, ask_judge, judge_config
-from distill.eval_config import EvalConfig
-from distill.lmeval import write_task
-from distill.recall import recall_on_taught, taught_questions, training_curves
-from distill.report import write_report
-from distill.stats import bootstrap_mean, gap_closed
+from evaluation.answering import ModelRun, answer_local, answer_teacher, answering_config, ask_judge, judge_config
+from evaluation.config import EvalConfig
+from evaluation.lmeval import write_task
+from evaluation.recall import recall_on_taught, taught_questions, training_curves
+from evaluation.report import write_report
+from evaluation.stats import bootstrap_mean, gap_closed
 
 CACHE = "cache.sqlite"
 CLOSED_BOOK_TEACHER = "closed-book: the teacher answers from its own knowledge, without the documents it wrote the questions from"
