@@ -223,16 +223,16 @@ class ScriptedTeacher:
 
 @pytest.fixture
 def teacher_factory(monkeypatch):
-    """Install ScriptedTeachers where every stage makes its teacher (`common.teacher.backends.make_teacher`,
+    """Install ScriptedTeachers where every stage makes its teacher (`common.teacher.ask.make_teacher`,
     behind the cached-teacher path): `use(script)` returns the teacher the next run gets."""
-    from common.teacher import backends
+    from common.teacher import ask
 
     made: list[ScriptedTeacher] = []
 
     def use(script: Callable[[Request], Response] = good_response) -> ScriptedTeacher:
         teacher = ScriptedTeacher(script)
         made.append(teacher)
-        monkeypatch.setattr(backends, "make_teacher", lambda cfg: teacher)
+        monkeypatch.setattr(ask, "make_teacher", lambda cfg: teacher)
         return teacher
 
     use.made = made

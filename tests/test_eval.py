@@ -83,14 +83,14 @@ def test_every_model_answers_and_is_graded(world, evaluated):
 
 def test_a_rerun_asks_the_teacher_and_the_judge_nothing(world, evaluated, monkeypatch):
     """Teacher answers and judge verdicts come from the cache on a rerun: no backend is even made."""
-    from common.teacher import backends
+    from common.teacher import ask
 
     cfg, metrics = evaluated
 
     def no_backend(teacher_cfg):
         raise AssertionError("a rerun must answer every teacher and judge request from the cache")
 
-    monkeypatch.setattr(backends, "make_teacher", no_backend)
+    monkeypatch.setattr(ask, "make_teacher", no_backend)
     again = run_eval(cfg, show_progress=False)
     assert again["models"]["teacher"]["status"] == "ok" and "judge" not in again["notes"]
     for label in metrics["models"]:

@@ -77,3 +77,52 @@ def test_the_check_catches_a_stage_importing_the_cli():
     assert violations("evaluation/stage.py", "from distill.cmd_gen import gen\n")
     assert violations("distill/cmd_run.py", "from distill.cmd_eval import print_summary\n") == []
     assert violations("common/io.py", "import schemas\nimport json\n") == []
+
+
+def project_modules() -> dict[str, Path]:
+    """Every module of the project's packages, by dotted name (packages by their __init__)."""
+    found = {}
+    for package in ALLOWED:
+        for path in (ROOT / package).rglob("*.py"):
+            name = path.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports (lazy imports included; `from a import b` names a.b where b is a module)."""
+    modules = project_modules()
+    graph = {}
+    for name, path in modules.items():
+        targets = {module for _, module in imported_modules(path.read_text())}
+        graph[name] = {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}  # a package's own __init__ is no edge
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of `graph` (one path per cycle found by depth-first search)."""
+    found, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_no_import_cycles():
+    """No module reaches itself through imports (a factory beside the types its products import was one)."""
+    assert not cycles(import_graph()), cycles(import_graph())
+
+
+def test_the_cycle_check_finds_a_planted_cycle():
+    graph = {"common.teacher.backends": {"common.teacher.backend_local"}, "common.teacher.backend_local": {"common.teacher.backends"}}
+    assert cycles(graph) == [["common.teacher.backend_local", "common.teacher.backends", "common.teacher.backend_local"]]

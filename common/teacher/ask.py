@@ -10,7 +10,8 @@ answer), answers from the cache what it holds, sends the misses to the backend (
 concurrency: `concurrency` requests in flight for openai, `batch_size` rows for local and vllm),
 stores every answer the moment it arrives, and on Ctrl-C stops sending and returns what came
 back (`interrupted`), so that a rerun sends only what is missing. Failed requests are not
-cached: a rerun sends them again. Tests script a teacher in one place: `backends.make_teacher`.
+cached: a rerun sends them again. Tests script a teacher in one place: `ask.make_teacher`, which imports each backend lazily so that a
+missing optional dependency (vLLM) only matters when it is asked for.
 """
 
 from __future__ import annotations
@@ -19,10 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from common.teacher import backends
 from common.teacher.backends import Request, Response, request_key, sampling_params
 from common.teacher.cache import Cache
 from common.teacher.config import TeacherConfig
+
+
+def make_teacher(cfg: TeacherConfig):
+    """The backend object for `cfg.backend` (local, openai or vllm)."""
+    if cfg.backend == "local":
+        from common.teacher.backend_local import LocalTeacher
+
+        return LocalTeacher(cfg)
+    if cfg.backend == "openai":
+        from common.teacher.backend_openai import OpenAITeacher
+
+        return OpenAITeacher(cfg)
+    from common.teacher.backend_vllm import VLLMTeacher
+
+    return VLLMTeacher(cfg)
 
 
 @dataclass(frozen=True)
@@ -86,7 +101,7 @@ class CachedTeacher:
             return asked
         requests = [Request(key, same[0].prompt.messages, same[0].prompt.schema, same[0].prompt.max_new_tokens or self.cfg.max_new_tokens) for key, same in waiting.items()]
         try:
-            self.backend = self.backend or backends.make_teacher(self.cfg)
+            self.backend = self.backend or make_teacher(self.cfg)
             for response in self.backend.generate(requests):
                 self.cache.put(response)
                 asked.sent += 1

@@ -1,9 +1,9 @@
 """What every teacher backend takes and returns, and how one is chosen.
 
 A backend is a small object with `name`, `model`, `generate(requests)` (an iterator of
-`Response`s, in completion order) and `close()`. Backends are imported lazily so that a missing
-optional dependency (vLLM) only matters when it is asked for. Callers do not use backends
-directly: they ask through `common.teacher.ask.CachedTeacher`, which caches every answer.
+`Response`s, in completion order) and `close()`. Callers do not use backends directly: they ask
+through `common.teacher.ask.CachedTeacher`, which makes the backend (`ask.make_teacher`) and caches
+every answer.
 """
 
 from __future__ import annotations
@@ -64,18 +64,3 @@ def split_reasoning(content: str | None, reasoning: str | None = None) -> tuple[
     trace, text = split_trace(content or "")
     field_trace = (reasoning or "").strip()
     return text, field_trace or trace or None
-
-
-def make_teacher(cfg: TeacherConfig):
-    """The backend object for `cfg.backend` (local, openai or vllm)."""
-    if cfg.backend == "local":
-        from common.teacher.backend_local import LocalTeacher
-
-        return LocalTeacher(cfg)
-    if cfg.backend == "openai":
-        from common.teacher.backend_openai import OpenAITeacher
-
-        return OpenAITeacher(cfg)
-    from common.teacher.backend_vllm import VLLMTeacher
-
-    return VLLMTeacher(cfg)
