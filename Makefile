@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install -q
 TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install lint demo test test-all bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +21,10 @@ demo: install
 	$(PY) examples/make_corpus.py runs/demo/docs
 	$(VENV)/bin/distill run examples/quickstart.yaml
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
 test-all: install

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from common.config import load_config
-from evaluation.config import EvalConfig
 from distill.options import TEACHER_FLAGS, Flag, config_command, one_path
+from evaluation.config import EvalConfig
 from evaluation.report import perf_table, score_table
 
 FLAGS = (
