@@ -311,7 +311,7 @@ def test_optimizer_auto_keeps_adam_state_in_8_bits_on_a_gpu(monkeypatch, tiny, d
     from train import loading
 
     def optim(**extra):
-        return loading.resolve_optim(config(data, tiny, tmp_path, **extra))
+        return loading.resolve_optim(config(data, tiny, tmp_path, **extra).optim)
 
     assert optim() == "adamw_torch"  # no GPU here
     assert optim(optim="sgd") == "sgd"

@@ -95,13 +95,15 @@ def load_user_reward(spec: str) -> Callable:
 
 
 class JudgeReward:
-    """The judge teacher's grade of each completion's final answer, 0-1; None where its reply failed.
-    The request cache is opened at the first call, so a run that fails before training leaves none."""
+    """The judge teacher's grade of each completion's final answer, 0-1; None where its reply failed (counted
+    in `failed`, the last error kept). The request cache is opened at the first call, so a run that fails
+    before training leaves none."""
 
     def __init__(self, cfg: TeacherConfig, cache: Path):
         self.cfg, self.cache = cfg, cache
         self.teacher: CachedTeacher | None = None
         self.asked = {"cache_hits": 0, "sent": 0}
+        self.failed, self.last_error = 0, None
 
     def __call__(self, prompts, completions, question, answer, **columns) -> list[float | None]:
         asks = [
@@ -114,6 +116,10 @@ class JudgeReward:
             raise KeyboardInterrupt
         self.asked["cache_hits"] += asked.cache_hits
         self.asked["sent"] += asked.sent
+        for a in asked.answers:
+            if a.response is None or a.response.error is not None:
+                self.failed += 1
+                self.last_error = a.response.error if a.response is not None else "no response"
         return [a.value for a in asked.answers]
 
     def close(self) -> None:
