@@ -38,8 +38,12 @@ Examples:
 """
 
 
+REWARD_HELP = ("NAME=WEIGHT or module:function=WEIGHT (repeatable; replaces the default correctness=1, format=0.2); "
+               "names: correctness, format, length, judge.")
+
+
 @config_command("grpo", GRPOConfig, FLAGS, "DATA [KEY=VALUE]...", EXAMPLES)
-@click.option("--reward", "rewards", multiple=True, help="NAME=WEIGHT or module:function=WEIGHT (repeatable; replaces the default correctness=1, format=0.2); names: correctness, format, length, judge.")
+@click.option("--reward", "rewards", multiple=True, help=REWARD_HELP)
 def grpo(args, config_path, as_json, quiet, flags, rewards=()):
     """Refine the student given by --from (an SFT output directory) on DATA's prompts with rewards (GRPO);
     key=value overrides any config key (--help-config lists them)."""
@@ -61,8 +65,12 @@ def grpo(args, config_path, as_json, quiet, flags, rewards=()):
 def summary_line(record: dict, out: str) -> str:
     m = record["metrics"]
     epochs = m.get("by_epoch", {}).get("reward", [])
-    reward = f"reward by epoch {', '.join(map(str, epochs))}" if len(epochs) > 1 else f"reward {m['reward']['first']} -> {m['reward']['last']}"
-    return f"{record['status']}: {m['steps']} GRPO steps, {reward}, {m['seconds_per_step']} s/step, backend {record['backend']}; model in {out}"
+    if len(epochs) > 1:
+        reward = f"reward by epoch {', '.join(map(str, epochs))}"
+    else:
+        reward = f"reward {m['reward']['first']} -> {m['reward']['last']}"
+    return (f"{record['status']}: {m['steps']} GRPO steps, {reward}, {m['seconds_per_step']} s/step, "
+            f"backend {record['backend']}; model in {out}")
 
 
 COMMANDS = (grpo,)

@@ -1,4 +1,4 @@
-"""`distill train` (SFT of the student; GRPO is `distill grpo`), `distill ask` and `distill chat` (try a trained model)."""
+"""`distill train` (SFT of the student; GRPO is `distill grpo`), `distill ask` and `distill chat` (try a model)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def train(args, config_path, as_json, quiet, flags, stage="sft"):
     """Fine-tune the student on DATA (a `distill gen` directory, or your own data: docs/train.md) with SFT;
     key=value overrides any config key. GRPO after it: `distill grpo`."""
     if stage == "grpo":
-        raise UserError("GRPO has its own command: distill grpo DATA --from SFT_OUT (distill grpo --help lists its flags)")
+        raise UserError("GRPO has its own command: distill grpo DATA --from SFT_OUT (distill grpo --help: its flags)")
     flags["data"], overrides = one_path(args, "data directory")
     from train import ranks
     from train.sft import run_sft

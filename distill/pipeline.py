@@ -91,8 +91,9 @@ def resolve(sections: dict[str, dict]) -> dict[str, BaseModel]:
         if students:
             grpo.setdefault("from_model", students[0])  # GRPO refines the SFT student
         elif grpo.get("from_model") is None:
-            problems.append("grpo.from_model: GRPO refines an SFT student: add a train section, or set grpo.from_model to an SFT output "
-                            "(or, to start from an untrained base, to embedded or a model id)")
+            problems.append("grpo.from_model: GRPO refines an SFT student: add a train section, or set "
+                            "grpo.from_model to an SFT output (or, to start from an untrained base, to embedded "
+                            "or a model id)")
         wanted["grpo"] = (GRPOConfig, grpo)
         students.append(key_of(GRPOConfig, grpo, "out"))
     if "eval" in sections:
@@ -251,7 +252,7 @@ def run_pipeline(
 
 
 def check_incomplete(stage: str, result: dict, allow_incomplete: bool, log: Callable[[str], None]) -> None:
-    """Stop before the next stage uses partial data (or a policy trained without some judge rewards), unless told to go on."""
+    """Stop before the next stage uses partial data (or a policy that missed judge rewards), unless told to go on."""
     if stage == "grpo":
         from train.grpo import incomplete_message
 

@@ -62,9 +62,10 @@ class TrainConfig(StageConfig):
     )
     recipe: Literal["auto", "knowledge", "skill"] = Field(
         "auto",
-        description="Which DEFAULTS the `auto` hyperparameters (epochs, lr, lora_r, lora_alpha) and the recall probe follow: knowledge (facts: many "
-        "epochs, high rank) or skill; auto: knowledge for data with fact ids (`distill gen` data split by item), skill for the rest "
-        "(data split by document, brought chat, Alpaca or ShareGPT data). Printed, with the reason, on every run and kept in run.json.",
+        description="Which DEFAULTS the `auto` hyperparameters (epochs, lr, lora_r, lora_alpha) and the recall probe "
+        "follow: knowledge (facts: many epochs, high rank) or skill; auto: knowledge for data with fact ids "
+        "(`distill gen` data split by item), skill for the rest (data split by document, brought chat, Alpaca or "
+        "ShareGPT data). Printed, with the reason, on every run and kept in run.json.",
     )
     max_seq_length: int = Field(2048, ge=32, description="Longest training sequence in tokens; longer records are dropped (and counted in run.json). Must not exceed the model's context.")
     # LoRA

@@ -136,7 +136,9 @@ def check_masks(rows: list[dict], where: str) -> dict:
     return {"tokens": total, "trained_tokens": trained, "trained_share": round(share, 4)}
 
 
-def prepare(cfg: TrainConfig, tokenizer, source: formats.Data, max_seq_length: int | None = None, kind: str | None = None) -> TrainData:
+def prepare(
+    cfg: TrainConfig, tokenizer, source: formats.Data, max_seq_length: int | None = None, kind: str | None = None
+) -> TrainData:
     """Hold out the recall probe (knowledge data) and the validation slice, tokenize and check the training
     data (chat records, plus text.jsonl's plain text where there is one); source: read_data_dir's;
     max_seq_length: the model spec's (default: the config's); kind: the recipe (default: choose_recipe's)."""
@@ -155,7 +157,10 @@ def prepare(cfg: TrainConfig, tokenizer, source: formats.Data, max_seq_length: i
     kept = [r for r in rows if len(r["input_ids"]) <= max_seq_length]
     if not kept:
         longest = max(len(r["input_ids"]) for r in rows)
-        raise UserError(f"every record is longer than max_seq_length={max_seq_length} tokens (shortest needs more; longest {longest}); raise --max-seq-length")
+        raise UserError(
+            f"every record is longer than max_seq_length={max_seq_length} tokens "
+            f"(shortest needs more; longest {longest}); raise --max-seq-length"
+        )
     random.Random(cfg.seed).shuffle(kept)
     n_val = round(len(kept) * cfg.val_fraction)
     if cfg.val_fraction > 0:

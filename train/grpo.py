@@ -182,18 +182,21 @@ def setup(cfg: GRPOConfig, ident: dict) -> Plan:
     lengths = size_lengths(cfg, tokenizer, records, loading.model_context(start.base))
     rows, dropped = prompt_rows(records, tokenizer, mode, lengths["max_prompt_length"])
     if not rows:
+        longest = lengths["max_prompt_length"]
         raise UserError(
-            f"every prompt is longer than max_prompt_length={lengths['max_prompt_length']} tokens; raise it (or lower max_completion_length)"
+            f"every prompt is longer than max_prompt_length={longest} tokens; raise it (or lower max_completion_length)"
         )
-    rewards, weights, judge = build_rewards(cfg, out, lengths["length_budget"], lengths["max_completion_length"])  # user rewards imported here
+    # user rewards are imported here
+    rewards, weights, judge = build_rewards(cfg, out, lengths["length_budget"], lengths["max_completion_length"])
     context = lengths["max_prompt_length"] + lengths["max_completion_length"]
     spec = recipe.model_spec(cfg, start.base_name, start.base, context, adapter=start.adapter)
     model = load_policy(spec, backend, generation == "vllm", cfg.vllm_memory)
     recipe.claim(out, ident)
-    data = {"dir": str(Path(cfg.data).resolve()), "data_format": source.format, **source.describe(), "split_by": split_by,
-            "prompt_mode": mode, "prompts": len(rows), "dropped_too_long": dropped}
-    plan = Plan(out, start, spec, backend, fallback, generation, model, tokenizer, rows, data, lengths, rewards, weights, judge,
-                loading.resolve_optim(cfg.optim), resume_from)
+    data = {"dir": str(Path(cfg.data).resolve()), "data_format": source.format, **source.describe(),
+            "split_by": split_by, "prompt_mode": mode, "prompts": len(rows), "dropped_too_long": dropped}
+    optim = loading.resolve_optim(cfg.optim)
+    plan = Plan(out, start, spec, backend, fallback, generation, model, tokenizer, rows, data, lengths,
+                rewards, weights, judge, optim, resume_from)
     for warning in wasteful_settings(cfg):
         plan.warn(warning)
     return plan
@@ -351,11 +354,12 @@ def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float
             "right, every one wrong, or collapsed); more steps will not help: look at rewards.png and the rewards"
         )
     record["warnings"] = plan.warnings
-    series = {f"rewards/{name}/mean": name for name in cfg.rewards} | {"reward": "weighted sum", "alike_share": "share of groups scoring alike"}
+    series = {f"rewards/{name}/mean": name for name in cfg.rewards}
+    series |= {"reward": "weighted sum", "alike_share": "share of groups scoring alike"}
 
     def save_policy() -> list[str]:
         if "ref" in getattr(trainer.model, "peft_config", {}):
-            trainer.model.delete_adapter("ref")  # TRL's frozen copy of the starting adapter (beta > 0): not part of the result
+            trainer.model.delete_adapter("ref")  # TRL's frozen copy of the starting adapter (beta > 0): not the result
         return save_model(plan.spec, cfg.save, None, trainer.model, plan.tokenizer, plan.out)
 
     return recipe.finish(
@@ -370,6 +374,7 @@ def incomplete_message(record: dict) -> str:
     failures = record["judge_failures"]
     n = failures["requests"]
     return (
-        f"{n} judge request{'s' if n != 1 else ''} failed (last error: {failures['last_error']}), their completions went "
-        f"without a judge reward; the model is saved: rerun the same command to retry them (the judge's answers are cached)"
+        f"{n} judge request{'s' if n != 1 else ''} failed (last error: {failures['last_error']}), their completions "
+        "went without a judge reward; the model is saved: rerun the same command to retry them (the judge's answers "
+        "are cached)"
     )

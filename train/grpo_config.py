@@ -29,8 +29,9 @@ class GRPOConfig(StageConfig):
     out: str = Field("grpo", description="Output model directory: adapter (or merged model), tokenizer, run.json, metrics.jsonl, rewards.png, checkpoints/, judge_cache.sqlite.")
     from_model: str | None = Field(
         None,
-        description="The policy to refine (`--from`, required): an SFT output directory (its LoRA adapter is trained further), a merged model directory; "
-        "or, said explicitly, 'embedded' or a hub id (a new LoRA is added to an untrained base).",
+        description="The policy to refine (`--from`, required): an SFT output directory (its LoRA adapter is trained "
+        "further), a merged model directory; or, said explicitly, 'embedded' or a hub id (a new LoRA is added to an "
+        "untrained base).",
     )
     generation: Literal["auto", "vllm", "transformers"] = Field(
         "auto",

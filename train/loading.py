@@ -47,7 +47,10 @@ def check_method(method: str) -> None:
     if method not in QUANTIZED:
         return
     if device() != "cuda":
-        raise UserError(f"--method {method} quantizes the base with bitsandbytes, which needs a CUDA GPU; none is visible here: use --method lora")
+        raise UserError(
+            f"--method {method} quantizes the base with bitsandbytes, which needs a CUDA GPU; none is visible here: "
+            "use --method lora"
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError(f"--method {method} needs bitsandbytes: pip install bitsandbytes (or use --method lora)")
 
@@ -81,7 +84,10 @@ def seq_len(requested: int, explicit: bool, path: str) -> int:
     if not limit or requested <= limit:
         return requested
     if explicit:
-        raise UserError(f"max_seq_length={requested} is longer than the model supports ({limit} tokens); pass --max-seq-length {limit} or less")
+        raise UserError(
+            f"max_seq_length={requested} is longer than the model supports ({limit} tokens); "
+            f"pass --max-seq-length {limit} or less"
+        )
     return limit
 
 
@@ -90,7 +96,10 @@ def quantization(spec: ModelSpec):
 
     if spec.method == "qlora":
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=spec.dtype
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=spec.dtype,
         )
     if spec.method == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -142,7 +151,8 @@ def load_hf_base(spec: ModelSpec):
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_checkpointing(spec.gradient_checkpointing))
+        checkpointing = use_checkpointing(spec.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     return model
 
 

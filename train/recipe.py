@@ -46,22 +46,28 @@ def check_out(cfg: BaseModel, ident: dict) -> dict | None:
     out = Path(cfg.out)
     if cfg.overwrite and out.exists():
         shutil.rmtree(out)
-    if not out.exists() or all(is_temp(p) for p in out.iterdir()):  # temp files: a run killed while writing its first file
+    if not out.exists() or all(is_temp(p) for p in out.iterdir()):  # temp files: killed while writing its first file
         return None
     stored = out / RUN_CONFIG
     if not stored.is_file() or json.loads(stored.read_text()) != ident:
-        raise UserError(f"output directory {out} holds a different run; pass --overwrite to replace it or choose another --out")
+        raise UserError(
+            f"output directory {out} holds a different run; pass --overwrite to replace it or choose another --out"
+        )
     if (out / "run.json").is_file():
         record = json.loads((out / "run.json").read_text())
         if record.get("status") != "incomplete":
             shutil.rmtree(out / "checkpoints", ignore_errors=True)  # left by a kill while a finished run removed them
             return record
-        for item in out.iterdir():  # run.json goes first: a kill in between leaves an unfinished run to --resume
+        (out / "run.json").unlink()  # first: a kill from here on leaves an unfinished run (--resume or --overwrite)
+        for item in out.iterdir():
             if item.name not in KEPT_ON_RETRY:
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
         return None
     if not cfg.resume:
-        raise UserError(f"output directory {out} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start over")
+        raise UserError(
+            f"output directory {out} holds an unfinished run of this config; pass --resume to continue it "
+            "or --overwrite to start over"
+        )
     return None
 
 
@@ -84,7 +90,8 @@ def model_spec(cfg: BaseModel, name: str, path: str, max_seq_length: int, adapte
     """What this run trains, from the config's model keys (dtype and LoRA settings) on this machine."""
     dtype, autocast = loading.resolve_dtype(cfg.dtype)
     lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.target_modules))
-    return ModelSpec(name, path, cfg.method, dtype, autocast, max_seq_length, lora, cfg.gradient_checkpointing, cfg.seed, adapter)
+    checkpointing = cfg.gradient_checkpointing
+    return ModelSpec(name, path, cfg.method, dtype, autocast, max_seq_length, lora, checkpointing, cfg.seed, adapter)
 
 
 def start(cfg: BaseModel) -> Path | None:
@@ -113,7 +120,8 @@ def common_args(cfg: BaseModel, spec: ModelSpec, backend: str, model, out: Path,
     """The Trainer arguments both recipes set alike, from the config and what setup resolved."""
     gpu = loading.device() == "cuda"
     dtype = next(model.parameters()).dtype
-    checkpointing = loading.use_checkpointing(cfg.gradient_checkpointing) and backend == "hf"  # Unsloth set its own up at load
+    # Unsloth set its own checkpointing up at load
+    checkpointing = loading.use_checkpointing(cfg.gradient_checkpointing) and backend == "hf"
     return dict(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -152,20 +160,25 @@ def resume_step(resume_from: Path | None) -> int:
 def peak_memory() -> dict:
     """{peak_memory_gib, peak_memory_of} for the summary: CUDA's allocated peak, or the process's peak RSS."""
     if torch.cuda.is_available():
-        return {"peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3), "peak_memory_of": "cuda allocated"}
-    return {"peak_memory_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3), "peak_memory_of": "process RSS"}
+        allocated = torch.cuda.max_memory_allocated() / 2**30
+        return {"peak_memory_gib": round(allocated, 3), "peak_memory_of": "cuda allocated"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"peak_memory_gib": round(rss, 3), "peak_memory_of": "process RSS"}
 
 
 def read_metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def run_record(cfg: BaseModel, interrupted: bool, spec: ModelSpec, backend: str, fallback: str | None, optim: str) -> dict:
+def run_record(
+    cfg: BaseModel, interrupted: bool, spec: ModelSpec, backend: str, fallback: str | None, optim: str
+) -> dict:
     """run.json's part both recipes write alike (each adds its own keys)."""
     return {
         "status": "interrupted" if interrupted else "done",
         "config": cfg.model_dump(),
         "base_model": {"name": spec.name, "path": spec.path},
+        "max_seq_length": spec.max_seq_length,  # the config's, within the model's context (GRPO: prompt + completion)
         "backend": backend,
         "backend_fallback": fallback,  # why `auto` did not use Unsloth, or None
         "imported_before_unsloth": unsloth_adapter.imported_before() if backend == "unsloth" else None,

@@ -81,7 +81,8 @@ def setup(cfg: TrainConfig, ident: dict) -> tuple[Plan, TrainConfig]:
     recipe.claim(Path(cfg.out), ident)
     batches = batch_layout(cfg, backend)
     optim = loading.resolve_optim(cfg.optim)
-    return Plan(Path(cfg.out), spec, backend, fallback, model, tokenizer, data, kind, why, resume_from, batches, optim), cfg
+    plan = Plan(Path(cfg.out), spec, backend, fallback, model, tokenizer, data, kind, why, resume_from, batches, optim)
+    return plan, cfg
 
 
 # ---------------------------------------------------------------- run
@@ -96,7 +97,7 @@ def sft_args(cfg: TrainConfig, plan: Plan):
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        max_length=plan.spec.max_seq_length if cfg.packing else None,  # without packing, records are length-checked in prepare
+        max_length=plan.spec.max_seq_length if cfg.packing else None,  # unpacked records are length-checked in prepare
         packing=cfg.packing,
         packing_strategy="bfd",
         padding_free=plan.batches["padding_free"],

@@ -114,7 +114,8 @@ def load_for_grpo(spec: ModelSpec, fast_inference: bool, vllm_memory: float):
     path = spec.adapter or spec.path
     adapter = Path(path) / "adapter_config.json"
     rank = json.loads(adapter.read_text())["r"] if adapter.is_file() else spec.lora.r
-    vllm = {"fast_inference": True, "max_lora_rank": rank, "gpu_memory_utilization": vllm_memory} if fast_inference else {}
+    vllm = {"fast_inference": True, "max_lora_rank": rank, "gpu_memory_utilization": vllm_memory}
+    vllm = vllm if fast_inference else {}
     with adapter_on(path, spec.path) as name:
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=name,
