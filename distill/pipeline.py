@@ -189,11 +189,12 @@ def up_to_date(stage: str, cfg: BaseModel, digest: str) -> bool:
 
 def train_run_flags(cfg: BaseModel) -> BaseModel:
     """A stale train stage continues its own crashed run (resume) and replaces a finished run
-    that is out of date (overwrite: its config or its data changed)."""
+    that is out of date (overwrite: its config or its data changed); an incomplete one runs again."""
     fields = type(cfg).model_fields
     update = {"resume": True} if "resume" in fields else {}
-    if "overwrite" in fields and Path(cfg.out, "run.json").exists():
-        update["overwrite"] = True
+    run = Path(cfg.out, "run.json")
+    if "overwrite" in fields and run.exists() and json.loads(run.read_text()).get("status") != "incomplete":
+        update["overwrite"] = True  # an incomplete GRPO run keeps its judge cache: rerun, it asks only the failed requests
     return cfg.model_copy(update=update)
 
 
