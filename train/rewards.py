@@ -25,7 +25,7 @@ from common.contract import final_answer
 from common.errors import UserError
 from common.teacher.ask import CachedTeacher, Prompt
 from common.teacher.config import TeacherConfig
-from train.grpo_config import BUILTIN_REWARDS, USER_REWARD
+from train.grpo_config import BUILTIN_REWARDS, USER_REWARD, GRPOConfig
 
 JUDGE_CACHE = "judge_cache.sqlite"
 JUDGE_TOKENS = 32  # {"score": 5} and its end of turn
@@ -127,7 +127,9 @@ class JudgeReward:
             self.teacher.close()
 
 
-def build_rewards(cfg, out: Path, length_budget: int, length_limit: int) -> tuple[list[Callable], list[float], JudgeReward | None]:
+def build_rewards(
+    cfg: GRPOConfig, out: Path, length_budget: int, length_limit: int
+) -> tuple[list[Callable], list[float], JudgeReward | None]:
     """(reward functions, their weights, the judge to close at the end or None) for cfg.rewards."""
     functions, judge = [], None
     for name in cfg.rewards:
