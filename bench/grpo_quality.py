@@ -5,7 +5,7 @@
 
 Trains each `--sft "NAME [key=value ...]"` student with `distill train` (the knowledge defaults,
 the embedded SmolLM2 student, unless overridden), then each `--grpo "NAME SFT [key=value ...]"`
-with `distill train --stage grpo --from OUT/SFT`, then evaluates all of them in one `distill eval`
+with `distill grpo --from OUT/SFT`, then evaluates all of them in one `distill eval`
 (held-out phrasings and training questions, with bootstrap CIs; the base and the teacher as in the
 quickstart). Runs of one stage go `--parallel` at a time (each its own process; a GPU has room
 for several 135M students). Every run is the CLI a user types, with --resume: rerunning the same
@@ -124,7 +124,8 @@ def main() -> None:
 
     resolve_model("embedded")  # converted once here, not by several runs at a time
     runs = in_parallel([(out, s[0], ["train", data, "--resume", "--out", str(out / s[0]), *s[1:]]) for s in sft], a.parallel)
-    grpo_runs = [(out, g[0], ["train", data, "--stage", "grpo", "--resume", "--from", str(out / g[1]), "--out", str(out / g[0]), *g[2:]]) for g in grpo]
+    grpo_runs = [(out, g[0], ["grpo", data, "--resume", "--from", str(out / g[1]), "--out", str(out / g[0]), *g[2:]])
+                 for g in grpo]
     runs += in_parallel(grpo_runs, a.parallel)
     students = [str(out / r["name"]) for r in runs if r["rc"] == 0]
     runs.append(distill(out, "eval", ["eval", data, *sum((["-s", s] for s in students), []), "--out", str(out / "eval"), *a.eval]))

@@ -3,8 +3,8 @@
 Exit codes:
   0    done
   2    a user mistake (`UserError`): one line says what to fix
-  3    incomplete (`IncompleteRun`): some teacher requests failed; what was answered is saved and
-       the same command, run again, sends only the failed requests (`distill run` stops before
+  3    incomplete (`IncompleteRun`): some teacher (or GRPO judge) requests failed; what was answered
+       is saved and the same command, run again, sends only the failed requests (`distill run` stops before
        training on such data unless `--allow-incomplete`)
   130  interrupted (Ctrl-C) after the stage saved what it finished
 """
@@ -29,6 +29,7 @@ def cli() -> None:
     \b
     distill gen DOCS --out DATA       teacher writes QA pairs + reasoning traces
     distill train DATA --out STUDENT  fine-tune the student (Unsloth SFT)
+    distill grpo DATA --from STUDENT  refine it with rewards (GRPO)
     distill eval DATA --student DIR   student vs base vs teacher on held-out questions
     distill run PIPELINE.yaml         all stages from one file, resumable
 
@@ -39,9 +40,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from distill import cmd_eval, cmd_gen, cmd_run, cmd_train
+    from distill import cmd_eval, cmd_gen, cmd_grpo, cmd_run, cmd_train
 
-    for module in (cmd_gen, cmd_train, cmd_eval, cmd_run):
+    for module in (cmd_gen, cmd_train, cmd_grpo, cmd_eval, cmd_run):
         for command in module.COMMANDS:
             cli.add_command(command)
 

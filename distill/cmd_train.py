@@ -1,4 +1,4 @@
-"""`distill train` (SFT of the student), `distill ask` and `distill chat` (try a trained model)."""
+"""`distill train` (SFT of the student; GRPO is `distill grpo`), `distill ask` and `distill chat` (try a model)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import sys
 import click
 
 from common.config import load_config
+from common.errors import UserError
 from distill.options import Flag, config_command, one_path
 from distill.quiet import verbose_option
 from train.config import TrainConfig
-from train.grpo_config import GRPOConfig
 
 FLAGS = (
     Flag("out", "-o", "--out"),
-    Flag("model", "-m", "--model"),
+    Flag("model", "--model"),  # no -m: -m/--model names the teacher (gen, eval)
     Flag("method"),
     Flag("backend"),
+    Flag("recipe"),
     Flag("epochs"),
     Flag("max_steps"),
     Flag("lr"),
@@ -31,50 +32,42 @@ FLAGS = (
     Flag("save"),
     Flag("resume"),
     Flag("overwrite"),
-    Flag("from_model", "--from", model=GRPOConfig),
-    Flag("num_generations", model=GRPOConfig),
 )
 EXAMPLES = """\b
 Examples:
   distill train data --out student                          # LoRA on the embedded student (SFT)
-  distill train data --out student -m Qwen/Qwen3-1.7B --method qlora --epochs 3
+  distill train data --out student --model Qwen/Qwen3-1.7B --method qlora --epochs 3
   distill train data --out student --resume                 # after Ctrl-C or a crash
   distill train chats.jsonl --out student                   # your own data: chat, Alpaca, ShareGPT or a datasets folder
   torchrun --nproc_per_node 2 -m distill train data --out student   # data-parallel
-  distill train data --stage grpo --from student --out grpo # GRPO after SFT (rewards: correctness, format)
-  distill train data --stage grpo --from student --reward correctness=1 --reward mypkg.rewards:cites=0.5 --out grpo
+  distill grpo data --from student --out grpo               # GRPO after SFT: its own command
 """
 
 
-@config_command("train", TrainConfig, FLAGS, "DATA [KEY=VALUE]...", EXAMPLES, {"--stage grpo": GRPOConfig})
-@click.option("--stage", type=click.Choice(["sft", "grpo"]), default="sft", show_default=True, help="sft: supervised fine-tuning on the teacher's answers; grpo: reinforcement from rewards, usually after SFT (--from); --help-config lists the keys of both.")
-@click.option("--reward", "rewards", multiple=True, help="grpo: NAME=WEIGHT or module:function=WEIGHT (repeatable; replaces the default correctness=1, format=0.2); names: correctness, format, length, judge.")
-def train(args, config_path, as_json, quiet, flags, stage="sft", rewards=()):
-    """Fine-tune the student on DATA (a `distill gen` directory, or your own data: docs/train.md): SFT,
-    or GRPO with --stage grpo; key=value overrides any config key of the stage."""
+@config_command("train", TrainConfig, FLAGS, "DATA [KEY=VALUE]...", EXAMPLES)
+@click.option("--stage", type=click.Choice(["sft", "grpo"]), default="sft", hidden=True)
+def train(args, config_path, as_json, quiet, flags, stage="sft"):
+    """Fine-tune the student on DATA (a `distill gen` directory, or your own data: docs/train.md) with SFT;
+    key=value overrides any config key. GRPO after it: `distill grpo`."""
+    if stage == "grpo":
+        raise UserError("GRPO has its own command: distill grpo DATA --from SFT_OUT (distill grpo --help: its flags)")
     flags["data"], overrides = one_path(args, "data directory")
     from train import ranks
+    from train.sft import run_sft
 
-    if stage == "grpo":
-        from train.grpo import run_grpo
-        from train.rewards import parse_reward_specs
-
-        flags["rewards"] = parse_reward_specs(list(rewards)) if rewards else None
-        cfg = load_config(GRPOConfig, config_path, flags, overrides)
-        record = run_grpo(cfg, show_progress=not (quiet or as_json))
-    else:
-        if rewards or flags.get("from_model") or flags.get("num_generations"):
-            raise click.UsageError("--from, --reward and --num-generations are GRPO settings: add --stage grpo")
-        from train.sft import run_sft
-
-        cfg = load_config(TrainConfig, config_path, flags, overrides)
-        record = run_sft(cfg, show_progress=not (quiet or as_json))
+    cfg = load_config(TrainConfig, config_path, flags, overrides)
+    record = run_sft(cfg, show_progress=not (quiet or as_json))
     if not ranks.is_main():
         return  # under torchrun, rank 0 reports
+    report(record, summary_line(record, cfg.out), as_json, quiet)
+
+
+def report(record: dict, line: str, as_json: bool, quiet: bool) -> None:
+    """What a training command prints at its end (the JSON record or one line); exit 130 for an interrupted run."""
     if as_json:
         click.echo(json.dumps(record, indent=2))
     elif not quiet:
-        click.echo(summary_line(record, cfg.out))
+        click.echo(line)
     if record["status"] == "interrupted":
         click.echo("interrupted: a checkpoint is saved; rerun with --resume to continue", err=True)
         sys.exit(130)
@@ -82,10 +75,6 @@ def train(args, config_path, as_json, quiet, flags, stage="sft", rewards=()):
 
 def summary_line(record: dict, out: str) -> str:
     m = record["metrics"]
-    if record.get("stage") == "grpo":
-        epochs = m.get("by_epoch", {}).get("reward", [])
-        reward = f"reward by epoch {', '.join(map(str, epochs))}" if len(epochs) > 1 else f"reward {m['reward']['first']} -> {m['reward']['last']}"
-        return f"{record['status']}: {m['steps']} GRPO steps, {reward}, {m['seconds_per_step']} s/step, backend {record['backend']}; model in {out}"
     recall = f", recall of held-out phrasings {m['recall_val']} (taught {m['recall_train']})" if m.get("recall_val") is not None else ""
     return f"{record['status']}: {m['steps']} steps, loss {m['first_loss']} -> {m['final_loss']}{recall}, {m['tokens_per_s']} tok/s, backend {record['backend']}; model in {out}"
 

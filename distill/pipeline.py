@@ -90,6 +90,10 @@ def resolve(sections: dict[str, dict]) -> dict[str, BaseModel]:
         grpo = wire(sections["grpo"], "grpo", "data", data, problems)
         if students:
             grpo.setdefault("from_model", students[0])  # GRPO refines the SFT student
+        elif grpo.get("from_model") is None:
+            problems.append("grpo.from_model: GRPO refines an SFT student: add a train section, or set "
+                            "grpo.from_model to an SFT output (or, to start from an untrained base, to embedded "
+                            "or a model id)")
         wanted["grpo"] = (GRPOConfig, grpo)
         students.append(key_of(GRPOConfig, grpo, "out"))
     if "eval" in sections:
@@ -185,11 +189,12 @@ def up_to_date(stage: str, cfg: BaseModel, digest: str) -> bool:
 
 def train_run_flags(cfg: BaseModel) -> BaseModel:
     """A stale train stage continues its own crashed run (resume) and replaces a finished run
-    that is out of date (overwrite: its config or its data changed)."""
+    that is out of date (overwrite: its config or its data changed); an incomplete one runs again."""
     fields = type(cfg).model_fields
     update = {"resume": True} if "resume" in fields else {}
-    if "overwrite" in fields and Path(cfg.out, "run.json").exists():
-        update["overwrite"] = True
+    run = Path(cfg.out, "run.json")
+    if "overwrite" in fields and run.exists() and json.loads(run.read_text()).get("status") != "incomplete":
+        update["overwrite"] = True  # an incomplete GRPO run keeps its judge cache: rerun, it asks only the failed requests
     return cfg.model_copy(update=update)
 
 
@@ -219,7 +224,7 @@ def run_pipeline(
         raise UserError(f"--force names stage(s) {', '.join(sorted(unknown))} that {path} does not configure")
     trains = [configs[s] for s in ("train", "grpo") if s in configs]
     if trains:  # Unsloth must be imported before gen and eval import transformers
-        from train.sft import choose_backend
+        from train.recipe import choose_backend
 
         choose_backend(trains[0])
     done: dict[str, dict] = {}
@@ -248,9 +253,15 @@ def run_pipeline(
 
 
 def check_incomplete(stage: str, result: dict, allow_incomplete: bool, log: Callable[[str], None]) -> None:
-    """Stop before the next stage uses partial data, unless told to go on."""
-    from generate.stage import incomplete_message
+    """Stop before the next stage uses partial data (or a policy that missed judge rewards), unless told to go on."""
+    if stage == "grpo":
+        from train.grpo import incomplete_message
 
+        failed = result["judge_failures"]["requests"]
+    else:
+        from generate.stage import incomplete_message
+
+        failed = result["failures"]["requests"]
     if not allow_incomplete:
         raise IncompleteRun(f"{stage}: {incomplete_message(result)}, or pass --allow-incomplete to go on with what was answered")
-    log(f"{stage}: incomplete, {result['failures']['requests']} requests failed; going on with what was answered (--allow-incomplete)")
+    log(f"{stage}: incomplete, {failed} requests failed; going on with what was answered (--allow-incomplete)")

@@ -128,3 +128,35 @@ def test_version(capsys):
 
     code, stdout, _ = run_cli(["--version"], capsys)
     assert code == 0 and __version__ in stdout
+
+
+def grpo_data(folder: Path) -> Path:
+    from trainkit import data_dir
+
+    return data_dir(folder, n=4)
+
+
+def test_train_stage_grpo_names_the_grpo_command(tmp_path, capsys):
+    """GRPO has its own command; the old spelling says which, in one line."""
+    data = grpo_data(tmp_path / "data")
+    out = tmp_path / "g"
+    argv = ["train", str(data), "--stage", "grpo", "--out", str(out)]
+    assert_user_error(argv, capsys, out, "distill grpo DATA --from")
+
+
+def test_grpo_without_from_names_the_sft_output(tmp_path, capsys):
+    """GRPO on the untrained base must be asked for (--from embedded), never a default."""
+    data = grpo_data(tmp_path / "data")
+    out = tmp_path / "g"
+    line = assert_user_error(["grpo", str(data), "--out", str(out)], capsys, out, "--from SFT_OUT", "--from embedded")
+    assert "distill train --out SFT_OUT" in line and not (tmp_path / "g").exists()
+
+
+def test_grpo_with_failed_judge_requests_exits_3(tmp_path, capsys, monkeypatch):
+    """A GRPO run whose judge requests partly failed says how many, that a rerun retries them, and exits 3."""
+    record = {"status": "incomplete", "backend": "hf", "judge_failures": {"requests": 3, "last_error": "HTTP 503"},
+              "metrics": {"steps": 2, "reward": {"first": 0.1, "last": 0.2}, "by_epoch": {}, "seconds_per_step": 1.0}}
+    monkeypatch.setattr("train.grpo.run_grpo", lambda cfg, show_progress: record)
+    code, _, stderr = run_cli(["grpo", str(tmp_path), "--from", "embedded", "-q"], capsys)
+    assert code == 3 and stderr.startswith("incomplete: 3 judge requests failed (last error: HTTP 503)"), stderr
+    assert "rerun the same command to retry them" in stderr and len(stderr.strip().splitlines()) == 1

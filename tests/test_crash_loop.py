@@ -146,7 +146,7 @@ def test_a_run_killed_writing_its_first_file_is_not_another_run(tmp_path):
     """A kill inside the first atomic write (train_config.json) leaves only its temporary file: the rerun
     starts the run, where it used to refuse the directory as holding a different run."""
     from train.config import TrainConfig
-    from train.sft import check_out, identity
+    from train.recipe import check_out, identity
 
     out = tmp_path / "out"
     out.mkdir()

@@ -170,7 +170,9 @@ def test_train_and_eval_on_brought_data(tmp_path):
                                          "--max-steps", "3", "--batch-size", "4", "--lr", "1e-2", "-q", "split=train_sft", "recall_probe=0"])  # fmt: skip
     assert trained.exit_code == 0, (trained.output, trained.exception)
     run = json.loads((student / "run.json").read_text())
-    assert run["data_format"] == "sharegpt" and run["data"]["prompt_mode"] == "closed-book" and run["data"]["kind"] == "knowledge"
+    assert run["data_format"] == "sharegpt" and run["data"]["prompt_mode"] == "closed-book"
+    assert run["data"]["kind"] == "skill"
+    assert run["recipe"] == {"kind": "skill", "why": "sharegpt data without fact ids; recipe=knowledge to teach facts"}
     assert "split train_sft" in run["data"]["source"] and run["data"]["manifest_sha256"] is None and run["data"]["records"] == 12
     assert run["metrics"]["steps"] == 3 and run["metrics"]["final_loss"] is not None
 
@@ -185,6 +187,23 @@ def test_train_and_eval_on_brought_data(tmp_path):
     assert [p["reference"] for p in predictions if p["model"] == "student"] == ["In 1874.", "Whale oil."]
     assert [p["question"] for p in predictions if p["model"] == "base"] == ["When was it built?", "And its lamp?"]
     assert "format chat" in (out / "report.md").read_text()
+
+
+def test_brought_data_gets_the_skill_recipe_unless_it_has_fact_ids(tmp_path):
+    """Knowledge is data with fact ids (what `distill gen` writes); chat, Alpaca and ShareGPT data without them
+    get the skill recipe, whatever the prompt mode; the user's `recipe` wins."""
+    from train.config import DEFAULTS, TrainConfig
+    from train.data import choose_recipe
+
+    chats = formats.load(write_rows(tmp_path / "chat.jsonl", CHAT), "train")
+    assert choose_recipe(chats) == ("skill", "chat data without fact ids; recipe=knowledge to teach facts")
+    assert choose_recipe(chats, "knowledge")[0] == "knowledge"
+    facts = [{"question": f"q{i}?", "answer": "a", "fact": f"f{i // 2}"} for i in range(4)]
+    assert choose_recipe(formats.load(write_rows(tmp_path / "facts.jsonl", facts), "train"))[0] == "knowledge"
+    gen = data_dir(tmp_path / "gen")  # a `distill gen` directory: its manifest's split_by decides
+    assert choose_recipe(formats.load(gen, "train"))[0] == "knowledge"
+    skill = TrainConfig(prompt_mode="closed-book").resolved(choose_recipe(chats)[0])
+    assert (skill.epochs, skill.lr, skill.lora_r) == tuple(DEFAULTS["skill"][k] for k in ("epochs", "lr", "lora_r"))
 
 
 def test_a_pipeline_sees_brought_data_change(tmp_path):

@@ -201,6 +201,31 @@ def test_user_reward_by_import_path_and_the_judge(world, tmp_path, monkeypatch, 
     assert run["rewards"] == rewards
 
 
+def test_failed_judge_requests_end_the_run_incomplete_and_a_rerun_asks_only_them(world, tmp_path, teacher_factory):
+    """A judge reply that failed gave its completion no judge reward: counted in run.json, status incomplete; the
+    same run again regenerates the same completions, finds the other grades cached and asks only the failed ones."""
+    from train.grpo import run_grpo
+
+    calls = []
+
+    def flaky(request):
+        calls.append(request.key)
+        if len(calls) <= 3:
+            return Response(key=request.key, error="HTTP 503")
+        return Response(key=request.key, text='{"score": 4}')
+
+    teacher_factory(flaky)
+    out = tmp_path / "grpo"
+    cfg = config(world, out, rewards={"format": 1.0, "judge": 0.3}, judge={"model": "scripted-judge"})
+    run = run_grpo(cfg, show_progress=False)
+    assert run["status"] == "incomplete" and run["judge_failures"] == {"requests": 3, "last_error": "HTTP 503"}
+    assert json.loads((out / "run.json").read_text())["status"] == "incomplete"
+    teacher = teacher_factory(lambda request: Response(key=request.key, text='{"score": 4}'))
+    again = run_grpo(cfg, show_progress=False)
+    assert again["status"] == "done" and again["judge_failures"]["requests"] == 0
+    assert again["judge_requests"]["sent"] == len(teacher.sent) == 3 and again["judge_requests"]["cache_hits"] > 0
+
+
 def test_bad_input_is_a_one_line_error(world, tmp_path):
     from train.grpo import run_grpo
 

@@ -126,3 +126,10 @@ def test_no_import_cycles():
 def test_the_cycle_check_finds_a_planted_cycle():
     graph = {"common.teacher.backends": {"common.teacher.backend_local"}, "common.teacher.backend_local": {"common.teacher.backends"}}
     assert cycles(graph) == [["common.teacher.backend_local", "common.teacher.backends", "common.teacher.backend_local"]]
+
+
+def test_the_two_recipes_import_neither_each_other():
+    """SFT and GRPO are peers: what they share lives in train/recipe.py (and the loaders), not in either."""
+    graph = import_graph()
+    assert not {m for m in graph["train.grpo"] if m.startswith("train.sft")}
+    assert not {m for m in graph["train.sft"] if m.startswith("train.grpo")}

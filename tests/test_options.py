@@ -97,3 +97,42 @@ def test_repeatable_flags_left_out_are_not_given(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["eval", str(tmp_path), "-s", "student", "-q"])
     assert result.exit_code == 0, result.output
     assert seen["cfg"].teacher is None and seen["cfg"].students == ["student"]
+
+
+def test_grpo_has_its_own_command_with_grpo_keys_and_defaults():
+    """`distill grpo --help` is made from GRPOConfig: its defaults (lr 5e-6, batch size in prompts), no SFT key."""
+    shown = CliRunner().invoke(cli, ["grpo", "--help"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "[default: 5e-06]" in text and "Prompts per optimizer step" in text
+    assert "--from" in text and "--reward" in text and "--packing" not in text and "8bit" not in text
+    assert "[default: auto]" not in text.split("--lr", 1)[1].split("--", 1)[0]
+    keys = CliRunner().invoke(cli, ["grpo", "--help-config"]).output
+    assert "num_generations" in keys and "packing" not in keys and "recall_probe" not in keys
+    assert "Records per micro-batch" not in keys
+    train = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split()).split("Examples:")[0]
+    assert "--num-generations" not in train and "--from" not in train and "--reward" not in train
+
+
+def test_shared_keys_are_declared_once():
+    """A key both recipes read alike comes from StageConfig; a key each declares differs (GRPO's own defaults)."""
+    from train.config import StageConfig, TrainConfig
+    from train.grpo_config import GRPOConfig
+
+    sft, grpo = TrainConfig.model_fields, GRPOConfig.model_fields
+    for key in set(sft) & set(grpo):
+        if key in StageConfig.model_fields:
+            assert key not in TrainConfig.__annotations__, f"{key} declared again"
+            assert key not in GRPOConfig.__annotations__, f"{key} declared again"
+            continue
+        assert (sft[key].default, sft[key].description) != (grpo[key].default, grpo[key].description), key
+    assert {"split", "backend", "dtype", "target_modules", "resume"} <= set(StageConfig.model_fields)
+    assert GRPOConfig().lr == 5e-6 and TrainConfig().lr == "auto" and GRPOConfig().lr_scheduler == "cosine"
+
+
+def test_dash_m_names_the_teacher_only():
+    """-m/--model is the teacher in gen and eval; train names its base student with --model alone."""
+    for command in ("gen", "eval"):
+        assert "-m, --model" in CliRunner().invoke(cli, [command, "--help"]).output
+    for command in ("train", "grpo"):
+        assert "-m," not in CliRunner().invoke(cli, [command, "--help"]).output

@@ -116,6 +116,9 @@ def test_grpo_is_wired_after_sft_and_both_are_evaluated():
     assert configs["eval"].students == ["sft", "rl"]
     with pytest.raises(UserError, match="num_generations"):
         resolve({**sections, "grpo": {"num_generations": 1}})
+    with pytest.raises(UserError, match="grpo.from_model: GRPO refines an SFT student: add a train section"):
+        resolve({"gen": sections["gen"], "grpo": {"out": "rl"}})  # RL on the untrained base only when said
+    assert resolve({"gen": sections["gen"], "grpo": {"out": "rl", "from_model": "embedded"}})["grpo"].from_model == "embedded"
 
 
 @pytest.mark.parametrize(
@@ -182,3 +185,15 @@ def test_train_is_wired_between_gen_and_eval(pipeline, monkeypatch, capsys):
     assert len(calls) == 2 and calls[1].overwrite and calls[1].max_steps == 3
     err = capsys.readouterr().err
     assert "gen: up to date, skipped" in err and "train: running" in err and "eval: running" in err
+
+
+def test_an_incomplete_grpo_stage_runs_again_keeping_its_judge_cache(tmp_path):
+    """A stale finished stage is replaced (overwrite); an incomplete GRPO run is not: a rerun asks only what failed."""
+    from distill.pipeline import train_run_flags
+    from train.grpo_config import GRPOConfig
+
+    cfg = GRPOConfig(out=str(tmp_path), from_model="embedded")
+    (tmp_path / "run.json").write_text('{"status": "incomplete"}')
+    assert train_run_flags(cfg).overwrite is False and train_run_flags(cfg).resume is True
+    (tmp_path / "run.json").write_text('{"status": "done"}')
+    assert train_run_flags(cfg).overwrite is True

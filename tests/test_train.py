@@ -68,6 +68,34 @@ def test_loss_falls_and_lora_weights_change(trained):
     assert not (out / "checkpoints").exists()
     assert run["data"]["manifest_sha256"] and run["data"]["val_records"] >= 1 and run["versions"]["torch"]
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(Path(run["config"]["model"]).resolve())
+    # the default max_seq_length (2048) is clamped to the tiny model's 1024-token context in the spec, not in the config
+    assert run["config"]["max_seq_length"] == 2048 and run["max_seq_length"] == 1024 and run["backend_fallback"] is None
+    assert run["recipe"] == {"kind": "knowledge", "why": "distill gen data split by item"}
+
+
+def test_backend_auto_says_once_why_unsloth_is_not_used(monkeypatch, caplog):
+    """auto falling back to transformers prints the reason once (a pipeline asks twice) and returns it for run.json."""
+    from train import recipe, unsloth_adapter
+
+    why = "unsloth cannot run here (NotImplementedError: no GPU)"
+    monkeypatch.setattr(unsloth_adapter, "available", lambda: (False, why))
+    monkeypatch.setattr(recipe, "_SAID", set())
+    with caplog.at_level("WARNING", logger="distill.train"):
+        assert recipe.choose_backend(TrainConfig()) == ("hf", why)
+        assert recipe.choose_backend(TrainConfig()) == ("hf", why)
+        assert recipe.choose_backend(TrainConfig(backend="hf")) == ("hf", None)
+    said = [r.getMessage() for r in caplog.records if r.name == "distill.train"]
+    assert said == [f"Unsloth unavailable: {why}; training with transformers"]
+    spec = recipe.model_spec(TrainConfig().resolved("skill"), "embedded", "/models/x", 512)
+    assert recipe.run_record(TrainConfig(), False, spec, "hf", why, "adamw_torch")["backend_fallback"] == why
+
+
+def test_max_seq_length_beyond_the_context(tiny):
+    from train import loading
+
+    assert loading.seq_len(4096, False, str(tiny)) == 1024 and loading.seq_len(512, True, str(tiny)) == 512
+    with pytest.raises(UserError, match="--max-seq-length 1024 or less"):
+        loading.seq_len(4096, True, str(tiny))
 
 
 def test_finished_run_is_returned_and_other_runs_refused(trained, tiny, data):
@@ -311,7 +339,7 @@ def test_optimizer_auto_keeps_adam_state_in_8_bits_on_a_gpu(monkeypatch, tiny, d
     from train import loading
 
     def optim(**extra):
-        return loading.resolve_optim(config(data, tiny, tmp_path, **extra))
+        return loading.resolve_optim(config(data, tiny, tmp_path, **extra).optim)
 
     assert optim() == "adamw_torch"  # no GPU here
     assert optim(optim="sgd") == "sgd"

@@ -22,6 +22,7 @@ from common import formats
 from common.contract import Mode, mode_for_split, training_messages
 from common.errors import UserError
 from common.io import read_jsonl
+from train.config import TrainConfig
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
@@ -49,8 +50,23 @@ class TrainData:
 
 
 def kind_of(split_by: str) -> str:
-    """The kind of domain model the data is for: item split = knowledge, document split = skill."""
+    """The kind of domain model a `distill gen` split is for: item split = knowledge, document split = skill."""
     return "skill" if split_by == "document" else "knowledge"
+
+
+def choose_recipe(source: formats.Data, asked: str = "auto") -> tuple[str, str]:
+    """(knowledge | skill, why): the recipe (config key `recipe`) the `auto` hyperparameters follow. Knowledge
+    is data with fact ids (what `distill gen` writes; its manifest's split_by says which); everything else,
+    brought chat, Alpaca or ShareGPT data among it, gets the skill recipe unless the user asks."""
+    if asked != "auto":
+        return asked, f"recipe={asked} as set"
+    if source.manifest is not None:
+        split_by = source.manifest.get("split_by", "item")
+        return kind_of(split_by), f"distill gen data split by {split_by}"
+    facts = sum(1 for r in source.records if r.get("fact"))
+    if facts:
+        return "knowledge", f"{facts} of {len(source.records)} records carry fact ids; recipe=skill to change"
+    return "skill", f"{source.format} data without fact ids; recipe=knowledge to teach facts"
 
 
 def read_data_dir(data: str | Path, split: str = "train") -> formats.Data:
@@ -63,7 +79,7 @@ def read_data_dir(data: str | Path, split: str = "train") -> formats.Data:
 
 def split_of(source: formats.Data, prompt_mode: str) -> str:
     """How the data was split: the manifest says; without one, the prompt mode stands for it
-    (open-book: document split, skill; otherwise item split, knowledge)."""
+    (open-book: document split; otherwise item split). It picks the prompt mode, never the recipe."""
     if source.manifest is not None:
         return source.manifest.get("split_by", "item")
     return "document" if prompt_mode == "open-book" else "item"
@@ -120,23 +136,31 @@ def check_masks(rows: list[dict], where: str) -> dict:
     return {"tokens": total, "trained_tokens": trained, "trained_share": round(share, 4)}
 
 
-def prepare(cfg, tokenizer, source: formats.Data) -> TrainData:
-    """Hold out the recall probe and the validation slice, tokenize and check the training data
-    (chat records, plus text.jsonl's plain text where there is one); source: read_data_dir's."""
+def prepare(
+    cfg: TrainConfig, tokenizer, source: formats.Data, max_seq_length: int | None = None, kind: str | None = None
+) -> TrainData:
+    """Hold out the recall probe (knowledge data) and the validation slice, tokenize and check the training
+    data (chat records, plus text.jsonl's plain text where there is one); source: read_data_dir's;
+    max_seq_length: the model spec's (default: the config's); kind: the recipe (default: choose_recipe's)."""
     records = source.records
+    max_seq_length = max_seq_length or cfg.max_seq_length
+    kind = kind or choose_recipe(source, cfg.recipe)[0]
     split_by, mode = split_and_mode(source, cfg.prompt_mode)
     apply_template(tokenizer, cfg.chat_template)
-    probe = recall_probe(records, cfg.recall_probe if kind_of(split_by) == "knowledge" else 0, cfg.seed)
+    probe = recall_probe(records, cfg.recall_probe if kind == "knowledge" else 0, cfg.seed)
     held = {r["id"] for r in probe.get("held_out", [])}
     rows = [encode(tokenizer, r, mode) for r in records if r["id"] not in held]
     text = read_text(Path(cfg.data)) if cfg.text is not False and Path(cfg.data).is_dir() else []
     if cfg.text is True and not text:
         raise UserError(f"text=true but {cfg.data}/text.jsonl is missing or empty; generate it with `distill gen --rewrites N` or set text=auto")
-    rows += [piece for row in text for piece in encode_text(tokenizer, row["text"], cfg.max_seq_length)]
-    kept = [r for r in rows if len(r["input_ids"]) <= cfg.max_seq_length]
+    rows += [piece for row in text for piece in encode_text(tokenizer, row["text"], max_seq_length)]
+    kept = [r for r in rows if len(r["input_ids"]) <= max_seq_length]
     if not kept:
         longest = max(len(r["input_ids"]) for r in rows)
-        raise UserError(f"every record is longer than max_seq_length={cfg.max_seq_length} tokens (shortest needs more; longest {longest}); raise --max-seq-length")
+        raise UserError(
+            f"every record is longer than max_seq_length={max_seq_length} tokens "
+            f"(shortest needs more; longest {longest}); raise --max-seq-length"
+        )
     random.Random(cfg.seed).shuffle(kept)
     n_val = round(len(kept) * cfg.val_fraction)
     if cfg.val_fraction > 0:

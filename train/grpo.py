@@ -1,17 +1,18 @@
-"""`distill train --stage grpo` as one program: setup -> run -> save.
+"""`distill grpo` as one program: setup -> run -> save.
 
 setup: check the output directory and the request, find where the policy starts (an SFT output
        directory's adapter is trained further; a model gets a new LoRA adapter), pick the backend
        (Unsloth, else transformers + PEFT) and the sampler (vLLM where installed on a GPU, else
        model.generate), turn train.jsonl into prompts in the data's prompt mode with the reference
        answer and evidence beside them as columns, size the completions from the teacher's answers,
-       and bind the rewards (common.graders, the judge teacher, the user's functions).
+       resolve the model spec, and bind the rewards (common.graders, the judge teacher, the user's functions).
 run:   TRL's GRPOTrainer: each step samples num_generations completions for batch_size prompts,
        scores them, and moves the policy towards the completions that beat their group's mean.
        Checkpoints every `save_steps`, marked complete only once fully written; Ctrl-C saves one
        and stops; every step's rewards, zero-advantage groups, lengths and rates go to metrics.jsonl.
 save:  the adapter (or merged model), tokenizer, metrics.jsonl, rewards.png and run.json — last;
-       then the checkpoints are removed.
+       then the checkpoints are removed. A run whose judge requests partly failed ends `incomplete`
+       (counted in run.json); run again, it asks only those (the others are cached).
 """
 
 from __future__ import annotations
@@ -23,20 +24,15 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-
-import torch
 
 from common.contract import prompt_messages
 from common.errors import UserError
-from common.io import write_json
 from common.models import EMBEDDED, resolve_model
-from common.versions import versions
-from train import loading, ranks, unsloth_adapter
+from train import loading, ranks, recipe, unsloth_adapter
 from train.data import apply_template, read_data_dir, split_and_mode
 from train.grpo_config import GRPOConfig
 from train.saving import plot_metrics, save_model
-from train.sft import RUN_CONFIG, check_out, choose_backend, common_args, identity, peak_memory_gib
+from train.spec import ModelSpec
 
 LOG = logging.getLogger("distill.grpo")
 COLUMNS = ("id", "question", "answer", "evidence", "context", "reasoning")  # what reward functions get by name
@@ -57,7 +53,9 @@ class Start:
 class Plan:
     out: Path
     start: Start
+    spec: ModelSpec
     backend: str
+    fallback: str | None  # why `backend: auto` did not use Unsloth
     generation: str  # vllm | transformers
     model: object
     tokenizer: object
@@ -67,7 +65,6 @@ class Plan:
     rewards: list
     weights: list[float]
     judge: object  # train.rewards.JudgeReward or None
-    autocast_bf16: bool
     optim: str
     resume_from: Path | None
     warnings: list[str] = field(default_factory=list)
@@ -81,9 +78,9 @@ class Plan:
 def run_grpo(cfg: GRPOConfig, show_progress: bool = True) -> dict:
     """Refine the policy; returns the run.json dict (also for a run that had already finished)."""
     started = time.time()
-    ident = identity(cfg)
+    ident = recipe.identity(cfg)
     with ranks.main_first():  # under torchrun: rank 0 checks (and --overwrite clears) first
-        finished = check_out(cfg, ident)
+        finished = recipe.check_out(cfg, ident)
     if finished is not None:
         return finished
     plan = setup(cfg, ident)
@@ -98,10 +95,19 @@ def run_grpo(cfg: GRPOConfig, show_progress: bool = True) -> dict:
 # ---------------------------------------------------------------- setup
 
 
+def require_from(name: str | None) -> None:
+    """GRPO on an untrained base is said explicitly (--from embedded, a model id), never a default."""
+    if name is None:
+        raise UserError(
+            "GRPO refines an SFT student: pass --from SFT_OUT, the directory `distill train --out SFT_OUT` wrote "
+            "(e.g. --from student); to start from an untrained base, say so: --from embedded or --from MODEL_ID"
+        )
+
+
 def resolve_start(name: str) -> Start:
     """What --from names: an SFT output directory holding an adapter, a model directory, 'embedded' or a hub id."""
     folder = Path(name).expanduser()
-    if folder.is_dir() and (folder / RUN_CONFIG).is_file() and not (folder / "run.json").is_file():
+    if folder.is_dir() and (folder / recipe.RUN_CONFIG).is_file() and not (folder / "run.json").is_file():
         raise UserError(f"--from {name} holds an unfinished training run (no run.json); finish it with `distill train ... --out {name} --resume` first")
     path = resolve_model(name)  # a directory without config.json or adapter_config.json is refused here
     adapter_config = Path(path) / "adapter_config.json"
@@ -148,47 +154,49 @@ def prompt_rows(records: list[dict], tokenizer, mode, max_prompt_length: int) ->
     return rows, len(records) - len(rows)
 
 
-def load_policy(cfg: GRPOConfig, start: Start, backend: str, max_seq_length: int, fast_inference: bool):
+def load_policy(spec: ModelSpec, backend: str, fast_inference: bool, vllm_memory: float):
     if backend == "unsloth":
-        dtype, _ = loading.resolve_dtype(cfg)
-        return unsloth_adapter.load_for_grpo(cfg, start.adapter or start.base, start.base, dtype, max_seq_length, fast_inference)[0]
-    if start.adapter:
-        return loading.load_hf_adapter(cfg, start.base, start.adapter)
-    return loading.load_hf(cfg, start.base)[0]
+        return unsloth_adapter.load_for_grpo(spec, fast_inference, vllm_memory)[0]
+    return loading.load_hf(spec)[0]
 
 
 def setup(cfg: GRPOConfig, ident: dict) -> Plan:
-    source = read_data_dir(cfg.data, cfg.split)  # cheap checks first (none imports transformers): data, method
+    """Cheap checks first (none imports transformers): data, method, --from; then the backend, which must be
+    imported before transformers, peft and trl; then the prompts, their lengths, the rewards and the policy."""
+    source = read_data_dir(cfg.data, cfg.split)
     records = source.records
-    loading.check_method(cfg)
-    backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
+    loading.check_method(cfg.method)
+    require_from(cfg.from_model)
+    backend, fallback = recipe.choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
     start = resolve_start(cfg.from_model)  # converting the embedded model imports transformers
     generation = choose_generation(cfg)
-    from transformers import AutoTokenizer, set_seed
+    resume_from = recipe.start(cfg)
+    from transformers import AutoTokenizer
 
-    from train.callbacks import latest_checkpoint
     from train.rewards import build_rewards
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    resume_from = latest_checkpoint(out / "checkpoints") if cfg.resume else None
-    set_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(start.tokenizer)
     apply_template(tokenizer, cfg.chat_template)
     split_by, mode = split_and_mode(source, cfg.prompt_mode)
     lengths = size_lengths(cfg, tokenizer, records, loading.model_context(start.base))
     rows, dropped = prompt_rows(records, tokenizer, mode, lengths["max_prompt_length"])
     if not rows:
-        raise UserError(f"every prompt is longer than max_prompt_length={lengths['max_prompt_length']} tokens; raise it (or lower max_completion_length)")
-    rewards, weights, judge = build_rewards(cfg, out, lengths["length_budget"], lengths["max_completion_length"])  # user rewards imported here
-    model = load_policy(cfg, start, backend, lengths["max_prompt_length"] + lengths["max_completion_length"], generation == "vllm")
-    out.mkdir(parents=True, exist_ok=True)
-    if ranks.is_main():
-        write_json(out / RUN_CONFIG, ident)
-    _, autocast = loading.resolve_dtype(cfg)
-    data = {"dir": str(Path(cfg.data).resolve()), "data_format": source.format, **source.describe(), "split_by": split_by, "prompt_mode": mode, "prompts": len(rows), "dropped_too_long": dropped}
-    plan = Plan(out, start, backend, generation, model, tokenizer, rows, data, lengths, rewards, weights, judge, autocast, loading.resolve_optim(cfg), resume_from)
+        longest = lengths["max_prompt_length"]
+        raise UserError(
+            f"every prompt is longer than max_prompt_length={longest} tokens; raise it (or lower max_completion_length)"
+        )
+    # user rewards are imported here
+    rewards, weights, judge = build_rewards(cfg, out, lengths["length_budget"], lengths["max_completion_length"])
+    context = lengths["max_prompt_length"] + lengths["max_completion_length"]
+    spec = recipe.model_spec(cfg, start.base_name, start.base, context, adapter=start.adapter)
+    model = load_policy(spec, backend, generation == "vllm", cfg.vllm_memory)
+    recipe.claim(out, ident)
+    data = {"dir": str(Path(cfg.data).resolve()), "data_format": source.format, **source.describe(),
+            "split_by": split_by, "prompt_mode": mode, "prompts": len(rows), "dropped_too_long": dropped}
+    optim = loading.resolve_optim(cfg.optim)
+    plan = Plan(out, start, spec, backend, fallback, generation, model, tokenizer, rows, data, lengths,
+                rewards, weights, judge, optim, resume_from)
     for warning in wasteful_settings(cfg):
         plan.warn(warning)
     return plan
@@ -219,7 +227,7 @@ def grpo_args(cfg: GRPOConfig, plan: Plan):
     micro = cfg.micro_batch_size or per_step
     vllm = plan.generation == "vllm" and plan.backend == "hf"  # Unsloth switches its fast_inference engine on itself
     return TRLGRPOConfig(
-        **common_args(cfg, plan),
+        **recipe.common_args(cfg, plan.spec, plan.backend, plan.model, plan.out, plan.optim),
         per_device_train_batch_size=micro,  # completions, not prompts
         gradient_accumulation_steps=per_step // micro,
         steps_per_generation=cfg.steps_per_generation * (per_step // micro),  # TRL counts micro-steps
@@ -248,8 +256,7 @@ def run(cfg: GRPOConfig, plan: Plan, show_progress: bool):
     from train.callbacks import CheckpointMarker, Metrics, ProgressBar, StopOnSignal, train_until_stopped
     from train.grpo_trainer import StepStats, grpo_trainer_class
 
-    resume_step = int(plan.resume_from.name.split("-")[-1]) if plan.resume_from else 0
-    metrics = Metrics(plan.out / "metrics.jsonl", resume_step, write=ranks.is_main())
+    metrics = Metrics(plan.out / "metrics.jsonl", recipe.resume_step(plan.resume_from), write=ranks.is_main())
     shown = {"reward": ("reward", "{:.3f}"), "alike": ("zero_advantage_groups", "{:.0f}"), "gen tok/s": ("generated_tokens_per_s", "{:.0f}")}
     bar = ProgressBar(metrics, show_progress and ranks.is_main(), shown, title="grpo")
     stop = StopOnSignal()
@@ -317,35 +324,29 @@ def summary(trainer, rows: list[dict], seconds: float) -> dict:
         "generate_seconds_per_step": over(steady, "generate_s"),
         "update_seconds_per_step": over(steady, "update_s"),
         "train_seconds": round(seconds, 2),
-        "peak_memory_gib": peak_memory_gib(),
-        "peak_memory_of": "cuda allocated" if torch.cuda.is_available() else "process RSS",
+        **recipe.peak_memory(),
     }
 
 
 def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float) -> dict:
-    rows = [json.loads(line) for line in (plan.out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    start = plan.start
-    record = {
-        "status": "interrupted" if interrupted else "done",
+    rows = recipe.read_metrics(plan.out)
+    start, judge = plan.start, plan.judge
+    record = recipe.run_record(cfg, interrupted, plan.spec, plan.backend, plan.fallback, plan.optim)
+    record |= {
         "stage": "grpo",
-        "config": cfg.model_dump(),
         "from": {"name": start.name, "adapter": start.adapter, "kind": "adapter" if start.adapter else "model"},
-        "base_model": {"name": start.base_name, "path": start.base},
-        "backend": plan.backend,
-        "imported_before_unsloth": unsloth_adapter.imported_before() if plan.backend == "unsloth" else None,
         "generation": plan.generation,
         "steps_per_generation": cfg.steps_per_generation,
-        "processes": ranks.world_size(),
-        "optimizer": plan.optim,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "data_format": plan.data["data_format"],
         "data": plan.data,
         "lengths": plan.lengths,
         "rewards": dict(zip(cfg.rewards, plan.weights)),
-        "judge_requests": plan.judge.asked if plan.judge is not None else None,
+        "judge_requests": judge.asked if judge is not None else None,
+        "judge_failures": {"requests": judge.failed, "last_error": judge.last_error} if judge is not None else None,
         "metrics": summary(trainer, rows, time.time() - started),
-        "versions": versions(),
     }
+    if judge is not None and judge.failed and not interrupted:
+        record["status"] = "incomplete"  # those completions had no judge reward; a rerun asks only the failed requests
     stalled = record["metrics"]["zero_advantage_share_last"]
     if record["metrics"]["steps"] >= 8 and stalled is not None and stalled >= 0.9:
         plan.warn(
@@ -353,18 +354,27 @@ def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float
             "right, every one wrong, or collapsed); more steps will not help: look at rewards.png and the rewards"
         )
     record["warnings"] = plan.warnings
-    if not ranks.is_main():
-        return record  # rank 0 writes the output directory
-    series = {f"rewards/{name}/mean": name for name in cfg.rewards} | {"reward": "weighted sum", "alike_share": "share of groups scoring alike"}
-    plot_metrics(rows, plan.out / "rewards.png", series, "mean over the step's completions")
-    if interrupted:
-        return record  # the checkpoint is saved; `--resume` continues (no model, no run.json yet)
-    if "ref" in getattr(trainer.model, "peft_config", {}):
-        trainer.model.delete_adapter("ref")  # TRL's frozen copy of the starting adapter (beta > 0): not part of the result
-    how = SimpleNamespace(method="lora", save=cfg.save, model=start.base_name)  # what save_model reads
-    record["files"] = save_model(how, trainer.model, plan.tokenizer, start.base, plan.out)
-    write_json(plan.out / "run.json", record)  # the run is done: a kill from here on leaves it done
-    from train.callbacks import remove_checkpoints
+    series = {f"rewards/{name}/mean": name for name in cfg.rewards}
+    series |= {"reward": "weighted sum", "alike_share": "share of groups scoring alike"}
 
-    remove_checkpoints(plan.out / "checkpoints")
-    return record
+    def save_policy() -> list[str]:
+        if "ref" in getattr(trainer.model, "peft_config", {}):
+            trainer.model.delete_adapter("ref")  # TRL's frozen copy of the starting adapter (beta > 0): not the result
+        return save_model(plan.spec, cfg.save, None, trainer.model, plan.tokenizer, plan.out)
+
+    return recipe.finish(
+        record, plan.out, interrupted,
+        plot=lambda: plot_metrics(rows, plan.out / "rewards.png", series, "mean over the step's completions"),
+        save=save_policy,
+    )
+
+
+def incomplete_message(record: dict) -> str:
+    """The one line that says judge requests failed, and what to do."""
+    failures = record["judge_failures"]
+    n = failures["requests"]
+    return (
+        f"{n} judge request{'s' if n != 1 else ''} failed (last error: {failures['last_error']}), their completions "
+        "went without a judge reward; the model is saved: rerun the same command to retry them (the judge's answers "
+        "are cached)"
+    )

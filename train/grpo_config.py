@@ -1,4 +1,4 @@
-"""The typed configuration of `distill train --stage grpo` (YAML, flags and key=value all land here).
+"""The typed configuration of `distill grpo` (YAML, flags and key=value all land here).
 
 Defaults follow what GRPO runs on small students use (DeepSeek-R1's recipe as TRL and Unsloth's
 notebooks carry it): a low learning rate, 8 completions a prompt sampled at temperature 1.0, no
@@ -11,38 +11,33 @@ import math
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from common.models import EMBEDDED
 from common.teacher.config import TeacherConfig
-from train.config import TrainConfig
+from train.config import StageConfig
 
 BUILTIN_REWARDS = ("correctness", "format", "length", "judge")
 USER_REWARD = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module.path:function
-SFT = TrainConfig.model_fields  # fields declared once, for both stages
 
 
-class GRPOConfig(BaseModel):
-    """Everything the GRPO stage needs; `distill train --stage grpo --help-config` lists every key."""
-
-    model_config = ConfigDict(extra="forbid")
+class GRPOConfig(StageConfig):
+    """Everything `distill grpo` needs; `distill grpo --help-config` lists every key (the shared ones come from
+    StageConfig, declared once for both recipes)."""
 
     # what to train, on what, and where the result goes
     data: str = Field("data", description="Data directory written by `distill gen` (train.jsonl + manifest.json; prompts come from train.jsonl, test.jsonl is never read), or your own data as for SFT (docs/train.md).")
-    split: str = SFT["split"]
     out: str = Field("grpo", description="Output model directory: adapter (or merged model), tokenizer, run.json, metrics.jsonl, rewards.png, checkpoints/, judge_cache.sqlite.")
-    from_model: str = Field(
-        EMBEDDED,
-        description="The policy to refine (`--from`): an SFT output directory (its LoRA adapter is trained further), a merged model directory, 'embedded' or a hub id (a new LoRA is added).",
+    from_model: str | None = Field(
+        None,
+        description="The policy to refine (`--from`, required): an SFT output directory (its LoRA adapter is trained "
+        "further), a merged model directory; or, said explicitly, 'embedded' or a hub id (a new LoRA is added to an "
+        "untrained base).",
     )
-    backend: Literal["auto", "unsloth", "hf"] = SFT["backend"]
     generation: Literal["auto", "vllm", "transformers"] = Field(
         "auto",
         description="How completions are sampled: vllm (Unsloth's fast_inference, or TRL's vLLM colocated on the training GPU for hf), transformers (model.generate); auto: vllm where vLLM is installed and a CUDA GPU is present.",
     )
     vllm_memory: float = Field(0.5, gt=0, lt=1, description="generation=vllm: share of the GPU's memory vLLM may take for weights and KV cache (the rest is the trainer's).")
-    prompt_mode: Literal["auto", "closed-book", "open-book"] = SFT["prompt_mode"]
-    chat_template: str | None = SFT["chat_template"]
     # rewards
     rewards: dict[str, float] = Field(
         default_factory=lambda: {"correctness": 1.0, "format": 0.2},
@@ -68,13 +63,10 @@ class GRPOConfig(BaseModel):
     # a new adapter (starting from a model; an SFT adapter keeps its own): the same knobs as SFT's
     lora_r: int = Field(16, ge=1, description="LoRA rank of a new adapter (starting from a base model); an SFT adapter given by --from keeps its own.")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator of a new adapter (scale = alpha / r).")
-    lora_dropout: float = SFT["lora_dropout"]
-    target_modules: list[str] = SFT["target_modules"]
     lr: float = Field(5e-6, gt=0, description="Peak learning rate; 5e-6 as in Unsloth's GRPO notebooks and DeepSeek-R1-style recipes (RL moves a policy already trained; SFT's 2e-4 would wreck it).")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming the learning rate up from 0.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    optim: str = SFT["optim"]
     max_grad_norm: float = Field(0.1, gt=0, description="Gradient clipping norm; 0.1 as Unsloth's GRPO notebooks (policy-gradient steps are noisy).")
     beta: float = Field(0.0, ge=0, description="KL penalty towards the starting policy; 0: none, and no reference model is kept (R1-style; DAPO and Dr. GRPO drop it). With beta > 0 the starting adapter is kept as the reference and kl is logged.")
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = Field("dapo", description="How token losses are averaged (TRL's loss_type); dapo: over the tokens of the whole step, free of GRPO's length bias.")
@@ -92,18 +84,11 @@ class GRPOConfig(BaseModel):
         "(1.1B, 4 prompts x 8 x 128 tokens: 4 steps a batch ran 3.93 s a step at 6.0 GiB against 2.61 s at 3.3 GiB; docs/benchmarks.md)."
     )
     epochs: float = Field(1, gt=0, description="Passes over the prompts of train.jsonl; ignored when max_steps is set.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     seed: int = Field(0, description="Seed of the new adapter, prompt order and sampling.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = SFT["dtype"]
-    gradient_checkpointing: bool | Literal["auto", "unsloth"] = SFT["gradient_checkpointing"]
     # checkpoints, logging, output
     save_steps: int = Field(25, ge=1, description="Write a checkpoint (atomically) every this many steps; --resume continues from the last one.")
-    keep_checkpoints: int = SFT["keep_checkpoints"]
     logging_steps: int = Field(1, ge=1, description="Log rewards, zero-advantage groups, lengths and rates every this many steps (metrics.jsonl).")
     save: Literal["adapter", "merged"] = Field("adapter", description="adapter: LoRA adapter + tokenizer; merged: 16-bit merged model.")
-    resume: bool = SFT["resume"]
-    overwrite: bool = SFT["overwrite"]
-    threads: int | None = SFT["threads"]
 
     @field_validator("num_generations")
     @classmethod

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from common.errors import UserError
+from train.spec import LoraSettings, ModelSpec
 
 QUANTIZED = ("qlora", "8bit")
 
@@ -31,30 +32,33 @@ def cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def resolve_dtype(cfg) -> tuple[torch.dtype, bool]:
-    """(dtype the weights are loaded in, whether to train under bfloat16 autocast)."""
-    if cfg.dtype != "auto":
-        chosen = getattr(torch, cfg.dtype)
+def resolve_dtype(dtype: str) -> tuple[torch.dtype, bool]:
+    """(dtype the weights are loaded in, whether to train under bfloat16 autocast) for the config's `dtype`."""
+    if dtype != "auto":
+        chosen = getattr(torch, dtype)
         return (chosen, False) if device() == "cuda" else (torch.float32, chosen == torch.bfloat16)
     if device() == "cuda":
         return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), False
     return torch.float32, cpu_has_bf16()
 
 
-def check_method(cfg) -> None:
+def check_method(method: str) -> None:
     """qlora and 8bit need bitsandbytes on a CUDA GPU; say so before anything is loaded."""
-    if cfg.method not in QUANTIZED:
+    if method not in QUANTIZED:
         return
     if device() != "cuda":
-        raise UserError(f"--method {cfg.method} quantizes the base with bitsandbytes, which needs a CUDA GPU; none is visible here: use --method lora")
+        raise UserError(
+            f"--method {method} quantizes the base with bitsandbytes, which needs a CUDA GPU; none is visible here: "
+            "use --method lora"
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise UserError(f"--method {cfg.method} needs bitsandbytes: pip install bitsandbytes (or use --method lora)")
+        raise UserError(f"--method {method} needs bitsandbytes: pip install bitsandbytes (or use --method lora)")
 
 
-def resolve_optim(cfg) -> str:
+def resolve_optim(optim: str) -> str:
     """auto: Adam with 8-bit state (bitsandbytes) on a CUDA GPU, as Unsloth's notebooks train; adamw_torch elsewhere."""
-    if cfg.optim != "auto":
-        return cfg.optim
+    if optim != "auto":
+        return optim
     if device() == "cuda" and importlib.util.find_spec("bitsandbytes") is not None:
         return "adamw_8bit"
     return "adamw_torch"
@@ -73,59 +77,73 @@ def model_context(path: str) -> int | None:
     return config.get("max_position_embeddings")
 
 
-def check_seq_len(cfg, path: str) -> None:
-    """An explicit max_seq_length beyond the model's context is an error; the default is clamped to it."""
+def seq_len(requested: int, explicit: bool, path: str) -> int:
+    """The max_seq_length to train with: an explicit one beyond the model's context is an error; the default
+    is clamped to it."""
     limit = model_context(path)
-    if limit and cfg.max_seq_length > limit and "max_seq_length" not in cfg.model_fields_set:
-        cfg.max_seq_length = limit
-    elif limit and cfg.max_seq_length > limit:
-        raise UserError(f"max_seq_length={cfg.max_seq_length} is longer than the model supports ({limit} tokens); pass --max-seq-length {limit} or less")
+    if not limit or requested <= limit:
+        return requested
+    if explicit:
+        raise UserError(
+            f"max_seq_length={requested} is longer than the model supports ({limit} tokens); "
+            f"pass --max-seq-length {limit} or less"
+        )
+    return limit
 
 
-def quantization(cfg, dtype: torch.dtype):
+def quantization(spec: ModelSpec):
     from transformers import BitsAndBytesConfig
 
-    if cfg.method == "qlora":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-    if cfg.method == "8bit":
+    if spec.method == "qlora":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=spec.dtype,
+        )
+    if spec.method == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
 
 
-def lora_config(cfg):
+def lora_config(lora: LoraSettings):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.target_modules),
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.targets),
         bias="none",
         task_type="CAUSAL_LM",
     )
 
 
-def load_hf(cfg, path: str):
-    """(model ready for training, tokenizer) with transformers + PEFT."""
+def load_hf(spec: ModelSpec):
+    """(model ready for training, tokenizer) with transformers + PEFT: a new LoRA adapter on the base, the
+    spec's adapter trained further, or (full) the base itself."""
     from transformers import AutoTokenizer
 
-    model = load_hf_base(cfg, path)
-    if cfg.method != "full":
+    model = load_hf_base(spec)
+    if spec.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, spec.adapter, is_trainable=True)
+    elif spec.method != "full":
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config(cfg))
-    return model, AutoTokenizer.from_pretrained(path)
+        model = get_peft_model(model, lora_config(spec.lora))
+    return model, AutoTokenizer.from_pretrained(spec.path)
 
 
-def load_hf_base(cfg, path: str):
-    """The base model in the dtype and quantisation cfg asks for (prepared for k-bit training if quantised)."""
+def load_hf_base(spec: ModelSpec):
+    """The base model in the spec's dtype and quantisation (prepared for k-bit training if quantised)."""
     from transformers import AutoModelForCausalLM
 
-    dtype, _ = resolve_dtype(cfg)
-    quant = quantization(cfg, dtype)
+    quant = quantization(spec)
     model = AutoModelForCausalLM.from_pretrained(
-        path,
-        dtype=dtype,
+        spec.path,
+        dtype=spec.dtype,
         attn_implementation="sdpa",
         quantization_config=quant,
         device_map={"": 0} if quant is not None else None,
@@ -133,19 +151,13 @@ def load_hf_base(cfg, path: str):
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_checkpointing(cfg))
+        checkpointing = use_checkpointing(spec.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     return model
 
 
-def load_hf_adapter(cfg, base: str, adapter: str):
-    """The base with a saved LoRA adapter on it, trainable (to train an SFT adapter further)."""
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(load_hf_base(cfg, base), adapter, is_trainable=True)
-
-
-def use_checkpointing(cfg) -> bool:
+def use_checkpointing(setting: bool | str) -> bool:
     """auto: on for GPUs (memory is the limit there), off on CPU (time is)."""
-    if cfg.gradient_checkpointing == "auto":
+    if setting == "auto":
         return device() == "cuda"
-    return cfg.gradient_checkpointing is not False
+    return setting is not False

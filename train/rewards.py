@@ -25,7 +25,7 @@ from common.contract import final_answer
 from common.errors import UserError
 from common.teacher.ask import CachedTeacher, Prompt
 from common.teacher.config import TeacherConfig
-from train.grpo_config import BUILTIN_REWARDS, USER_REWARD
+from train.grpo_config import BUILTIN_REWARDS, USER_REWARD, GRPOConfig
 
 JUDGE_CACHE = "judge_cache.sqlite"
 JUDGE_TOKENS = 32  # {"score": 5} and its end of turn
@@ -95,13 +95,15 @@ def load_user_reward(spec: str) -> Callable:
 
 
 class JudgeReward:
-    """The judge teacher's grade of each completion's final answer, 0-1; None where its reply failed.
-    The request cache is opened at the first call, so a run that fails before training leaves none."""
+    """The judge teacher's grade of each completion's final answer, 0-1; None where its reply failed (counted
+    in `failed`, the last error kept). The request cache is opened at the first call, so a run that fails
+    before training leaves none."""
 
     def __init__(self, cfg: TeacherConfig, cache: Path):
         self.cfg, self.cache = cfg, cache
         self.teacher: CachedTeacher | None = None
         self.asked = {"cache_hits": 0, "sent": 0}
+        self.failed, self.last_error = 0, None
 
     def __call__(self, prompts, completions, question, answer, **columns) -> list[float | None]:
         asks = [
@@ -114,6 +116,10 @@ class JudgeReward:
             raise KeyboardInterrupt
         self.asked["cache_hits"] += asked.cache_hits
         self.asked["sent"] += asked.sent
+        for a in asked.answers:
+            if a.response is None or a.response.error is not None:
+                self.failed += 1
+                self.last_error = a.response.error if a.response is not None else "no response"
         return [a.value for a in asked.answers]
 
     def close(self) -> None:
@@ -121,7 +127,9 @@ class JudgeReward:
             self.teacher.close()
 
 
-def build_rewards(cfg, out: Path, length_budget: int, length_limit: int) -> tuple[list[Callable], list[float], JudgeReward | None]:
+def build_rewards(
+    cfg: GRPOConfig, out: Path, length_budget: int, length_limit: int
+) -> tuple[list[Callable], list[float], JudgeReward | None]:
     """(reward functions, their weights, the judge to close at the end or None) for cfg.rewards."""
     functions, judge = [], None
     for name in cfg.rewards:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.models import HUB_ID
+from train.spec import ModelSpec
 
 
 def portable_base(name: str, path: str) -> str:
@@ -38,27 +39,27 @@ def gguf_converter() -> Path:
     )
 
 
-def check_save(cfg) -> None:
+def check_save(save: str) -> None:
     """Fail before training, not after it, when the requested output format cannot be written."""
-    if cfg.save == "gguf":
+    if save == "gguf":
         gguf_converter()
 
 
-def save_model(cfg, model, tokenizer, base_path: str, out: Path) -> list[str]:
-    """Write the trained model in the requested form; returns the files written."""
+def save_model(spec: ModelSpec, save: str, gguf_quant: str, model, tokenizer, out: Path) -> list[str]:
+    """Write the trained model in the requested form (save: adapter | merged | gguf); returns the files written."""
     tokenizer.save_pretrained(out)
-    if cfg.method == "full":
+    if spec.method == "full":
         model.save_pretrained(out)
-    elif cfg.save == "adapter":
+    elif save == "adapter":
         model.save_pretrained(out)
         config_file = out / "adapter_config.json"
         config = json.loads(config_file.read_text())
-        config["base_model_name_or_path"] = portable_base(cfg.model, base_path)
+        config["base_model_name_or_path"] = portable_base(spec.name, spec.path)
         config_file.write_text(json.dumps(config, indent=2) + "\n")
     else:
-        merge_adapter(model, base_path, out)
-    if cfg.save == "gguf":
-        convert_gguf(out, cfg.gguf_quant)
+        merge_adapter(model, spec.path, out)
+    if save == "gguf":
+        convert_gguf(out, gguf_quant)
     return sorted(p.name for p in out.iterdir() if p.is_file())
 
 

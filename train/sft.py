@@ -1,8 +1,9 @@
 """`distill train` as one program: setup -> run -> save.
 
 setup: check the output directory and the request (quantisation needs a GPU, sequence length
-       fits the model, GGUF needs llama.cpp), pick the backend (Unsloth, else transformers +
-       PEFT), load the student, tokenize train.jsonl with assistant-only labels and check them.
+       fits the model, GGUF needs llama.cpp), choose the recipe (knowledge or skill: its `auto`
+       hyperparameters) and say why, pick the backend (Unsloth, else transformers + PEFT), resolve
+       the model spec, load the student, tokenize train.jsonl with assistant-only labels and check them.
 run:   TRL's SFTTrainer, padding-free or padded batches (or packing), a checkpoint every `save_steps`
        marked complete only once fully written; Ctrl-C saves a checkpoint and stops.
 save:  the adapter (or merged model / GGUF), tokenizer, metrics.jsonl, loss.png and run.json
@@ -12,37 +13,32 @@ save:  the adapter (or merged model / GGUF), tokenizer, metrics.jsonl, loss.png 
 
 from __future__ import annotations
 
-import json
-import resource
-import shutil
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from common.errors import UserError
-from common.io import is_temp, write_json
 from common.models import resolve_model
-from common.versions import versions
-from train import loading, ranks, unsloth_adapter
+from train import loading, ranks, recipe, unsloth_adapter
 from train.config import TrainConfig
-from train.data import TrainData, check_batch, kind_of, prepare, read_data_dir, split_of
+from train.data import TrainData, check_batch, choose_recipe, prepare, read_data_dir
 from train.saving import check_save, plot_loss, save_model
+from train.spec import ModelSpec
 
-RUN_CONFIG = "train_config.json"  # written at start: identifies the run an output directory holds
-NOT_IDENTITY = {"out", "resume", "overwrite", "threads"}  # fields that do not change what is trained
+LOG = logging.getLogger("distill.train")
 
 
 @dataclass
 class Plan:
     out: Path
-    base: str
+    spec: ModelSpec
     backend: str
+    fallback: str | None  # why `backend: auto` did not use Unsloth
     model: object
     tokenizer: object
     data: TrainData
-    autocast_bf16: bool
+    kind: str  # the recipe: knowledge | skill
+    why: str  # why that recipe
     resume_from: Path | None
     batches: dict  # batch_layout: how micro-batches hold their records
     optim: str  # the optimizer `auto` resolved to
@@ -51,14 +47,12 @@ class Plan:
 def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
     """Train; returns the run.json dict (also for a run that had already finished)."""
     started = time.time()
-    ident = identity(cfg)  # before setup fills in defaults that depend on the model (max_seq_length)
+    ident = recipe.identity(cfg)  # before `auto` hyperparameters are resolved by the data's kind
     with ranks.main_first():  # under torchrun: rank 0 checks (and --overwrite clears) first
-        finished = check_out(cfg, ident)
+        finished = recipe.check_out(cfg, ident)
     if finished is not None:
         return finished
-    source = read_data_dir(cfg.data, cfg.split)  # cheap checks first (none imports transformers): data, method, output format
-    cfg = cfg.resolved(kind_of(split_of(source, cfg.prompt_mode)))  # `auto` hyperparameters, by the data's kind
-    plan = setup(cfg, ident, source)
+    plan, cfg = setup(cfg, ident)
     trainer, interrupted = run(cfg, plan, show_progress)
     return save(cfg, plan, trainer, interrupted, started)
 
@@ -66,100 +60,32 @@ def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
 # ---------------------------------------------------------------- setup
 
 
-def identity(cfg: TrainConfig) -> dict:
-    return cfg.model_dump(exclude=NOT_IDENTITY)
-
-
-def check_out(cfg: TrainConfig, ident: dict) -> dict | None:
-    """Refuse an output directory holding another run; return run.json if this run is done already."""
-    out = Path(cfg.out)
-    if cfg.overwrite and out.exists():
-        shutil.rmtree(out)
-    if not out.exists() or all(is_temp(p) for p in out.iterdir()):  # temp files: a run killed while writing its first file
-        return None
-    stored = out / RUN_CONFIG
-    if not stored.is_file() or json.loads(stored.read_text()) != ident:
-        raise UserError(f"output directory {out} holds a different run; pass --overwrite to replace it or choose another --out")
-    if (out / "run.json").is_file():
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # left by a kill while a finished run removed them
-        return json.loads((out / "run.json").read_text())
-    if not cfg.resume:
-        raise UserError(f"output directory {out} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start over")
-    return None
-
-
-def choose_backend(cfg: TrainConfig) -> str:
-    if cfg.backend == "hf":
-        return "hf"
-    ok, why = unsloth_adapter.available()
-    if ok:
-        return "unsloth"
-    if cfg.backend == "unsloth":
-        raise UserError(f"--backend unsloth: {why}; use --backend hf or auto")
-    return "hf"
-
-
-def setup(cfg: TrainConfig, ident: dict, source) -> Plan:
-    loading.check_method(cfg)
-    check_save(cfg)
-    backend = choose_backend(cfg)  # Unsloth must be imported before transformers, peft and trl
-    base = resolve_model(cfg.model)  # converting the embedded model imports transformers
-    from transformers import set_seed
-
-    from train.callbacks import latest_checkpoint
-
-    loading.check_seq_len(cfg, base)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    resume_from = latest_checkpoint(out / "checkpoints") if cfg.resume else None
-    set_seed(cfg.seed)
-    dtype, autocast = loading.resolve_dtype(cfg)
-    if backend == "unsloth":
-        model, tokenizer = unsloth_adapter.load(cfg, base, dtype)
-    else:
-        model, tokenizer = loading.load_hf(cfg, base)
-    data = prepare(cfg, tokenizer, source)
-    out.mkdir(parents=True, exist_ok=True)
+def setup(cfg: TrainConfig, ident: dict) -> tuple[Plan, TrainConfig]:
+    """(the plan, the config with its `auto` hyperparameters resolved for the data's kind). Cheap checks
+    first (none imports transformers): data, recipe, method, output format; then the backend, which must be
+    imported before transformers, peft and trl; then the model and the data."""
+    source = read_data_dir(cfg.data, cfg.split)
+    kind, why = choose_recipe(source, cfg.recipe)
+    cfg = cfg.resolved(kind)
     if ranks.is_main():
-        write_json(out / RUN_CONFIG, ident)
-    return Plan(out, base, backend, model, tokenizer, data, autocast, resume_from, batch_layout(cfg, backend), loading.resolve_optim(cfg))
+        LOG.warning("recipe: %s (%s): %s epochs, lr %s, LoRA rank %s", kind, why, cfg.epochs, cfg.lr, cfg.lora_r)
+    loading.check_method(cfg.method)
+    check_save(cfg.save)
+    backend, fallback = recipe.choose_backend(cfg)
+    path = resolve_model(cfg.model)  # converting the embedded model imports transformers
+    explicit = "max_seq_length" in cfg.model_fields_set
+    spec = recipe.model_spec(cfg, cfg.model, path, loading.seq_len(cfg.max_seq_length, explicit, path))
+    resume_from = recipe.start(cfg)
+    model, tokenizer = unsloth_adapter.load(spec) if backend == "unsloth" else loading.load_hf(spec)
+    data = prepare(cfg, tokenizer, source, spec.max_seq_length, kind)
+    recipe.claim(Path(cfg.out), ident)
+    batches = batch_layout(cfg, backend)
+    optim = loading.resolve_optim(cfg.optim)
+    plan = Plan(Path(cfg.out), spec, backend, fallback, model, tokenizer, data, kind, why, resume_from, batches, optim)
+    return plan, cfg
 
 
 # ---------------------------------------------------------------- run
-
-
-def common_args(cfg, plan) -> dict:
-    """The Trainer arguments every stage sets alike, from its config and plan (SFT's and GRPO's)."""
-    gpu = loading.device() == "cuda"
-    dtype = next(plan.model.parameters()).dtype
-    checkpointing = loading.use_checkpointing(cfg) and plan.backend == "hf"  # Unsloth set its own up at load
-    return dict(
-        output_dir=str(plan.out / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps
-        weight_decay=cfg.weight_decay,
-        optim=plan.optim,
-        max_grad_norm=cfg.max_grad_norm,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        bf16=(gpu and dtype == torch.bfloat16) or plan.autocast_bf16,
-        fp16=gpu and dtype == torch.float16,
-        use_cpu=not gpu,
-        gradient_checkpointing=checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
-        ddp_find_unused_parameters=False,  # every trainable weight is used in every step
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=None,  # CheckpointMarker(cfg.keep_checkpoints) rotates, once the new checkpoint is marked
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
 
 
 def sft_args(cfg: TrainConfig, plan: Plan):
@@ -167,11 +93,11 @@ def sft_args(cfg: TrainConfig, plan: Plan):
 
     has_val = bool(plan.data.val)
     return SFTConfig(
-        **common_args(cfg, plan),
+        **recipe.common_args(cfg, plan.spec, plan.backend, plan.model, plan.out, plan.optim),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        max_length=cfg.max_seq_length if cfg.packing else None,  # without packing, records are length-checked in prepare
+        max_length=plan.spec.max_seq_length if cfg.packing else None,  # unpacked records are length-checked in prepare
         packing=cfg.packing,
         packing_strategy="bfd",
         padding_free=plan.batches["padding_free"],
@@ -222,8 +148,7 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
     from train.trainer import trainer_class
 
     train_ds, val_ds = datasets_of(plan.data)
-    resume_step = int(plan.resume_from.name.split("-")[-1]) if plan.resume_from else 0
-    metrics = Metrics(plan.out / "metrics.jsonl", resume_step, write=ranks.is_main())
+    metrics = Metrics(plan.out / "metrics.jsonl", recipe.resume_step(plan.resume_from), write=ranks.is_main())
     stop = StopOnSignal()
     trainer = trainer_class(plan.backend, loading.device() == "cuda")(
         model=plan.model,
@@ -248,12 +173,6 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
 # ---------------------------------------------------------------- save
 
 
-def peak_memory_gib() -> float:
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # CPU: peak RSS of the process
-
-
 def summary(trainer, metrics_rows: list[dict], seconds: float) -> dict:
     losses = [r["loss"] for r in metrics_rows if "loss" in r]
     evals = [r["eval_loss"] for r in metrics_rows if "eval_loss" in r]
@@ -271,37 +190,24 @@ def summary(trainer, metrics_rows: list[dict], seconds: float) -> dict:
         "tokens": ranks.total(trainer.distill_tokens),
         "tokens_per_s": round(sum(steady) / len(steady), 2) if steady else None,
         "train_seconds": round(seconds, 2),
-        "peak_memory_gib": peak_memory_gib(),
-        "peak_memory_of": "cuda allocated" if torch.cuda.is_available() else "process RSS",
+        **recipe.peak_memory(),
     }
 
 
 def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: float) -> dict:
-    rows = [json.loads(line) for line in (plan.out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    record = {
-        "status": "interrupted" if interrupted else "done",
-        "config": cfg.model_dump(),
-        "base_model": {"name": cfg.model, "path": plan.base},
-        "backend": plan.backend,
-        "imported_before_unsloth": unsloth_adapter.imported_before() if plan.backend == "unsloth" else None,
-        "processes": ranks.world_size(),
+    rows = recipe.read_metrics(plan.out)
+    data = plan.data
+    record = recipe.run_record(cfg, interrupted, plan.spec, plan.backend, plan.fallback, plan.optim)
+    record |= {
+        "recipe": {"kind": plan.kind, "why": plan.why},
         "batches": plan.batches,
-        "optimizer": plan.optim,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "data_format": plan.data.format,
-        "data": {"dir": str(Path(cfg.data).resolve()), **plan.data.source, "split_by": plan.data.split_by, "kind": kind_of(plan.data.split_by),
-                 "prompt_mode": plan.data.mode, "dropped_too_long": plan.data.dropped_too_long, **plan.data.stats},
+        "data_format": data.format,
+        "data": {"dir": str(Path(cfg.data).resolve()), **data.source, "split_by": data.split_by, "kind": plan.kind,
+                 "prompt_mode": data.mode, "dropped_too_long": data.dropped_too_long, **data.stats},
         "metrics": summary(trainer, rows, time.time() - started),
-        "versions": versions(),
     }
-    if not ranks.is_main():
-        return record  # rank 0 writes the output directory
-    plot_loss(rows, plan.out / "loss.png")
-    if interrupted:
-        return record  # the checkpoint is saved; `--resume` continues (no model, no run.json yet)
-    record["files"] = save_model(cfg, trainer.model, plan.tokenizer, plan.base, plan.out)
-    write_json(plan.out / "run.json", record)  # the run is done: a kill from here on leaves it done
-    from train.callbacks import remove_checkpoints
-
-    remove_checkpoints(plan.out / "checkpoints")
-    return record
+    return recipe.finish(
+        record, plan.out, interrupted,
+        plot=lambda: plot_loss(rows, plan.out / "loss.png"),
+        save=lambda: save_model(plan.spec, cfg.save, cfg.gguf_quant, trainer.model, plan.tokenizer, plan.out),
+    )

@@ -20,6 +20,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from train.spec import ModelSpec
+
 _STATE: dict = {}
 PATCHED = ("transformers", "peft", "trl")  # what Unsloth patches when it is imported first
 
@@ -60,71 +62,73 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
-def load(cfg, path: str, dtype):
+def load(spec: ModelSpec):
     """(model with LoRA or full fine-tuning set up, tokenizer) through FastLanguageModel."""
     from unsloth import FastLanguageModel
 
     from train.loading import use_checkpointing
 
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=path,
-        max_seq_length=cfg.max_seq_length,
-        dtype=dtype,
-        load_in_4bit=cfg.method == "qlora",
-        load_in_8bit=cfg.method == "8bit",
-        full_finetuning=cfg.method == "full",
-        random_state=cfg.seed,
+        model_name=spec.path,
+        max_seq_length=spec.max_seq_length,
+        dtype=spec.dtype,
+        load_in_4bit=spec.method == "qlora",
+        load_in_8bit=spec.method == "8bit",
+        full_finetuning=spec.method == "full",
+        random_state=spec.seed,
     )
-    checkpointing = checkpointing_mode(cfg, use_checkpointing(cfg))
-    if cfg.method == "full":
+    checkpointing = checkpointing_mode(spec, use_checkpointing(spec.gradient_checkpointing))
+    if spec.method == "full":
         if checkpointing:
             model.gradient_checkpointing_enable()
         return model, tokenizer
-    return add_lora(model, cfg, checkpointing, cfg.max_seq_length), tokenizer
+    return add_lora(model, spec, checkpointing), tokenizer
 
 
-def add_lora(model, cfg, checkpointing, max_seq_length: int):
-    """A new LoRA adapter (cfg.lora_*) on an Unsloth-loaded base."""
+def add_lora(model, spec: ModelSpec, checkpointing):
+    """A new LoRA adapter (spec.lora) on an Unsloth-loaded base."""
     from unsloth import FastLanguageModel
 
     return FastLanguageModel.get_peft_model(
         model,
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.target_modules),
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=list(spec.lora.targets),
         bias="none",
         use_gradient_checkpointing=checkpointing,
-        random_state=cfg.seed,
-        max_seq_length=max_seq_length,
+        random_state=spec.seed,
+        max_seq_length=spec.max_seq_length,
     )
 
 
-def load_for_grpo(cfg, path: str, base: str, dtype, max_seq_length: int, fast_inference: bool):
+def load_for_grpo(spec: ModelSpec, fast_inference: bool, vllm_memory: float):
     """(policy, tokenizer) for GRPO through FastLanguageModel, with a vLLM engine for sampling when
-    fast_inference. `path` is a model (a new LoRA adapter is added) or an adapter directory: Unsloth
-    loads the base its config names (given here resolved, as `base`) and the adapter on it, trainable."""
+    fast_inference. The spec's adapter (if any) is loaded trainable on its base: Unsloth loads the base an
+    adapter's config names (given here resolved, as spec.path); without one a new LoRA adapter is added."""
     from unsloth import FastLanguageModel
 
     from train.loading import use_checkpointing
 
-    checkpointing = checkpointing_mode(cfg, use_checkpointing(cfg))
+    checkpointing = checkpointing_mode(spec, use_checkpointing(spec.gradient_checkpointing))
+    path = spec.adapter or spec.path
     adapter = Path(path) / "adapter_config.json"
-    rank = json.loads(adapter.read_text())["r"] if adapter.is_file() else cfg.lora_r
-    vllm = {"fast_inference": True, "max_lora_rank": rank, "gpu_memory_utilization": cfg.vllm_memory} if fast_inference else {}
-    with adapter_on(path, base) as name:
+    rank = json.loads(adapter.read_text())["r"] if adapter.is_file() else spec.lora.r
+    vllm = {"fast_inference": True, "max_lora_rank": rank, "gpu_memory_utilization": vllm_memory}
+    vllm = vllm if fast_inference else {}
+    with adapter_on(path, spec.path) as name:
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=name,
-            max_seq_length=max_seq_length,
-            dtype=dtype,
-            load_in_4bit=cfg.method == "qlora",
+            max_seq_length=spec.max_seq_length,
+            dtype=spec.dtype,
+            load_in_4bit=spec.method == "qlora",
             use_gradient_checkpointing=checkpointing,
-            random_state=cfg.seed,
+            random_state=spec.seed,
             **vllm,
         )
     if adapter.is_file():
         return model, tokenizer
-    return add_lora(model, cfg, checkpointing, max_seq_length), tokenizer
+    return add_lora(model, spec, checkpointing), tokenizer
 
 
 @contextmanager
@@ -144,11 +148,11 @@ def adapter_on(path: str, base: str):
         yield tmp
 
 
-def checkpointing_mode(cfg, wanted: bool):
+def checkpointing_mode(spec: ModelSpec, wanted: bool):
     """Unsloth's own offloaded checkpointing on GPU ("unsloth"), plain True/False otherwise."""
     if not wanted:
         return False
-    if cfg.gradient_checkpointing in ("auto", "unsloth"):
+    if spec.gradient_checkpointing in ("auto", "unsloth"):
         import torch
 
         return "unsloth" if torch.cuda.is_available() else True
