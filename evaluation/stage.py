@@ -35,7 +35,7 @@ from common.judge import judge_prompt, judge_teacher, pairwise_prompt
 from evaluation.answering import ModelRun, answer_local, answer_teacher, answering_config, ask_judge
 from evaluation.config import EvalConfig
 from evaluation.lmeval import write_task
-from evaluation.recall import recall_on_taught, taught_questions, training_curves
+from evaluation.recall import recall_on_taught, taught_questions, training_curves, untaught_ids
 from evaluation.report import write_report
 from evaluation.stats import bootstrap_mean, gap_closed
 
@@ -55,6 +55,7 @@ class Plan:
     taught: list[dict]  # training questions of the test's facts (closed-book data), for recall of what was taught
     teacher_open_book: bool  # the teacher is the base itself: it reads the passage, as the ceiling
     failures: dict = field(default_factory=dict)  # {"teacher": n, "judge": n, "last_error": text}: requests that failed
+    notes: dict = field(default_factory=dict)  # what was not measured, and why (metrics.json notes)
 
 
 def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
@@ -63,6 +64,7 @@ def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
     plan = setup(cfg)
     runs = answer(cfg, plan, console)
     scores, notes = grade(cfg, plan, runs, console)
+    notes = {**plan.notes, **notes}
     knowledge = {"curves": training_curves(plan.runs)}
     if plan.taught:
         with console.status(f"the base and the students answer {len(plan.taught)} of their training questions"):
@@ -92,11 +94,17 @@ def setup(cfg: EvalConfig) -> Plan:
         raise UserError("nothing to evaluate: give --student, keep include_base, or set a teacher")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    taught = taught_questions(training_records(cfg), records, cfg.train_questions) if mode == "closed-book" else []
+    taught, untaught_note = [], ""
+    if mode == "closed-book":
+        untaught, untaught_note = untaught_ids([run.name for run in runs if run.role == "student"])
+        taught = [] if untaught_note else taught_questions(training_records(cfg), records, cfg.train_questions, untaught)
     base = runs[0].name if cfg.include_base else None
     same = cfg.teacher is not None and base is not None and cfg.teacher.backend == "local" and same_model(cfg.teacher.model, base)
     passages = all("context" in r for r in records)  # the teacher reads the passage only where the records have one
-    return Plan(out, records, data, mode, source, runs, taught, same and passages and mode == "closed-book")
+    plan = Plan(out, records, data, mode, source, runs, taught, same and passages and mode == "closed-book")
+    if untaught_note:
+        plan.notes["train_questions"] = untaught_note
+    return plan
 
 
 def choose_mode(cfg: EvalConfig, data: formats.Data) -> tuple[Mode, str]:
