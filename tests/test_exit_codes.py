@@ -195,3 +195,53 @@ def test_run_does_not_stamp_an_incomplete_eval(eval_data, tmp_path, teacher_fact
     again = teacher_factory(healthy_teacher)
     code, err = run_cli(["run", str(path), "-q"], capsys)
     assert code == 0 and (tmp_path / "eval" / "stage.json").exists() and len([r for r in again.sent if r.schema is None]) == 1
+
+
+# ---------------------------------------------------------------- train (SFT and GRPO): 0, 2, 130; eval and run: 130; a bug: 1
+
+
+def fake_run(status: str, stage: str | None = None):
+    def run(cfg, show_progress=True):
+        return {"status": status, **({"stage": stage} if stage else {}), "backend": "hf", "metrics": {"steps": 1, "first_loss": 1.0, "final_loss": 0.5,
+                "tokens_per_s": 1, "reward": {"first": 0.1, "last": 0.2}, "seconds_per_step": 1}}  # fmt: skip
+
+    return run
+
+
+@pytest.mark.parametrize("status, code", [("done", 0), ("interrupted", 130)])
+def test_train_and_grpo_exit_codes(tmp_path, capsys, monkeypatch, status, code):
+    monkeypatch.setattr("train.sft.run_sft", fake_run(status))
+    monkeypatch.setattr("train.grpo.run_grpo", fake_run(status, "grpo"))
+    for stage in (["--stage", "sft"], ["--stage", "grpo", "--from", "embedded"]):
+        got, err = run_cli(["train", str(tmp_path), "--out", str(tmp_path / "out"), "-q", *stage], capsys)
+        assert got == code and (err == [] if code == 0 else "rerun with --resume" in err[-1]), (stage, err)
+
+
+def test_train_and_grpo_user_errors_exit_2(tmp_path, capsys):
+    for stage in (["--stage", "sft"], ["--stage", "grpo", "--from", "embedded"]):
+        code, err = run_cli(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "-q", *stage], capsys)
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: "), (stage, err)
+
+
+def test_eval_and_run_interrupted_exit_130(eval_data, tmp_path, teacher_factory, capsys):
+    def interrupt(request):
+        raise KeyboardInterrupt
+
+    teacher_factory(interrupt)
+    code, err = run_cli(eval_args(eval_data, tmp_path / "eval"), capsys)
+    assert code == 130 and err[-1] == "interrupted"
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"gen": {"inputs": [str(documents(tmp_path / "docs", 2))], "out": str(tmp_path / "data")}}))
+    code, err = run_cli(["run", str(path), "-q"], capsys)
+    assert code == 130 and err[-1] == "interrupted" and not (tmp_path / "data" / "stage.json").exists()
+
+
+def test_a_bug_is_not_exit_0(tmp_path, monkeypatch):
+    """An unexpected exception is not mapped to a code: it propagates (Python prints the traceback, exit 1)."""
+
+    def broken(cfg, dry_run=False, show_progress=True):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("generate.stage.run_gen", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["gen", str(documents(tmp_path / "docs", 1)), "--out", str(tmp_path / "data"), "-q"])
