@@ -24,6 +24,9 @@ class EmptyRun(Exception):
 
 
 def failed_requests_line(failures: dict, what: str = "teacher request") -> str:
-    """The one line that says a stage left failed requests behind ({"requests": n, "last_error": text}), and what to do."""
-    n = failures["requests"]
-    return f"{n} {what}{'s' if n != 1 else ''} failed (last error: {failures['last_error']}); what was answered is saved: rerun the same command to retry them"
+    """The one line that says a stage left failed requests behind (failures: {"requests": n, "last_error": text})
+    and what to do."""
+    n, error = failures["requests"], failures["last_error"]
+    plural = "s" if n != 1 else ""
+    saved = "what was answered is saved: rerun the same command to retry them"
+    return f"{n} {what}{plural} failed (last error: {error}); {saved}"

@@ -16,7 +16,9 @@ JUDGE_TOKENS = 32  # {"score": 5} or {"better": "tie"} and the end of the turn
 
 def judge_teacher(cfg: TeacherConfig) -> TeacherConfig:
     """The judge: the given model, greedy, answering in the grader's JSON Schema, no repair turns."""
-    return cfg.model_copy(update={"temperature": 0.0, "structured": True, "max_new_tokens": JUDGE_TOKENS, "repair_attempts": 0})
+    return cfg.model_copy(
+        update={"temperature": 0.0, "structured": True, "max_new_tokens": JUDGE_TOKENS, "repair_attempts": 0}
+    )
 
 
 def judge_prompt(question: str, reference: str, output: str) -> Prompt:

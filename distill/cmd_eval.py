@@ -11,8 +11,8 @@ from rich.table import Table
 
 from common.config import load_config
 from common.errors import IncompleteRun, failed_requests_line
-from evaluation.config import EvalConfig
 from distill.options import TEACHER_FLAGS, Flag, config_command, one_path
+from evaluation.config import EvalConfig
 from evaluation.report import perf_table, score_table
 
 FLAGS = (

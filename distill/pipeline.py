@@ -256,7 +256,8 @@ def run_pipeline(
 
 def check_incomplete(stage: str, result: dict, allow_incomplete: bool, log: Callable[[str], None]) -> None:
     """Stop before the next stage uses partial data, unless told to go on."""
-    line = failed_requests_line(result["failures"], "teacher or judge request" if stage == "eval" else "teacher request")
+    what = "teacher or judge request" if stage == "eval" else "teacher request"
+    line = failed_requests_line(result["failures"], what)
     if not allow_incomplete:
         raise IncompleteRun(f"{stage}: {line}, or pass --allow-incomplete to go on with what was answered")
     log(f"{stage}: incomplete, {result['failures']['requests']} requests failed; going on with what was answered (--allow-incomplete)")

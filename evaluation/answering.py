@@ -78,7 +78,8 @@ def answer_teacher(cfg: TeacherConfig, conversations: list[list[dict]], max_new_
     failed = [a.response for a in asked.answers if a.response.error is not None]
     if failed:
         run.failed, run.last_error = len(failed), one_line(failed[-1].error)
-        return missing(run, f"{len(failed)} of {len(conversations)} requests failed ({failed[-1].error}); rerun to retry them")
+        reason = f"{len(failed)} of {len(conversations)} requests failed ({failed[-1].error}); rerun to retry them"
+        return missing(run, reason)
     run.outputs = [a.response.text.strip() for a in asked.answers]
     run.tokens = [a.response.completion_tokens for a in asked.answers]
     return run
@@ -118,4 +119,5 @@ def ask_judge(teacher: CachedTeacher, prompts: list[Prompt]) -> Judged:
     if asked.interrupted:
         raise KeyboardInterrupt
     errors = [a.response.error for a in asked.answers if a.response.error]
-    return Judged([None if a.response.error else a.response.text for a in asked.answers], len(errors), one_line(errors[-1]) if errors else "")
+    replies = [None if a.response.error else a.response.text for a in asked.answers]
+    return Judged(replies, len(errors), one_line(errors[-1]) if errors else "")

@@ -46,7 +46,8 @@ def untaught_ids(students: list[str]) -> tuple[set[str], str]:
             continue  # not trained by distill on this data: nothing of it was held out
         data = json.loads(path.read_text()).get("data") or {}
         if "held_out_ids" not in data:
-            return set(), f"not asked: {name}/run.json does not list the records it held out of training (retrain it to get this recall)"
+            why = f"{name}/run.json does not list the records it held out of training (retrain it to get this recall)"
+            return set(), f"not asked: {why}"
         ids.update(data["held_out_ids"])
     return ids, ""
 

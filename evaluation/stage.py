@@ -28,10 +28,10 @@ from common.config import redact
 from common.contract import METRICS, STRING_METRICS, Mode, mode_for_split, prompt_messages
 from common.errors import UserError
 from common.io import write_json, write_jsonl
+from common.judge import judge_prompt, judge_teacher, pairwise_prompt
 from common.models import EMBEDDED, resolve_model
 from common.teacher.ask import CachedTeacher
 from common.versions import versions
-from common.judge import judge_prompt, judge_teacher, pairwise_prompt
 from evaluation.answering import ModelRun, answer_local, answer_teacher, answering_config, ask_judge
 from evaluation.config import EvalConfig
 from evaluation.lmeval import write_task
@@ -97,7 +97,8 @@ def setup(cfg: EvalConfig) -> Plan:
     taught, untaught_note = [], ""
     if mode == "closed-book":
         untaught, untaught_note = untaught_ids([run.name for run in runs if run.role == "student"])
-        taught = [] if untaught_note else taught_questions(training_records(cfg), records, cfg.train_questions, untaught)
+        if not untaught_note:
+            taught = taught_questions(training_records(cfg), records, cfg.train_questions, untaught)
     base = runs[0].name if cfg.include_base else None
     same = cfg.teacher is not None and base is not None and cfg.teacher.backend == "local" and same_model(cfg.teacher.model, base)
     passages = all("context" in r for r in records)  # the teacher reads the passage only where the records have one

@@ -262,11 +262,12 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
         "test_near_duplicates_removed": dropped,
     }
     failed = outcome.counts.get("failed_requests", 0)
+    done = "complete" if counts["accepted"] else "empty"  # nothing accepted: distill gen exits 4
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
     if outcome.structured_output:
         teacher["structured_output"] = outcome.structured_output
     return {
-        "status": "interrupted" if outcome.interrupted else "incomplete" if failed else "empty" if not counts["accepted"] else "complete",
+        "status": "interrupted" if outcome.interrupted else "incomplete" if failed else done,
         **({"failures": {"requests": failed, "last_error": outcome.last_error}} if failed else {}),
         "split_by": cfg.split_by,
         "task": plan.task.name,
@@ -308,7 +309,8 @@ def low_yield_warnings(manifest: dict) -> list[str]:
         return []
     top = Counter(manifest.get("rejected", {})).most_common(1)
     why = f"top reject reason: {top[0][1]} {top[0][0]}" if top else "no reject recorded"
-    return [f"only {with_items} of {chunks} chunks ({with_items / chunks:.0%}) gave an accepted item; {why}; see rejects.jsonl"]
+    share = f"only {with_items} of {chunks} chunks ({with_items / chunks:.0%}) gave an accepted item"
+    return [f"{share}; {why}; see rejects.jsonl"]
 
 
 def dry_run_manifest(cfg: GenConfig, plan: Plan) -> dict:

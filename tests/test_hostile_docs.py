@@ -87,9 +87,11 @@ def hostile_outcomes(corpus: dict, docs: list, skipped: list) -> dict[str, str]:
         if words is None:
             outcomes[name] = "" if str(path) in texts else f"not read: {reason}"
         elif words not in reason:
-            outcomes[name] = f"skip reason {reason!r} lacks {words!r}" if reason else f"read, not skipped: {texts.get(str(path), '')[:80]!r}"
+            read = texts.get(str(path), "")[:80]
+            outcomes[name] = f"skip reason {reason!r} lacks {words!r}" if reason else f"read, not skipped: {read!r}"
         else:
-            outcomes[name] = "" if len(reason) <= 200 and "\n" not in reason and "Traceback" not in reason else f"not one clear line: {reason!r}"
+            clear = len(reason) <= 200 and "\n" not in reason and "Traceback" not in reason
+            outcomes[name] = "" if clear else f"not one clear line: {reason!r}"
     return outcomes
 
 
@@ -100,7 +102,8 @@ def test_hostile_files_are_read_or_skipped_with_one_line(tmp_path):
     docs, skipped = read_all(discover([str(tmp_path / "docs")]), max_file_mb=2)
     seconds = time.perf_counter() - started
     outcomes = hostile_outcomes(corpus, docs, skipped)
-    record("documents", "damaged PDF/DOCX/HTML, other encodings, link loops, oversize, empty", runs=len(corpus), survived=sum(not v for v in outcomes.values()))
+    fault = "damaged PDF/DOCX/HTML, other encodings, link loops, oversize, empty"
+    record("documents", fault, runs=len(corpus), survived=sum(not v for v in outcomes.values()))
     assert {name: why for name, why in outcomes.items() if why} == {}
     texts = {d.doc: d.text for d in docs}
     assert texts[str(tmp_path / "docs" / "sub" / "good.txt")] == GOOD + "\n"  # the rest of the corpus is read, once
@@ -113,7 +116,8 @@ def test_hostile_files_are_read_or_skipped_with_one_line(tmp_path):
 
 def test_a_planted_failure_lowers_the_hostile_files_figure(tmp_path, monkeypatch):
     """A reader that wrongly accepts the latin-1 file: the row is still written, one case short."""
-    import generate.ingest as ingest
+    from generate import ingest
+
     from reliability import LOG_ENV
 
     corpus = hostile_corpus(tmp_path / "docs")
@@ -160,10 +164,12 @@ def test_gen_with_a_hostile_corpus_finishes_and_names_every_skipped_file(tmp_pat
     checks = {
         "finished, no traceback": first == 0 and "Traceback" not in out.err,
         "every hostile file named": set(skipped) == expected,
-        "every good file read": manifest["counts"].get("docs") == 5 + 4 and manifest["counts"].get("chunks", 0) >= 9,  # good formats, best-effort reads, sub/good.txt
+        # every good format, the best-effort reads, sub/good.txt
+        "every good file read": manifest["counts"].get("docs") == 5 + 4 and manifest["counts"].get("chunks", 0) >= 9,
         "-q names each, one line each": done.value.code == 0 and len(lines) == len(expected),
     }
-    record("documents", "a corpus of hostile files beside good ones (gen --dry-run)", runs=1, survived=int(all(checks.values())))
+    fault = "a corpus of hostile files beside good ones (gen --dry-run)"
+    record("documents", fault, runs=1, survived=int(all(checks.values())))
     assert all(checks.values()), (checks, out.err[-2000:])
 
 
@@ -231,7 +237,8 @@ def test_a_1gb_file_is_skipped_without_being_read(tmp_path):
     write_txt(folder / "small.txt", GOOD + "\n")
     seen = peak(folder, tmp_path / "out", 100)
     ok = seen["docs"] == [str(folder / "small.txt")] and seen["chunks"] == 1 and seen["grown_mb"] < 64
-    ok = ok and seen["skipped"] == ["1024 MB, over max_file_mb (100 MB): split the file, or raise max_file_mb (memory grows ~5x the text)"]
+    why = "1024 MB, over max_file_mb (100 MB): split the file, or raise max_file_mb (memory grows ~5x the text)"
+    ok = ok and seen["skipped"] == [why]
     record("documents", "a 1 GB text file (skipped by max_file_mb, never read)", runs=1, survived=int(ok))
     assert ok, seen
 

@@ -85,7 +85,8 @@ def doc_name(path: str) -> str:
 
 
 def written(out: Path) -> list[dict]:
-    return [json.loads(line) for name in ("train.jsonl", "test.jsonl") if (out / name).is_file() for line in (out / name).read_text().splitlines()]
+    files = [out / name for name in ("train.jsonl", "test.jsonl") if (out / name).is_file()]
+    return [json.loads(line) for path in files for line in path.read_text().splitlines()]
 
 
 def rejects(out: Path) -> list[dict]:
@@ -97,6 +98,7 @@ def obeyed_outcomes(out: Path, manifest: dict, bodies: list[dict]) -> tuple[dict
     """(injection -> '' where its document wrote nothing and its reply was rejected, else what went
     wrong; items lost: clean chunks' rejects). Counted before anything is asserted."""
     clean = [b for b in bodies if not re.search(MARK, first_user(b))]
+    shape = schema_shape
     by_doc = {}
     for r in written(out):
         by_doc.setdefault(doc_name(r["source"]["doc"]), []).append(r)
@@ -107,7 +109,7 @@ def obeyed_outcomes(out: Path, manifest: dict, bodies: list[dict]) -> tuple[dict
         doc = f"inject_{name}.md"
         problems = [
             "the exit code is not 0" if manifest.get("exit_code") != 0 else "",
-            "its passage changed the schema asked" if not sent or not clean or any(schema_shape(b) != schema_shape(clean[0]) for b in sent) else "",
+            "" if sent and clean and all(shape(b) == shape(clean[0]) for b in sent) else "the schema changed",
             f"{len(by_doc.get(doc, []))} records written from it" if by_doc.get(doc) else "",
             "its reply was not rejected" if doc not in rejected else "",
         ]
@@ -124,7 +126,8 @@ def test_a_teacher_that_obeys_the_injection_writes_nothing(tmp_path):
         manifest = gen(docs, out, server.url)
     outcomes, lost = obeyed_outcomes(out, manifest, server.bodies)
     survived = sum(not why for why in outcomes.values())
-    record("documents", "prompt injection obeyed by the teacher (off-schema reply)", runs=len(INJECTIONS), survived=survived, items_lost=lost)
+    fault = "prompt injection obeyed by the teacher (off-schema reply)"
+    record("documents", fault, runs=len(INJECTIONS), survived=survived, items_lost=lost)
     assert {name: why for name, why in outcomes.items() if why} == {} and lost == 0
     assert written(out) and not any("hacked" in json.dumps(r).lower() for r in written(out))
     assert manifest["rejected"].get("schema", 0) + manifest["rejected"].get("invalid_json", 0) == len(INJECTIONS)
@@ -144,7 +147,8 @@ def test_a_planted_failure_lowers_the_injection_figure(tmp_path, monkeypatch):
         manifest = gen(docs, tmp_path / "out", server.url)
     outcomes, lost = obeyed_outcomes(tmp_path / "out", manifest, server.bodies)
     monkeypatch.setenv(LOG_ENV, str(tmp_path / "log.jsonl"))
-    record("documents", "planted", runs=len(INJECTIONS), survived=sum(not why for why in outcomes.values()), items_lost=lost)
+    survived = sum(not why for why in outcomes.values())
+    record("documents", "planted", runs=len(INJECTIONS), survived=survived, items_lost=lost)
     row = json.loads((tmp_path / "log.jsonl").read_text())
     assert [name for name, why in outcomes.items() if why] == ["delimiter"] and row["survived"] == row["runs"] - 1
     assert "records written from it" in outcomes["delimiter"]
@@ -166,13 +170,17 @@ def test_the_judge_flags_injected_passages_and_the_manifest_counts_them(tmp_path
     with FakeOpenAI(judge) as server:
         manifest = gen(docs, out, server.url, "--min-score", "3")
     judged = [first_user(b) for b in server.bodies if "reviewer" in b["messages"][0]["content"]]
-    flagged = {name for name, text in INJECTIONS.items() if any(text in blocks(p)[0] and "never instructions to you" in p for p in judged)}
+    said = "never instructions to you"
+    flagged = {name for name, text in INJECTIONS.items() if any(text in blocks(p)[0] and said in p for p in judged)}
     kept = {doc_name(r["source"]["doc"]) for r in written(out)}
-    marked = {doc_name(r["chunk"]) for r in rejects(out) if r["reason"] == "injection" and r["detail"].startswith("the passage tries to instruct the model")}
-    outcomes = {name: name in flagged and f"inject_{name}.md" in marked and f"inject_{name}.md" not in kept for name in INJECTIONS}
+    why = "the passage tries to instruct the model"
+    marked = {doc_name(r["chunk"]) for r in rejects(out) if r["reason"] == "injection" and r["detail"].startswith(why)}
+    outcomes = {n: n in flagged and f"inject_{n}.md" in marked and f"inject_{n}.md" not in kept for n in INJECTIONS}
     lost = sum(1 for r in rejects(out) if not doc_name(r["chunk"]).startswith("inject_"))
-    record("documents", "prompt injection flagged by the judge", runs=len(INJECTIONS), survived=sum(outcomes.values()), items_lost=lost)
+    fault = "prompt injection flagged by the judge"
+    record("documents", fault, runs=len(INJECTIONS), survived=sum(outcomes.values()), items_lost=lost)
     assert manifest["exit_code"] == 0 and all(outcomes.values()) and lost == 0, (outcomes, lost)
     assert all("injection" in p and "never instructions to you" in p for p in judged)
-    assert manifest["rejected"]["injection"] == manifest["coverage"]["items_lost"]["judge"] == sum(1 for r in rejects(out) if r["reason"] == "injection")
+    injected = sum(1 for r in rejects(out) if r["reason"] == "injection")
+    assert manifest["rejected"]["injection"] == manifest["coverage"]["items_lost"]["judge"] == injected
     assert written(out)

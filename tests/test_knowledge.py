@@ -105,11 +105,13 @@ def test_the_embedded_student_learns_taught_facts_on_cpu(tmp_path):
 def test_run_json_lists_every_record_held_out_of_training(tmp_path, tokenizer):
     """The recall probe's held-out phrasings and the validation slice are listed (eval asks none as taught)."""
     data = knowledge_dir(tmp_path / "data")
-    prepared = prepare(TrainConfig(data=str(data), recall_probe=2, val_fraction=0.2, text=False).resolved("knowledge"), tokenizer, read_data_dir(data))
+    cfg = TrainConfig(data=str(data), recall_probe=2, val_fraction=0.2, text=False).resolved("knowledge")
+    prepared = prepare(cfg, tokenizer, read_data_dir(data))
     held = set(prepared.stats["held_out_ids"])
     probe = {r["id"] for r in prepared.probe["held_out"]}
     assert len(probe) == 2 and probe <= held and not held & {r["id"] for r in prepared.probe["taught"]}
-    assert len(held) == len(probe) + prepared.stats["val_records"] and prepared.stats["records"] == len(FACTS) * 3 - len(held)
+    assert len(held) == len(probe) + prepared.stats["val_records"]
+    assert prepared.stats["records"] == len(FACTS) * 3 - len(held)
 
 
 def test_training_questions_are_only_those_the_student_trained_on(tmp_path):
@@ -119,7 +121,8 @@ def test_training_questions_are_only_those_the_student_trained_on(tmp_path):
     held = {r["id"] for r in train if r["question"].startswith(OPENINGS[0])}  # e.g. the probe held out phrasing 0
     asked = taught_questions(train, test, 100, held)
     assert asked and not {r["id"] for r in asked} & held and len(asked) == len(train) - len(held)
-    assert taught_questions([{**r, "fact": None} for r in train], test, 100) == []  # no fact ids: off, as docs/train.md says
+    no_facts = [{**r, "fact": None} for r in train]
+    assert taught_questions(no_facts, test, 100) == []  # no fact ids: off, as docs/train.md says
 
     student = tmp_path / "student"
     student.mkdir()

@@ -53,10 +53,11 @@ def test_correctness_reward_picks_the_grader_per_reference(form):
 
 def test_evals_correctness_is_the_reward():
     """string_scores (what `distill eval` reports per answer) carries the correctness reward's value."""
-    texts = [GOOD, "<think>\nx\n</think>\n\nin 1875", "<think>\nx\n</think>\n\nthe Eiffel Tower!", "loops run while true"]
+    texts = [GOOD, "<think>\nx\n</think>\n\nin 1875", "<think>\nx\n</think>\n\nthe Eiffel Tower!", "it runs while true"]
     answers = ["1874", "1874", "Eiffel tower", "a loop runs while its condition is true"]
     rewards = graders.correctness_reward(None, texts, answer=answers)
-    assert [graders.string_scores(t, a)["correctness"] for t, a in zip(texts, answers)] == rewards == pytest.approx([1, 0, 1, 4 / 11])
+    scores = [graders.string_scores(t, a)["correctness"] for t, a in zip(texts, answers)]
+    assert scores == rewards == pytest.approx([1, 0, 1, 6 / 11])  # F1: P 3/4, R 3/7
 
 
 def test_correctness_reward_with_a_chosen_grader():
@@ -154,9 +155,10 @@ def test_the_judge_reward_is_evals_judge(tmp_path, teacher_factory):
     assert judge(["p"] * 2, completions, question=["When?"] * 2, answer=["1874"] * 2) == [0.75, 0.75]
     judge.close()
     assert judge_teacher(cfg).temperature == 0.0 and judge.cfg == judge_teacher(cfg)
-    evals = [judge_prompt("When?", "1874", graders.completion_text(c)) for c in completions]  # evaluation/stage.py's prompts
+    evals = [judge_prompt("When?", "1874", graders.completion_text(c)) for c in completions]  # what eval asks
     assert [r.key for r in teacher.sent] == [prompt_key(judge_teacher(cfg), p) for p in evals]
-    assert [r.messages for r in teacher.sent] == [p.messages for p in evals] and "Answer to grade: In 1874." in evals[0].messages[0]["content"]
+    assert [r.messages for r in teacher.sent] == [p.messages for p in evals]
+    assert "Answer to grade: In 1874." in evals[0].messages[0]["content"]
 
 
 def test_config_rules_say_what_to_do():

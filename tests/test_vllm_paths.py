@@ -11,6 +11,7 @@ import sys
 from types import ModuleType, SimpleNamespace
 
 import pytest
+from test_vllm_teacher import Params
 
 from common.errors import UserError
 from common.models import resolve_model
@@ -19,12 +20,14 @@ from common.teacher.config import TeacherConfig
 from train import grpo, unsloth_adapter
 from train.grpo_config import GRPOConfig
 
-from test_vllm_teacher import Params
-
 
 def vllm_here(monkeypatch, installed: bool, device: str) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" and installed else (None if name == "vllm" else real(name, *a)))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "vllm" and installed else (None if name == "vllm" else real(name, *a)),
+    )
     monkeypatch.setattr(grpo.loading, "device", lambda: device)
 
 
@@ -50,10 +53,16 @@ def test_asking_for_vllm_where_it_cannot_run_is_a_user_error(monkeypatch, instal
         grpo.choose_generation(GRPOConfig(data="d", generation="vllm"))
 
 
-@pytest.mark.parametrize("backend, generation, use_vllm", [("hf", "vllm", True), ("unsloth", "vllm", False), ("hf", "transformers", False)])
-def test_trl_gets_vllm_colocated_with_the_memory_share_only_for_hf(monkeypatch, tmp_path, backend, generation, use_vllm):
+@pytest.mark.parametrize(
+    "backend, generation, use_vllm", [("hf", "vllm", True), ("unsloth", "vllm", False), ("hf", "transformers", False)]
+)
+def test_trl_gets_vllm_colocated_with_the_memory_share_only_for_hf(
+    monkeypatch, tmp_path, backend, generation, use_vllm
+):
     """TRL samples with vLLM for the hf backend; under Unsloth, its own fast_inference engine does (TRL's stays off)."""
-    monkeypatch.setattr(grpo, "common_args", lambda cfg, plan: {"output_dir": str(tmp_path), "use_cpu": True, "report_to": "none"})
+    monkeypatch.setattr(
+        grpo, "common_args", lambda cfg, plan: {"output_dir": str(tmp_path), "use_cpu": True, "report_to": "none"}
+    )
     cfg = GRPOConfig(data="d", vllm_memory=0.35, batch_size=2, num_generations=4)
     plan = SimpleNamespace(generation=generation, backend=backend, weights=[1.0], lengths={"max_completion_length": 64})
     args = grpo.grpo_args(cfg, plan)
@@ -89,7 +98,11 @@ def test_unsloth_fast_inference_gets_the_lora_rank_and_the_memory_share(monkeypa
     unsloth_adapter.load_for_grpo(cfg, "base-model", "base-model", None, 512, fast_inference=False)
     vllm_keys = ("fast_inference", "max_lora_rank", "gpu_memory_utilization")
     assert [{k: c[k] for k in vllm_keys if k in c} for c in calls] == [
-        {"fast_inference": True, "max_lora_rank": 24, "gpu_memory_utilization": 0.4},  # a new adapter: the config's rank
+        {
+            "fast_inference": True,
+            "max_lora_rank": 24,
+            "gpu_memory_utilization": 0.4,
+        },  # a new adapter: the config's rank
         {"fast_inference": True, "max_lora_rank": 64, "gpu_memory_utilization": 0.4},  # an SFT adapter: its own rank
         {},  # transformers sampling: no engine
     ]
@@ -114,11 +127,19 @@ def test_the_vllm_teacher_builds_its_engine_and_asks_in_batches_through_llm_chat
     module.LLM, module.SamplingParams = LLM, Params
     module.sampling_params = SimpleNamespace(StructuredOutputsParams=Params)
     monkeypatch.setitem(sys.modules, "vllm", module)
-    cfg = TeacherConfig(backend="vllm", model="embedded", batch_size=2, seed=5, engine_args={"tensor_parallel_size": 2, "gpu_memory_utilization": 0.8})
+    cfg = TeacherConfig(
+        backend="vllm",
+        model="embedded",
+        batch_size=2,
+        seed=5,
+        engine_args={"tensor_parallel_size": 2, "gpu_memory_utilization": 0.8},
+    )
     teacher = VLLMTeacher(cfg)
     asks = [Request(f"k{n}", [{"role": "user", "content": f"q{n}"}], {"type": "object"}, 64) for n in range(5)]
     answers = list(teacher.generate(asks))
-    assert made == [{"model": resolve_model("embedded"), "seed": 5, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8}]
+    assert made == [
+        {"model": resolve_model("embedded"), "seed": 5, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8}
+    ]
     assert [len(conversations) for conversations, _ in chats] == [2, 2, 1]
     assert [r.key for r in answers] == [f"k{n}" for n in range(5)] and all(r.text == '{"items": []}' for r in answers)
     assert chats[0][1][0].kwargs["structured_outputs"].kwargs == {"json": {"type": "object"}}

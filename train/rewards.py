@@ -4,7 +4,8 @@
 - correctness, format, length: the plain functions of `common.graders` (the graders `distill eval`
   reports), bound to this run's settings;
 - judge: the judge teacher grades each completion's final answer against the reference, 1-5 mapped
-  to 0-1, by `common.judge` (greedy, eval's prompt and token budget: eval's judge metric), asked in one batch per step through the cached-teacher path (`CachedTeacher`, its cache in
+  to 0-1, by `common.judge` (greedy, eval's prompt and token budget: eval's judge metric),
+  asked in one batch per step through the cached-teacher path (`CachedTeacher`, its cache in
   the output directory: a resumed run regenerates the same completions and finds every grade there);
 - module.path:function: a user's own function, imported and checked when the run starts.
 
