@@ -17,8 +17,10 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 Mode = Literal["closed-book", "open-book"]
 OPEN_BOOK = "Read the passage and answer the question.\n\nPassage:\n{context}\n\nQuestion: {question}"
 
-# metric -> label in reports; the first five are the string graders (common.graders.string_scores)
+# metric -> label in reports; the first six are the string graders (common.graders.string_scores):
+# correctness is GRPO's correctness reward (per reference: numeric, exact match or token F1)
 METRICS = {
+    "correctness": "correctness (GRPO reward)",
     "exact_match": "exact match",
     "token_f1": "token F1",
     "contains": "contains answer",
@@ -27,7 +29,7 @@ METRICS = {
     "judge": "judge (0-1)",
     "pairwise_vs_teacher": "preferred over teacher",
 }
-STRING_METRICS = ("exact_match", "token_f1", "contains", "numeric", "format")
+STRING_METRICS = ("correctness", "exact_match", "token_f1", "contains", "numeric", "format")
 
 
 # ---------------------------------------------------------------- the assistant turn

@@ -108,9 +108,11 @@ def format_adherence(text: str) -> float:
 
 def string_scores(output: str, reference: str, rel_tol: float = 1e-6) -> dict[str, float | None]:
     """Every non-LLM grader on one model output (its final answer against the reference), by the
-    names of `common.contract.STRING_METRICS`."""
+    names of `common.contract.STRING_METRICS`. `correctness` is the GRPO correctness reward's value
+    (`correctness`, auto grader, default tolerance) for this output: what training rewards is what eval reports."""
     answer = final_answer(output)
     return {
+        "correctness": correctness(output, reference),
         "exact_match": exact_match(answer, reference),
         "token_f1": token_f1(answer, reference),
         "contains": contains_answer(answer, reference),

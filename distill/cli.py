@@ -3,9 +3,11 @@
 Exit codes:
   0    done
   2    a user mistake (`UserError`): one line says what to fix
-  3    incomplete (`IncompleteRun`): some teacher (or GRPO judge) requests failed; what was answered
-       is saved and the same command, run again, sends only the failed requests (`distill run` stops before
-       training on such data unless `--allow-incomplete`)
+  3    incomplete (`IncompleteRun`): some teacher (or judge) requests failed in gen, eval or GRPO; what was
+       answered is saved and the same command, run again, sends only the failed requests (`distill run`
+       stops before training on such data unless `--allow-incomplete`, and never marks the stage done)
+  4    empty (`EmptyRun`): gen finished but accepted no reply; the line counts the reject reasons
+       (rejects.jsonl holds each one)
   130  interrupted (Ctrl-C) after the stage saved what it finished
 """
 
@@ -15,7 +17,7 @@ import sys
 
 import click
 
-from common.errors import EXIT_INCOMPLETE, EXIT_USER_ERROR, IncompleteRun, UserError
+from common.errors import EXIT_EMPTY, EXIT_INCOMPLETE, EXIT_USER_ERROR, EmptyRun, IncompleteRun, UserError
 from distill import __version__
 from distill.quiet import quiet_libraries, verbose_option
 
@@ -34,8 +36,8 @@ def cli() -> None:
     distill run PIPELINE.yaml         all stages from one file, resumable
 
     \b
-    Exit codes: 0 done, 2 user error, 3 incomplete (failed teacher requests:
-    rerun to retry them), 130 interrupted.
+    Exit codes: 0 done, 2 user error, 3 incomplete (failed teacher or judge
+    requests: rerun to retry them), 4 empty (gen accepted nothing), 130 interrupted.
     """
 
 
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     except IncompleteRun as exc:
         click.secho(f"incomplete: {exc}", err=True, fg="yellow")
         sys.exit(EXIT_INCOMPLETE)
+    except EmptyRun as exc:
+        click.secho(f"empty: {exc}", err=True, fg="red")
+        sys.exit(EXIT_EMPTY)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)

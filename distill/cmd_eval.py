@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common.config import load_config
+from common.errors import IncompleteRun, failed_requests_line
 from distill.options import TEACHER_FLAGS, Flag, config_command, one_path
 from evaluation.config import EvalConfig
 from evaluation.report import perf_table, score_table
@@ -30,6 +31,10 @@ Examples:
   distill eval data -s student -s grpo --out eval             # two students side by side
   distill eval chats.jsonl -s student --out eval             # your own questions (chat, Alpaca, ShareGPT, records)
   distill eval data -s student --teacher openai --base-url http://localhost:8000/v1 -m Qwen/Qwen3-32B --judge --pairwise
+
+\b
+Exit codes: 0 complete; 2 a user error; 3 incomplete: some teacher or judge requests failed
+(metrics.json says status incomplete; rerun the same command to send only those); 130 interrupted.
 """
 
 
@@ -45,6 +50,13 @@ def eval_(args, config_path, as_json, quiet, flags):
         click.echo(json.dumps(metrics, indent=2))
     elif not quiet:
         print_summary(metrics, cfg.out)
+    if metrics["status"] == "incomplete":
+        raise IncompleteRun(incomplete_message(metrics))
+
+
+def incomplete_message(metrics: dict) -> str:
+    """The one line of an eval whose teacher or judge requests failed."""
+    return failed_requests_line(metrics["failures"], "teacher or judge request")
 
 
 def print_summary(metrics: dict, out: str) -> None:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.config import load_config
-from common.errors import IncompleteRun
+from common.errors import EmptyRun, IncompleteRun
 from distill.options import TEACHER_FLAGS, Flag, config_command, split_args
 from distill.quiet import verbose_option
 from generate.config import GenConfig
@@ -45,7 +45,8 @@ Examples:
 
 \b
 Exit codes: 0 complete; 2 a user error; 3 incomplete: some teacher requests failed (the
-manifest says status incomplete; rerun the same command to send only those); 130 interrupted.
+manifest says status incomplete; rerun the same command to send only those); 4 empty: no reply
+was accepted (the line counts the reject reasons; rejects.jsonl holds each); 130 interrupted.
 """
 
 
@@ -53,7 +54,7 @@ manifest says status incomplete; rerun the same command to send only those); 130
 @click.option("--dry-run", is_flag=True, help="Show chunks, requests and a token estimate; call no teacher.")
 def gen(args, config_path, as_json, quiet, flags, dry_run=False):
     """Write QA pairs with reasoning traces from INPUTS (files, directories, globs; key=value overrides)."""
-    from generate.stage import incomplete_message, run_gen
+    from generate.stage import empty_message, incomplete_message, run_gen
 
     paths, overrides = split_args(args)
     flags["inputs"] = paths or None
@@ -66,11 +67,15 @@ def gen(args, config_path, as_json, quiet, flags, dry_run=False):
     else:  # a file left out concerns the user's run: one line each, even when quiet
         for skipped in manifest["skipped_files"]:
             click.echo(f"skipped {skipped['path']}: {skipped['reason']}", err=True)
+    for warning in manifest.get("warnings", []):
+        click.secho(f"warning: {warning}", err=True, fg="yellow")
     if manifest["status"] == "interrupted":
         click.echo("interrupted: finished requests are saved; rerun the same command to continue", err=True)
         sys.exit(130)
     if manifest["status"] == "incomplete":
         raise IncompleteRun(incomplete_message(manifest))
+    if manifest["status"] == "empty":
+        raise EmptyRun(empty_message(manifest))
 
 
 def print_summary(manifest: dict, out: str) -> None:

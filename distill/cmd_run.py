@@ -30,21 +30,25 @@ def print_stage_keys(ctx: click.Context, _param, value: bool) -> None:
     ctx.exit()
 
 
+ALLOW_INCOMPLETE = "Go on after a gen or eval stage whose teacher requests partly failed (by default: stop, exit 3)."
+
+
 @click.command("run", epilog=EXAMPLES)
 @click.argument("args", nargs=-1, metavar="PIPELINE [STAGE.KEY=VALUE]...")
 @click.option("--force", multiple=True, type=click.Choice(STAGES), help="Run this stage even if it is up to date (repeatable).")
 @click.option("--help-config", is_flag=True, expose_value=False, is_eager=True, callback=print_stage_keys, help="List every key of every stage section and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print what each stage did (ran or skipped, and its result) as JSON.")
-@click.option("--allow-incomplete", is_flag=True, help="Go on after a gen stage whose teacher requests partly failed (by default the run stops there, exit 3).")
+@click.option("--allow-incomplete", is_flag=True, help=ALLOW_INCOMPLETE)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, no tables.")
 @verbose_option
 def run(args, force, as_json, quiet, allow_incomplete):
     """Run the stages of PIPELINE (sections gen, train, eval); `stage.key=value` overrides a key.
 
     Every section is checked before any stage runs. A stage whose outputs are up to date for its
-    config and inputs is skipped, so a rerun after a crash resumes where it stopped. A gen stage
-    whose teacher requests partly failed stops the run (exit 3) unless --allow-incomplete;
-    rerunning sends only the failed requests.
+    config and inputs is skipped, so a rerun after a crash resumes where it stopped. A gen or eval
+    stage whose teacher (or judge) requests partly failed stops the run (exit 3) unless
+    --allow-incomplete, and is not marked done: rerunning sends only the failed requests. A gen
+    stage that accepted nothing stops the run (exit 4).
     """
     from distill.cmd_eval import print_summary
 

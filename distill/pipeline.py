@@ -14,10 +14,11 @@ grpo, the data manifest and the students' run.json for eval) equals the one comp
 and the stage's main output exists. The stamp is removed before a stage runs and written after
 it succeeds, so a crashed stage runs again on the next `distill run`.
 
-A gen stage that ends incomplete (teacher requests failed) stops the pipeline with one line and
-exit code 3, before any stage trains on partial data; `allow_incomplete` goes on with what was
-answered. Either way the incomplete gen gets no stamp: the next `distill run` runs it again, and
-it sends only the failed requests.
+A stage that ends incomplete (gen's or eval's teacher or judge requests failed) stops the pipeline
+with one line and exit code 3, before any stage trains on partial data; `allow_incomplete` goes on
+with what was answered. Either way the incomplete stage gets no stamp: the next `distill run` runs it
+again, and it sends only the failed requests. A gen stage that accepted nothing (status `empty`)
+stops the pipeline with exit code 4, its reject reasons counted, whatever `allow_incomplete` says.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from common.config import deep_merge, parse_overrides, problems_of, read_yaml, redact
-from common.errors import IncompleteRun, UserError
+from common.errors import EmptyRun, IncompleteRun, UserError, failed_requests_line
 from common.io import write_json
 
 STAGES = ("gen", "train", "grpo", "eval")
@@ -242,6 +243,12 @@ def run_pipeline(
         result = run_stage(stage, cfg, show_progress)
         if result.get("status") == "interrupted":
             raise KeyboardInterrupt
+        for warning in result.get("warnings", []):
+            log(f"{stage}: warning: {warning}")
+        if result.get("status") == "empty":
+            from generate.stage import empty_message
+
+            raise EmptyRun(f"{stage}: {empty_message(result)}")
         if result.get("status") == "incomplete":
             check_incomplete(stage, result, allow_incomplete, log)
             done[stage] = {"status": "ran", "result": result}
@@ -257,11 +264,10 @@ def check_incomplete(stage: str, result: dict, allow_incomplete: bool, log: Call
     if stage == "grpo":
         from train.grpo import incomplete_message
 
-        failed = result["judge_failures"]["requests"]
+        line, failed = incomplete_message(result), result["judge_failures"]["requests"]
     else:
-        from generate.stage import incomplete_message
-
-        failed = result["failures"]["requests"]
+        what = "teacher or judge request" if stage == "eval" else "teacher request"
+        line, failed = failed_requests_line(result["failures"], what), result["failures"]["requests"]
     if not allow_incomplete:
-        raise IncompleteRun(f"{stage}: {incomplete_message(result)}, or pass --allow-incomplete to go on with what was answered")
+        raise IncompleteRun(f"{stage}: {line}, or pass --allow-incomplete to go on with what was answered")
     log(f"{stage}: incomplete, {failed} requests failed; going on with what was answered (--allow-incomplete)")

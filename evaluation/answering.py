@@ -3,7 +3,9 @@
 Students and the base answer in-process with `evaluation.inference` (transformers batching,
 greedy). The teacher and the judge are asked through the cached-teacher path
 (`common.teacher.ask`), so a rerun sends only what is missing: the local backend answers free
-text without a grammar, greedy and without a repetition penalty, as the students do.
+text without a grammar, greedy and without a repetition penalty, as the students do. The judge is
+`common.judge`'s, the one GRPO's judge reward uses. A failed teacher or judge request is counted
+(`failed`, `last_error`): eval then ends `incomplete` (exit 3) and a rerun sends only those.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from common.generation import generate_counted
 from common.teacher.ask import CachedTeacher, Prompt
 from common.teacher.config import TeacherConfig
 from evaluation.inference import load_model
-
-JUDGE_TOKENS = 32
 
 
 @dataclass
@@ -33,6 +33,8 @@ class ModelRun:
     load_s: float = 0.0
     status: str = "ok"
     reason: str = ""
+    failed: int = 0  # teacher requests that failed (a rerun sends them again)
+    last_error: str = ""
 
     def perf(self) -> dict:
         written = sum(self.tokens)
@@ -68,13 +70,16 @@ def answer_teacher(cfg: TeacherConfig, conversations: list[list[dict]], max_new_
     try:
         asked = teacher.ask([Prompt(c, None, max(16, max_new_tokens)) for c in conversations])
     except Exception as exc:  # noqa: BLE001 - an unreachable teacher must not stop the evaluation
-        return missing(run, f"{type(exc).__name__}: {exc}")
+        run.failed, run.last_error = len(conversations), one_line(f"{type(exc).__name__}: {exc}")
+        return missing(run, run.last_error)
     run.wall_s = time.perf_counter() - started
     if asked.interrupted:
         raise KeyboardInterrupt
     failed = [a.response for a in asked.answers if a.response.error is not None]
     if failed:
-        return missing(run, f"{len(failed)} of {len(conversations)} requests failed ({failed[0].error}); rerun to retry them")
+        run.failed, run.last_error = len(failed), one_line(failed[-1].error)
+        reason = f"{len(failed)} of {len(conversations)} requests failed ({failed[-1].error}); rerun to retry them"
+        return missing(run, reason)
     run.outputs = [a.response.text.strip() for a in asked.answers]
     run.tokens = [a.response.completion_tokens for a in asked.answers]
     return run
@@ -86,23 +91,33 @@ def answering_config(cfg: TeacherConfig) -> TeacherConfig:
 
 
 def missing(run: ModelRun, reason: str) -> ModelRun:
-    run.status, run.reason = "missing", " ".join(reason.split())[:300]
+    run.status, run.reason = "missing", one_line(reason)
     run.outputs, run.tokens = [], []
     return run
 
 
-def judge_config(cfg: TeacherConfig) -> TeacherConfig:
-    """The judge: the given model, greedy, answering in the grader's JSON Schema."""
-    return cfg.model_copy(update={"temperature": 0.0, "structured": True, "max_new_tokens": JUDGE_TOKENS, "repair_attempts": 0})
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
-def ask_judge(teacher: CachedTeacher, prompts: list[tuple[list[dict], dict]]) -> tuple[list[str | None], str]:
-    """The judge's reply text to every (messages, schema) prompt (None where it failed), and the
-    reason when the judge could not be asked at all (empty otherwise)."""
+@dataclass
+class Judged:
+    """The judge's reply text to every prompt (None where it failed), how many failed, the last error."""
+
+    replies: list[str | None]
+    failed: int = 0
+    last_error: str = ""
+
+
+def ask_judge(teacher: CachedTeacher, prompts: list[Prompt]) -> Judged:
+    """Ask the judge (`common.judge`'s prompts) every prompt; a judge that cannot be asked at all
+    fails every request, with the reason as the last error."""
     try:
-        asked = teacher.ask([Prompt(messages, schema, JUDGE_TOKENS) for messages, schema in prompts])
+        asked = teacher.ask(prompts)
     except Exception as exc:  # noqa: BLE001 - a judge that cannot run leaves its metrics out
-        return [None] * len(prompts), " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        return Judged([None] * len(prompts), len(prompts), one_line(f"{type(exc).__name__}: {exc}"))
     if asked.interrupted:
         raise KeyboardInterrupt
-    return [None if a.response.error else a.response.text for a in asked.answers], ""
+    errors = [a.response.error for a in asked.answers if a.response.error]
+    replies = [None if a.response.error else a.response.text for a in asked.answers]
+    return Judged(replies, len(errors), one_line(errors[-1]) if errors else "")

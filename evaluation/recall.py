@@ -14,10 +14,12 @@ from evaluation.answering import ModelRun, answer_local
 from evaluation.stats import bootstrap_mean
 
 
-def taught_questions(train: list[dict], test: list[dict], count: int) -> list[dict]:
-    """Up to `count` of the `train` records: first one taught phrasing of each test fact (in test
-    order), then other training records, so that taught and held-out recall ask the same facts."""
-    if count == 0 or not train:
+def taught_questions(train: list[dict], test: list[dict], count: int, untaught: set[str] = frozenset()) -> list[dict]:
+    """Up to `count` of the `train` records the students trained on (none whose id is in `untaught`):
+    first one taught phrasing of each test fact (in test order), then other training records, so that
+    taught and held-out recall ask the same facts. None for data without fact ids."""
+    train = [r for r in train if r["id"] not in untaught]
+    if count == 0 or not any(r.get("fact") for r in train):
         return []
     by_fact: dict[str, list[dict]] = {}
     for record in train:
@@ -31,6 +33,23 @@ def taught_questions(train: list[dict], test: list[dict], count: int) -> list[di
             used.add(match["id"])
     chosen += [r for r in train if r["id"] not in used][: max(0, count - len(chosen))]
     return chosen[:count]
+
+
+def untaught_ids(students: list[str]) -> tuple[set[str], str]:
+    """The ids of training records some student did not train on (its run.json's `data.held_out_ids`:
+    the recall probe's held-out phrasings, the validation slice, records too long), and a reason to
+    ask no training question at all where a student's run.json does not say (written by an older distill)."""
+    ids: set[str] = set()
+    for name in students:
+        path = Path(name) / "run.json"
+        if not path.is_file():
+            continue  # not trained by distill on this data: nothing of it was held out
+        data = json.loads(path.read_text()).get("data") or {}
+        if "held_out_ids" not in data:
+            why = f"{name}/run.json does not list the records it held out of training (retrain it to get this recall)"
+            return set(), f"not asked: {why}"
+        ids.update(data["held_out_ids"])
+    return ids, ""
 
 
 def recall_on_taught(runs: list[ModelRun], records: list[dict], mode: Mode, cfg) -> dict:

@@ -5,17 +5,20 @@ setup:  read test.jsonl and the data manifest (or data brought in another format
         without a manifest, unless told), check every model path up front.
 answer: the base student, each trained student and the teacher answer the same questions
         (greedy); a teacher that cannot be reached is reported missing, the rest go on.
-grade:  string graders on the part after </think>; optionally the judge grades every answer
-        and compares every student with the teacher in both orders (through the cache).
-save:   predictions.jsonl, metrics.json (means, 95% bootstrap CIs, gap closed, speed),
+grade:  string graders on the part after </think>, and `correctness` (GRPO's correctness reward,
+        the per-reference auto grader); optionally the judge (common.judge: GRPO's judge reward)
+        grades every answer and compares every student with the teacher in both orders (through the cache).
+save:   predictions.jsonl, metrics.json (means, 95% bootstrap CIs, gap closed, speed, status),
         report.md, report.html and an lm-evaluation-harness task for the same questions.
+        Failed teacher or judge requests make the status `incomplete` (the CLI exits 3; a rerun
+        sends only those); otherwise `complete`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -25,13 +28,14 @@ from common.config import redact
 from common.contract import METRICS, STRING_METRICS, Mode, mode_for_split, prompt_messages
 from common.errors import UserError
 from common.io import write_json, write_jsonl
+from common.judge import judge_prompt, judge_teacher, pairwise_prompt
 from common.models import EMBEDDED, resolve_model
 from common.teacher.ask import CachedTeacher
 from common.versions import versions
-from evaluation.answering import ModelRun, answer_local, answer_teacher, answering_config, ask_judge, judge_config
+from evaluation.answering import ModelRun, answer_local, answer_teacher, answering_config, ask_judge
 from evaluation.config import EvalConfig
 from evaluation.lmeval import write_task
-from evaluation.recall import recall_on_taught, taught_questions, training_curves
+from evaluation.recall import recall_on_taught, taught_questions, training_curves, untaught_ids
 from evaluation.report import write_report
 from evaluation.stats import bootstrap_mean, gap_closed
 
@@ -50,6 +54,8 @@ class Plan:
     runs: list[ModelRun]  # base and students, in report order (the teacher is added when answered)
     taught: list[dict]  # training questions of the test's facts (closed-book data), for recall of what was taught
     teacher_open_book: bool  # the teacher is the base itself: it reads the passage, as the ceiling
+    failures: dict = field(default_factory=dict)  # {"teacher": n, "judge": n, "last_error": text}: requests that failed
+    notes: dict = field(default_factory=dict)  # what was not measured, and why (metrics.json notes)
 
 
 def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
@@ -58,6 +64,7 @@ def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
     plan = setup(cfg)
     runs = answer(cfg, plan, console)
     scores, notes = grade(cfg, plan, runs, console)
+    notes = {**plan.notes, **notes}
     knowledge = {"curves": training_curves(plan.runs)}
     if plan.taught:
         with console.status(f"the base and the students answer {len(plan.taught)} of their training questions"):
@@ -87,11 +94,18 @@ def setup(cfg: EvalConfig) -> Plan:
         raise UserError("nothing to evaluate: give --student, keep include_base, or set a teacher")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    taught = taught_questions(training_records(cfg), records, cfg.train_questions) if mode == "closed-book" else []
+    taught, untaught_note = [], ""
+    if mode == "closed-book":
+        untaught, untaught_note = untaught_ids([run.name for run in runs if run.role == "student"])
+        if not untaught_note:
+            taught = taught_questions(training_records(cfg), records, cfg.train_questions, untaught)
     base = runs[0].name if cfg.include_base else None
     same = cfg.teacher is not None and base is not None and cfg.teacher.backend == "local" and same_model(cfg.teacher.model, base)
     passages = all("context" in r for r in records)  # the teacher reads the passage only where the records have one
-    return Plan(out, records, data, mode, source, runs, taught, same and passages and mode == "closed-book")
+    plan = Plan(out, records, data, mode, source, runs, taught, same and passages and mode == "closed-book")
+    if untaught_note:
+        plan.notes["train_questions"] = untaught_note
+    return plan
 
 
 def choose_mode(cfg: EvalConfig, data: formats.Data) -> tuple[Mode, str]:
@@ -159,6 +173,8 @@ def answer(cfg: EvalConfig, plan: Plan, console: Console) -> list[ModelRun]:
             teacher = answer_teacher(cfg.teacher, asking, cfg.max_new_tokens, asked)
         if teacher.status != "ok":
             console.print(f"[yellow]teacher missing[/]: {teacher.reason}")
+        if teacher.failed:
+            plan.failures.update(teacher=teacher.failed, last_error=teacher.last_error)
         runs.append(teacher)
     return runs
 
@@ -188,22 +204,24 @@ def judge_all(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict) -
     prompts, slots = [], []  # slots[i] = (label, question index, kind)
     for run in answered:
         for q, record in enumerate(plan.records):
-            mine = graders.final_answer(run.outputs[q])
+            mine = run.outputs[q]
             if cfg.judge:
-                prompts.append((graders.judge_messages(record["question"], record["answer"], mine), graders.JUDGE_SCHEMA))
+                prompts.append(judge_prompt(record["question"], record["answer"], mine))
                 slots.append((run.label, q, "judge"))
             if cfg.pairwise and teacher is not None and run is not teacher:
-                theirs = graders.final_answer(teacher.outputs[q])
+                theirs = teacher.outputs[q]
                 for order, pair in (("student_first", (mine, theirs)), ("teacher_first", (theirs, mine))):
-                    prompts.append((graders.pairwise_messages(record["question"], record["answer"], *pair), graders.PAIRWISE_SCHEMA))
+                    prompts.append(pairwise_prompt(record["question"], record["answer"], *pair))
                     slots.append((run.label, q, order))
     notes = {}
     if cfg.pairwise and teacher is None:
         notes["pairwise_vs_teacher"] = "not judged: the teacher has no answers"
-    with CachedTeacher(judge_config(cfg.judge_model or cfg.teacher), plan.out / CACHE) as judge:
-        replies, failure = ask_judge(judge, prompts)
-    if failure:
-        notes["judge"] = f"judge unavailable: {failure}"
+    with CachedTeacher(judge_teacher(cfg.judge_model or cfg.teacher), plan.out / CACHE) as judge:
+        judged = ask_judge(judge, prompts)
+    replies = judged.replies
+    if judged.failed:
+        notes["judge"] = f"{judged.failed} of {len(prompts)} judge requests failed: {judged.last_error}"
+        plan.failures.update(judge=judged.failed, last_error=judged.last_error)
     verdicts: dict[tuple[str, int], dict] = {}
     for (label, q, kind), reply in zip(slots, replies):
         if kind == "judge":
@@ -259,7 +277,10 @@ def summarize(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, n
         if run.role == "teacher" and plan.mode == "closed-book":
             entry["note"] = OPEN_BOOK_TEACHER if plan.teacher_open_book else CLOSED_BOOK_TEACHER
         models[run.label] = entry
+    failed = plan.failures.get("teacher", 0) + plan.failures.get("judge", 0)
     return {
+        "status": "incomplete" if failed else "complete",
+        **({"failures": {"requests": failed, **plan.failures}} if failed else {}),
         "mode": plan.mode,
         "mode_source": plan.mode_source,
         "data": cfg.data,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import schemas
 from common.config import redact
-from common.errors import UserError
+from common.errors import UserError, failed_requests_line
 from common.io import write_json, write_jsonl
 from common.models import resolve_model
 from common.teacher.ask import Answer, CachedTeacher, Prompt
@@ -41,6 +41,7 @@ from generate.validate import grounded, parse_output, question_key
 
 REPAIRABLE = ("invalid_json", "schema")
 EST_TOKENS_PER_ITEM = {"qa": 120, "reasoning": 260}
+LOW_SHARE = 0.10  # under this share of chunks giving an accepted item, gen warns: training on it makes little sense
 
 
 @dataclass
@@ -239,6 +240,7 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     manifest["coverage"] = coverage(plan, outcome, train + test, cfg.pairs_per_chunk * cfg.questions_per_fact, dropped)
     if text:
         manifest["files"]["text"] = "text.jsonl"
+    manifest["warnings"] = low_yield_warnings(manifest)
     write_json(plan.out / "manifest.json", manifest)
     return manifest
 
@@ -260,11 +262,12 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
         "test_near_duplicates_removed": dropped,
     }
     failed = outcome.counts.get("failed_requests", 0)
+    done = "complete" if counts["accepted"] else "empty"  # nothing accepted: distill gen exits 4
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
     if outcome.structured_output:
         teacher["structured_output"] = outcome.structured_output
     return {
-        "status": "interrupted" if outcome.interrupted else "incomplete" if failed else "complete",
+        "status": "interrupted" if outcome.interrupted else "incomplete" if failed else done,
         **({"failures": {"requests": failed, "last_error": outcome.last_error}} if failed else {}),
         "split_by": cfg.split_by,
         "task": plan.task.name,
@@ -283,9 +286,31 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
 
 def incomplete_message(manifest: dict) -> str:
     """The one line that says a run left failed requests behind, and what to do."""
-    failures = manifest["failures"]
-    n = failures["requests"]
-    return f"{n} teacher request{'s' if n != 1 else ''} failed (last error: {failures['last_error']}); what was answered is saved: rerun the same command to retry them"
+    return failed_requests_line(manifest["failures"])
+
+
+def reasons_line(manifest: dict) -> str:
+    """'12 invalid_json, 4 ungrounded': the reject reasons, most frequent first."""
+    rejected = Counter(manifest.get("rejected", {}))
+    return ", ".join(f"{n} {reason}" for reason, n in rejected.most_common()) or "no reject recorded"
+
+
+def empty_message(manifest: dict) -> str:
+    """The one line of a gen that accepted nothing: how many replies, and why each was rejected."""
+    replies = manifest["counts"].get("requests", 0)
+    return f"0 of {replies} replies accepted: {reasons_line(manifest)}; see {manifest['config']['out']}/rejects.jsonl"
+
+
+def low_yield_warnings(manifest: dict) -> list[str]:
+    """A warning when under LOW_SHARE of the chunks gave an accepted item, naming the top reject reason."""
+    coverage = manifest.get("coverage", {})
+    chunks, with_items = coverage.get("chunks", 0), coverage.get("chunks_with_items", 0)
+    if manifest["status"] != "complete" or not chunks or with_items / chunks >= LOW_SHARE:
+        return []
+    top = Counter(manifest.get("rejected", {})).most_common(1)
+    why = f"top reject reason: {top[0][1]} {top[0][0]}" if top else "no reject recorded"
+    share = f"only {with_items} of {chunks} chunks ({with_items / chunks:.0%}) gave an accepted item"
+    return [f"{share}; {why}; see rejects.jsonl"]
 
 
 def dry_run_manifest(cfg: GenConfig, plan: Plan) -> dict:

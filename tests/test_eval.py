@@ -81,6 +81,20 @@ def test_every_model_answers_and_is_graded(world, evaluated):
     assert metrics["models"]["base"]["metrics"]["token_f1"]["mean"] == pytest.approx(sum(f1) / len(f1))
 
 
+def test_eval_reports_what_grpo_rewards(evaluated):
+    """`correctness` in eval is GRPO's correctness reward on the same outputs: per answer and on average."""
+    from common.graders import correctness_reward
+
+    cfg, metrics = evaluated
+    rows = [json.loads(line) for line in open(f"{cfg.out}/predictions.jsonl")]
+    for label in metrics["models"]:
+        mine = [r for r in rows if r["model"] == label]
+        rewards = correctness_reward(None, [r["output"] for r in mine], answer=[r["reference"] for r in mine])
+        assert [r["scores"]["correctness"] for r in mine] == rewards
+        assert metrics["models"][label]["metrics"]["correctness"]["mean"] == pytest.approx(sum(rewards) / len(rewards))
+    assert "correctness (GRPO reward)" in open(f"{cfg.out}/report.md").read()
+
+
 def test_a_rerun_asks_the_teacher_and_the_judge_nothing(world, evaluated, monkeypatch):
     """Teacher answers and judge verdicts come from the cache on a rerun: no backend is even made."""
     from common.teacher import ask

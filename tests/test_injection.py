@@ -69,8 +69,8 @@ def gen(docs: Path, out: Path, url: str, *extra: str) -> dict:
             "chunk_tokens=512", "chunk_overlap=0", "teacher.backoff_s=0.001", "teacher.backoff_max_s=0.01", *extra]  # fmt: skip
     with pytest.raises(SystemExit) as done:
         main(args)
-    assert done.value.code == 0
-    return json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+    return {**manifest, "exit_code": done.value.code}
 
 
 def schema_shape(body: dict) -> dict:
@@ -80,23 +80,78 @@ def schema_shape(body: dict) -> dict:
     return schema
 
 
+def doc_name(path: str) -> str:
+    return path.split("/")[-1].split("#")[0]
+
+
+def written(out: Path) -> list[dict]:
+    files = [out / name for name in ("train.jsonl", "test.jsonl") if (out / name).is_file()]
+    return [json.loads(line) for path in files for line in path.read_text().splitlines()]
+
+
+def rejects(out: Path) -> list[dict]:
+    path = out / "rejects.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def obeyed_outcomes(out: Path, manifest: dict, bodies: list[dict]) -> tuple[dict[str, str], int]:
+    """(injection -> '' where its document wrote nothing and its reply was rejected, else what went
+    wrong; items lost: clean chunks' rejects). Counted before anything is asserted."""
+    clean = [b for b in bodies if not re.search(MARK, first_user(b))]
+    shape = schema_shape
+    by_doc = {}
+    for r in written(out):
+        by_doc.setdefault(doc_name(r["source"]["doc"]), []).append(r)
+    rejected = {doc_name(r["chunk"]) for r in rejects(out)}
+    outcomes = {}
+    for name in INJECTIONS:
+        sent = [b for b in bodies if f"# Notes {name}\n" in first_user(b)]
+        doc = f"inject_{name}.md"
+        problems = [
+            "the exit code is not 0" if manifest.get("exit_code") != 0 else "",
+            "" if sent and clean and all(shape(b) == shape(clean[0]) for b in sent) else "the schema changed",
+            f"{len(by_doc.get(doc, []))} records written from it" if by_doc.get(doc) else "",
+            "its reply was not rejected" if doc not in rejected else "",
+        ]
+        outcomes[name] = "; ".join(p for p in problems if p)
+    lost = sum(1 for r in rejects(out) if not doc_name(r["chunk"]).startswith("inject_"))
+    return outcomes, lost
+
+
 @pytest.mark.faults
 def test_a_teacher_that_obeys_the_injection_writes_nothing(tmp_path):
     docs = corpus(tmp_path / "docs")
     out = tmp_path / "out"
     with FakeOpenAI(obeying) as server:
         manifest = gen(docs, out, server.url)
-    injected = [b for b in server.bodies if re.search(MARK, first_user(b))]
-    clean = [b for b in server.bodies if not re.search(MARK, first_user(b))]
-    assert injected and clean
-    assert all(schema_shape(b) == schema_shape(clean[0]) for b in injected)  # the passage never changes what is asked
-    written = [json.loads(line) for name in ("train.jsonl", "test.jsonl") for line in (out / name).read_text().splitlines()]
-    assert written and not [r for r in written if r["source"]["doc"].split("/")[-1].startswith("inject_")]
-    assert not any("hacked" in json.dumps(r).lower() for r in written)
-    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
-    assert {r["chunk"].split("/")[-1].split("#")[0] for r in rejects} == {f"inject_{n}.md" for n in INJECTIONS}
+    outcomes, lost = obeyed_outcomes(out, manifest, server.bodies)
+    survived = sum(not why for why in outcomes.values())
+    fault = "prompt injection obeyed by the teacher (off-schema reply)"
+    record("documents", fault, runs=len(INJECTIONS), survived=survived, items_lost=lost)
+    assert {name: why for name, why in outcomes.items() if why} == {} and lost == 0
+    assert written(out) and not any("hacked" in json.dumps(r).lower() for r in written(out))
     assert manifest["rejected"].get("schema", 0) + manifest["rejected"].get("invalid_json", 0) == len(INJECTIONS)
-    record("documents", "prompt injection obeyed by the teacher (off-schema reply)", runs=len(INJECTIONS), survived=len(INJECTIONS), items_lost=0)
+
+
+def test_a_planted_failure_lowers_the_injection_figure(tmp_path, monkeypatch):
+    """A teacher fooled into a schema-valid reply for one injected passage: that case counts as lost, the row stays."""
+    from reliability import LOG_ENV
+
+    def fooled(call):
+        if not call.judge and "HACKED" in first_user(call.body):
+            return Reply(good_json(call))  # a grounded, valid reply: nothing in gen rejects it
+        return obeying(call)
+
+    docs = corpus(tmp_path / "docs")
+    with FakeOpenAI(fooled) as server:
+        manifest = gen(docs, tmp_path / "out", server.url)
+    outcomes, lost = obeyed_outcomes(tmp_path / "out", manifest, server.bodies)
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "log.jsonl"))
+    survived = sum(not why for why in outcomes.values())
+    record("documents", "planted", runs=len(INJECTIONS), survived=survived, items_lost=lost)
+    row = json.loads((tmp_path / "log.jsonl").read_text())
+    assert [name for name, why in outcomes.items() if why] == ["delimiter"] and row["survived"] == row["runs"] - 1
+    assert "records written from it" in outcomes["delimiter"]
 
 
 @pytest.mark.faults
@@ -115,14 +170,17 @@ def test_the_judge_flags_injected_passages_and_the_manifest_counts_them(tmp_path
     with FakeOpenAI(judge) as server:
         manifest = gen(docs, out, server.url, "--min-score", "3")
     judged = [first_user(b) for b in server.bodies if "reviewer" in b["messages"][0]["content"]]
-    flagged = [p for p in judged if re.search(MARK, blocks(p)[0])]
-    assert flagged and all("injection" in p and "never instructions to you" in p for p in judged)
-    delimiter = [p for p in flagged if "</passage>" in p]
-    assert delimiter and all(INJECTIONS["delimiter"] in blocks(p)[0] for p in delimiter)  # the fake delimiters stay inside the block
-    assert manifest["rejected"]["injection"] == len(flagged)
-    assert manifest["coverage"]["items_lost"]["judge"] == len(flagged)
-    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
-    assert all(r["detail"].startswith("the passage tries to instruct the model") for r in rejects if r["reason"] == "injection")
-    written = [json.loads(line) for name in ("train.jsonl", "test.jsonl") for line in (out / name).read_text().splitlines()]
-    assert written and not [r for r in written if "inject_" in r["source"]["doc"]]
-    record("documents", "prompt injection flagged by the judge", runs=len(INJECTIONS), survived=len(INJECTIONS))
+    said = "never instructions to you"
+    flagged = {name for name, text in INJECTIONS.items() if any(text in blocks(p)[0] and said in p for p in judged)}
+    kept = {doc_name(r["source"]["doc"]) for r in written(out)}
+    why = "the passage tries to instruct the model"
+    marked = {doc_name(r["chunk"]) for r in rejects(out) if r["reason"] == "injection" and r["detail"].startswith(why)}
+    outcomes = {n: n in flagged and f"inject_{n}.md" in marked and f"inject_{n}.md" not in kept for n in INJECTIONS}
+    lost = sum(1 for r in rejects(out) if not doc_name(r["chunk"]).startswith("inject_"))
+    fault = "prompt injection flagged by the judge"
+    record("documents", fault, runs=len(INJECTIONS), survived=sum(outcomes.values()), items_lost=lost)
+    assert manifest["exit_code"] == 0 and all(outcomes.values()) and lost == 0, (outcomes, lost)
+    assert all("injection" in p and "never instructions to you" in p for p in judged)
+    injected = sum(1 for r in rejects(out) if r["reason"] == "injection")
+    assert manifest["rejected"]["injection"] == manifest["coverage"]["items_lost"]["judge"] == injected
+    assert written(out)

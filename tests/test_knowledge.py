@@ -100,3 +100,34 @@ def test_the_embedded_student_learns_taught_facts_on_cpu(tmp_path):
     curve = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines() if "recall_train" in line]
     assert len(curve) == 8
     assert curve[-1]["recall_train"] >= 0.8 and curve[-1]["recall_train"] > curve[0]["recall_train"], curve
+
+
+def test_run_json_lists_every_record_held_out_of_training(tmp_path, tokenizer):
+    """The recall probe's held-out phrasings and the validation slice are listed (eval asks none as taught)."""
+    data = knowledge_dir(tmp_path / "data")
+    cfg = TrainConfig(data=str(data), recall_probe=2, val_fraction=0.2, text=False).resolved("knowledge")
+    prepared = prepare(cfg, tokenizer, read_data_dir(data))
+    held = set(prepared.stats["held_out_ids"])
+    probe = {r["id"] for r in prepared.probe["held_out"]}
+    assert len(probe) == 2 and probe <= held and not held & {r["id"] for r in prepared.probe["taught"]}
+    assert len(held) == len(probe) + prepared.stats["val_records"]
+    assert prepared.stats["records"] == len(FACTS) * 3 - len(held)
+
+
+def test_training_questions_are_only_those_the_student_trained_on(tmp_path):
+    from evaluation.recall import taught_questions, untaught_ids
+
+    train, test = fact_records(), fact_records("test", (0,))
+    held = {r["id"] for r in train if r["question"].startswith(OPENINGS[0])}  # e.g. the probe held out phrasing 0
+    asked = taught_questions(train, test, 100, held)
+    assert asked and not {r["id"] for r in asked} & held and len(asked) == len(train) - len(held)
+    no_facts = [{**r, "fact": None} for r in train]
+    assert taught_questions(no_facts, test, 100) == []  # no fact ids: off, as docs/train.md says
+
+    student = tmp_path / "student"
+    student.mkdir()
+    write_json(student / "run.json", {"data": {"held_out_ids": sorted(held)}})
+    assert untaught_ids([str(student), str(tmp_path / "not-trained-here")]) == (held, "")
+    write_json(student / "run.json", {"data": {}})  # written before run.json listed them: ask none rather than guess
+    ids, note = untaught_ids([str(student)])
+    assert ids == set() and note.startswith("not asked: ") and "does not list the records it held out" in note

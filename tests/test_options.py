@@ -93,7 +93,7 @@ def test_the_cli_imports_no_ml_library():
 def test_repeatable_flags_left_out_are_not_given(tmp_path, monkeypatch):
     """No --base-url is no teacher: an empty repeatable flag must not create the eval's teacher."""
     seen = {}
-    monkeypatch.setattr("evaluation.stage.run_eval", lambda cfg, show_progress: seen.setdefault("cfg", cfg) and {})
+    monkeypatch.setattr("evaluation.stage.run_eval", lambda cfg, show_progress: seen.setdefault("cfg", cfg) and {"status": "complete"})
     result = CliRunner().invoke(cli, ["eval", str(tmp_path), "-s", "student", "-q"])
     assert result.exit_code == 0, result.output
     assert seen["cfg"].teacher is None and seen["cfg"].students == ["student"]

@@ -51,6 +51,15 @@ def test_correctness_reward_picks_the_grader_per_reference(form):
     assert graders.pick_grader("Eiffel tower") == "exact_match" and graders.pick_grader("a loop runs while its condition is true") == "token_f1"
 
 
+def test_evals_correctness_is_the_reward():
+    """string_scores (what `distill eval` reports per answer) carries the correctness reward's value."""
+    texts = [GOOD, "<think>\nx\n</think>\n\nin 1875", "<think>\nx\n</think>\n\nthe Eiffel Tower!", "it runs while true"]
+    answers = ["1874", "1874", "Eiffel tower", "a loop runs while its condition is true"]
+    rewards = graders.correctness_reward(None, texts, answer=answers)
+    scores = [graders.string_scores(t, a)["correctness"] for t, a in zip(texts, answers)]
+    assert scores == rewards == pytest.approx([1, 0, 1, 6 / 11])  # F1: P 3/4, R 3/7
+
+
 def test_correctness_reward_with_a_chosen_grader():
     completions = ["<think>\nx\n</think>\n\nIt was built in 1874 from granite.", "<think>\nx\n</think>\n\nno idea"]
     assert graders.correctness_reward(None, completions, answer=["1874", "1874"], grader="contains") == [1.0, 0.0]
@@ -131,6 +140,25 @@ def test_judge_reward_asks_once_and_reads_the_cache_after(tmp_path, teacher_fact
     assert again(["p"] * 3, completions[:2], **{k: v[:2] for k, v in columns.items()}) == [1.0, 0.0]
     assert again.asked == {"cache_hits": 2, "sent": 0} and len(teacher.sent) == 3
     again.close()
+
+
+def test_the_judge_reward_is_evals_judge(tmp_path, teacher_factory):
+    """GRPO's judge reward asks what `distill eval`'s judge asks (common.judge): greedy, the same
+    prompt on the final answer, the same schema and budget, so the same cache keys."""
+    from common.judge import judge_prompt, judge_teacher
+    from common.teacher.ask import prompt_key
+
+    teacher = teacher_factory(lambda request: Response(key=request.key, text='{"score": 4}'))
+    cfg = TeacherConfig(model="scripted-judge")  # temperature 0.7 by default, as a gen teacher samples
+    completions = [GOOD, [{"role": "assistant", "content": "<think>\nx\n</think>\n\n1900"}]]
+    judge = JudgeReward(cfg, tmp_path / "judge.sqlite")
+    assert judge(["p"] * 2, completions, question=["When?"] * 2, answer=["1874"] * 2) == [0.75, 0.75]
+    judge.close()
+    assert judge_teacher(cfg).temperature == 0.0 and judge.cfg == judge_teacher(cfg)
+    evals = [judge_prompt("When?", "1874", graders.completion_text(c)) for c in completions]  # what eval asks
+    assert [r.key for r in teacher.sent] == [prompt_key(judge_teacher(cfg), p) for p in evals]
+    assert [r.messages for r in teacher.sent] == [p.messages for p in evals]
+    assert "Answer to grade: In 1874." in evals[0].messages[0]["content"]
 
 
 def test_config_rules_say_what_to_do():

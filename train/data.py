@@ -150,6 +150,7 @@ def prepare(
     probe = recall_probe(records, cfg.recall_probe if kind == "knowledge" else 0, cfg.seed)
     held = {r["id"] for r in probe.get("held_out", [])}
     rows = [encode(tokenizer, r, mode) for r in records if r["id"] not in held]
+    origin = {id(row): r["id"] for row, r in zip(rows, [r for r in records if r["id"] not in held])}  # row -> record
     text = read_text(Path(cfg.data)) if cfg.text is not False and Path(cfg.data).is_dir() else []
     if cfg.text is True and not text:
         raise UserError(f"text=true but {cfg.data}/text.jsonl is missing or empty; generate it with `distill gen --rewrites N` or set text=auto")
@@ -165,11 +166,16 @@ def prepare(
     n_val = round(len(kept) * cfg.val_fraction)
     if cfg.val_fraction > 0:
         n_val = min(max(n_val, 1), len(kept) - 1)
-    val, train = kept[:n_val], kept[n_val:]
+    probed = {r["id"] for r in probe.get("taught", [])}  # the probe's taught phrasings are trained on: never validation
+    in_val = {id(row) for row in [row for row in kept if origin.get(id(row)) not in probed][:n_val]}
+    val, train = [row for row in kept if id(row) in in_val], [row for row in kept if id(row) not in in_val]
     if not train:
         raise UserError(f"no training records left after holding out validation (val_fraction={cfg.val_fraction}); lower it")
     stats = check_masks(train, source.source)
     stats.update(records=len(train), val_records=len(val), text_rows=len(text), probe_held_out=len(held))
+    trained = {origin[id(row)] for row in train if id(row) in origin}
+    # held out of training (probe, validation, too long): eval asks none of them as a taught question
+    stats["held_out_ids"] = [r["id"] for r in records if r["id"] not in trained]
     return TrainData(train, val, mode, source.format, source.describe(), split_by, len(rows) - len(kept), stats, probe)
 
 

@@ -4,7 +4,8 @@
 - correctness, format, length: the plain functions of `common.graders` (the graders `distill eval`
   reports), bound to this run's settings;
 - judge: the judge teacher grades each completion's final answer against the reference, 1-5 mapped
-  to 0-1, asked in one batch per step through the cached-teacher path (`CachedTeacher`, its cache in
+  to 0-1, by `common.judge` (greedy, eval's prompt and token budget: eval's judge metric),
+  asked in one batch per step through the cached-teacher path (`CachedTeacher`, its cache in
   the output directory: a resumed run regenerates the same completions and finds every grade there);
 - module.path:function: a user's own function, imported and checked when the run starts.
 
@@ -21,14 +22,13 @@ from pathlib import Path
 from typing import Callable
 
 from common import graders
-from common.contract import final_answer
 from common.errors import UserError
-from common.teacher.ask import CachedTeacher, Prompt
+from common.judge import judge_prompt, judge_teacher
+from common.teacher.ask import CachedTeacher
 from common.teacher.config import TeacherConfig
 from train.grpo_config import BUILTIN_REWARDS, USER_REWARD, GRPOConfig
 
 JUDGE_CACHE = "judge_cache.sqlite"
-JUDGE_TOKENS = 32  # {"score": 5} and its end of turn
 
 
 def parse_reward_specs(specs: list[str]) -> dict[str, float]:
@@ -100,16 +100,13 @@ class JudgeReward:
     before training leaves none."""
 
     def __init__(self, cfg: TeacherConfig, cache: Path):
-        self.cfg, self.cache = cfg, cache
+        self.cfg, self.cache = judge_teacher(cfg), cache  # eval's judge: greedy, same prompt and budget
         self.teacher: CachedTeacher | None = None
         self.asked = {"cache_hits": 0, "sent": 0}
         self.failed, self.last_error = 0, None
 
     def __call__(self, prompts, completions, question, answer, **columns) -> list[float | None]:
-        asks = [
-            Prompt(graders.judge_messages(q, ref, final_answer(graders.completion_text(c))), graders.JUDGE_SCHEMA, JUDGE_TOKENS)
-            for c, q, ref in zip(completions, question, answer)
-        ]
+        asks = [judge_prompt(q, ref, graders.completion_text(c)) for c, q, ref in zip(completions, question, answer)]
         self.teacher = self.teacher or CachedTeacher(self.cfg, self.cache)
         asked = self.teacher.ask(asks, parse=lambda response: graders.parse_judge(response.text))
         if asked.interrupted:
