@@ -10,6 +10,16 @@ from common.models import EMBEDDED
 from common.teacher.config import TeacherConfig
 
 
+class RayConfig(BaseModel):
+    """How `distill gen --ray` runs the stage on Ray Data (generate/ray_stage.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(None, description="Ray cluster to join (auto, host:6379, ray://host:10001); None: $RAY_ADDRESS where set, else a local Ray on this machine.")
+    teacher_workers: int = Field(2, ge=1, description="Teacher actors, each with its own backend and cache shard; the openai backend's teacher.concurrency is shared among them.")
+    files_per_batch: int = Field(8, ge=1, description="Files read and chunked in one task, and asked of the teacher in one batch.")
+
+
 class GenConfig(BaseModel):
     """Everything `distill gen` needs; see `distill gen --help` for the common flags."""
 
@@ -37,6 +47,7 @@ class GenConfig(BaseModel):
     seed: int = Field(0, description="Seed of the split and of chunk sampling.")
     export: list[Literal["alpaca", "sharegpt", "openai"]] = Field(default_factory=list, description="Extra formats written beside train/test.jsonl.")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher LLM.")
+    ray: RayConfig | None = Field(None, description="Run the stage as a Ray Data pipeline (distill gen --ray [ADDRESS]; needs distill[ray]); None: in this process.")
 
     @property
     def questions_per_fact(self) -> int:
