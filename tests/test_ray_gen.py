@@ -122,6 +122,21 @@ def shard_rows(out: Path) -> int:
     return rows
 
 
+def test_cache_shards_are_read_by_every_worker_and_merged(tmp_path):
+    from common.teacher.backends import Response
+    from common.teacher.cache import Cache, merge_shards
+
+    run_cache = tmp_path / "cache.sqlite"
+    one, two = Cache(run_cache, shard="one"), Cache(run_cache, shard="two")
+    one.put(Response("k1", "answer one"))
+    assert two.get_many(["k1", "k2"])["k1"].text == "answer one" and len(two) == 0  # read from the other shard, not copied
+    two.put(Response("k2", "answer two"))
+    one.close(), two.close()
+    assert set(Cache(run_cache).get_many(["k1", "k2"])) == {"k1", "k2"}  # the single-process run reads the shards
+    assert merge_shards(run_cache) == 2 and not list((tmp_path / "cache").glob("*"))
+    assert len(Cache(run_cache)) == 2
+
+
 def test_missing_ray_is_one_line_naming_the_extra(docs, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(SystemExit) as done:
