@@ -21,6 +21,7 @@ cache.sqlite when the pipeline ends. On a cluster, --out must be a folder every 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -82,6 +83,7 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
 def start_ray(ray, cfg: GenConfig, show_progress: bool) -> bool:
     """Join the cluster at ray.address (or $RAY_ADDRESS), else start a local Ray; True if this call started it."""
     ray.data.DataContext.get_current().enable_progress_bars = show_progress
+    logging.getLogger("ray.data").setLevel(logging.INFO if show_progress else logging.WARNING)  # "Starting execution of ..."
     if ray.is_initialized():
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
