@@ -27,19 +27,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from conftest import write_docx, write_html, write_md, write_pdf  # noqa: E402
+from generate.chunk import chunk_documents
+from generate.config import GenConfig, RayConfig
+from generate.ingest import discover, read_all
+from generate.stage import load_tokenizer
 
-from generate.chunk import chunk_documents  # noqa: E402
-from generate.config import GenConfig, RayConfig  # noqa: E402
-from generate.ingest import discover, read_all  # noqa: E402
-from generate.stage import load_tokenizer  # noqa: E402
+from conftest import write_docx, write_html, write_md, write_pdf
 
 WRITERS = ("pdf", "html", "docx", "md")
 
 
 def make_corpus(folder: Path, files: int, seed: int = 0) -> None:
     rng = random.Random(seed)
-    vocab = ["".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(2, 4))) for _ in range(3000)]
+    vocab = [
+        "".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(2, 4)))
+        for _ in range(3000)
+    ]
 
     def sentence() -> str:
         return " ".join(rng.choice(vocab) for _ in range(rng.randint(8, 14))).capitalize() + "."
@@ -63,7 +66,13 @@ def single(cfg: GenConfig) -> dict:
     docs, skipped = read_all(discover(cfg.inputs), cfg.max_file_mb)
     chunks = chunk_documents(docs, tokenizer, cfg.chunk_tokens, cfg.chunk_overlap)
     seconds = time.perf_counter() - started
-    return {"docs": len(docs), "skipped": len(skipped), "chunks": len(chunks), "seconds": round(seconds, 2), "docs_per_s": round(len(docs) / seconds, 1)}
+    return {
+        "docs": len(docs),
+        "skipped": len(skipped),
+        "chunks": len(chunks),
+        "seconds": round(seconds, 2),
+        "docs_per_s": round(len(docs) / seconds, 1),
+    }
 
 
 def on_ray(cfg: GenConfig, cpus: int, files_per_batch: int) -> dict:
@@ -71,18 +80,33 @@ def on_ray(cfg: GenConfig, cpus: int, files_per_batch: int) -> dict:
 
     from generate.ray_stage import read_and_chunk
 
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}},
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     paths = [{"ordinal": i, "path": str(p)} for i, p in enumerate(discover(cfg.inputs))]
     results = {}
     try:
         for run in ("cold", "warm"):
             started = time.perf_counter()
-            rows = ray.data.from_items(paths).map_batches(read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=files_per_batch).take_all()
+            rows = (
+                ray.data.from_items(paths)
+                .map_batches(read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=files_per_batch)
+                .take_all()
+            )
             seconds = time.perf_counter() - started
             docs = sum(1 for r in rows if not r["skipped"])
             chunks = sum(len(json.loads(r["chunks"])) for r in rows)
-            results[run] = {"docs": docs, "chunks": chunks, "seconds": round(seconds, 2), "docs_per_s": round(docs / seconds, 1)}
+            results[run] = {
+                "docs": docs,
+                "chunks": chunks,
+                "seconds": round(seconds, 2),
+                "docs_per_s": round(docs / seconds, 1),
+            }
     finally:
         ray.shutdown()
     return results
@@ -98,13 +122,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         make_corpus(Path(tmp), args.files)
         cfg = GenConfig(inputs=[tmp])
-        result = {"files": args.files, "cpus": args.cpus, "machine": platform.processor() or platform.machine(), "load_before": os.getloadavg()}
+        result = {
+            "files": args.files,
+            "cpus": args.cpus,
+            "machine": platform.processor() or platform.machine(),
+            "load_before": os.getloadavg(),
+        }
         result["single"] = single(cfg)
         result["ray"] = on_ray(cfg, args.cpus, args.files_per_batch)
         result["load_after"] = os.getloadavg()
     for run in ("cold", "warm"):
         assert result["ray"][run]["chunks"] == result["single"]["chunks"], (run, result)
-        result["ray"][run]["ratio_per_core"] = round(result["ray"][run]["docs_per_s"] / (args.cpus * result["single"]["docs_per_s"]), 2)
+        result["ray"][run]["ratio_per_core"] = round(
+            result["ray"][run]["docs_per_s"] / (args.cpus * result["single"]["docs_per_s"]), 2
+        )
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -56,7 +56,8 @@ manifest says status incomplete; rerun the same command to send only those); 130
 @click.option("--dry-run", is_flag=True, help="Show chunks, requests and a token estimate; call no teacher.")
 @click.option(
     "--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
-    help="Run as a Ray Data pipeline: on the cluster at ADDRESS (or $RAY_ADDRESS), else on a local Ray. Put it last or write --ray=ADDRESS.",
+    help="Run as a Ray Data pipeline on the cluster at ADDRESS (or $RAY_ADDRESS), else on a local Ray; "
+    "put it last or write --ray=ADDRESS.",
 )  # fmt: skip
 def gen(args, config_path, as_json, quiet, flags, dry_run=False, ray_address=None):
     """Write QA pairs with reasoning traces from INPUTS (files, directories, globs; key=value overrides)."""
@@ -69,7 +70,10 @@ def gen(args, config_path, as_json, quiet, flags, dry_run=False, ray_address=Non
         flags.update(ray_flags(ray_address))
     cfg = load_config(GenConfig, config_path, flags, overrides)
     show = not (quiet or as_json)
-    manifest = run_gen_ray(cfg, show) if cfg.ray is not None and not dry_run else run_gen(cfg, dry_run=dry_run, show_progress=show)
+    if cfg.ray is not None and not dry_run:
+        manifest = run_gen_ray(cfg, show)
+    else:
+        manifest = run_gen(cfg, dry_run=dry_run, show_progress=show)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
     elif not quiet:
@@ -87,7 +91,7 @@ def gen(args, config_path, as_json, quiet, flags, dry_run=False, ray_address=Non
 def ray_flags(address: str) -> dict:
     """--ray [ADDRESS] as config keys; an address that is an existing path was an input taken by --ray."""
     if address and Path(address).exists():
-        raise UserError(f"--ray took the input {address} as a cluster address; put --ray after the inputs or write --ray=ADDRESS")
+        raise UserError(f"--ray took the input {address} as a cluster address; put --ray last or write --ray=ADDRESS")
     return {"ray": {"address": address} if address else {}}
 
 

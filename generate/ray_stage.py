@@ -63,7 +63,9 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
     ours = start_ray(ray, cfg, show_progress)
     try:
         rows = ray.data.from_items([{"ordinal": i, "path": str(p)} for i, p in enumerate(paths)])
-        files = rows.map_batches(read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=cfg.ray.files_per_batch)
+        files = rows.map_batches(
+            read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=cfg.ray.files_per_batch
+        )
         if cfg.max_chunks:
             files = ray.data.from_items(sampled(cfg, files.take_all()))
         asked = files.map_batches(AskTeacher, batch_size=cfg.ray.files_per_batch, **teacher_pool(ray, cfg, str(out)))
@@ -83,14 +85,18 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
 def start_ray(ray, cfg: GenConfig, show_progress: bool) -> bool:
     """Join the cluster at ray.address (or $RAY_ADDRESS), else start a local Ray; True if this call started it."""
     ray.data.DataContext.get_current().enable_progress_bars = show_progress
-    logging.getLogger("ray.data").setLevel(logging.INFO if show_progress else logging.WARNING)  # "Starting execution of ..."
+    logging.getLogger("ray.data").setLevel(
+        logging.INFO if show_progress else logging.WARNING
+    )  # "Starting execution of ..."
     if ray.is_initialized():
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
     try:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     except ConnectionError as exc:
-        raise UserError(f"cannot join the Ray cluster at {address} ({exc}); start it (ray start --head) or fix --ray ADDRESS") from None
+        raise UserError(
+            f"cannot join the Ray cluster at {address} ({exc}); start it (ray start --head) or fix --ray ADDRESS"
+        ) from None
     return True
 
 
@@ -100,7 +106,11 @@ def teacher_pool(ray, cfg: GenConfig, out: str) -> dict:
     workers = cfg.ray.teacher_workers
     per_worker = cfg.teacher.model_copy(update={"concurrency": math.ceil(cfg.teacher.concurrency / workers)})
     worker_cfg = cfg.model_copy(update={"teacher": per_worker}).model_dump(mode="json")
-    resources = {"num_gpus": 1} if cfg.teacher.backend == "vllm" else {"num_cpus": 1 if cfg.teacher.backend == "local" else 0.25}
+    resources = (
+        {"num_gpus": 1}
+        if cfg.teacher.backend == "vllm"
+        else {"num_cpus": 1 if cfg.teacher.backend == "local" else 0.25}
+    )
     compute = ray.data.ActorPoolStrategy(size=workers)
     return {"fn_constructor_kwargs": {"cfg": worker_cfg, "out": out}, "compute": compute, **resources}
 
@@ -140,11 +150,26 @@ class AskTeacher:
 
     def __call__(self, batch: dict) -> dict:
         files = [[int(o), str(d), str(s)] for o, d, s in zip(batch["ordinal"], batch["doc"], batch["skipped"])]
-        chunks = [(o, Chunk(d, i, a, b, t)) for (o, d, _), raw in zip(files, batch["chunks"]) for i, a, b, t in json.loads(raw)]
-        plan = Plan(self.out, [], [], [c for _, c in chunks], self.task, chunk_prompts(self.cfg, self.task, [c for _, c in chunks]))
+        chunks = [
+            (o, Chunk(d, i, a, b, t))
+            for (o, d, _), raw in zip(files, batch["chunks"])
+            for i, a, b, t in json.loads(raw)
+        ]
+        plan = Plan(
+            self.out,
+            [],
+            [],
+            [c for _, c in chunks],
+            self.task,
+            chunk_prompts(self.cfg, self.task, [c for _, c in chunks]),
+        )
         outcome = run(self.cfg, plan, self.teacher, show_progress=False)
         outcome.structured_output = self.teacher.structured_output
-        return {"files": [json.dumps(files)], "chunks": [json.dumps([[o, *astuple(c)] for o, c in chunks])], "outcome": [dump(outcome)]}
+        return {
+            "files": [json.dumps(files)],
+            "chunks": [json.dumps([[o, *astuple(c)] for o, c in chunks])],
+            "outcome": [dump(outcome)],
+        }
 
     def __del__(self):
         self.teacher.close()
@@ -155,7 +180,7 @@ def astuple(chunk: Chunk) -> list:
 
 
 def sampled(cfg: GenConfig, rows: list[dict]) -> list[dict]:
-    """`max_chunks` of the corpus's chunks, drawn as the single-process stage draws them (generate.stage.sample_chunks)."""
+    """`max_chunks` of the corpus's chunks, drawn as the single-process stage draws them (stage.sample_chunks)."""
     chunks = [Chunk(r["doc"], i, a, b, t) for r in rows for i, a, b, t in json.loads(r["chunks"])]
     kept = {c.key for c in sample_chunks(cfg, chunks)}
     for r in rows:
@@ -185,10 +210,15 @@ def gather(cfg: GenConfig, out: Path, task, rows, links: list[Skipped]) -> tuple
         outcome.interrupted |= part["interrupted"]
         outcome.last_error = part["last_error"] or outcome.last_error
         outcome.structured_output.update(part["structured_output"])
-    docs = [Document(doc, "") for _, (doc, reason) in sorted(files.items()) if not reason]  # texts stay with the workers
+    docs = [
+        Document(doc, "") for _, (doc, reason) in sorted(files.items()) if not reason
+    ]  # texts stay with the workers
     skipped = links + [Skipped(doc, reason) for _, (doc, reason) in sorted(files.items()) if reason]
     if not docs:
         first = skipped[0]
-        raise UserError(f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); pass readable documents")
+        raise UserError(
+            f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); "
+            "pass readable documents"
+        )
     ordered = [c for _, c in sorted(chunks, key=lambda oc: (oc[0], oc[1].index))]
     return Plan(out, docs, skipped, ordered, task, chunk_prompts(cfg, task, ordered)), outcome

@@ -96,7 +96,8 @@ def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
         first = skipped[0]
         raise UserError(f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); pass readable documents")
     out = prepare_out(cfg.out) if create_out else Path(cfg.out)
-    chunks = sample_chunks(cfg, chunk_documents(docs, load_tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap))
+    chunks = chunk_documents(docs, load_tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
+    chunks = sample_chunks(cfg, chunks)
     return Plan(out, docs, skipped, chunks, task, chunk_prompts(cfg, task, chunks))
 
 

@@ -27,7 +27,13 @@ ROOT = Path(__file__).parents[1]
 def local_ray():
     """One local Ray for the module (starting one takes seconds); the stage joins it."""
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'distill[ray]' to run the Ray tests")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -53,7 +59,11 @@ def gen(docs: Path, out: Path, url: str, *extra: str) -> dict:
 
 
 def records(out: Path) -> set[tuple[str, str]]:
-    return {(r["id"], r["split"]) for name in ("train.jsonl", "test.jsonl") for r in map(json.loads, (out / name).read_text().splitlines())}
+    return {
+        (r["id"], r["split"])
+        for name in ("train.jsonl", "test.jsonl")
+        for r in map(json.loads, (out / name).read_text().splitlines())
+    }
 
 
 @pytest.mark.slow  # 85 s on the shared 2-core machine (load 15): actors start fresh Python processes
@@ -61,12 +71,16 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
     with FakeOpenAI() as server:
         single = gen(docs, tmp_path / "single", server.url)
         on_ray = gen(docs, tmp_path / "ray", server.url, "ray.teacher_workers=2", "ray.files_per_batch=1", "--ray")
-        assert max(server.answered.values()) == 2  # each prompt once per run: the Ray run shares no cache with the first
+        assert (
+            max(server.answered.values()) == 2
+        )  # each prompt once per run: the Ray run shares no cache with the first
     assert on_ray["status"] == "complete" and on_ray["config"]["ray"]["teacher_workers"] == 2
     assert records(tmp_path / "ray") == records(tmp_path / "single") and len(records(tmp_path / "single")) > 10
     for key in ("docs", "chunks", "requests", "sent", "accepted", "train", "test", "deduplicated"):
         assert on_ray["counts"][key] == single["counts"][key], key
-    assert not (tmp_path / "ray" / "cache").exists() or not list((tmp_path / "ray" / "cache").glob("*.sqlite"))  # merged
+    assert not (tmp_path / "ray" / "cache").exists() or not list(
+        (tmp_path / "ray" / "cache").glob("*.sqlite")
+    )  # merged
 
 
 def test_ray_answers_are_read_by_the_single_process_run(docs, tmp_path, local_ray):
@@ -97,7 +111,9 @@ def test_killed_ray_driver_rerun_resends_nothing_answered(docs, tmp_path, local_
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
         while shard_rows(out) < answered_before_kill:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.poll() is not None else "timeout"
+            )
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -129,7 +145,9 @@ def test_cache_shards_are_read_by_every_worker_and_merged(tmp_path):
     run_cache = tmp_path / "cache.sqlite"
     one, two = Cache(run_cache, shard="one"), Cache(run_cache, shard="two")
     one.put(Response("k1", "answer one"))
-    assert two.get_many(["k1", "k2"])["k1"].text == "answer one" and len(two) == 0  # read from the other shard, not copied
+    assert (
+        two.get_many(["k1", "k2"])["k1"].text == "answer one" and len(two) == 0
+    )  # read from the other shard, not copied
     two.put(Response("k2", "answer two"))
     one.close(), two.close()
     assert set(Cache(run_cache).get_many(["k1", "k2"])) == {"k1", "k2"}  # the single-process run reads the shards

@@ -105,7 +105,8 @@ class OpenAITeacher:
         first = 0 if self.cfg.structured else PROMPT_ONLY
         for url in self.urls:
             client = openai.AsyncOpenAI(base_url=url, api_key=self.key, timeout=self.cfg.timeout_s, max_retries=0, http_client=http_client())
-            self.endpoints.append(Endpoint(public_url(url or str(client.base_url)), client, dialect=first, retry_down_s=self.cfg.retry_down_s))
+            url = public_url(url or str(client.base_url))
+            self.endpoints.append(Endpoint(url, client, dialect=first, retry_down_s=self.cfg.retry_down_s))
         for endpoint in self.endpoints:
             await self._probe(endpoint)
 
@@ -147,7 +148,7 @@ class OpenAITeacher:
             put(DONE)
 
     async def _worker(self, todo: deque, put) -> None:
-        """Send requests, each to the endpoint with the fewest in flight, until none is left or every endpoint is down."""
+        """Send requests, each to the endpoint with the fewest in flight, until none is left or all are down."""
         while todo and (endpoint := pick(self.endpoints)) is not None:
             request = todo.popleft()
             endpoint.in_flight += 1

@@ -33,11 +33,13 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
+COLUMNS = "key, text, reasoning, finish_reason, prompt_tokens, completion_tokens"
 SHARDS = "cache"  # folder of the shards, beside the run's cache file
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)  # one user at a time (a Ray actor's calls run in a thread of its own)
+    # one user at a time, but not always the thread that opened it (a Ray actor's calls run in a thread of their own)
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(SCHEMA)
@@ -71,7 +73,7 @@ class Cache:
             for start in range(0, len(missing), 500):
                 part = missing[start : start + 500]
                 marks = ",".join("?" * len(part))
-                query = f"SELECT key, text, reasoning, finish_reason, prompt_tokens, completion_tokens FROM responses WHERE key IN ({marks})"
+                query = f"SELECT {COLUMNS} FROM responses WHERE key IN ({marks})"
                 try:
                     rows = db.execute(query, part).fetchall()
                 except sqlite3.OperationalError:  # a shard whose writer has not created its table yet
