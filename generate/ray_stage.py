@@ -85,9 +85,9 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
 def start_ray(ray, cfg: GenConfig, show_progress: bool) -> bool:
     """Join the cluster at ray.address (or $RAY_ADDRESS), else start a local Ray; True if this call started it."""
     ray.data.DataContext.get_current().enable_progress_bars = show_progress
-    logging.getLogger("ray.data").setLevel(
-        logging.INFO if show_progress else logging.WARNING
-    )  # "Starting execution of ..."
+    # quiet (-q, --json): neither "Starting execution of ..." nor "Progress bars disabled ..."
+    logging.getLogger("ray.data").setLevel(logging.INFO if show_progress else logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.NOTSET if show_progress else logging.ERROR)
     if ray.is_initialized():
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
@@ -163,7 +163,10 @@ class AskTeacher:
             self.task,
             chunk_prompts(self.cfg, self.task, [c for _, c in chunks]),
         )
-        outcome = run(self.cfg, plan, self.teacher, show_progress=False)
+        try:
+            outcome = run(self.cfg, plan, self.teacher, show_progress=False)
+        except UserError as exc:  # an unreachable teacher, a rejected key: the driver says it in one line
+            return {"files": ["[]"], "chunks": ["[]"], "outcome": [json.dumps({"user_error": str(exc)})]}
         outcome.structured_output = self.teacher.structured_output
         return {
             "files": [json.dumps(files)],
@@ -203,6 +206,8 @@ def gather(cfg: GenConfig, out: Path, task, rows, links: list[Skipped]) -> tuple
         files.update({o: (doc, reason) for o, doc, reason in json.loads(row["files"])})
         chunks += [(o, Chunk(*rest)) for o, *rest in json.loads(row["chunks"])]
         part = json.loads(row["outcome"])
+        if "user_error" in part:
+            raise UserError(part["user_error"])
         outcome.items.update(part["items"])
         outcome.rejects += part["rejects"]
         outcome.counts.update(part["counts"])
