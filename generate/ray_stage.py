@@ -102,14 +102,15 @@ def start_ray(ray, cfg: GenConfig, show_progress: bool) -> bool:
 
 def teacher_pool(ray, cfg: GenConfig, out: str) -> dict:
     """map_batches arguments of the teacher actors: one vLLM engine per GPU, else a share of a CPU each
-    (an openai actor mostly waits; a local one decodes on the CPUs it finds)."""
+    (an openai actor mostly waits; a local one decodes on the threads it finds), so that the actors
+    never hold every CPU of a small machine and starve the readers that feed them."""
     workers = cfg.ray.teacher_workers
     per_worker = cfg.teacher.model_copy(update={"concurrency": math.ceil(cfg.teacher.concurrency / workers)})
     worker_cfg = cfg.model_copy(update={"teacher": per_worker}).model_dump(mode="json")
     resources = (
         {"num_gpus": 1}
         if cfg.teacher.backend == "vllm"
-        else {"num_cpus": 1 if cfg.teacher.backend == "local" else 0.25}
+        else {"num_cpus": 0.5 if cfg.teacher.backend == "local" else 0.25}
     )
     compute = ray.data.ActorPoolStrategy(size=workers)
     return {"fn_constructor_kwargs": {"cfg": worker_cfg, "out": out}, "compute": compute, **resources}
@@ -226,4 +227,6 @@ def gather(cfg: GenConfig, out: Path, task, rows, links: list[Skipped]) -> tuple
             "pass readable documents"
         )
     ordered = [c for _, c in sorted(chunks, key=lambda oc: (oc[0], oc[1].index))]
+    if cfg.max_chunks:  # sample_chunks leaves a sample in (doc, index) order
+        ordered.sort(key=lambda c: (c.doc, c.index))
     return Plan(out, docs, skipped, ordered, task, chunk_prompts(cfg, task, ordered)), outcome

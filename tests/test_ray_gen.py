@@ -1,6 +1,8 @@
 """`distill gen --ray` on a local Ray with 2 CPUs, against a loopback OpenAI server: the same records
 and split as the single-process run, the cache shared with it, and a killed driver's rerun
-re-sending nothing answered. Skipped where Ray is not installed (pip install 'distill[ray]')."""
+re-sending nothing answered. Tests that start Ray are skipped where Ray is not installed (pip install
+'distill[ray]'); the full runs are `slow` (each 1-1.5 min on the shared 2-core machine: Ray's worker
+processes import torch and transformers): `pytest -m slow tests/test_ray_gen.py`."""
 
 from __future__ import annotations
 
@@ -83,6 +85,7 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
     )  # merged
 
 
+@pytest.mark.slow  # 25-77 s on the shared 2-core machine (load 10-15)
 def test_ray_answers_are_read_by_the_single_process_run(docs, tmp_path, local_ray):
     out = tmp_path / "out"
     with FakeOpenAI() as server:
