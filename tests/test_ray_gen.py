@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import schemas
 from distill.cli import main
 
 from openai_server import FakeOpenAI, Reply, good_json, make_docs
@@ -77,6 +78,7 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
             max(server.answered.values()) == 2
         )  # each prompt once per run: the Ray run shares no cache with the first
     assert on_ray["status"] == "complete" and on_ray["config"]["ray"]["teacher_workers"] == 2
+    assert schemas.errors("manifest", on_ray) == []
     assert records(tmp_path / "ray") == records(tmp_path / "single") and len(records(tmp_path / "single")) > 10
     for key in ("docs", "chunks", "requests", "sent", "accepted", "train", "test", "deduplicated"):
         assert on_ray["counts"][key] == single["counts"][key], key
