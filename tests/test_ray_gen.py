@@ -147,7 +147,10 @@ def test_unreachable_teacher_under_ray_is_one_line(docs, tmp_path, local_ray, ca
     with pytest.raises(SystemExit) as done:
         main(gen_args(docs, tmp_path / "out", "http://127.0.0.1:9/v1", "--ray"))
     err = capsys.readouterr().err.strip()
-    assert done.value.code == 2 and err == "error: cannot reach the teacher at http://127.0.0.1:9/v1; start the server or fix --base-url"
+    assert (
+        done.value.code == 2
+        and err == "error: cannot reach the teacher at http://127.0.0.1:9/v1; start the server or fix --base-url"
+    )
 
 
 def test_cache_shards_are_read_by_every_worker_and_merged(tmp_path):
