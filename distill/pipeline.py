@@ -201,9 +201,10 @@ def train_run_flags(cfg: BaseModel) -> BaseModel:
 
 def run_stage(stage: str, cfg: BaseModel, show_progress: bool) -> dict:
     if stage == "gen":
+        from generate.ray_stage import run_gen_ray
         from generate.stage import run_gen
 
-        return run_gen(cfg, show_progress=show_progress)
+        return run_gen_ray(cfg, show_progress) if cfg.ray else run_gen(cfg, show_progress=show_progress)
     if stage == "train":
         return train_classes()[1](cfg, show_progress=show_progress)
     if stage == "grpo":

@@ -10,6 +10,20 @@ from common.models import EMBEDDED
 from common.teacher.config import TeacherConfig
 
 
+class RayConfig(BaseModel):
+    """How `distill gen --ray` runs the stage on Ray Data (generate/ray_stage.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        None, description="Ray cluster to join (auto, host:6379, ray://host:10001); None: $RAY_ADDRESS or a local Ray."
+    )
+    teacher_workers: int = Field(
+        2, ge=1, description="Teacher actors, each with its own backend and cache shard; teacher.concurrency is shared."
+    )
+    files_per_batch: int = Field(8, ge=1, description="Files read and chunked in a task, and asked in a teacher batch.")
+
+
 class GenConfig(BaseModel):
     """Everything `distill gen` needs; see `distill gen --help` for the common flags."""
 
@@ -37,6 +51,9 @@ class GenConfig(BaseModel):
     seed: int = Field(0, description="Seed of the split and of chunk sampling.")
     export: list[Literal["alpaca", "sharegpt", "openai"]] = Field(default_factory=list, description="Extra formats written beside train/test.jsonl.")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher LLM.")
+    ray: RayConfig | None = Field(
+        None, description="Run the stage as a Ray Data pipeline (gen --ray [ADDRESS], distill[ray]); None: one process."
+    )
 
     @property
     def questions_per_fact(self) -> int:

@@ -78,13 +78,25 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def read_all(paths: list[Path], max_file_mb: float = MAX_FILE_MB) -> tuple[list[Document], list[Skipped]]:
-    docs, skipped = [], []
+def unique_files(paths: list[Path]) -> tuple[list[Path], list[Skipped]]:
+    """The paths to read, each file once (under its own name where a link also names it), and the links left out."""
+    kept, skipped = [], []
     seen = {os.path.realpath(p): str(p) for p in reversed(paths) if not p.is_symlink()}  # a file is read under its own name
     for path in paths:
         real = os.path.realpath(path)
         if seen.setdefault(real, str(path)) != str(path):
             skipped.append(Skipped(str(path), f"same file as {seen[real]} (a link): read once"))
+        else:
+            kept.append(path)
+    return kept, skipped
+
+
+def read_all(paths: list[Path], max_file_mb: float = MAX_FILE_MB) -> tuple[list[Document], list[Skipped]]:
+    docs, skipped = [], []
+    links = {s.path: s for s in unique_files(paths)[1]}
+    for path in paths:
+        if str(path) in links:
+            skipped.append(links[str(path)])
             continue
         try:
             text = read(path, max_file_mb)

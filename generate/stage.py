@@ -98,14 +98,25 @@ def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
         raise UserError(f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); pass readable documents")
     out = prepare_out(cfg.out) if create_out else Path(cfg.out)
     chunks = chunk_documents(docs, load_tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
+    chunks = sample_chunks(cfg, chunks)
+    return Plan(out, docs, skipped, chunks, task, chunk_prompts(cfg, task, chunks))
+
+
+def sample_chunks(cfg: GenConfig, chunks: list[Chunk]) -> list[Chunk]:
+    """At most `max_chunks` of the chunks (in corpus order), drawn with the run's seed."""
     if cfg.max_chunks and len(chunks) > cfg.max_chunks:
-        chunks = sorted(random.Random(cfg.seed).sample(chunks, cfg.max_chunks), key=lambda c: (c.doc, c.index))
+        return sorted(random.Random(cfg.seed).sample(chunks, cfg.max_chunks), key=lambda c: (c.doc, c.index))
+    return chunks
+
+
+def chunk_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk]) -> list[Prompt]:
+    """One teacher prompt per chunk, in chunk order, tagged with its chunk."""
     n, k = cfg.pairs_per_chunk, cfg.questions_per_fact
     prompts = []
     for chunk in chunks:
         schema = task.request_schema(n, chunk.text if cfg.teacher.structured else None, k)
         prompts.append(Prompt(task.messages(chunk.text, n, k), schema, reply_budget(cfg, schema), tag=chunk))
-    return Plan(out, docs, skipped, chunks, task, prompts)
+    return prompts
 
 
 def reply_budget(cfg: GenConfig, schema: dict) -> int:

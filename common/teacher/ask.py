@@ -71,9 +71,11 @@ class Asked:
 class CachedTeacher:
     """A teacher config bound to a request cache; the backend is started at the first cache miss."""
 
-    def __init__(self, cfg: TeacherConfig, cache: str | Path):
+    def __init__(self, cfg: TeacherConfig, cache: str | Path, shard: str | None = None):
+        """`shard`: this worker's name, when several ask at once (cache.py: answers are read from the
+        run's cache and every shard, and written to this worker's own shard)."""
         self.cfg = cfg
-        self.cache = Cache(cache)
+        self.cache = Cache(cache, shard)
         self.backend = None
         self.seen: dict[str, str] = {}  # base URL -> structured-output dialect, of the backends stopped so far
 

@@ -2,8 +2,8 @@
 
 vLLM `serve`, SGLang, llama.cpp server, Ollama, LM Studio and hosted APIs all speak this protocol.
 `generate()` is a plain iterator: an asyncio loop in a background thread runs `concurrency`
-workers spread over the base URLs (a faster server simply takes more requests), and every
-answer is handed back the moment it arrives.
+workers, each sending its next request to the base URL with the fewest in flight (a faster server
+simply takes more requests), and every answer is handed back the moment it arrives.
 
 Faults: retries are tenacity's (the client's own are off, so that the backoff is ours to set):
 exponential backoff with jitter on the server's faults (`wire.transient`), a server's Retry-After
@@ -36,7 +36,7 @@ from common.errors import UserError
 from common.teacher.backends import Request, Response
 from common.teacher.config import TeacherConfig
 from common.teacher.dialects import DIALECTS, PROMPT_ONLY, cut_short, refuses, response_format
-from common.teacher.endpoint import Endpoint, public_url
+from common.teacher.endpoint import Endpoint, pick, public_url
 from common.teacher.wire import CutShort, Deadline, NotACompletion, describe, http_client, to_response, transient
 
 LOG = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ class OpenAITeacher:
         first = 0 if self.cfg.structured else PROMPT_ONLY
         for url in self.urls:
             client = openai.AsyncOpenAI(base_url=url, api_key=self.key, timeout=self.cfg.timeout_s, max_retries=0, http_client=http_client())
-            self.endpoints.append(Endpoint(public_url(url or str(client.base_url)), client, dialect=first))
+            url = public_url(url or str(client.base_url))
+            self.endpoints.append(Endpoint(url, client, dialect=first, retry_down_s=self.cfg.retry_down_s))
         for endpoint in self.endpoints:
             await self._probe(endpoint)
 
@@ -138,9 +139,7 @@ class OpenAITeacher:
     async def _serve(self, requests: list[Request], put) -> None:
         try:
             todo = deque(requests)
-            while todo and (alive := [e for e in self.endpoints if e.down is None]):
-                count = min(self.cfg.concurrency, len(todo))
-                await asyncio.gather(*(self._worker(alive[i % len(alive)], todo, put) for i in range(count)))
+            await asyncio.gather(*(self._worker(todo, put) for _ in range(min(self.cfg.concurrency, len(todo)))))
             if todo:
                 reason = "; ".join(e.not_sent() for e in self.endpoints)
                 for request in todo:
@@ -148,12 +147,17 @@ class OpenAITeacher:
         finally:
             put(DONE)
 
-    async def _worker(self, endpoint: Endpoint, todo: deque, put) -> None:
-        while todo and endpoint.down is None:
+    async def _worker(self, todo: deque, put) -> None:
+        """Send requests, each to the endpoint with the fewest in flight, until none is left or all are down."""
+        while todo and (endpoint := pick(self.endpoints)) is not None:
             request = todo.popleft()
-            response = await self._answer(endpoint, request)
+            endpoint.in_flight += 1
+            try:
+                response = await self._answer(endpoint, request)
+            finally:
+                endpoint.in_flight -= 1
             if response.error is not None and endpoint.down is not None and any(e.down is None for e in self.endpoints):
-                todo.append(request)  # its server went down: another one takes it
+                todo.append(request)  # its server is down: another one takes it
                 continue
             put(response)
 

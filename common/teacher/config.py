@@ -31,6 +31,9 @@ class TeacherConfig(BaseModel):
     timeout_s: float = Field(300, gt=0, description="openai backend: seconds before a request is abandoned and retried.")
     max_retries: int = Field(6, ge=0, description="openai backend: retries on 429, 5xx, timeouts and connection errors.")
     backoff_s: float = Field(0.5, gt=0, description="openai backend: wait before the first retry, in seconds; doubled at each retry, with jitter.")
+    retry_down_s: float = Field(
+        30, gt=0, description="openai backend, several base URLs: seconds before a server taken out is tried again."
+    )
     backoff_max_s: float = Field(30, gt=0, description="openai backend: longest wait between two retries (a server's Retry-After is honoured up to 120 s).")
     repair_attempts: int = Field(1, ge=0, description="Times an output failing the schema is re-asked with the error shown.")
     structured: bool = Field(True, description="Ask the backend for schema-constrained output where it supports it.")

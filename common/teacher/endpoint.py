@@ -9,11 +9,16 @@ An endpoint is `down` for the rest of the run, and is sent nothing more, when:
 The requests left are then sent to the endpoints still up, or, when none is, fail at once with
 one reason (`not sent: the teacher at URL stopped answering ...`) instead of each waiting out
 its own retries; the cache does not keep failures, so the next run sends them again.
+
+While other endpoints carry the run, one that is down is tried again `retry_down_s` after it went
+down, with one request at a time (no retries): an answer brings it back, a failure puts it off
+for another `retry_down_s`. Each request goes to the endpoint with the fewest in flight (`pick`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,7 +38,10 @@ class Endpoint:
     dialect: int = 0  # index into DIALECTS: the first one this server has not refused
     answered: int = 0
     failing: int = 0  # requests in a row that failed on the server's side
-    down: str | None = None  # why nothing more is sent here
+    down: str | None = None  # why nothing more is sent here (until retry_at)
+    in_flight: int = 0
+    retry_at: float = 0.0  # time.monotonic() after which a down endpoint is tried again
+    retry_down_s: float = 30.0
 
     @property
     def dialect_name(self) -> str:
@@ -46,13 +54,21 @@ class Endpoint:
         self.dialect += 1
         LOG.warning("the teacher at %s refused response_format %s (HTTP %s); asking it for %s for the rest of this run", self.url, DIALECTS[dialect], exc.status_code, self.dialect_name)
 
+    def usable(self, now: float) -> bool:
+        """Up, or down long enough to be tried again (one request at a time)."""
+        return self.down is None or (now >= self.retry_at and self.in_flight == 0)
+
     def succeeded(self) -> None:
+        if self.down is not None:
+            LOG.warning("the teacher at %s answers again: it takes requests again", self.url)
         self.answered += 1
         self.failing = 0
+        self.down = None
 
     def failed(self, exc: BaseException, timeout_s: float, key_env: str) -> None:
         """Decide, from a request's final error, whether the server is down."""
-        if self.down is not None:
+        if self.down is not None:  # a retry of a down server failed: try it again later
+            self.retry_at = time.monotonic() + self.retry_down_s
             return
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
             self.down = f"rejected the API key from ${key_env} (HTTP {exc.status_code}) after {self.answered} answers; put a valid key in that variable"
@@ -62,9 +78,21 @@ class Endpoint:
             self.failing += 1
             if self.failing >= DOWN_AFTER:
                 self.down = f"failed {self.failing} requests in a row, each after every retry (last: {describe(exc, timeout_s)})"
+        if self.down is not None:
+            self.retry_at = time.monotonic() + self.retry_down_s
 
     def not_sent(self) -> str:
         return f"the teacher at {self.url} {self.down}"
+
+
+def pick(endpoints: list[Endpoint]) -> Endpoint | None:
+    """The endpoint for the next request: of those up, the one with the fewest requests in flight
+    (a down one that is due for a retry first); None when every endpoint is down."""
+    now = time.monotonic()
+    if all(e.down is not None for e in endpoints):
+        return None
+    due = [e for e in endpoints if e.down is not None and e.usable(now)]
+    return due[0] if due else min((e for e in endpoints if e.down is None), key=lambda e: e.in_flight)
 
 
 def public_url(url: str) -> str:

@@ -1,0 +1,232 @@
+"""`distill gen --ray [ADDRESS]`: the gen stage as a Ray Data pipeline, on a local Ray or a cluster.
+
+    file paths ─ from_items ─▶ map_batches(read_and_chunk)        CPU tasks: generate.ingest + generate.chunk
+               ─▶ map_batches(AskTeacher, concurrency=N)          teacher actors: generate.stage's prompts, cached
+                                                                  asks, repairs, validation and grounding
+               ─▶ driver: near-duplicates (+ judge, rewrites), exact dedup, split, write (generate.stage.save)
+
+Ray's part: placing tasks and actors on the cluster's CPUs and GPUs, streaming batches between
+them with backpressure, re-running lost tasks, the progress bars. Ours: the body of every step is
+the single-process stage's own function, so on the same corpus, config and seed the records, the
+split (hashes of seed and id: generate/split.py) and the manifest's counts are those of `distill
+gen` without Ray. Corpus-wide steps (near-duplicates, the split) run on the driver, which holds
+every chunk's text and every record.
+
+Cache: each teacher actor writes its answers to a shard of its own (cache/<worker>.sqlite beside
+cache.sqlite, common/teacher/cache.py) and reads the run's cache and every shard, so a killed run,
+rerun with Ray or without, re-sends nothing answered; the driver merges the shards into
+cache.sqlite when the pipeline ends. On a cluster, --out must be a folder every node sees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from functools import cache
+from pathlib import Path
+
+from common.errors import UserError
+from common.teacher.ask import CachedTeacher
+from common.teacher.cache import merge_shards
+from generate.chunk import Chunk, chunk_documents
+from generate.config import GenConfig
+from generate.curate import curate
+from generate.ingest import Document, Skipped, discover, read_all, unique_files
+from generate.rewrites import rewrite, rewrite_prompts
+from generate.stage import Outcome, Plan, chunk_prompts, load_tokenizer, prepare_out, run, sample_chunks, save
+from generate.tasks import load_task
+
+INSTALL = "pip install 'distill[ray]'"
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise UserError(f"--ray needs Ray Data, which is not installed; {INSTALL}, or run without --ray") from None
+    return ray
+
+
+def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
+    """The stage on Ray: same outputs as generate.stage.run_gen, written by the driver."""
+    ray = import_ray()
+    started = time.time()
+    task = load_task(cfg.task, cfg.prompt_file, cfg.schema_file)
+    paths, links = unique_files(discover(cfg.inputs))
+    out = prepare_out(cfg.out)
+    ours = start_ray(ray, cfg, show_progress)
+    try:
+        rows = ray.data.from_items([{"ordinal": i, "path": str(p)} for i, p in enumerate(paths)])
+        files = rows.map_batches(
+            read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=cfg.ray.files_per_batch
+        )
+        if cfg.max_chunks:
+            files = ray.data.from_items(sampled(cfg, files.take_all()))
+        asked = files.map_batches(AskTeacher, batch_size=cfg.ray.files_per_batch, **teacher_pool(ray, cfg, str(out)))
+        plan, outcome = gather(cfg, out, task, asked.iter_rows(), links)
+    finally:
+        if ours:
+            ray.shutdown()  # no actor writes a shard any more
+    merge_shards(out / "cache.sqlite")
+    with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:  # corpus-wide steps, as run_gen does them
+        if cfg.rewrites and not outcome.interrupted:
+            outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
+        curate(cfg, plan, outcome, teacher, show_progress)
+        outcome.structured_output.update(teacher.structured_output)
+    return save(cfg, plan, outcome, started)
+
+
+def start_ray(ray, cfg: GenConfig, show_progress: bool) -> bool:
+    """Join the cluster at ray.address (or $RAY_ADDRESS), else start a local Ray; True if this call started it."""
+    ray.data.DataContext.get_current().enable_progress_bars = show_progress
+    # quiet (-q, --json): neither "Starting execution of ..." nor "Progress bars disabled ..."
+    logging.getLogger("ray.data").setLevel(logging.INFO if show_progress else logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.NOTSET if show_progress else logging.ERROR)
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    except ConnectionError as exc:
+        raise UserError(
+            f"cannot join the Ray cluster at {address} ({exc}); start it (ray start --head) or fix --ray ADDRESS"
+        ) from None
+    return True
+
+
+def teacher_pool(ray, cfg: GenConfig, out: str) -> dict:
+    """map_batches arguments of the teacher actors: one vLLM engine per GPU, else a share of a CPU each
+    (an openai actor mostly waits; a local one decodes on the threads it finds), so that the actors
+    never hold every CPU of a small machine and starve the readers that feed them."""
+    workers = cfg.ray.teacher_workers
+    per_worker = cfg.teacher.model_copy(update={"concurrency": math.ceil(cfg.teacher.concurrency / workers)})
+    worker_cfg = cfg.model_copy(update={"teacher": per_worker}).model_dump(mode="json")
+    resources = (
+        {"num_gpus": 1}
+        if cfg.teacher.backend == "vllm"
+        else {"num_cpus": 0.5 if cfg.teacher.backend == "local" else 0.25}
+    )
+    compute = ray.data.ActorPoolStrategy(size=workers)
+    return {"fn_constructor_kwargs": {"cfg": worker_cfg, "out": out}, "compute": compute, **resources}
+
+
+# ---------------------------------------------------------------- the workers
+
+
+@cache
+def _tokenizer(name: str):
+    return load_tokenizer(name)  # once per worker process
+
+
+def read_and_chunk(batch: dict, cfg: dict) -> dict:
+    """Files -> one row per file: its document id, why it was skipped (or ''), its chunks as JSON."""
+    gen = GenConfig.model_validate(cfg)
+    tokenizer = _tokenizer(gen.tokenizer)
+    rows = {"ordinal": [], "doc": [], "skipped": [], "chunks": []}
+    for ordinal, path in zip(batch["ordinal"], batch["path"]):
+        docs, skipped = read_all([Path(path)], gen.max_file_mb)
+        chunks = chunk_documents(docs, tokenizer, gen.chunk_tokens, gen.chunk_overlap)
+        rows["ordinal"].append(int(ordinal))
+        rows["doc"].append(str(path))
+        rows["skipped"].append(skipped[0].reason if skipped else "")
+        rows["chunks"].append(json.dumps([[c.index, c.start, c.end, c.text] for c in chunks]))
+    return rows
+
+
+class AskTeacher:
+    """A teacher actor: its own backend and cache shard; asks a batch of files' chunks as `distill gen` does."""
+
+    def __init__(self, cfg: dict, out: str):
+        self.cfg = GenConfig.model_validate(cfg)
+        self.out = Path(out)
+        self.task = load_task(self.cfg.task, self.cfg.prompt_file, self.cfg.schema_file)
+        shard = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.teacher = CachedTeacher(self.cfg.teacher, self.out / "cache.sqlite", shard=shard)
+
+    def __call__(self, batch: dict) -> dict:
+        files = [[int(o), str(d), str(s)] for o, d, s in zip(batch["ordinal"], batch["doc"], batch["skipped"])]
+        chunks = [
+            (o, Chunk(d, i, a, b, t))
+            for (o, d, _), raw in zip(files, batch["chunks"])
+            for i, a, b, t in json.loads(raw)
+        ]
+        plan = Plan(
+            self.out,
+            [],
+            [],
+            [c for _, c in chunks],
+            self.task,
+            chunk_prompts(self.cfg, self.task, [c for _, c in chunks]),
+        )
+        try:
+            outcome = run(self.cfg, plan, self.teacher, show_progress=False)
+        except UserError as exc:  # an unreachable teacher, a rejected key: the driver says it in one line
+            return {"files": ["[]"], "chunks": ["[]"], "outcome": [json.dumps({"user_error": str(exc)})]}
+        outcome.structured_output = self.teacher.structured_output
+        return {
+            "files": [json.dumps(files)],
+            "chunks": [json.dumps([[o, *astuple(c)] for o, c in chunks])],
+            "outcome": [dump(outcome)],
+        }
+
+    def __del__(self):
+        self.teacher.close()
+
+
+def astuple(chunk: Chunk) -> list:
+    return [chunk.doc, chunk.index, chunk.start, chunk.end, chunk.text]
+
+
+def sampled(cfg: GenConfig, rows: list[dict]) -> list[dict]:
+    """`max_chunks` of the corpus's chunks, drawn as the single-process stage draws them (stage.sample_chunks)."""
+    chunks = [Chunk(r["doc"], i, a, b, t) for r in rows for i, a, b, t in json.loads(r["chunks"])]
+    kept = {c.key for c in sample_chunks(cfg, chunks)}
+    for r in rows:
+        r["chunks"] = json.dumps([c for c in json.loads(r["chunks"]) if f"{r['doc']}#{c[0]}" in kept])
+    return rows
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def dump(outcome: Outcome) -> str:
+    fields = ("items", "rejects", "counts", "tokens", "interrupted", "last_error", "structured_output")
+    return json.dumps({name: getattr(outcome, name) for name in fields})
+
+
+def gather(cfg: GenConfig, out: Path, task, rows, links: list[Skipped]) -> tuple[Plan, Outcome]:
+    """The batches' results as one Plan (chunks in corpus order) and one Outcome, as the single-process run has them."""
+    files, chunks, outcome = {}, [], Outcome()
+    for row in rows:
+        files.update({o: (doc, reason) for o, doc, reason in json.loads(row["files"])})
+        chunks += [(o, Chunk(*rest)) for o, *rest in json.loads(row["chunks"])]
+        part = json.loads(row["outcome"])
+        if "user_error" in part:
+            raise UserError(part["user_error"])
+        outcome.items.update(part["items"])
+        outcome.rejects += part["rejects"]
+        outcome.counts.update(part["counts"])
+        outcome.tokens.update(part["tokens"])
+        outcome.interrupted |= part["interrupted"]
+        outcome.last_error = part["last_error"] or outcome.last_error
+        outcome.structured_output.update(part["structured_output"])
+    docs = [
+        Document(doc, "") for _, (doc, reason) in sorted(files.items()) if not reason
+    ]  # texts stay with the workers
+    skipped = links + [Skipped(doc, reason) for _, (doc, reason) in sorted(files.items()) if reason]
+    if not docs:
+        first = skipped[0]
+        raise UserError(
+            f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); "
+            "pass readable documents"
+        )
+    ordered = [c for _, c in sorted(chunks, key=lambda oc: (oc[0], oc[1].index))]
+    if cfg.max_chunks:  # sample_chunks leaves a sample in (doc, index) order
+        ordered.sort(key=lambda c: (c.doc, c.index))
+    return Plan(out, docs, skipped, ordered, task, chunk_prompts(cfg, task, ordered)), outcome

@@ -1,0 +1,184 @@
+"""`distill gen --ray` on a local Ray with 2 CPUs, against a loopback OpenAI server: the same records
+and split as the single-process run, the cache shared with it, and a killed driver's rerun
+re-sending nothing answered. Tests that start Ray are skipped where Ray is not installed (pip install
+'distill[ray]'); the full runs are `slow` (each 1-1.5 min on the shared 2-core machine: Ray's worker
+processes import torch and transformers): `pytest -m slow tests/test_ray_gen.py`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import schemas
+from distill.cli import main
+
+from openai_server import FakeOpenAI, Reply, good_json, make_docs
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (starting one takes seconds); the stage joins it."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'distill[ray]' to run the Ray tests")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture
+def docs(tmp_path) -> Path:
+    make_docs(tmp_path / "docs", docs=4, paragraphs=3)
+    return tmp_path / "docs"
+
+
+def gen_args(docs: Path, out: Path, url: str, *extra: str) -> list[str]:
+    return [
+        "gen", str(docs), "--out", str(out), "--teacher", "openai", "--base-url", url, "--model", "teacher", "-q",
+        "chunk_tokens=128", "chunk_overlap=0", "teacher.backoff_s=0.001", "teacher.backoff_max_s=0.01", *extra,
+    ]  # fmt: skip
+
+
+def gen(docs: Path, out: Path, url: str, *extra: str) -> dict:
+    with pytest.raises(SystemExit) as done:
+        main(gen_args(docs, out, url, *extra))
+    assert done.value.code == 0
+    return json.loads((out / "manifest.json").read_text())
+
+
+def records(out: Path) -> set[tuple[str, str]]:
+    return {
+        (r["id"], r["split"])
+        for name in ("train.jsonl", "test.jsonl")
+        for r in map(json.loads, (out / name).read_text().splitlines())
+    }
+
+
+@pytest.mark.slow  # 85 s on the shared 2-core machine (load 15): actors start fresh Python processes
+def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, local_ray):
+    with FakeOpenAI() as server:
+        single = gen(docs, tmp_path / "single", server.url)
+        on_ray = gen(docs, tmp_path / "ray", server.url, "ray.teacher_workers=2", "ray.files_per_batch=1", "--ray")
+        assert (
+            max(server.answered.values()) == 2
+        )  # each prompt once per run: the Ray run shares no cache with the first
+    assert on_ray["status"] == "complete" and on_ray["config"]["ray"]["teacher_workers"] == 2
+    assert schemas.errors("manifest", on_ray) == []
+    assert records(tmp_path / "ray") == records(tmp_path / "single") and len(records(tmp_path / "single")) > 10
+    for key in ("docs", "chunks", "requests", "sent", "accepted", "train", "test", "deduplicated"):
+        assert on_ray["counts"][key] == single["counts"][key], key
+    assert not (tmp_path / "ray" / "cache").exists() or not list(
+        (tmp_path / "ray" / "cache").glob("*.sqlite")
+    )  # merged
+
+
+@pytest.mark.slow  # 25-77 s on the shared 2-core machine (load 10-15)
+def test_ray_answers_are_read_by_the_single_process_run(docs, tmp_path, local_ray):
+    out = tmp_path / "out"
+    with FakeOpenAI() as server:
+        first = gen(docs, out, server.url, "--ray")
+        again = gen(docs, out, server.url)
+        assert max(server.answered.values()) == 1
+    assert again["counts"]["sent"] == 0 and again["counts"]["cache_hits"] == first["counts"]["requests"]
+
+
+@pytest.mark.slow  # 93 s on the shared 2-core machine (load 15): two driver processes join the Ray
+def test_killed_ray_driver_rerun_resends_nothing_answered(docs, tmp_path, local_ray):
+    """SIGKILL the driver once some answers sit in the workers' shards; the rerun (joining the same
+    Ray through RAY_ADDRESS) completes and the server answers no prompt twice."""
+    answered_before_kill, killed, release = 4, [False], threading.Event()
+    order = iter(range(10**6))
+
+    def script(call):
+        if not killed[0] and next(order) >= answered_before_kill:
+            return Reply(status=503, hold=release)  # in flight when the driver dies
+        return Reply(good_json(call))
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": local_ray}
+    with FakeOpenAI(script) as server:
+        args = [sys.executable, "-m", "distill", *gen_args(docs, out, server.url, "--concurrency", "4", "--ray")]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while shard_rows(out) < answered_before_kill:
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.poll() is not None else "timeout"
+            )
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(2)  # Ray ends the dead driver's job and its actors
+        killed[0] = True
+        release.set()
+        rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        assert max(server.answered.values()) == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["cache_hits"] >= answered_before_kill
+
+
+def shard_rows(out: Path) -> int:
+    rows = 0
+    for shard in (out / "cache").glob("*.sqlite"):
+        try:
+            with sqlite3.connect(shard, timeout=1) as db:
+                rows += db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        except sqlite3.OperationalError:  # table not created yet
+            pass
+    return rows
+
+
+def test_unreachable_teacher_under_ray_is_one_line(docs, tmp_path, local_ray, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(gen_args(docs, tmp_path / "out", "http://127.0.0.1:9/v1", "--ray"))
+    err = capsys.readouterr().err.strip()
+    assert (
+        done.value.code == 2
+        and err == "error: cannot reach the teacher at http://127.0.0.1:9/v1; start the server or fix --base-url"
+    )
+
+
+def test_cache_shards_are_read_by_every_worker_and_merged(tmp_path):
+    from common.teacher.backends import Response
+    from common.teacher.cache import Cache, merge_shards
+
+    run_cache = tmp_path / "cache.sqlite"
+    one, two = Cache(run_cache, shard="one"), Cache(run_cache, shard="two")
+    one.put(Response("k1", "answer one"))
+    assert (
+        two.get_many(["k1", "k2"])["k1"].text == "answer one" and len(two) == 0
+    )  # read from the other shard, not copied
+    two.put(Response("k2", "answer two"))
+    one.close(), two.close()
+    assert set(Cache(run_cache).get_many(["k1", "k2"])) == {"k1", "k2"}  # the single-process run reads the shards
+    assert merge_shards(run_cache) == 2 and not list((tmp_path / "cache").glob("*"))
+    assert len(Cache(run_cache)) == 2
+
+
+def test_missing_ray_is_one_line_naming_the_extra(docs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(SystemExit) as done:
+        main(gen_args(docs, tmp_path / "out", "http://127.0.0.1:9/v1", "--ray"))
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "pip install 'distill[ray]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ray_flag_that_swallowed_an_input_says_so(docs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["gen", "--out", str(tmp_path / "out"), "--ray", str(docs)])
+    assert done.value.code == 2 and "--ray=ADDRESS" in capsys.readouterr().err
