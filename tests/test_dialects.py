@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 from test_openai_gen import gen, records
-from test_openai_teacher import PASSAGES, config, make_request
 
 import schemas
 from common.teacher.backend_openai import OpenAITeacher
@@ -15,6 +14,7 @@ from common.teacher.endpoint import public_url
 
 from openai_server import FakeOpenAI
 from reliability import record
+from test_openai_teacher import PASSAGES, config, make_request
 
 # server -> (dialect it ends on, response_format types refused on the way)
 ENDS_ON = {

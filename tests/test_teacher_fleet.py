@@ -35,9 +35,8 @@ def test_the_survivor_takes_every_worker_when_one_of_two_servers_dies():
     """All `concurrency` requests in flight go to the server left (with workers bound to a server,
     the dead one's share of them stopped with it)."""
     never, holder = threading.Event(), []
-    doomed_script = lambda call: (
-        Reply(good_json(call)) if sum(holder[0].answered.values()) < 2 else Reply(good_json(call), hold=never)
-    )
+    def doomed_script(call):
+        return Reply(good_json(call)) if sum(holder[0].answered.values()) < 2 else Reply(good_json(call), hold=never)
     with FakeOpenAI(lambda call: Reply(good_json(call), delay=0.05)) as steady:
         doomed = FakeOpenAI(doomed_script).__enter__()
         holder.append(doomed)
@@ -58,9 +57,8 @@ def test_a_dead_server_is_tried_again_and_takes_requests_when_back():
     requests again, in the same run, and no request fails."""
     never = threading.Event()
     servers: list[FakeOpenAI] = []
-    first_life = lambda call: (
-        Reply(good_json(call)) if sum(servers[0].answered.values()) < 2 else Reply(good_json(call), hold=never)
-    )
+    def first_life(call):
+        return Reply(good_json(call)) if sum(servers[0].answered.values()) < 2 else Reply(good_json(call), hold=never)
     with FakeOpenAI(lambda call: Reply(good_json(call), delay=0.1)) as steady:
         servers.append(FakeOpenAI(first_life).__enter__())
         killer = kill_after(servers[0], 2)
