@@ -1,9 +1,12 @@
 """One teacher server (a base URL) as a run sees it: its client, the structured-output dialect it
-accepts, and whether it still answers.
+accepts, the rendering of the schema it is sent (`dialects.rendering`), and whether it still answers.
 
 An endpoint is `down` for the rest of the run, and is sent nothing more, when:
 - a request failed because the connection was refused or reset, after every retry;
 - it rejected the key (401/403) after it had taken it;
+- it dropped the connection before its first answer while a schema-constrained request was in
+  flight: a server whose grammar engine cannot take the schema may have died of it, so that request
+  is not retried (a restarted server would die again) and the run says to try --no-structured;
 - DOWN_AFTER requests in a row failed on the server's side (5xx, 429, timeouts, broken answers),
   each after every retry, with no answer in between.
 The requests left are then sent to the endpoints still up, or, when none is, fail at once with
@@ -19,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from common.teacher.dialects import DIALECTS
+from common.teacher.dialects import DIALECTS, rendering
 from common.teacher.wire import connection_lost, describe, transient
 
 LOG = logging.getLogger(__name__)
@@ -34,10 +37,22 @@ class Endpoint:
     answered: int = 0
     failing: int = 0  # requests in a row that failed on the server's side
     down: str | None = None  # why nothing more is sent here
+    gbnf_engine: bool = False  # the server says it is llama.cpp's (GET /models): it compiles schemas into GBNF
+    schema_rendering: str = "auto"  # the teacher config's choice (auto, full, gbnf)
+    constrained: bool = False  # a request with a schema was sent here
 
     @property
     def dialect_name(self) -> str:
         return DIALECTS[self.dialect]
+
+    @property
+    def rendering(self) -> str:
+        """How the schema is rendered for this server in its dialect now (full, gbnf, none)."""
+        return rendering(self.dialect_name, self.gbnf_engine, self.schema_rendering)
+
+    def schema_killed(self, exc: BaseException) -> bool:
+        """The connection was lost before any answer, with a schema-constrained request sent: the schema may have killed the server."""
+        return self.answered == 0 and self.constrained and connection_lost(exc)
 
     def refused(self, dialect: int, exc: openai.APIStatusError) -> None:
         """The server refused `dialect`: move to the next one (once, however many requests saw the refusal)."""
@@ -56,6 +71,11 @@ class Endpoint:
             return
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
             self.down = f"rejected the API key from ${key_env} (HTTP {exc.status_code}) after {self.answered} answers; put a valid key in that variable"
+        elif self.schema_killed(exc):
+            self.down = (
+                f"stopped answering after the first schema-constrained request ({describe(exc, timeout_s)}); "
+                "it may not support JSON schemas of this size: try --no-structured (the prompt alone asks for JSON)"
+            )
         elif connection_lost(exc):
             self.down = f"stopped answering after {self.answered} answers ({describe(exc, timeout_s)})"
         elif transient(exc):
