@@ -11,7 +11,7 @@ import json
 import pytest
 from test_dialects import docs_small  # noqa: F401 - fixture
 from test_openai_gen import gen, records
-from test_openai_teacher import PASSAGES, config, make_request
+from test_openai_teacher import config, make_request
 
 import schemas
 from common.teacher.backend_openai import OpenAITeacher
@@ -23,13 +23,17 @@ from reliability import record
 
 
 def builtin_schemas() -> dict[str, dict]:
-    """Every schema a built-in task sends: each task, one or three phrasings, evidence free or an enum of quotes."""
+    """Every schema a built-in task sends: each task, one or three phrasings, evidence free or an
+    enum of the quotes of a passage of real text (CPython's language reference)."""
+    from pydoc_data.topics import topics
+
+    passage = topics["assignment"][:3000]
     found = {}
     for name in BUILTIN:
         task = load_task(name)
         for k in (1, 3):
             found[f"{name} k={k}"] = task.request_schema(4, None, k)
-            found[f"{name} k={k} quotes"] = task.request_schema(4, PASSAGES[0], k)
+            found[f"{name} k={k} quotes"] = task.request_schema(4, passage, k)
     return found
 
 
