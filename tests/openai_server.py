@@ -185,7 +185,8 @@ def gbnf_fatal(schema) -> bool:
     if not isinstance(schema, dict):
         return False
     span = schema.get("maxLength", 0) - schema.get("minLength", 0) if schema.get("type") == "string" else 0
-    return "pattern" in schema or span > FATAL_SPAN or any(gbnf_fatal(v) for k, v in schema.items() if k not in ("enum", "const"))
+    inner = (value for key, value in schema.items() if key not in ("enum", "const"))
+    return "pattern" in schema or span > FATAL_SPAN or any(gbnf_fatal(value) for value in inner)
 
 
 FATAL_SPAN = 100
@@ -203,7 +204,7 @@ def llama_cpp_python(fmt: dict):
 
 DIALECTS = {
     "json_schema": takes_everything,
-    "llama.cpp": takes_everything,  # llama.cpp's own server today: takes json_schema; GET /models says owned_by "llamacpp"
+    "llama.cpp": takes_everything,  # llama.cpp's own server today: json_schema; GET /models: owned_by "llamacpp"
     "llama-cpp-python": llama_cpp_python,
     "lm-studio": lm_studio,
     "llama.cpp-2024": llama_cpp_2024,
@@ -214,10 +215,18 @@ DIALECTS = {
 
 
 class FakeOpenAI:
-    def __init__(self, script=default_script, api_key: str | None = None, models: tuple[str, ...] = ("teacher",), dialect: str = "json_schema", port: int = 0, owned_by: str | None = None):
+    def __init__(
+        self,
+        script=default_script,
+        api_key: str | None = None,
+        models: tuple[str, ...] = ("teacher",),
+        dialect: str = "json_schema",
+        port: int = 0,
+        owned_by: str | None = None,
+    ):
         self.script, self.api_key, self.models = script, api_key, models
         self.refuse, self.port = DIALECTS[dialect], port
-        self.owned_by = owned_by or ("llamacpp" if dialect == "llama.cpp" else "me" if dialect == "llama-cpp-python" else "test")
+        self.owned_by = owned_by or {"llama.cpp": "llamacpp", "llama-cpp-python": "me"}.get(dialect, "test")
         self.dead = False  # a schema killed it: every connection is dropped from then on
         self.dropped = 0  # connections dropped
         self.calls: Counter = Counter()  # prompt -> requests received (refused response_formats not included)
@@ -269,7 +278,8 @@ class FakeOpenAI:
         if self.dead:
             return self._drop(request)
         denied = self._unauthorized(request)
-        return denied or web.json_response({"object": "list", "data": [{"id": m, "object": "model", "owned_by": self.owned_by} for m in self.models]})
+        listed = [{"id": m, "object": "model", "owned_by": self.owned_by} for m in self.models]
+        return denied or web.json_response({"object": "list", "data": listed})
 
     def _drop(self, request: web.Request) -> web.Response:
         """Close the connection without a word, as a process that died does."""

@@ -28,14 +28,16 @@ from common.models import embedded_gguf
 from common.teacher.dialects import render
 from generate.curate import JUDGE_SCHEMA
 
+LLAMA_MISSING = "no llama-cpp-python here; set DISTILL_LLAMA_PYTHON to a python with 'llama-cpp-python[server]'"
 PROBE = Path(__file__).with_name("grammar_probe.py")
-SCHEMAS = {**builtin_schemas(), "curation judge": JUDGE_SCHEMA, "eval judge": graders.JUDGE_SCHEMA, "eval pairwise": graders.PAIRWISE_SCHEMA}
+JUDGES = {"curation judge": JUDGE_SCHEMA, "eval judge": graders.JUDGE_SCHEMA, "eval pairwise": graders.PAIRWISE_SCHEMA}
+SCHEMAS = {**builtin_schemas(), **JUDGES}
 GBNF = {name: render(schema, "gbnf") for name, schema in SCHEMAS.items()}
 FULL = "qa k=1"  # the schema that took llama-cpp-python's server down (issue 27), for comparison
 ITEMS = 4  # items per reply in builtin_schemas
 # bounds on top of what an enum of quotes needs (quoted(schema): its characters); measured 2026-12-04
 XGRAMMAR_MAX_CHARS = 4_000  # 3,148 at most without quotes
-OUTLINES_MAX_STATES = 2_000  # 949 at most without quotes (the regex spells each item out: ITEMS x the quotes); the full qa schema: 11,041
+OUTLINES_MAX_STATES = 2_000  # 949 at most without quotes (ITEMS x the quotes: one copy per item); the full qa: 11,041
 LLAMA_MAX_CHARS = 20_000  # characters of GBNF; measured in docs/reliability.md
 
 
@@ -49,12 +51,14 @@ def other_python(env: str, module: str) -> str | None:
 def quoted(schema) -> int:
     """Characters of the enum values of a schema (the evidence quotes): a grammar must spell them out."""
     if isinstance(schema, dict):
-        return sum(len(json.dumps(v)) for v in schema.get("enum", []) if isinstance(v, str)) + sum(quoted(v) for k, v in schema.items() if k != "enum")
+        own = sum(len(json.dumps(v)) for v in schema.get("enum", []) if isinstance(v, str))
+        return own + sum(quoted(v) for k, v in schema.items() if k != "enum")
     return sum(quoted(v) for v in schema) if isinstance(schema, list) else 0
 
 
 def probe(python: str, *args: str, schemas: dict) -> dict:
-    done = subprocess.run([python, str(PROBE), *args], input=json.dumps(schemas), capture_output=True, text=True, timeout=600)
+    command = [python, str(PROBE), *args]
+    done = subprocess.run(command, check=False, input=json.dumps(schemas), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -70,7 +74,7 @@ def test_xgrammar_converts_every_schema_in_its_gbnf_rendering():
 def test_outlines_core_converts_every_schema_in_its_gbnf_rendering():
     python = other_python("DISTILL_OUTLINES_PYTHON", "outlines_core")
     if python is None:
-        pytest.skip("outlines-core is not installed here; set DISTILL_OUTLINES_PYTHON to a python that has it (pip install outlines-core)")
+        pytest.skip("no outlines-core here; set DISTILL_OUTLINES_PYTHON to a python with outlines-core")
     found = probe(python, "outlines-core", schemas={**GBNF, "full": SCHEMAS[FULL]})
     full = found.pop("full")
     assert {name: got["error"] for name, got in found.items()} == dict.fromkeys(GBNF)
@@ -82,7 +86,7 @@ def test_outlines_core_converts_every_schema_in_its_gbnf_rendering():
 def test_llama_cpp_converts_and_parses_every_schema_in_its_gbnf_rendering():
     python = other_python("DISTILL_LLAMA_PYTHON", "llama_cpp")
     if python is None:
-        pytest.skip("llama-cpp-python is not installed here; set DISTILL_LLAMA_PYTHON to a python that has it (pip install 'llama-cpp-python[server]')")
+        pytest.skip(LLAMA_MISSING)
     found = probe(python, "llama.cpp", str(embedded_gguf()), schemas={**GBNF, "full": SCHEMAS[FULL]})
     full = found.pop("full")
     assert {name: got["error"] for name, got in found.items()} == dict.fromkeys(GBNF)

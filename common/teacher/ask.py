@@ -123,7 +123,8 @@ class CachedTeacher:
 
     @property
     def schema_rendering(self) -> dict[str, str]:
-        """Where the backend reports it (openai), the rendering of the schema each server was sent at the end (base URL -> rendering)."""
+        """Where the backend reports it (openai), the rendering of the schema each server was sent at the end
+        (base URL -> full, gbnf or none)."""
         return self.reported("schema_rendering")
 
     def reported(self, name: str) -> dict[str, str]:

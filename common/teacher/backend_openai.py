@@ -38,7 +38,8 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from common.errors import UserError
 from common.teacher.backends import Request, Response
 from common.teacher.config import TeacherConfig
-from common.teacher.dialects import DIALECTS, GBNF_ENGINES, PROMPT_ONLY, WITH_SCHEMA, cut_short, refuses, render, response_format
+from common.teacher.dialects import DIALECTS, GBNF_ENGINES, PROMPT_ONLY, WITH_SCHEMA, cut_short, refuses, render
+from common.teacher.dialects import response_format
 from common.teacher.endpoint import Endpoint, public_url
 from common.teacher.wire import CutShort, Deadline, NotACompletion, describe, http_client, to_response, transient
 
@@ -113,7 +114,8 @@ class OpenAITeacher:
         first = 0 if self.cfg.structured else PROMPT_ONLY
         for url in self.urls:
             client = openai.AsyncOpenAI(base_url=url, api_key=self.key, timeout=self.cfg.timeout_s, max_retries=0, http_client=http_client())
-            endpoint = Endpoint(public_url(url or str(client.base_url)), client, dialect=first, schema_rendering=self.cfg.schema_rendering)
+            shown = public_url(url or str(client.base_url))
+            endpoint = Endpoint(shown, client, dialect=first, schema_rendering=self.cfg.schema_rendering)
             self.endpoints.append(endpoint)
         for endpoint in self.endpoints:
             await self._probe(endpoint)
@@ -203,7 +205,8 @@ class OpenAITeacher:
             kwargs["seed"] = self.cfg.seed
         while True:
             dialect = endpoint.dialect
-            wanted = response_format(render(request.schema, endpoint.rendering), DIALECTS[dialect]) if request.schema is not None else None
+            schema = render(request.schema, endpoint.rendering) if request.schema is not None else None
+            wanted = response_format(schema, DIALECTS[dialect]) if schema is not None else None
             endpoint.constrained |= wanted is not None and DIALECTS[dialect] in WITH_SCHEMA
             # response_format rides in extra_body: the same JSON on the wire, without the client's
             # type-directed walk over the schema (a quarter of its CPU per request, measured)

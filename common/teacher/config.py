@@ -33,11 +33,14 @@ class TeacherConfig(BaseModel):
     backoff_s: float = Field(0.5, gt=0, description="openai backend: wait before the first retry, in seconds; doubled at each retry, with jitter.")
     backoff_max_s: float = Field(30, gt=0, description="openai backend: longest wait between two retries (a server's Retry-After is honoured up to 120 s).")
     repair_attempts: int = Field(1, ge=0, description="Times an output failing the schema is re-asked with the error shown.")
-    structured: bool = Field(True, description="Ask the backend for schema-constrained output where it supports it (--no-structured: the prompt alone asks for JSON).")
+    structured: bool = Field(
+        True, description="Ask the backend for schema-constrained output where it can (off: the prompt alone asks)."
+    )
     schema_rendering: Literal["auto", "full", "gbnf"] = Field(
         "auto",
-        description="openai backend: the schema as sent: full; gbnf (no regex patterns, no long maxLength: for servers that compile schemas into GBNF grammars, "
-        "e.g. llama.cpp); auto: gbnf for llama.cpp's servers, full for others. Replies are always checked against the full schema.",
+        description="openai backend: the schema as sent: full; gbnf (no regex patterns, no long maxLength: for servers "
+        "that compile schemas into GBNF grammars, e.g. llama.cpp); auto: gbnf for llama.cpp's servers, else full. "
+        "Replies are always checked against the full schema.",
     )
     seed: int | None = Field(0, description="Sampling seed (None: nondeterministic).")
     extra_body: dict = Field(default_factory=dict, description="openai backend: extra request fields for the server, e.g. {chat_template_kwargs: {enable_thinking: true}} or {top_k: 20}.")

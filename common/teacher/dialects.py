@@ -41,7 +41,7 @@ RENDERINGS = ("full", "gbnf", "none")  # none: the dialect sends no schema
 WITH_SCHEMA = ("json_schema", "json_object+schema")
 GBNF_ENGINES = ("llamacpp",)  # `owned_by` of GET /models on llama.cpp's server (llama-cpp-python says "me")
 GBNF_MAX_SPAN = 32  # most optional repeats (maxLength - minLength, maxItems - minItems) kept in a gbnf rendering
-SUBSCHEMA = ("items", "additionalProperties", "not", "contains", "if", "then", "else", "propertyNames", "additionalItems")
+SUBSCHEMA = ("items", "additionalProperties", "not", "contains", "if", "then", "else", "propertyNames")
 SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "dependentSchemas")
 

@@ -51,7 +51,7 @@ class Endpoint:
         return rendering(self.dialect_name, self.gbnf_engine, self.schema_rendering)
 
     def schema_killed(self, exc: BaseException) -> bool:
-        """The connection was lost before any answer, with a schema-constrained request sent: the schema may have killed the server."""
+        """The connection was lost before any answer to a schema-constrained request: the schema may have killed it."""
         return self.answered == 0 and self.constrained and connection_lost(exc)
 
     def refused(self, dialect: int, exc: openai.APIStatusError) -> None:
