@@ -177,23 +177,20 @@ def tgi(fmt: dict):
 
 def gbnf_fatal(schema) -> bool:
     """Whether llama-cpp-python 0.3.36's grammar engine fails on `schema`: its converter
-    (llama_cpp.llama_grammar.json_schema_to_gbnf) turns a `pattern`, and a maxLength far above
-    minLength, into a grammar llama.cpp's parser rejects ("failed to parse grammar"), measured in
-    tests/test_llama_cpp.py: FATAL_SPAN."""
+    (llama_cpp.llama_grammar.json_schema_to_gbnf) turns the built-in question `pattern`, and an
+    enum string holding a double quote, into a grammar llama.cpp's parser rejects ("failed to parse
+    grammar"; measured with tests/grammar_probe.py, 2026-12-04; maxLength spans up to 600 parse)."""
     if isinstance(schema, list):
         return any(gbnf_fatal(item) for item in schema)
     if not isinstance(schema, dict):
         return False
-    span = schema.get("maxLength", 0) - schema.get("minLength", 0) if schema.get("type") == "string" else 0
+    quoted = any(isinstance(v, str) and '"' in v for v in schema.get("enum", []))
     inner = (value for key, value in schema.items() if key not in ("enum", "const"))
-    return "pattern" in schema or span > FATAL_SPAN or any(gbnf_fatal(value) for value in inner)
-
-
-FATAL_SPAN = 100
+    return "pattern" in schema or quoted or any(gbnf_fatal(value) for value in inner)
 
 
 def llama_cpp_python(fmt: dict):
-    """llama-cpp-python[server] 0.3.36 (issue 27): json_schema is refused as llama.cpp-2024 refuses it;
+    """llama-cpp-python[server] 0.3.36 (issue 27): json_schema is refused as llama.cpp-2024 refuses it (HTTP 500);
     json_object takes a `schema`, compiled into a GBNF grammar; a grammar llama.cpp cannot parse
     takes the server process down (`KILLED`)."""
     refusal = llama_cpp_2024(fmt)

@@ -18,12 +18,15 @@ against the full schema afterwards, whatever the dialect and rendering.
 
 Renderings: the schema sent is the task's own (`full`) or, for engines that compile it into a
 GBNF grammar (llama.cpp server, llama-cpp-python, what is built on them), a `gbnf` rendering
-they can digest: llama.cpp's converters spell a `maxLength` out as one nested optional group per
-character and turn a `pattern` into more of them, and a grammar of that size fails to parse and
-has taken a llama-cpp-python server down with it. The gbnf rendering keeps types, required keys,
-enums and item counts, drops every `pattern`, and drops a `maxLength` (or `maxItems`) that leaves
-more than GBNF_MAX_SPAN optional repeats; `max_tokens` bounds the reply instead, and the reply is
-still validated, and repaired, against the full schema.
+they can digest. llama-cpp-python 0.3.36's converter turns the question `pattern` into a grammar
+llama.cpp's parser rejects, and an enum string holding a double quote or a backslash into a
+literal it mis-escapes (rejected too), and its server dies of the rejection (issue 27); a
+`maxLength` is spelled out as one nested optional group per character (600: 5,000 characters of
+grammar for one string). The gbnf rendering keeps types, required keys, item counts and enums
+(the evidence quotes) but drops every `pattern`, the enum strings such a converter cannot spell
+(the enum itself where none is left), and a `maxLength` (or `maxItems`) that leaves more than
+GBNF_MAX_SPAN optional repeats; `max_tokens` bounds the reply instead, and the reply is still
+validated, and repaired, against the full schema.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ DIALECTS = ("json_schema", "json_object+schema", "json_object", "prompt-only")
 PROMPT_ONLY = len(DIALECTS) - 1
 REFUSAL_STATUS = (400, 422, 500)
 REFUSAL = re.compile(r"response_format|json_schema|json_object|\bschema\b|structured.output", re.I)
-RENDERINGS = ("full", "gbnf", "none")  # none: the dialect sends no schema
 WITH_SCHEMA = ("json_schema", "json_object+schema")
 GBNF_ENGINES = ("llamacpp",)  # `owned_by` of GET /models on llama.cpp's server (llama-cpp-python says "me")
+UNSPELLABLE = re.compile(r'["\\\x00-\x1f\x7f]')  # characters JSON escapes with a backslash
 GBNF_MAX_SPAN = 32  # most optional repeats (maxLength - minLength, maxItems - minItems) kept in a gbnf rendering
 SUBSCHEMA = ("items", "additionalProperties", "not", "contains", "if", "then", "else", "propertyNames")
 SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
@@ -75,13 +78,17 @@ def render(schema: dict, name: str) -> dict:
 
 
 def for_gbnf(node):
-    """A schema GBNF converters digest: no `pattern`, no long spans of optional repeats (see above)."""
+    """A schema GBNF converters digest: no `pattern`, no enum string with `"` or `\\`, no long spans (see above)."""
     if not isinstance(node, dict):
         return node
     out = {}
     for key, value in node.items():
         if key == "pattern" or long_span(node, key):
             continue
+        if key == "enum" and isinstance(value, list):
+            value = [v for v in value if not (isinstance(v, str) and UNSPELLABLE.search(v))]
+            if not value:
+                continue
         if key in SUBSCHEMA:
             out[key] = for_gbnf(value)
         elif key in SUBSCHEMA_LISTS and isinstance(value, list):
