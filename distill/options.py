@@ -49,6 +49,7 @@ TEACHER_FLAGS = (
     Flag("teacher.model", "-m", "--model"),
     Flag("teacher.base_url", "--base-url", envvar="DISTILL_BASE_URL"),
     Flag("teacher.api_key_env"),
+    Flag("teacher.structured"),  # --no-structured: the prompt alone asks for JSON (for servers that choke on schemas)
 )
 
 

@@ -66,6 +66,7 @@ class Outcome:
     interrupted: bool = False
     last_error: str = ""  # of the failed requests (counts["failed_requests"]), for the summary line
     structured_output: dict = field(default_factory=dict)  # base URL -> dialect it was asked in (openai)
+    schema_rendering: dict = field(default_factory=dict)  # base URL -> rendering of the schema it was sent (openai)
 
     def failed(self, error: str) -> None:
         """A teacher request (writer, repair, rewrite or judge) that failed: the run is incomplete."""
@@ -83,7 +84,7 @@ def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -
         if cfg.rewrites and not outcome.interrupted:
             outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
         curate(cfg, plan, outcome, teacher, show_progress)
-        outcome.structured_output = teacher.structured_output
+        outcome.structured_output, outcome.schema_rendering = teacher.structured_output, teacher.schema_rendering
     return save(cfg, plan, outcome, started)
 
 
@@ -277,6 +278,8 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
     if outcome.structured_output:
         teacher["structured_output"] = outcome.structured_output
+    if outcome.schema_rendering:
+        teacher["schema_rendering"] = outcome.schema_rendering
     return {
         "status": "interrupted" if outcome.interrupted else "incomplete" if failed else done,
         **({"failures": {"requests": failed, "last_error": outcome.last_error}} if failed else {}),

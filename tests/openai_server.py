@@ -10,7 +10,9 @@ chunk counts as a second call of that prompt. The default script writes valid, g
 (evidence copied from the passage), or a judge verdict for judge requests.
 
 `dialect` makes the server answer `response_format` as a real server does (`DIALECTS`: which
-server each mimics, and where its answers are documented); `port` starts it on a given port
+server each mimics, and where its answers are documented), grammar engine included where one
+dies of a schema it cannot compile (`KILLED`: the server drops that connection and every later
+one); `owned_by` is what GET /models says owns each model; `port` starts it on a given port
 (a server "restarted" after `__exit__`). A `Reply` can also be a fault on the wire: a raw body
 (an HTML page, 20 MB), another content type, a body trickled byte by byte.
 """
@@ -60,6 +62,7 @@ class Reply:
     trickle_s: float = 0.0  # seconds between the bytes of the body (0: all at once)
     chunked: bool = False  # no Content-Length: the client learns the size by reading
     fault: bool = False  # a broken answer (the test's fault): not counted in `answered`
+    drop: bool = False  # close the connection without answering (a server process that died)
 
 
 def first_user(body: dict) -> str:
@@ -112,6 +115,7 @@ def default_script(call: Call) -> Reply:
 # How real servers answer a response_format they do not take (the request is refused before the
 # script runs). Each returns None (taken) or (status, body, content type).
 
+KILLED = "killed"  # a dialect's verdict: the schema took the server down
 AXUM = "Failed to deserialize the JSON body into the target type: response_format: {} at line 1 column 2961"
 
 
@@ -171,8 +175,34 @@ def tgi(fmt: dict):
     return None
 
 
+def gbnf_fatal(schema) -> bool:
+    """Whether llama-cpp-python 0.3.36's grammar engine fails on `schema`: its converter
+    (llama_cpp.llama_grammar.json_schema_to_gbnf) turns the built-in question `pattern`, and an
+    enum string holding a double quote, into a grammar llama.cpp's parser rejects ("failed to parse
+    grammar"; measured with tests/grammar_probe.py, 2026-12-04; maxLength spans up to 600 parse)."""
+    if isinstance(schema, list):
+        return any(gbnf_fatal(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    quoted = any(isinstance(v, str) and '"' in v for v in schema.get("enum", []))
+    inner = (value for key, value in schema.items() if key not in ("enum", "const"))
+    return "pattern" in schema or quoted or any(gbnf_fatal(value) for value in inner)
+
+
+def llama_cpp_python(fmt: dict):
+    """llama-cpp-python[server] 0.3.36 (issue 27): json_schema is refused as llama.cpp-2024 refuses it (HTTP 500);
+    json_object takes a `schema`, compiled into a GBNF grammar; a grammar llama.cpp cannot parse
+    takes the server process down (`KILLED`)."""
+    refusal = llama_cpp_2024(fmt)
+    if refusal is None and gbnf_fatal(fmt.get("schema")):
+        return KILLED
+    return refusal
+
+
 DIALECTS = {
     "json_schema": takes_everything,
+    "llama.cpp": takes_everything,  # llama.cpp's own server today: json_schema; GET /models: owned_by "llamacpp"
+    "llama-cpp-python": llama_cpp_python,
     "lm-studio": lm_studio,
     "llama.cpp-2024": llama_cpp_2024,
     "vllm-2024": vllm_2024,
@@ -182,9 +212,20 @@ DIALECTS = {
 
 
 class FakeOpenAI:
-    def __init__(self, script=default_script, api_key: str | None = None, models: tuple[str, ...] = ("teacher",), dialect: str = "json_schema", port: int = 0):
+    def __init__(
+        self,
+        script=default_script,
+        api_key: str | None = None,
+        models: tuple[str, ...] = ("teacher",),
+        dialect: str = "json_schema",
+        port: int = 0,
+        owned_by: str | None = None,
+    ):
         self.script, self.api_key, self.models = script, api_key, models
         self.refuse, self.port = DIALECTS[dialect], port
+        self.owned_by = owned_by or {"llama.cpp": "llamacpp", "llama-cpp-python": "me"}.get(dialect, "test")
+        self.dead = False  # a schema killed it: every connection is dropped from then on
+        self.dropped = 0  # connections dropped
         self.calls: Counter = Counter()  # prompt -> requests received (refused response_formats not included)
         self.answered: Counter = Counter()  # prompt -> good answers sent
         self.refused: list[dict] = []  # response_formats refused
@@ -231,15 +272,27 @@ class FakeOpenAI:
         return web.json_response({"error": error}, status=401)
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.dead:
+            return self._drop(request)
         denied = self._unauthorized(request)
-        return denied or web.json_response({"object": "list", "data": [{"id": m, "object": "model", "owned_by": "test"} for m in self.models]})
+        listed = [{"id": m, "object": "model", "owned_by": self.owned_by} for m in self.models]
+        return denied or web.json_response({"object": "list", "data": listed})
+
+    def _drop(self, request: web.Request) -> web.Response:
+        """Close the connection without a word, as a process that died does."""
+        self.dropped += 1
+        request.transport.close()
+        return web.Response(status=500)  # never reaches the client: its connection is gone
 
     async def _chat(self, request: web.Request) -> web.Response:
         denied = self._unauthorized(request)
         if denied:
             return denied
         body = await request.json()
-        refusal = self.refuse(body["response_format"]) if "response_format" in body else None
+        refusal = self.refuse(body["response_format"]) if "response_format" in body and not self.dead else None
+        self.dead = self.dead or refusal == KILLED
+        if self.dead:
+            return self._drop(request)
         if refusal is not None:
             self.refused.append(body["response_format"])
             status, answer, kind = refusal
@@ -252,6 +305,8 @@ class FakeOpenAI:
         repair = any(m["role"] == "assistant" for m in body["messages"])
         judge = "reviewer" in body["messages"][0]["content"]
         reply = self.script(Call(body, prompt, self.calls[prompt], repair, judge))
+        if reply.drop:
+            return self._drop(request)
         self.inflight += 1
         self.peak = max(self.peak, self.inflight)
         try:

@@ -77,7 +77,7 @@ class CachedTeacher:
         self.cfg = cfg
         self.cache = Cache(cache, shard)
         self.backend = None
-        self.seen: dict[str, str] = {}  # base URL -> structured-output dialect, of the backends stopped so far
+        self.seen: dict[str, dict[str, str]] = {}  # report -> {base URL -> value}, of the backends stopped so far
 
     def __enter__(self) -> "CachedTeacher":
         return self
@@ -121,12 +121,21 @@ class CachedTeacher:
     @property
     def structured_output(self) -> dict[str, str]:
         """Where the backend reports it (openai), the dialect each server was asked in at the end (base URL -> dialect)."""
-        return {**self.seen, **getattr(self.backend, "structured_output", {})}
+        return self.reported("structured_output")
+
+    @property
+    def schema_rendering(self) -> dict[str, str]:
+        """Where the backend reports it (openai), the rendering of the schema each server was sent at the end
+        (base URL -> full, gbnf or none)."""
+        return self.reported("schema_rendering")
+
+    def reported(self, name: str) -> dict[str, str]:
+        return {**self.seen.get(name, {}), **getattr(self.backend, name, {})}
 
     def stop(self) -> None:
         """Stop the backend (freeing its model or connections); the next miss starts it again."""
         if self.backend is not None:
-            self.seen = self.structured_output
+            self.seen = {name: self.reported(name) for name in ("structured_output", "schema_rendering")}
             self.backend.close()
             self.backend = None
 

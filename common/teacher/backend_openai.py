@@ -14,7 +14,10 @@ nothing more (`endpoint.py`): its requests go to the other servers, or fail at o
 
 Structured output: each endpoint is asked in the first dialect of `dialects.DIALECTS` it has not
 refused (json_schema, json_object with a schema, json_object, the prompt alone), remembered for
-the run and reported in `structured_output`; validation checks every answer either way.
+the run and reported in `structured_output`; the schema goes in the rendering its engine digests
+(`dialects.rendering`: gbnf for llama.cpp's servers), reported in `schema_rendering`; validation
+checks every answer against the full schema either way. A server that drops the connection before
+its first answer to a schema-constrained request is not sent that request again (`endpoint.py`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,16 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from common.errors import UserError
 from common.teacher.backends import Request, Response
 from common.teacher.config import TeacherConfig
-from common.teacher.dialects import DIALECTS, PROMPT_ONLY, cut_short, refuses, response_format
+from common.teacher.dialects import (
+    DIALECTS,
+    GBNF_ENGINES,
+    PROMPT_ONLY,
+    WITH_SCHEMA,
+    cut_short,
+    refuses,
+    render,
+    response_format,
+)
 from common.teacher.endpoint import Endpoint, pick, public_url
 from common.teacher.wire import CutShort, Deadline, NotACompletion, describe, http_client, to_response, transient
 
@@ -83,6 +95,11 @@ class OpenAITeacher:
         """The dialect each endpoint is asked in now (base URL without credentials -> dialect)."""
         return {e.url: e.dialect_name for e in self.endpoints}
 
+    @property
+    def schema_rendering(self) -> dict[str, str]:
+        """The rendering of the schema each endpoint is sent now (base URL -> full, gbnf or none)."""
+        return {e.url: e.rendering for e in self.endpoints}
+
     def close(self) -> None:
         if self.loop.is_closed():
             return
@@ -105,8 +122,10 @@ class OpenAITeacher:
         first = 0 if self.cfg.structured else PROMPT_ONLY
         for url in self.urls:
             client = openai.AsyncOpenAI(base_url=url, api_key=self.key, timeout=self.cfg.timeout_s, max_retries=0, http_client=http_client())
-            url = public_url(url or str(client.base_url))
-            self.endpoints.append(Endpoint(url, client, dialect=first, retry_down_s=self.cfg.retry_down_s))
+            shown = public_url(url or str(client.base_url))
+            endpoint = Endpoint(shown, client, dialect=first, retry_down_s=self.cfg.retry_down_s,
+                                schema_rendering=self.cfg.schema_rendering)
+            self.endpoints.append(endpoint)
         for endpoint in self.endpoints:
             await self._probe(endpoint)
 
@@ -132,7 +151,9 @@ class OpenAITeacher:
             raise UserError(f"cannot reach the teacher at {endpoint.url}; start the server or fix --base-url") from None
         except openai.OpenAIError:
             return  # the server is up but lists no models: that is enough
-        served = [m.id for m in getattr(page, "data", None) or [] if getattr(m, "id", None)]
+        listed = getattr(page, "data", None) or []
+        endpoint.gbnf_engine = any(getattr(m, "owned_by", None) in GBNF_ENGINES for m in listed)
+        served = [m.id for m in listed if getattr(m, "id", None)]
         if served and self.model not in served:
             LOG.warning("model %r is not among those served at %s (%s); requests may fail", self.model, endpoint.url, ", ".join(served[:5]))
 
@@ -166,7 +187,7 @@ class OpenAITeacher:
         retrying = AsyncRetrying(
             stop=lambda state: state.attempt_number >= attempts or endpoint.down is not None,
             wait=self._wait,
-            retry=retry_if_exception(transient),
+            retry=retry_if_exception(lambda exc: transient(exc) and not endpoint.schema_killed(exc)),
             reraise=True,
         )
         try:
@@ -196,7 +217,9 @@ class OpenAITeacher:
             kwargs["seed"] = self.cfg.seed
         while True:
             dialect = endpoint.dialect
-            wanted = response_format(request.schema, DIALECTS[dialect]) if request.schema is not None else None
+            schema = render(request.schema, endpoint.rendering) if request.schema is not None else None
+            wanted = response_format(schema, DIALECTS[dialect]) if schema is not None else None
+            endpoint.constrained |= wanted is not None and DIALECTS[dialect] in WITH_SCHEMA
             # response_format rides in extra_body: the same JSON on the wire, without the client's
             # type-directed walk over the schema (a quarter of its CPU per request, measured)
             extra = {**self.cfg.extra_body, "response_format": wanted} if wanted else self.cfg.extra_body

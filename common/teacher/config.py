@@ -36,7 +36,15 @@ class TeacherConfig(BaseModel):
     )
     backoff_max_s: float = Field(30, gt=0, description="openai backend: longest wait between two retries (a server's Retry-After is honoured up to 120 s).")
     repair_attempts: int = Field(1, ge=0, description="Times an output failing the schema is re-asked with the error shown.")
-    structured: bool = Field(True, description="Ask the backend for schema-constrained output where it supports it.")
+    structured: bool = Field(
+        True, description="Ask the backend for schema-constrained output where it can (off: the prompt alone asks)."
+    )
+    schema_rendering: Literal["auto", "full", "gbnf"] = Field(
+        "auto",
+        description="openai backend: the schema as sent: full; gbnf (no regex patterns, no long maxLength: for servers "
+        "that compile schemas into GBNF grammars, e.g. llama.cpp); auto: gbnf for llama.cpp's servers, else full. "
+        "Replies are always checked against the full schema.",
+    )
     seed: int | None = Field(0, description="Sampling seed (None: nondeterministic).")
     extra_body: dict = Field(default_factory=dict, description="openai backend: extra request fields for the server, e.g. {chat_template_kwargs: {enable_thinking: true}} or {top_k: 20}.")
     engine_args: dict = Field(default_factory=dict, description="vllm backend: keyword arguments of vllm.LLM, e.g. {tensor_parallel_size: 2, max_model_len: 8192, gpu_memory_utilization: 0.9}.")

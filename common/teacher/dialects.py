@@ -14,7 +14,19 @@ chain that it has not refused, and keeps it for the rest of the run:
 A refusal is recognised by what the server says, whatever the status (400, 422, or 500 from
 servers that throw on unknown fields): a body naming response_format, json_schema, json_object,
 a schema or structured output. It is never retried as a transient fault. Every answer is checked
-against the schema afterwards, whatever the dialect.
+against the full schema afterwards, whatever the dialect and rendering.
+
+Renderings: the schema sent is the task's own (`full`) or, for engines that compile it into a
+GBNF grammar (llama.cpp server, llama-cpp-python, what is built on them), a `gbnf` rendering
+they can digest. llama-cpp-python 0.3.36's converter turns the question `pattern` into a grammar
+llama.cpp's parser rejects, and an enum string holding a double quote or a backslash into a
+literal it mis-escapes (rejected too), and its server dies of the rejection (issue 27); a
+`maxLength` is spelled out as one nested optional group per character (600: 5,000 characters of
+grammar for one string). The gbnf rendering keeps types, required keys, item counts and enums
+(the evidence quotes) but drops every `pattern`, the enum strings such a converter cannot spell
+(the enum itself where none is left), and a `maxLength` (or `maxItems`) that leaves more than
+GBNF_MAX_SPAN optional repeats; `max_tokens` bounds the reply instead, and the reply is still
+validated, and repaired, against the full schema.
 """
 
 from __future__ import annotations
@@ -28,6 +40,13 @@ DIALECTS = ("json_schema", "json_object+schema", "json_object", "prompt-only")
 PROMPT_ONLY = len(DIALECTS) - 1
 REFUSAL_STATUS = (400, 422, 500)
 REFUSAL = re.compile(r"response_format|json_schema|json_object|\bschema\b|structured.output", re.I)
+WITH_SCHEMA = ("json_schema", "json_object+schema")
+GBNF_ENGINES = ("llamacpp",)  # `owned_by` of GET /models on llama.cpp's server (llama-cpp-python says "me")
+UNSPELLABLE = re.compile(r'["\\\x00-\x1f\x7f]')  # characters JSON escapes with a backslash
+GBNF_MAX_SPAN = 32  # most optional repeats (maxLength - minLength, maxItems - minItems) kept in a gbnf rendering
+SUBSCHEMA = ("items", "additionalProperties", "not", "contains", "if", "then", "else", "propertyNames")
+SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "dependentSchemas")
 
 
 def response_format(schema: dict, name: str = "json_schema") -> dict | None:
@@ -40,6 +59,51 @@ def response_format(schema: dict, name: str = "json_schema") -> dict | None:
     if name == "json_object":
         return {"type": "json_object"}
     return None
+
+
+def rendering(dialect: str, gbnf_engine: bool, choice: str = "auto") -> str:
+    """The rendering of the schema an endpoint is sent: none where its dialect sends no schema;
+    gbnf where `choice` says so, for a server known to compile schemas into GBNF, and for
+    json_object+schema (only llama.cpp's servers enforce a schema sent that way); else full."""
+    if dialect not in WITH_SCHEMA:
+        return "none"
+    if choice != "auto":
+        return choice
+    return "gbnf" if gbnf_engine or dialect == "json_object+schema" else "full"
+
+
+def render(schema: dict, name: str) -> dict:
+    """`schema` as an endpoint of rendering `name` is sent it (the gbnf rendering is a new dict)."""
+    return for_gbnf(schema) if name == "gbnf" else schema
+
+
+def for_gbnf(node):
+    """A schema GBNF converters digest: no `pattern`, no enum string with `"` or `\\`, no long spans (see above)."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "pattern" or long_span(node, key):
+            continue
+        if key == "enum" and isinstance(value, list):
+            value = [v for v in value if not (isinstance(v, str) and UNSPELLABLE.search(v))]
+            if not value:
+                continue
+        if key in SUBSCHEMA:
+            out[key] = for_gbnf(value)
+        elif key in SUBSCHEMA_LISTS and isinstance(value, list):
+            out[key] = [for_gbnf(item) for item in value]
+        elif key in SUBSCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: for_gbnf(item) for name, item in value.items()}
+        else:
+            out[key] = value
+    return out
+
+
+def long_span(node: dict, key: str) -> bool:
+    """Whether `key` is a maxLength or maxItems leaving more than GBNF_MAX_SPAN optional repeats."""
+    low = {"maxLength": "minLength", "maxItems": "minItems"}.get(key)
+    return low is not None and isinstance(node[key], int) and node[key] - int(node.get(low, 0)) > GBNF_MAX_SPAN
 
 
 def refuses(exc: BaseException) -> bool:
