@@ -90,7 +90,7 @@ def train_numbers(folder: Path) -> dict:
     return {
         "steps": run.get("steps"),
         "epochs": run.get("epochs"),
-        "step_s": round(stepping / (len(steps) - 1), 2) if len(steps) > 1 else None,
+        "step_s": round(stepping / (steps[-1]["step"] - steps[0]["step"]), 2) if len(steps) > 1 else None,
         "tokens": run.get("tokens"),
         "tokens_per_s": run.get("tokens_per_s"),
         "train_seconds": run.get("train_seconds"),
