@@ -92,7 +92,7 @@ def test_the_embedded_student_learns_taught_facts_on_cpu(tmp_path):
 
     data = knowledge_dir(tmp_path / "data")
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "2"}
-    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(tmp_path / "s"), "--json", "-q", "recall_probe=6", "--epochs", "8"]
+    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(tmp_path / "s"), "--json", "-q", "recall_probe=6", "probe_budget=null", "--epochs", "8"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads(done.stdout[done.stdout.index("{"):])
