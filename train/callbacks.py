@@ -215,7 +215,8 @@ class RecallProbe(TrainerCallback):
         else when one more probe (costing what the last did) keeps the total within the budget."""
         if self.budget is None or self.last_cost is None:
             return True
-        return self.spent + self.last_cost <= self.budget * self.trained
+        # under torchrun every rank decides alike (each measures its own time): one probing rank makes all probe
+        return ranks.anywhere(self.spent + self.last_cost <= self.budget * self.trained)
 
     def judge(self, recall_val: float) -> bool:
         """Count one probe's held-out recall for early stopping; True when it did not improve."""
