@@ -46,8 +46,9 @@ def make_data(folder: Path, facts: int, seed: int = 0) -> Path:
         for p, question in enumerate(f["questions"][:3]):
             answer_turn = f"<think>\nThe documents state: {f['evidence']}\n</think>\n\n{f['answer']}"
             rows.append({
-                "id": f"{len(rows):016x}", "question": question, "reasoning": f"The documents state: {f['evidence']}", "answer": f["answer"],
-                "evidence": f["evidence"], "context": f["evidence"], "fact": hashlib.sha256(f["id"].encode()).hexdigest()[:16], "split": "train",
+                "id": f"{len(rows):016x}", "question": question, "answer": f["answer"],
+                "reasoning": f"The documents state: {f['evidence']}", "evidence": f["evidence"], "context": f["evidence"],
+                "fact": hashlib.sha256(f["id"].encode()).hexdigest()[:16], "split": "train",
                 "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer_turn}],
                 "source": {"doc": f["page"], "chunk": 0, "start": 0, "end": len(f["evidence"])},
                 "teacher": {"backend": "local", "model": "exact"},
@@ -123,7 +124,8 @@ def one(a) -> None:
     from common.config import parse_overrides
 
     config = [e for e in a.extra if not e.split("=", 1)[0].isupper()]
-    values = {"data": a.data, "out": a.out, "overwrite": True, "save_steps": 100_000, "max_steps": a.steps, "threads": a.threads,
+    values = {"data": a.data, "out": a.out, "overwrite": True, "save_steps": 100_000, "max_steps": a.steps,
+              "threads": a.threads,
               "recall_probe": 24}  # fmt: skip
     run = run_sft(TrainConfig(**{**values, **parse_overrides(config)}), show_progress=False)
     if a.probe:
@@ -131,9 +133,11 @@ def one(a) -> None:
     kept = steps[a.warmup :]
     cpu, wall, tokens = sum(s[1] for s in kept), sum(s[0] for s in kept), sum(s[2] for s in kept)
     print("RESULT " + json.dumps({
-        "tokens_per_cpu_s": round(tokens / cpu, 1), "tokens_per_s": round(tokens / wall, 1), "cpu_s_per_step": round(cpu / len(kept), 2),
-        "tokens_per_step": round(tokens / len(kept)), "probe_cpu_s_old": probes.get("old", 0.0), "probe_cpu_s_new": probes.get("new", 0.0), "probe_prompts": probes.get("prompts", 0),
-        "lora_r": run["config"]["lora_r"], "capability": torch.backends.cpu.get_cpu_capability(), "dtype": run["config"]["dtype"],
+        "tokens_per_cpu_s": round(tokens / cpu, 1), "tokens_per_s": round(tokens / wall, 1),
+        "cpu_s_per_step": round(cpu / len(kept), 2), "tokens_per_step": round(tokens / len(kept)),
+        "probe_cpu_s_old": probes.get("old", 0.0), "probe_cpu_s_new": probes.get("new", 0.0),
+        "probe_prompts": probes.get("prompts", 0), "lora_r": run["config"]["lora_r"],
+        "capability": torch.backends.cpu.get_cpu_capability(), "dtype": run["config"]["dtype"],
     }), flush=True)  # fmt: skip
 
 
@@ -144,7 +148,8 @@ def launch(a, name: str, extra: list[str]) -> dict:
         **dict(e.split("=", 1) for e in extra if e.split("=", 1)[0].isupper()),
     }
     cmd = [sys.executable, __file__, "one", "--data", a.data, "--out", str(Path(a.out) / name), "--steps", str(a.steps),
-           "--warmup", str(a.warmup), "--threads", str(a.threads), *(["--probe"] if a.probe else []), *[f"--extra={e}" for e in extra]]  # fmt: skip
+           "--warmup", str(a.warmup), "--threads", str(a.threads), *(["--probe"] if a.probe else []),
+           *[f"--extra={e}" for e in extra]]  # fmt: skip
     load = os.getloadavg()[0]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
@@ -175,16 +180,14 @@ def main() -> None:
     a.data = a.data or str(make_data(Path(a.out) / "data", a.facts))
     runs = [(r.split()[0], r.split()[1:]) for r in a.run] or [("defaults", [])]
     results = [launch(a, name, extra) for _ in range(a.repeat) for name, extra in runs]
-    print(
-        "\n| run | settings | tokens per CPU-s | wall tokens/s | CPU s/step | tokens/step | probe CPU s: old / new | load |"
-    )
+    print("\n| run | settings | tokens per CPU-s | wall tokens/s | CPU s/step | tokens/step | probe CPU s: old / new | load |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, extra in runs:
         mine = [r for r in results if r["name"] == name and "error" not in r]
         if mine:
             med = lambda key: statistics.median(r[key] for r in mine)  # noqa: E731
-            print(f"| {name} | {' '.join(extra)} | {med('tokens_per_cpu_s'):.1f} | {med('tokens_per_s'):.1f} | {med('cpu_s_per_step'):.2f} | "
-                  f"{med('tokens_per_step'):.0f} | {med('probe_cpu_s_old'):.1f} / {med('probe_cpu_s_new'):.1f} | "
+            print(f"| {name} | {' '.join(extra)} | {med('tokens_per_cpu_s'):.1f} | {med('tokens_per_s'):.1f} | "
+                  f"{med('cpu_s_per_step'):.2f} | {med('tokens_per_step'):.0f} | {med('probe_cpu_s_old'):.1f} / {med('probe_cpu_s_new'):.1f} | "
                   f"{min(r['load'] for r in mine)}-{max(r['load'] for r in mine)} |")  # fmt: skip
 
 

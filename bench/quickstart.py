@@ -122,7 +122,7 @@ def report(a, machine: dict, cap: str, loads: tuple, total: float) -> str:
     train = train_numbers(out / "student")
     counts = read_json(out / "data" / "manifest.json").get("counts", {})
     lines = [
-        f"CPU: {machine['model']}, {machine['cores']} cores, flags {' '.join(machine['flags']) or 'none of ' + ', '.join(FLAGS)}; "
+        f"CPU: {machine['model']}, {machine['cores']} cores, flags {' '.join(machine['flags']) or 'none of those'}; "
         f"torch CPU capability {cap}{' (--no-avx512: avx2, float32)' if a.no_avx512 else ''}; "
         f"load average before {loads[0]:.1f}, after {loads[1]:.1f}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
