@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install -q
 TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint demo test test-all bench clean
+.PHONY: install lint demo demo-bench test test-all bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-demo: install
+demo: install  # distill run ends with the time of the whole run and of each stage
 	$(PY) examples/make_corpus.py runs/demo/docs
 	$(VENV)/bin/distill run examples/quickstart.yaml
+
+demo-bench: install  # the demo from scratch, timed stage by stage (docs/benchmarks.md, "The quickstart")
+	$(PY) bench/quickstart.py
 
 lint: install
 	$(VENV)/bin/ruff check .

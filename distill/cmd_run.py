@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -52,6 +53,7 @@ def run(args, force, as_json, quiet, allow_incomplete):
     """
     from distill.cmd_eval import print_summary
 
+    started = time.monotonic()
     pipeline, overrides = one_path(args, "pipeline file")
     if pipeline is None:
         raise click.UsageError("a pipeline file is needed, e.g. distill run examples/quickstart.yaml")
@@ -63,6 +65,21 @@ def run(args, force, as_json, quiet, allow_incomplete):
     elif "eval" in done and not quiet:
         metrics = done["eval"]["result"]
         print_summary(metrics, metrics["config"]["out"])
+    if not silent:
+        click.secho(timings(done, time.monotonic() - started), fg="cyan", err=True)
+
+
+def clock(seconds: float) -> str:
+    """65.2 -> '1 min 05 s'; 9.4 -> '9 s'."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def timings(done: dict, total: float) -> str:
+    """One line: the whole run's wall time and each stage's (stages skipped as up to date say so)."""
+    parts = [f"{stage} {clock(entry['seconds'])}" if "seconds" in entry else f"{stage} {entry['status']}"
+             for stage, entry in done.items()]
+    return f"took {clock(total)}: " + ", ".join(parts)
 
 
 COMMANDS = (run,)

@@ -252,11 +252,11 @@ def run_pipeline(
             raise EmptyRun(f"{stage}: {empty_message(result)}")
         if result.get("status") == "incomplete":
             check_incomplete(stage, result, allow_incomplete, log)
-            done[stage] = {"status": "ran", "result": result}
+            done[stage] = {"status": "ran", "result": result, "seconds": round(time.time() - started, 3)}
             continue  # no stamp: the next distill run sends the failed requests again
         stamp = {"stage": stage, "fingerprint": digest, "finished": time.time(), "wall_time_s": round(time.time() - started, 3), "config": redact(cfg.model_dump(mode="json"))}
         write_json(stamp_path(cfg), stamp)
-        done[stage] = {"status": "ran", "result": result}
+        done[stage] = {"status": "ran", "result": result, "seconds": stamp["wall_time_s"]}
     return done
 
 

@@ -1,6 +1,6 @@
 """Knowledge measures beside the held-out test (closed-book data): recall of the training
 questions themselves (the taught phrasings of the test's facts: learned at all?) and each
-student's recall curve over its epochs (from the probe `distill train` runs after every epoch).
+student's recall curve over its epochs (from the probe `distill train` runs at the end of epochs, as often as its probe_budget allows).
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def taught_table(metrics: dict) -> list[list[str]]:
 
 
 def curve_table(metrics: dict) -> list[list[str]]:
-    """Each student's recall after every epoch of its training (the probe of `distill train`)."""
+    """Each student's recall after the epochs its training probed (the probe of `distill train`)."""
     rows = [["student", "epoch", "held-out phrasings (exact)", "taught questions (exact)", "held-out (contains)", "taught (contains)"]]
     for label, points in metrics.get("curves", {}).items():
         for p in points:
@@ -227,7 +227,7 @@ def write_report(out: Path, metrics: dict, records: list[dict], runs: list, scor
         "scores (mean [95% bootstrap CI])": score_table(metrics),
         "gap closed (mean [95% bootstrap CI])": gap_table(metrics),
         f"training questions: recall of what was taught ({metrics.get('train_questions', {}).get('questions', 0)} questions)": taught_table(metrics),
-        "recall while training (after every epoch)": curve_table(metrics),
+        "recall while training (after the probed epochs)": curve_table(metrics),
         "speed": perf_table(metrics),
         "best examples": best,
         "worst examples": worst,

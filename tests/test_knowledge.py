@@ -92,7 +92,7 @@ def test_the_embedded_student_learns_taught_facts_on_cpu(tmp_path):
 
     data = knowledge_dir(tmp_path / "data")
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "2"}
-    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(tmp_path / "s"), "--json", "-q", "recall_probe=6", "--epochs", "8"]
+    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(tmp_path / "s"), "--json", "-q", "recall_probe=6", "probe_budget=null", "--epochs", "8"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads(done.stdout[done.stdout.index("{"):])
@@ -131,3 +131,75 @@ def test_training_questions_are_only_those_the_student_trained_on(tmp_path):
     write_json(student / "run.json", {"data": {}})  # written before run.json listed them: ask none rather than guess
     ids, note = untaught_ids([str(student)])
     assert ids == set() and note.startswith("not asked: ") and "does not list the records it held out" in note
+
+
+class Clock:
+    """time.monotonic for train.callbacks: moved by hand (an epoch's training, a probe's answers)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+def scripted_probe(monkeypatch, tokenizer, metrics, clock, recalls: list[float], cost: float, **kwargs):
+    """A RecallProbe whose answers take `cost` seconds and score the next of `recalls` (no model)."""
+    from train import callbacks
+
+    monkeypatch.setattr(callbacks, "time", clock)
+    probe = callbacks.RecallProbe(recall_probe(fact_records(), 4, seed=0), "closed-book", tokenizer, metrics, **kwargs)
+    scores = iter(recalls)
+
+    def answer(model):
+        clock.now += cost
+        value = next(scores)
+        return {"recall_val": value, "recall_val_contains": value, "recall_train": 1.0, "recall_train_contains": 1.0}
+
+    monkeypatch.setattr(probe, "recall", answer)
+    return probe
+
+
+def train_epochs(probe, clock, epochs: range, seconds: float, steps_per_epoch: int = 10) -> list[int]:
+    """Call the probe as the Trainer does over `epochs` of `seconds` each; [the epoch it stopped after] or []."""
+    from transformers import TrainerControl, TrainerState
+
+    state, control = TrainerState(), TrainerControl()
+    probe.on_train_begin(None, state, control)
+    for epoch in epochs:
+        clock.now += seconds
+        state.global_step, state.epoch = epoch * steps_per_epoch, float(epoch)
+        probe.on_epoch_end(None, state, control, model=None)
+        if control.should_training_stop:
+            return [epoch]
+    return []
+
+
+def test_the_probe_keeps_within_its_share_of_the_training_time(tmp_path, tokenizer, monkeypatch):
+    from train.callbacks import Metrics
+
+    clock, metrics = Clock(), Metrics(tmp_path / "metrics.jsonl")
+    probe = scripted_probe(monkeypatch, tokenizer, metrics, clock, [0.5] * 10, cost=5.0, budget=0.1)
+    train_epochs(probe, clock, range(1, 11), seconds=20.0)
+    rows = [r for r in metrics.rows if "recall_val" in r]
+    assert [r["epoch"] for r in rows] == [1.0, 5.0, 8.0, 10.0]  # the first measures the cost; then as the budget allows
+    assert sum(r["probe_s"] for r in rows) <= 0.1 * rows[-1]["train_s"] == 20.0
+    every = scripted_probe(monkeypatch, tokenizer, Metrics(tmp_path / "all.jsonl"), clock, [0.5] * 10, 5.0, budget=None)
+    train_epochs(every, clock, range(1, 11), seconds=20.0)
+    assert sum("recall_val" in r for r in every.metrics.rows) == 10
+
+
+def test_a_resumed_run_keeps_the_probes_early_stop(tmp_path, tokenizer, monkeypatch):
+    from train.callbacks import Metrics
+
+    recalls = [0.2, 0.5, 0.5, 0.5, 0.5]
+    clock, path = Clock(), tmp_path / "metrics.jsonl"
+    whole = scripted_probe(monkeypatch, tokenizer, Metrics(path), clock, recalls, cost=1.0, patience=2, budget=None)
+    assert train_epochs(whole, clock, range(1, 6), seconds=20.0) == [4]
+    # killed after the checkpoint of epoch 3 (step 30): the resumed run reads the probes up to it back
+    resumed = scripted_probe(monkeypatch, tokenizer, Metrics(path, 30), clock, recalls[3:], 1.0, budget=None, patience=2)
+    assert (resumed.best, resumed.stale, resumed.spent) == (0.5, 1, 3.0)
+    assert train_epochs(resumed, clock, range(4, 6), seconds=20.0) == [4]

@@ -5,6 +5,7 @@ The gen stage runs for real, but its teacher's answers are put in its request ca
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,8 @@ def test_run_gen_then_eval_then_rerun_skips(pipeline, capsys):
     out = capsys.readouterr()
     assert "gen: running" in out.err and "eval: running" in out.err
     assert "report:" in out.out and "report.html" in out.out
+    timed = r"took (\d+ min )?\d+ s: gen (\d+ min )?\d+ s, eval (\d+ min )?\d+ s"  # the timings make demo ends with
+    assert re.search(timed, out.err), out.err
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert list(metrics["models"]) == ["base"]  # no train section: the base student alone
     assert metrics["questions"] == json.loads((root / "data" / "manifest.json").read_text())["counts"]["test"] > 0
@@ -90,7 +93,7 @@ def test_run_gen_then_eval_then_rerun_skips(pipeline, capsys):
     assert second.value.code == 0
     out = capsys.readouterr()
     assert "gen: up to date, skipped" in out.err and "eval: up to date, skipped" in out.err
-    assert "running" not in out.err and "report.html" in out.out
+    assert "running" not in out.err and "report.html" in out.out and "gen skipped, eval skipped" in out.err
     for stage, folder in (("gen", "data"), ("eval", "eval")):
         assert (root / folder / "stage.json").stat().st_mtime_ns == stamps[stage]
 

@@ -162,44 +162,87 @@ class ProgressBar(TrainerCallback):
 
 
 class RecallProbe(TrainerCallback):
-    """After every epoch, the student answers the probe greedily: phrasings held out of training
-    (recall_val: is the fact known in other words?) and taught questions (recall_train). Exact
-    match and contains-answer, by the graders eval uses, go to metrics.jsonl; with `patience`,
-    training stops once recall_val has not improved for that many epochs."""
+    """At the end of an epoch, the student answers the probe greedily, in one batch where it fits:
+    phrasings held out of training (recall_val: is the fact known in other words?) and taught
+    questions (recall_train). Exact match and contains-answer, by the graders eval uses, go to
+    metrics.jsonl with the probe's seconds (probe_s) and the training seconds before it (train_s).
 
-    def __init__(self, probe: dict, mode: str, tokenizer, metrics: Metrics, patience: int | None = None, generating=None, batch_size: int = 16):
+    `budget` (a share, e.g. 0.1) bounds the probe's time against the training time: the first epoch
+    is always probed (that measures a probe's cost), a later one only where the probes so far plus one
+    more stay within budget x the training time up to it; every k-th epoch, k set by the measured
+    costs, and never the last epoch unless it fits too. None: every epoch. With `patience`, training
+    stops once recall_val has not improved for that many probes. best/stale/spent are rebuilt from the
+    probe rows metrics.jsonl keeps up to the checkpoint a run resumes from, so a resumed run keeps them.
+    """
+
+    def __init__(self, probe: dict, mode: str, tokenizer, metrics: Metrics, patience: int | None = None,
+                 generating=None, batch_size: int = 32, budget: float | None = 0.1):  # fmt: skip
         self.probe, self.mode, self.tokenizer, self.metrics = probe, mode, tokenizer, metrics
-        self.patience, self.batch_size = patience, batch_size
+        self.patience, self.batch_size, self.budget = patience, batch_size, budget
         self.generating = generating or contextlib.nullcontext  # the backend's switch to inference and back
         turns = [r["messages"][-1]["content"] for group in probe.values() for r in group]
         self.max_new_tokens = max(len(ids) for ids in tokenizer(turns, add_special_tokens=False)["input_ids"]) + 8
-        self.best, self.stale = -1.0, 0
+        self.best, self.stale, self.spent, self.trained, self.last_cost = -1.0, 0, 0.0, 0.0, None
+        for row in metrics.rows:  # a resumed run: the probes up to its checkpoint
+            if "recall_val" in row:
+                self.judge(row["recall_val"])
+                self.spent += row.get("probe_s", 0.0)
+                self.trained = row.get("train_s", self.trained)
+                self.last_cost = row.get("probe_s", self.last_cost)
+        self.mark = None  # time.monotonic() where the training time now counted began
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.mark = time.monotonic()
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **self.recall(model)}
-        if ranks.is_main():
-            self.metrics.write(row)
-        if row["recall_val"] > self.best:
-            self.best, self.stale = row["recall_val"], 0
-        else:
-            self.stale += 1
-        if self.patience and self.stale >= self.patience:
-            control.should_training_stop = True
+        if self.mark is not None:
+            self.trained += time.monotonic() - self.mark
+        if self.due():
+            started = time.monotonic()
+            found = self.recall(model)
+            cost = time.monotonic() - started
+            self.spent, self.last_cost = self.spent + cost, cost
+            row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **found,
+                   "probe_s": round(cost, 2), "train_s": round(self.trained, 2)}
+            if ranks.is_main():
+                self.metrics.write(row)
+            if self.judge(row["recall_val"]) and self.patience and self.stale >= self.patience:
+                control.should_training_stop = True
+        self.mark = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether this epoch's end gets a probe: always without a budget or before the first probe,
+        else when one more probe (costing what the last did) keeps the total within the budget."""
+        if self.budget is None or self.last_cost is None:
+            return True
+        # under torchrun every rank decides alike (each measures its own time): one probing rank makes all probe
+        return ranks.anywhere(self.spent + self.last_cost <= self.budget * self.trained)
+
+    def judge(self, recall_val: float) -> bool:
+        """Count one probe's held-out recall for early stopping; True when it did not improve."""
+        if recall_val > self.best:
+            self.best, self.stale = recall_val, 0
+            return False
+        self.stale += 1
+        return True
 
     def recall(self, model) -> dict:
         found, side = {}, self.tokenizer.padding_side
         was_training, self.tokenizer.padding_side = model.training, "left"
+        names = [name for name in ("held_out", "taught") for _ in self.probe[name]]
+        records = [r for name in ("held_out", "taught") for r in self.probe[name]]
+        conversations = [prompt_messages(r, self.mode) for r in records]
         model.eval()
         try:
-            with self.generating(model):
-                for name, records in (("val", self.probe["held_out"]), ("train", self.probe["taught"])):
-                    outputs, _ = generate_counted(model, self.tokenizer, [prompt_messages(r, self.mode) for r in records], self.max_new_tokens, self.batch_size)
-                    answers = [(final_answer(out), r["answer"]) for out, r in zip(outputs, records)]
-                    found[f"recall_{name}"] = round(sum(exact_match(a, ref) for a, ref in answers) / len(answers), 4)
-                    found[f"recall_{name}_contains"] = round(sum(contains_answer(a, ref) for a, ref in answers) / len(answers), 4)
+            with self.generating(model):  # both sides in one call: one batch where the probe fits in batch_size
+                outputs, _ = generate_counted(model, self.tokenizer, conversations, self.max_new_tokens, self.batch_size)
         finally:
             model.train(was_training)
             self.tokenizer.padding_side = side
+        for name, key in (("held_out", "val"), ("taught", "train")):
+            answers = [(final_answer(out), r["answer"]) for out, r, n in zip(outputs, records, names) if n == name]
+            found[f"recall_{key}"] = round(sum(exact_match(a, ref) for a, ref in answers) / len(answers), 4)
+            found[f"recall_{key}_contains"] = round(sum(contains_answer(a, r) for a, r in answers) / len(answers), 4)
         return found
 
 

@@ -101,9 +101,21 @@ class TrainConfig(StageConfig):
         "auto", description="Also train on DATA/text.jsonl (the chunks and the teacher's rewrites of them, loss on every token) in the same run as the chat records; auto: when the file exists."
     )
     recall_probe: int = Field(
-        24, ge=0, description="Knowledge data: phrasings held out of training (one per fact; the fact keeps its others) and as many taught questions, answered greedily after every epoch (recall_val, recall_train in metrics.jsonl; the curve in eval's report); 0: off."
+        24,
+        ge=0,
+        description="Knowledge data: phrasings held out of training (one per fact; the fact keeps its others) and "
+        "as many taught questions, answered greedily after an epoch, as often as probe_budget allows (recall_val, "
+        "recall_train in metrics.jsonl; the curve in eval's report); 0: off.",
     )
-    early_stop: int | None = Field(None, ge=1, description="Stop when the recall of held-out phrasings (recall_probe) has not improved for this many epochs; None: train every epoch.")
+    probe_budget: float | None = Field(
+        0.1,
+        gt=0,
+        description="Most of the training time the recall probe may take (0.1: a tenth): the first epoch is probed, "
+        "later ones while the probes' total stays within it; None: every epoch.",
+    )
+    early_stop: int | None = Field(
+        None, ge=1, description="Stop when the held-out recall (recall_probe) has not improved for this many probes; None: never."
+    )
     # validation, checkpoints, output
     val_fraction: float = Field(0.0, ge=0, lt=0.5, description="Share of train.jsonl held out for validation loss (never test.jsonl); 0: none.")
     eval_steps: int = Field(50, ge=1, description="Validation loss every this many steps (when val_fraction > 0).")

@@ -46,7 +46,7 @@ class TrainData:
     split_by: str
     dropped_too_long: int = 0
     stats: dict = field(default_factory=dict)
-    probe: dict = field(default_factory=dict)  # {"held_out": [records], "taught": [records]}: recall asked after every epoch
+    probe: dict = field(default_factory=dict)  # {"held_out": [records], "taught": [records]}: recall asked at the end of epochs (train/callbacks.py RecallProbe)
 
 
 def kind_of(split_by: str) -> str:

@@ -160,7 +160,8 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
     )
     if plan.data.probe:
         generating = unsloth_adapter.generating if plan.backend == "unsloth" else None
-        trainer.add_callback(RecallProbe(plan.data.probe, plan.data.mode, plan.tokenizer, metrics, cfg.early_stop, generating))
+        probe = RecallProbe(plan.data.probe, plan.data.mode, plan.tokenizer, metrics, cfg.early_stop, generating, budget=cfg.probe_budget)
+        trainer.add_callback(probe)
     trainer.distill_batch_tokens = plan.batches["max_batch_tokens"]
     trainer.distill_tokens = metrics.tokens if ranks.is_main() else 0  # a resumed run counts on (the logged total of all ranks)
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
