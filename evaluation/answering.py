@@ -62,7 +62,9 @@ def answer_local(run: ModelRun, conversations: list[list[dict]], max_new_tokens:
     return run
 
 
-def answer_teacher(cfg: TeacherConfig, conversations: list[list[dict]], max_new_tokens: int, teacher: CachedTeacher) -> ModelRun:
+def answer_teacher(
+    cfg: TeacherConfig, conversations: list[list[dict]], max_new_tokens: int, teacher: CachedTeacher
+) -> ModelRun:
     """The teacher's answers; any failure (unreachable server, missing backend) makes it 'missing'
     with the reason, so that the other models are still evaluated and reported."""
     run = ModelRun("teacher", cfg.model, "teacher")

@@ -65,7 +65,9 @@ def write_task(folder: Path, records: list[dict], mode: Mode, max_gen_toks: int 
     text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     # lm-eval resolves `!function` tags itself; numeric applies only where the reference holds a number
     text = text.replace("'!function utils.process_results'", "!function utils.process_results")
-    text = text.replace("- metric: numeric\n  aggregation: mean", "- metric: numeric\n  aggregation: !function utils.mean_defined")
+    text = text.replace(
+        "- metric: numeric\n  aggregation: mean", "- metric: numeric\n  aggregation: !function utils.mean_defined"
+    )
     yaml_path = folder / f"{TASK}.yaml"
     write_atomic(yaml_path, text)
     write_atomic(folder / "utils.py", UTILS)

@@ -1,6 +1,7 @@
 """Knowledge measures beside the held-out test (closed-book data): recall of the training
 questions themselves (the taught phrasings of the test's facts: learned at all?) and each
-student's recall curve over its epochs (from the probe `distill train` runs at the end of epochs, as often as its probe_budget allows).
+student's recall curve over its epochs (from the probe `distill train` runs at the end of epochs, as
+often as its probe_budget allows).
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ def recall_on_taught(runs: list[ModelRun], records: list[dict], mode: Mode, cfg)
         done = answer_local(ModelRun(run.label, run.name, run.role), conversations, cfg.max_new_tokens, cfg.batch_size)
         rows = [string_scores(output, r["answer"], cfg.numeric_tolerance) for output, r in zip(done.outputs, records)]
         per_metric = {m: [row[m] for row in rows] for m in STRING_METRICS}
-        stats = {m: bootstrap_mean(v, cfg.bootstrap_samples, cfg.seed) for m, v in per_metric.items() if any(x is not None for x in v)}
+        stats = {
+            m: bootstrap_mean(v, cfg.bootstrap_samples, cfg.seed)
+            for m, v in per_metric.items()
+            if any(x is not None for x in v)
+        }
         models[run.label] = {"name": run.name, "role": run.role, "status": "ok", "metrics": stats}
     return {"questions": len(records), "models": models}
 

@@ -32,7 +32,13 @@ def bootstrap_mean(values: list[float | None], samples: int = 1000, seed: int = 
     return {"mean": float(data.mean()), "lo": lo, "hi": hi, "n": int(data.size)}
 
 
-def gap_closed(student: list[float | None], base: list[float | None], teacher: list[float | None], samples: int = 1000, seed: int = 0) -> dict:
+def gap_closed(
+    student: list[float | None],
+    base: list[float | None],
+    teacher: list[float | None],
+    samples: int = 1000,
+    seed: int = 0,
+) -> dict:
     """(student - base) / (teacher - base) on the questions all three were graded on, with a
     paired bootstrap interval; mean None when the teacher does no better than the base (no gap to close)."""
     rows = [(s, b, t) for s, b, t in zip(student, base, teacher) if None not in (s, b, t)]

@@ -108,7 +108,10 @@ def resolve_start(name: str) -> Start:
     """What --from names: an SFT output directory holding an adapter, a model directory, 'embedded' or a hub id."""
     folder = Path(name).expanduser()
     if folder.is_dir() and (folder / recipe.RUN_CONFIG).is_file() and not (folder / "run.json").is_file():
-        raise UserError(f"--from {name} holds an unfinished training run (no run.json); finish it with `distill train ... --out {name} --resume` first")
+        raise UserError(
+            f"--from {name} holds an unfinished training run (no run.json); finish it with `distill train ... --out "
+            f"{name} --resume` first"
+        )
     path = resolve_model(name)  # a directory without config.json or adapter_config.json is refused here
     adapter_config = Path(path) / "adapter_config.json"
     if not adapter_config.is_file():
@@ -123,7 +126,9 @@ def choose_generation(cfg: GRPOConfig) -> str:
     """vllm where vLLM is installed on a CUDA machine (auto), else transformers' generate."""
     here = importlib.util.find_spec("vllm") is not None and loading.device() == "cuda"
     if cfg.generation == "vllm" and not here:
-        raise UserError("generation=vllm needs vLLM and a CUDA GPU (pip install vllm); use generation=transformers or auto")
+        raise UserError(
+            "generation=vllm needs vLLM and a CUDA GPU (pip install vllm); use generation=transformers or auto"
+        )
     return "vllm" if cfg.generation == "vllm" or (cfg.generation == "auto" and here) else "transformers"
 
 
@@ -139,8 +144,15 @@ def size_lengths(cfg: GRPOConfig, tokenizer, records: list[dict], context: int |
     budget = cfg.length_budget or min(longest, limit * 4 // 5)
     prompt = cfg.max_prompt_length or ((context - limit) if context else 2048)
     if prompt < 8:
-        raise UserError(f"max_completion_length={limit} leaves no room for prompts in the model's {context}-token context; lower it")
-    return {"max_completion_length": limit, "length_budget": budget, "max_prompt_length": prompt, "teacher_longest": longest}
+        raise UserError(
+            f"max_completion_length={limit} leaves no room for prompts in the model's {context}-token context; lower it"
+        )
+    return {
+        "max_completion_length": limit,
+        "length_budget": budget,
+        "max_prompt_length": prompt,
+        "teacher_longest": longest,
+    }
 
 
 def prompt_rows(records: list[dict], tokenizer, mode, max_prompt_length: int) -> tuple[list[dict], int]:
@@ -150,7 +162,9 @@ def prompt_rows(records: list[dict], tokenizer, mode, max_prompt_length: int) ->
         messages = prompt_messages(record, mode)
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if token_count(tokenizer, text) <= max_prompt_length:
-            rows.append({"prompt": messages, **{k: record.get(k, "") for k in COLUMNS}})  # brought data may lack evidence, context
+            rows.append(
+                {"prompt": messages, **{k: record.get(k, "") for k in COLUMNS}}
+            )  # brought data may lack evidence, context
     return rows, len(records) - len(rows)
 
 
@@ -192,11 +206,34 @@ def setup(cfg: GRPOConfig, ident: dict) -> Plan:
     spec = recipe.model_spec(cfg, start.base_name, start.base, context, adapter=start.adapter)
     model = load_policy(spec, backend, generation == "vllm", cfg.vllm_memory)
     recipe.claim(out, ident)
-    data = {"dir": str(Path(cfg.data).resolve()), "data_format": source.format, **source.describe(),
-            "split_by": split_by, "prompt_mode": mode, "prompts": len(rows), "dropped_too_long": dropped}
+    data = {
+        "dir": str(Path(cfg.data).resolve()),
+        "data_format": source.format,
+        **source.describe(),
+        "split_by": split_by,
+        "prompt_mode": mode,
+        "prompts": len(rows),
+        "dropped_too_long": dropped,
+    }
     optim = loading.resolve_optim(cfg.optim)
-    plan = Plan(out, start, spec, backend, fallback, generation, model, tokenizer, rows, data, lengths,
-                rewards, weights, judge, optim, resume_from)
+    plan = Plan(
+        out,
+        start,
+        spec,
+        backend,
+        fallback,
+        generation,
+        model,
+        tokenizer,
+        rows,
+        data,
+        lengths,
+        rewards,
+        weights,
+        judge,
+        optim,
+        resume_from,
+    )
     for warning in wasteful_settings(cfg):
         plan.warn(warning)
     return plan
@@ -206,13 +243,23 @@ def wasteful_settings(cfg: GRPOConfig) -> list[str]:
     """Settings known to waste a run (num_generations 1 is refused by the config itself)."""
     found = []
     if cfg.temperature < 0.5:
-        found.append(f"temperature={cfg.temperature} samples near-identical completions, whose groups score alike and teach nothing; 0.7-1.0 is usual")
-    if cfg.num_generations < 4:
-        found.append(f"num_generations={cfg.num_generations}: with so few completions a group often scores alike (zero advantage); 8 is usual")
-    if cfg.lr >= 1e-4:  # measured on the quickstart data (docs/eval.md): it lowered or raised the reward, by the step's size
         found.append(
-            f"lr={cfg.lr} is an SFT learning rate; GRPO usually runs at 1e-6 to 5e-5. In our runs 1e-4 and 3e-4 lowered the reward "
-            "with 16 completions a step and raised it with 128 (batch_size 16): keep it only with large steps, and watch the reward by epoch"
+            f"temperature={cfg.temperature} samples near-identical completions, whose groups score alike and teach "
+            "nothing; 0.7-1.0 is usual"
+        )
+    if cfg.num_generations < 4:
+        found.append(
+            f"num_generations={cfg.num_generations}: with so few completions a group often scores alike (zero "
+            "advantage); 8 is usual"
+        )
+    if (
+        cfg.lr >= 1e-4
+    ):  # measured on the quickstart data (docs/eval.md): it lowered or raised the reward, by the step's size
+        found.append(
+            f"lr={cfg.lr} is an SFT learning rate; GRPO usually runs at 1e-6 to 5e-5. In our runs 1e-4 and 3e-4 "
+            "lowered the reward "
+            "with 16 completions a step and raised it with 128 (batch_size 16): keep it only with large steps, and "
+            "watch the reward by epoch"
         )
     return found
 
@@ -238,8 +285,9 @@ def grpo_args(cfg: GRPOConfig, plan: Plan):
         beta=cfg.beta,
         loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards,
-        # a completion cut at the length limit is still scored and still teaches; said explicitly because Unsloth turns
-        # masking on for loss_type dapo, which zeroes the whole update when every completion is cut (a policy that never stops)
+        # a completion cut at the length limit is still scored and still teaches; said explicitly because Unsloth
+        # turns masking on for loss_type dapo, which zeroes the whole update when every completion is cut (a policy
+        # that never stops)
         mask_truncated_completions=False,
         reward_weights=plan.weights,
         use_vllm=vllm,
@@ -257,7 +305,11 @@ def run(cfg: GRPOConfig, plan: Plan, show_progress: bool):
     from train.grpo_trainer import StepStats, grpo_trainer_class
 
     metrics = Metrics(plan.out / "metrics.jsonl", recipe.resume_step(plan.resume_from), write=ranks.is_main())
-    shown = {"reward": ("reward", "{:.3f}"), "alike": ("zero_advantage_groups", "{:.0f}"), "gen tok/s": ("generated_tokens_per_s", "{:.0f}")}
+    shown = {
+        "reward": ("reward", "{:.3f}"),
+        "alike": ("zero_advantage_groups", "{:.0f}"),
+        "gen tok/s": ("generated_tokens_per_s", "{:.0f}"),
+    }
     bar = ProgressBar(metrics, show_progress and ranks.is_main(), shown, title="grpo")
     stop = StopOnSignal()
     trainer = grpo_trainer_class(plan.backend, loading.device() == "cuda")(
@@ -266,7 +318,13 @@ def run(cfg: GRPOConfig, plan: Plan, show_progress: bool):
         args=grpo_args(cfg, plan),
         train_dataset=Dataset.from_list(plan.rows),
         processing_class=plan.tokenizer,
-        callbacks=[StepStats(cfg.batch_size * ranks.world_size(), plan.warn), CheckpointMarker(cfg.keep_checkpoints), metrics, bar, stop],
+        callbacks=[
+            StepStats(cfg.batch_size * ranks.world_size(), plan.warn),
+            CheckpointMarker(cfg.keep_checkpoints),
+            metrics,
+            bar,
+            stop,
+        ],
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     train_until_stopped(trainer, stop, plan.resume_from)
@@ -310,8 +368,12 @@ def summary(trainer, rows: list[dict], seconds: float) -> dict:
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0, 4),
         "reward": {"first": over(first, "reward"), "last": over(last, "reward")},
-        "rewards": {name: {"first": over(first, f"rewards/{name}/mean"), "last": over(last, f"rewards/{name}/mean")} for name in names},
-        "by_epoch": {"reward": by_epoch(logged, "reward")} | {name: by_epoch(logged, f"rewards/{name}/mean") for name in names},
+        "rewards": {
+            name: {"first": over(first, f"rewards/{name}/mean"), "last": over(last, f"rewards/{name}/mean")}
+            for name in names
+        },
+        "by_epoch": {"reward": by_epoch(logged, "reward")}
+        | {name: by_epoch(logged, f"rewards/{name}/mean") for name in names},
         "zero_advantage_share": over(logged, "alike_share"),
         "zero_advantage_share_last": over(last, "alike_share"),
         "completion_length": over(logged, "completions/mean_length"),
@@ -350,7 +412,8 @@ def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float
     stalled = record["metrics"]["zero_advantage_share_last"]
     if record["metrics"]["steps"] >= 8 and stalled is not None and stalled >= 0.9:
         plan.warn(
-            f"in the last quarter of the steps {stalled:.0%} of the groups scored alike: the policy stopped learning (every completion "
+            f"in the last quarter of the steps {stalled:.0%} of the groups scored alike: the policy stopped learning "
+            "(every completion "
             "right, every one wrong, or collapsed); more steps will not help: look at rewards.png and the rewards"
         )
     record["warnings"] = plan.warnings
@@ -363,7 +426,9 @@ def save(cfg: GRPOConfig, plan: Plan, trainer, interrupted: bool, started: float
         return save_model(plan.spec, cfg.save, None, trainer.model, plan.tokenizer, plan.out)
 
     return recipe.finish(
-        record, plan.out, interrupted,
+        record,
+        plan.out,
+        interrupted,
         plot=lambda: plot_metrics(rows, plan.out / "rewards.png", series, "mean over the step's completions"),
         save=save_policy,
     )

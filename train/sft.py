@@ -108,7 +108,8 @@ def sft_args(cfg: TrainConfig, plan: Plan):
     )
 
 
-# docs/benchmarks.md: under half (LoRA) and a third (QLoRA) of plain TRL's peak memory at about 2x its speed (H200, 1B model)
+# docs/benchmarks.md: under half (LoRA) and a third (QLoRA) of plain TRL's peak memory at about 2x its speed
+# (H200, 1B model)
 AUTO_BATCH_TOKENS = {"lora": 8192, "qlora": 10240}
 
 
@@ -125,7 +126,11 @@ def batch_layout(cfg: TrainConfig, backend: str) -> dict:
     budget = cfg.max_batch_tokens
     if budget == "auto":
         budget = AUTO_BATCH_TOKENS[cfg.method] if padded and compiled else None
-    return {"padding_free": not padded, "group_by_length": bool(grouped), "max_batch_tokens": budget if padded else None}
+    return {
+        "padding_free": not padded,
+        "group_by_length": bool(grouped),
+        "max_batch_tokens": budget if padded else None,
+    }
 
 
 def datasets_of(data: TrainData):
@@ -133,7 +138,11 @@ def datasets_of(data: TrainData):
 
     def rows(items):
         return [
-            {"input_ids": r["input_ids"], "labels": [t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])], "length": len(r["input_ids"])}
+            {
+                "input_ids": r["input_ids"],
+                "labels": [t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])],
+                "length": len(r["input_ids"]),
+            }
             for r in items
         ]
 
@@ -156,14 +165,29 @@ def run(cfg: TrainConfig, plan: Plan, show_progress: bool):
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=plan.tokenizer,
-        callbacks=[CheckpointMarker(cfg.keep_checkpoints), metrics, ProgressBar(metrics, show_progress and ranks.is_main()), stop],
+        callbacks=[
+            CheckpointMarker(cfg.keep_checkpoints),
+            metrics,
+            ProgressBar(metrics, show_progress and ranks.is_main()),
+            stop,
+        ],
     )
     if plan.data.probe:
         generating = unsloth_adapter.generating if plan.backend == "unsloth" else None
-        probe = RecallProbe(plan.data.probe, plan.data.mode, plan.tokenizer, metrics, cfg.early_stop, generating, budget=cfg.probe_budget)
+        probe = RecallProbe(
+            plan.data.probe,
+            plan.data.mode,
+            plan.tokenizer,
+            metrics,
+            cfg.early_stop,
+            generating,
+            budget=cfg.probe_budget,
+        )
         trainer.add_callback(probe)
     trainer.distill_batch_tokens = plan.batches["max_batch_tokens"]
-    trainer.distill_tokens = metrics.tokens if ranks.is_main() else 0  # a resumed run counts on (the logged total of all ranks)
+    trainer.distill_tokens = (
+        metrics.tokens if ranks.is_main() else 0
+    )  # a resumed run counts on (the logged total of all ranks)
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its printed dicts
     sample = [trainer.train_dataset[i] for i in range(min(cfg.batch_size, len(trainer.train_dataset)))]
     check_batch(trainer.data_collator(sample))
@@ -203,12 +227,21 @@ def save(cfg: TrainConfig, plan: Plan, trainer, interrupted: bool, started: floa
         "recipe": {"kind": plan.kind, "why": plan.why},
         "batches": plan.batches,
         "data_format": data.format,
-        "data": {"dir": str(Path(cfg.data).resolve()), **data.source, "split_by": data.split_by, "kind": plan.kind,
-                 "prompt_mode": data.mode, "dropped_too_long": data.dropped_too_long, **data.stats},
+        "data": {
+            "dir": str(Path(cfg.data).resolve()),
+            **data.source,
+            "split_by": data.split_by,
+            "kind": plan.kind,
+            "prompt_mode": data.mode,
+            "dropped_too_long": data.dropped_too_long,
+            **data.stats,
+        },
         "metrics": summary(trainer, rows, time.time() - started),
     }
     return recipe.finish(
-        record, plan.out, interrupted,
+        record,
+        plan.out,
+        interrupted,
         plot=lambda: plot_loss(rows, plan.out / "loss.png"),
         save=lambda: save_model(plan.spec, cfg.save, cfg.gguf_quant, trainer.model, plan.tokenizer, plan.out),
     )
