@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,7 +22,7 @@ class GenConfig(BaseModel):
     task: str = Field("qa", description="Built-in task (qa, reasoning) or a name for a custom task given by prompt_file + schema_file.")
     prompt_file: str | None = Field(None, description="Custom prompt template (fields: {chunk}, {fence} (quotes around the chunk that it cannot close), {n}, {k}, {schema}, {shape}).")
     schema_file: str | None = Field(None, description="Custom JSON Schema of the teacher output (an object with a list 'items' of question/answer objects).")
-    pairs_per_chunk: int | Literal["auto"] = Field(
+    pairs_per_chunk: Annotated[int, Field(ge=1, le=20)] | Literal["auto"] = Field(
         "auto",
         description="Facts (QA items) asked for every chunk, each in `phrasings` questions; auto: facts first with split_by=item "
         "(the teacher lists every fact of the chunk, then writes the questions for each: generate/facts.py), 2 with split_by=document.",
@@ -69,8 +69,6 @@ class GenConfig(BaseModel):
     def _rules_across_fields(self) -> "GenConfig":
         if self.chunk_overlap * 2 > self.chunk_tokens:
             raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be at most half of chunk_tokens ({self.chunk_tokens}); lower chunk_overlap or raise chunk_tokens")
-        if self.pairs_per_chunk != "auto" and not 1 <= self.pairs_per_chunk <= 20:
-            raise ValueError(f"pairs_per_chunk must be auto or 1 to 20, not {self.pairs_per_chunk}")
         if self.phrasings != "auto" and not 1 <= self.phrasings <= 8:
             raise ValueError(f"phrasings must be auto or 1 to 8, not {self.phrasings}")
         return self

@@ -34,7 +34,7 @@ TEMPLATE = Path(__file__).parent / "prompts" / "facts.txt"
 
 def listing_schema(chunk: str | None = None) -> dict:
     """The reply of a listing request; with `chunk`, the evidence is one of its quotable sentences."""
-    quotes = quotable_sentences(chunk) if chunk else []
+    quotes = [q for q in quotable_sentences(chunk) if not q.startswith("#")] if chunk else []  # a heading states no fact
     evidence = {"type": "string", "enum": quotes} if quotes else {"type": "string", "minLength": 8, "maxLength": 400}
     entry = {
         "type": "object",
