@@ -290,6 +290,8 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     manifest["facts"] = describe_split(train, test, cfg.split_by, cfg.questions_per_fact)
     manifest["coverage"] = coverage(plan, outcome, train + test, cfg.facts_per_request * cfg.questions_per_fact, dropped)
     manifest["coverage"].update(sentence_coverage(plan.chunks, train, outcome.facts))
+    if outcome.facts is not None:  # facts first: every listed fact is asked
+        manifest["coverage"]["items_asked"] = manifest["coverage"]["facts_listed"] * cfg.questions_per_fact
     if text:
         manifest["files"]["text"] = "text.jsonl"
     write_json(plan.out / "manifest.json", manifest)

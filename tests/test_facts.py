@@ -57,7 +57,7 @@ def test_auto_lists_the_facts_then_asks_every_one_in_as_many_requests_as_needed(
     assert {r["evidence"] for r in records} == set(SIX)  # every fact of the page is taught
     assert len(records) == len(SIX) * 3  # in the three phrasings of the knowledge default
     coverage = manifest["coverage"]
-    assert coverage["facts_listed"] == coverage["facts_taught"] == len(SIX)
+    assert coverage["facts_listed"] == coverage["facts_taught"] == len(SIX) and coverage["items_asked"] == 3 * len(SIX)
     assert coverage["factual_sentences"] == coverage["sentences_covered"] == len(SIX) and coverage["sentence_coverage"] == 1.0
     assert manifest["counts"]["fact_requests"] == 1 and manifest["counts"]["requests"] == 3
     again = teacher_factory()
