@@ -35,7 +35,11 @@ JUDGE_SCHEMA = {
     "required": ["why", "injection", "faithfulness", "usefulness"],
     "additionalProperties": False,
 }
-STAGES = {"grounding": ("ungrounded",), "dedup": ("duplicate", "near_duplicate", "near_twin"), "judge": ("injection", "low_score", "judge_invalid", "not_judged")}
+STAGES = {
+    "grounding": ("ungrounded",),
+    "dedup": ("duplicate", "near_duplicate", "near_twin"),
+    "judge": ("injection", "low_score", "judge_invalid", "not_judged"),
+}
 EMPTY_CHUNKS_LISTED = 100
 FIELD = re.compile(r"\{(chunk|fence|question|evidence|reasoning|answer)\}")
 

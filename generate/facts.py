@@ -34,7 +34,8 @@ TEMPLATE = Path(__file__).parent / "prompts" / "facts.txt"
 
 def listing_schema(chunk: str | None = None) -> dict:
     """The reply of a listing request; with `chunk`, the evidence is one of its quotable sentences."""
-    quotes = [q for q in quotable_sentences(chunk) if not q.startswith("#")] if chunk else []  # a heading states no fact
+    # a heading states no fact
+    quotes = [q for q in quotable_sentences(chunk) if not q.startswith("#")] if chunk else []
     evidence = {"type": "string", "enum": quotes} if quotes else {"type": "string", "minLength": 8, "maxLength": 400}
     entry = {
         "type": "object",
@@ -116,6 +117,8 @@ def sentence_coverage(chunks, train: list[dict], listed: dict[str, list[dict]] |
 def facts_note(facts: list[dict]) -> str:
     """The part of an item request that names its facts (appended to the task's prompt)."""
     lines = [f'{n}. {f["fact"]} Evidence: "{f["evidence"]}"' for n, f in enumerate(facts, 1)]
-    head = f"The facts are already chosen: write exactly one item for each of these {len(facts)} facts, in this order, quoting the evidence given:"
+    head = (
+        f"The facts are already chosen: write exactly one item for each of these {len(facts)} facts, "
+        "in this order, quoting the evidence given:"
+    )
     return "\n\n" + head + "\n" + "\n".join(lines)
-

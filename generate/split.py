@@ -24,7 +24,6 @@ from collections import defaultdict
 
 from generate.dedup import NearDuplicates
 
-
 WORD = re.compile(r"\w+")
 SUFFIXES = ("ing", "ed", "es", "s")
 
@@ -53,7 +52,8 @@ def drop_near_twins(records: list[dict], threshold: float) -> tuple[list[dict], 
     kept, dropped, asked = [], [], defaultdict(list)
     for record in records:
         fact = record.get("fact")
-        like = next((q for q in asked[fact] if twin_similarity(q, record["question"]) >= threshold), None) if fact else None
+        twins = (q for q in asked[fact] if twin_similarity(q, record["question"]) >= threshold)
+        like = next(twins, None) if fact else None
         if like is not None:
             dropped.append((record, like))
             continue

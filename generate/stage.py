@@ -170,7 +170,9 @@ def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool)
     return outcome
 
 
-def ask_all(cfg: GenConfig, prompts: list[Prompt], teacher: CachedTeacher, collector: "Collector", show_progress: bool, label: str) -> None:
+def ask_all(
+    cfg: GenConfig, prompts: list[Prompt], teacher: CachedTeacher, collector: Collector, show_progress: bool, label: str
+) -> None:
     """Ask every prompt, then re-ask the outputs that failed the schema (with the error shown),
     up to `repair_attempts` rounds; every answer is settled the moment it arrives."""
     counts = collector.outcome.counts
@@ -246,7 +248,8 @@ class FactCollector(Collector):
     def accept(self, chunk: Chunk, output: dict, response) -> None:
         facts, ungrounded = listed_facts(output, chunk.text)
         for fact in ungrounded:
-            self.outcome.rejects.append({"reason": "ungrounded_fact", "detail": "evidence is not a quote of the chunk", "chunk": chunk.key, "fact": fact})
+            reject = {"reason": "ungrounded_fact", "detail": "evidence is not a quote of the chunk", "chunk": chunk.key}
+            self.outcome.rejects.append({**reject, "fact": fact})
         self.outcome.facts[chunk.key] = facts
         self.bar.advance(chunks=1, accepted=len(facts), rejected=len(ungrounded), tokens=response.completion_tokens)
 
@@ -269,7 +272,8 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     records, twins = drop_near_twins(records, cfg.near_twin_threshold)
     for record, like in twins:
         twin = {k: record[k] for k in ("question", "reasoning", "answer", "evidence")}
-        outcome.rejects.append({"reason": "near_twin", "detail": f"like: {like}"[:300], "chunk": f"{record['source']['doc']}#{record['source']['chunk']}", "item": twin})
+        where = f"{record['source']['doc']}#{record['source']['chunk']}"
+        outcome.rejects.append({"reason": "near_twin", "detail": f"like: {like}"[:300], "chunk": where, "item": twin})
     train, test, dropped = split(records, cfg.split_by, cfg.test_fraction, cfg.seed, cfg.near_dup_threshold)
     for record in records:
         problems = schemas.errors("record", {**record, "split": "train"})
@@ -288,7 +292,8 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     manifest = build_manifest(cfg, plan, outcome, started, len(train), len(test), dropped)
     manifest["counts"]["text"] = len(text)
     manifest["facts"] = describe_split(train, test, cfg.split_by, cfg.questions_per_fact)
-    manifest["coverage"] = coverage(plan, outcome, train + test, cfg.facts_per_request * cfg.questions_per_fact, dropped)
+    per_request = cfg.facts_per_request * cfg.questions_per_fact
+    manifest["coverage"] = coverage(plan, outcome, train + test, per_request, dropped)
     manifest["coverage"].update(sentence_coverage(plan.chunks, train, outcome.facts))
     if outcome.facts is not None:  # facts first: every listed fact is asked
         manifest["coverage"]["items_asked"] = manifest["coverage"]["facts_listed"] * cfg.questions_per_fact

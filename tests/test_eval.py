@@ -228,5 +228,5 @@ def test_recall_per_document_shows_the_weakest_documents_first():
 
 
 def test_the_report_has_recall_per_document(evaluated):
-    cfg, metrics = evaluated
+    _, metrics = evaluated
     assert sum(entry["questions"] for entry in metrics["per_document"].values()) == len(QUESTIONS)
