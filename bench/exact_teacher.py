@@ -8,9 +8,13 @@
 
 It answers `POST /v1/chat/completions` (model `exact`, listed by `GET /v1/models`) by the kind
 of request, judged from the body alone:
+- facts: a json_schema whose properties hold `facts` (the listing of `distill gen`'s facts first):
+  every fact the passage states, in passage order, at most maxItems, each as `evidence` (its
+  sentence) and `fact` (its summary line, "Mayor of X: Y."), the properties the schema names.
 - qa: `response_format` json_schema whose properties hold `items`. The passage is the text
   between two fence lines (three or more `"`) of the first user message; the facts whose evidence (or one of
-  its rewrite sentences) occurs in it, whitespace collapsed, are returned in passage order, at
+  its rewrite sentences) occurs in it, whitespace collapsed, are returned in passage order (only
+  those whose sentence the evidence `enum` offers, where the schema has one), at
   most maxItems of them, each with only the item properties the schema names (`question`: the
   first phrasing; `questions`: the first K = maxItems phrasings; `evidence`; `reasoning`; `answer`).
 - judge: a json_schema with a property faithfulness, usefulness, score or better (or no schema
@@ -91,10 +95,25 @@ class Facts:
 # ---------------------------------------------------------------- the four kinds of reply
 
 
+def listing(schema: dict, found: list[tuple[str, dict]]) -> dict:
+    facts = schema["properties"]["facts"]
+    n = facts.get("maxItems") or len(found)
+    props = facts.get("items", {}).get("properties", {})
+    out = []
+    for sentence, fact in found[:n]:
+        values = {"evidence": sentence, "fact": fact["rewrites"]["summary"]}
+        out.append({name: values[name] for name in props if name in values})
+    return {"facts": out}
+
+
 def qa_items(schema: dict, found: list[tuple[str, dict]]) -> dict:
     items = schema["properties"]["items"]
     n = items.get("maxItems") or items.get("minItems") or len(found)
     props = items.get("items", {}).get("properties", {})
+    offered = props.get("evidence", {}).get("enum")
+    if offered is not None:  # facts first: the request offers only the evidence of the facts it asks
+        offered = {squash(quote) for quote in offered}
+        found = [(sentence, fact) for sentence, fact in found if sentence in offered]
     out = []
     for sentence, fact in found[:n]:
         values = {"question": fact["questions"][0], "evidence": sentence, "reasoning": f"The documents state: {sentence}", "answer": fact["answer"]}
@@ -148,6 +167,8 @@ def reply(body: dict, facts: Facts) -> tuple[str, str]:
     fmt = body.get("response_format") or {}
     schema = fmt.get("json_schema", {}).get("schema") if fmt.get("type") == "json_schema" else None
     passage = PASSAGE.search(users[0])
+    if schema is not None and "facts" in schema.get("properties", {}):
+        return "facts", json.dumps(listing(schema, facts.in_passage(passage.group(2)) if passage else []))
     if schema is not None and "items" in schema.get("properties", {}):
         found = facts.in_passage(passage.group(2)) if passage else []
         return "qa", json.dumps(qa_items(schema, found))

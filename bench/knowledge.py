@@ -3,15 +3,19 @@
     .venv/bin/python bench/knowledge.py [--out runs/knowledge] [--pages 20] [--variants defaults,rewrites]
         [--teacher exact|embedded] [--seed 0] [--gen-arg='--seed 1'] [--train-arg='--epochs 3'] [--eval-arg=...]
 
-1. writes a corpus of invented facts (bench/knowledge_corpus.py: OUT/docs, OUT/facts.json, and
-   OUT/untaught, facts written into no page);
-2. starts the exact teacher (bench/exact_teacher.py, in this process) unless --teacher embedded,
-   so the data is as good as data can be and only the student's learning is measured;
-3. per variant, through the real CLI in subprocesses: `distill gen` (one item per fact, 3
-   phrasings each; `rewrites` adds --rewrites 3), `distill train`, `distill eval` on the data,
-   `distill eval` on OUT/untaught (recall of facts never taught: should stay ~0);
-4. reads the metrics.json files and the student's run.json, prints a Markdown table and writes
-   it with the raw numbers to OUT/results.md and OUT/results.json.
+1. writes a corpus of invented facts (bench/knowledge_corpus.py: OUT/docs, OUT/facts.json,
+   OUT/untaught, facts written into no page, and OUT/unseen, every taught fact asked in the two
+   question templates of its kind that generation never uses, for any subject);
+2. starts the exact teacher (bench/exact_teacher.py, in this process) unless --teacher embedded
+   (the local 135M teacher writes the data), so the data is as good as data can be and only the
+   student's learning is measured;
+3. per variant, through the real CLI in subprocesses: `distill gen` with its defaults (facts
+   first: every listed fact asked in 3 phrasings, 10% of phrasings held out; `rewrites` adds
+   --rewrites 3), `distill train`, `distill eval` on the data (held-out phrasings; training
+   questions), on OUT/unseen (unseen wordings) and on OUT/untaught (should stay ~0);
+4. reads the metrics.json files, the data's manifest and the student's run.json, prints a Markdown
+   table and writes it with the raw numbers to OUT/results.md and OUT/results.json. Coverage:
+   the share of the corpus's taught facts whose evidence some training item quotes.
 --gen-arg/--train-arg/--eval-arg (repeatable; write them with '=') add arguments to that stage,
 split like a shell would: --train-arg='--epochs 3' --train-arg=lr=1e-4. Each stage's stdout and
 stderr go to OUT/<variant>/logs/. A failed stage ends its variant (the error is in the table).
@@ -35,12 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from exact_teacher import MODEL, ExactTeacher
-from knowledge_corpus import write_corpus
+from knowledge_corpus import write_corpus, write_unseen
 
 FACTS_PER_PAGE = 5
 VARIANTS = {"defaults": [], "rewrites": ["--rewrites", "3"]}
 METRICS = ("exact_match", "contains")
-SECTIONS = (("held_out", "eval", None), ("taught", "eval", "train_questions"), ("untaught", "eval-untaught", None))
+SECTIONS = (("held_out", "eval", None), ("unseen", "eval-unseen", None), ("taught", "eval", "train_questions"), ("untaught", "eval-untaught", None))
+PHRASINGS = 3  # gen's default phrasings per fact: the corpus's questions after these are never used
 
 
 class StageFailed(Exception):
@@ -65,13 +70,12 @@ def stages(variant: str, out: Path, url: str | None, extra: argparse.Namespace) 
     """(stage, distill arguments) of one variant, in order."""
     here = out / variant
     teacher = ["--teacher", "openai", "--base-url", url, "--model", MODEL] if url else []
-    gen = ["gen", str(out / "docs"), "--out", str(here / "data"), *teacher, "--pairs-per-chunk", str(FACTS_PER_PAGE), "--phrasings", "3",
-           *VARIANTS[variant], "--test-fraction", "0.3", "--json", "-q"]  # fmt: skip
+    gen = ["gen", str(out / "docs"), "--out", str(here / "data"), *teacher, *VARIANTS[variant], "--json", "-q"]
     train = ["train", str(here / "data"), "--out", str(here / "student"), "--json", "-q"]
     evals = [["eval", str(data), "--student", str(here / "student"), "--out", str(here / name), "--json", "-q"]
-             for data, name in ((here / "data", "eval"), (out / "untaught", "eval-untaught"))]  # fmt: skip
-    return [("gen", gen + words(extra.gen)), ("train", train + words(extra.train)),
-            ("eval", evals[0] + words(extra.eval)), ("eval_untaught", evals[1] + words(extra.eval))]  # fmt: skip
+             for data, name in ((here / "data", "eval"), (out / "unseen", "eval-unseen"), (out / "untaught", "eval-untaught"))]  # fmt: skip
+    return [("gen", gen + words(extra.gen)), ("train", train + words(extra.train)), ("eval", evals[0] + words(extra.eval)),
+            ("eval_unseen", evals[1] + words(extra.eval)), ("eval_untaught", evals[2] + words(extra.eval))]  # fmt: skip
 
 
 def words(args: list[str]) -> list[str]:
@@ -90,10 +94,28 @@ def recall(metrics: dict, student: str) -> dict:
     return out
 
 
-def collect(here: Path) -> dict:
+def coverage(here: Path, facts: list[dict]) -> dict | None:
+    """Taught facts of the corpus whose evidence a training item quotes, and the manifest's coverage."""
+    train = here / "data" / "train.jsonl"
+    if not train.is_file():
+        return None
+    quoted = " \x1f ".join(" ".join(json.loads(line)["evidence"].split()) for line in train.read_text().splitlines())
+    taught = [f for f in facts if f["taught"]]
+    covered = sum(f["evidence"] in quoted for f in taught)
+    manifest = json.loads((here / "data" / "manifest.json").read_text())
+    keys = ("factual_sentences", "sentences_covered", "sentence_coverage", "facts_listed", "facts_taught")
+    found = {k: manifest.get("coverage", {}).get(k) for k in keys}
+    return {"facts": len(taught), "covered": covered, "share": round(covered / len(taught), 4) if taught else None, **found,
+            "near_twins_dropped": manifest["counts"].get("near_twins_dropped"), "train": manifest["counts"]["train"], "test": manifest["counts"]["test"]}  # fmt: skip
+
+
+def collect(here: Path, facts: list[dict] | None = None) -> dict:
     """Recall per section and training facts of one variant, from whatever files it wrote."""
     student = (here / "student").name
     result = {}
+    covered = coverage(here, facts) if facts else None
+    if covered:
+        result["coverage"] = covered
     for section, folder, key in SECTIONS:
         path = here / folder / "metrics.json"
         if path.is_file():
@@ -118,7 +140,7 @@ def run_variant(variant: str, out: Path, url: str | None, extra: argparse.Namesp
             row["error"] = str(exc)
             print(f"[{variant}] {exc}", flush=True)
             break
-    row.update(collect(out / variant))
+    row.update(collect(out / variant, json.loads((out / "facts.json").read_text())["facts"]))
     return row
 
 
@@ -131,17 +153,27 @@ def cell(row: dict, section: str, metric: str) -> str:
     return f"{student} ({base})"
 
 
+def covered(row: dict) -> str:
+    found = row.get("coverage")
+    if not found:
+        return "-"
+    sentences = found.get("sentence_coverage")
+    return f"{found['share']:.2f} ({found['covered']}/{found['facts']}; sentences {'-' if sentences is None else f'{sentences:.2f}'})"
+
+
 def table(rows: list[dict]) -> str:
-    head = ["variant"] + [f"{s} {'EM' if m == 'exact_match' else m}" for s, *_ in SECTIONS for m in METRICS]
+    head = ["variant", "coverage"] + [f"{s} {'EM' if m == 'exact_match' else m}" for s, *_ in SECTIONS for m in METRICS]
     head += ["gen s", "train s", "eval s", "fit s", "epochs", "error"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         seconds, train = row["wall_seconds"], row.get("train", {})
-        cells = [row["variant"]] + [cell(row, s, m) for s, *_ in SECTIONS for m in METRICS]
+        cells = [row["variant"], covered(row)] + [cell(row, s, m) for s, *_ in SECTIONS for m in METRICS]
         cells += [str(seconds.get("gen", "-")), str(seconds.get("train", "-")), str(seconds.get("eval", "-")),
                   str(train.get("train_seconds", "-")), str(train.get("epochs", "-")), row.get("error", "")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    legend = "Cells: student (base model). held_out: test phrasings of taught facts; taught: the training questions; untaught: facts in no page.\n"
+    legend = ("Cells: student (base model). coverage: taught facts of the corpus that a training item quotes (sentences: the manifest's "
+              "factual sentences covered, page intros included); held_out: test phrasings of taught facts; unseen: every taught fact "
+              "in the question templates gen never used; taught: the training questions; untaught: facts in no page.\n")  # fmt: skip
     return "\n".join(lines) + "\n\n" + legend + "gen/train/eval s: wall seconds of the CLI stage; fit s: run.json train_seconds.\n"
 
 
@@ -171,6 +203,7 @@ def main() -> None:
         sys.exit(f"error: unknown variant {', '.join(unknown) or '(none given)'}; use some of {', '.join(VARIANTS)}")
     out = Path(args.out).resolve()
     write_corpus(out, pages=args.pages, facts_per_page=FACTS_PER_PAGE, seed=args.seed)
+    write_unseen(out, PHRASINGS)
     server = ExactTeacher(out) if args.teacher == "exact" else contextlib.nullcontext()
     with server:
         url = server.url if args.teacher == "exact" else None

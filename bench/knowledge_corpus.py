@@ -6,6 +6,7 @@ Writes OUT/docs/*.md (one short page per invented town, engine, protocol, guild 
 OUT/facts.json (every fact: id, taught, page, evidence, answer, five question phrasings and
 three rewrite sentences) and OUT/untaught/{test.jsonl,manifest.json}: facts drawn the same way
 but written into no page, as a `distill eval` data directory (closed-book recall should be ~0).
+`write_unseen` adds OUT/unseen: the taught facts asked in the wordings gen never asks (phrasings 4-5).
 Deterministic by seed. No two facts share an answer (not even as whole words inside another
 answer) or a question, and no two questions reach SIMILARITY
 (Jaccard of character 5-grams, the measure `distill gen` deduplicates with).
@@ -223,6 +224,33 @@ def untaught_record(fact: dict, context: str) -> dict:
     }
 
 
+def write_records(folder: Path, records: list[dict], config: dict) -> None:
+    """`folder` as a `distill eval` data directory: test.jsonl and a manifest (split by item)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    manifest = {
+        "status": "complete", "split_by": "item", "counts": {"train": 0, "test": len(records)}, "rejected": {},
+        "skipped_files": [], "tokens": {}, "wall_time_s": 0, "teacher": {"backend": "exact", "model": "exact"},
+        "config": config, "schemas": {}, "versions": {},
+    }  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def write_unseen(folder, phrasings: int = 3) -> int:
+    """`folder`/unseen: every taught fact asked in the wordings gen never uses (its questions after the
+    first `phrasings`: question templates no subject's data holds); returns the record count."""
+    folder = Path(folder)
+    facts = json.loads((folder / "facts.json").read_text())["facts"]
+    records = []
+    for fact in (f for f in facts if f["taught"]):
+        page = (folder / "docs" / fact["page"]).read_text()
+        for question in fact["questions"][phrasings:]:
+            record = untaught_record({**fact, "questions": [question], "virtual_page": fact["page"]}, page)
+            records.append({**record, "source": {**record["source"], "doc": fact["page"]}})
+    write_records(folder / "unseen", records, {"unseen_after": phrasings})
+    return len(records)
+
+
 def write_corpus(folder, pages: int = 20, facts_per_page: int = 5, untaught: int = 20, seed: int = 0) -> list[dict]:
     """Write docs/, facts.json and untaught/ under `folder`; returns the facts."""
     folder = Path(folder)
@@ -234,15 +262,7 @@ def write_corpus(folder, pages: int = 20, facts_per_page: int = 5, untaught: int
     meta = {"seed": seed, "pages": titles, "facts_per_page": facts_per_page, "facts": facts}
     (folder / "facts.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
     records = [untaught_record(f, hidden[f["virtual_page"]]) for f in facts if not f["taught"]]
-    (folder / "untaught").mkdir(exist_ok=True)
-    (folder / "untaught" / "test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    manifest = {
-        "status": "complete", "split_by": "item", "counts": {"train": 0, "test": len(records)}, "rejected": {},
-        "skipped_files": [], "tokens": {}, "wall_time_s": 0, "teacher": {"backend": "exact", "model": "exact"},
-        "config": {"seed": seed, "pages": pages, "facts_per_page": facts_per_page, "untaught": untaught},
-        "schemas": {}, "versions": {},
-    }  # fmt: skip
-    (folder / "untaught" / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    write_records(folder / "untaught", records, {"seed": seed, "pages": pages, "facts_per_page": facts_per_page, "untaught": untaught})
     return facts
 
 

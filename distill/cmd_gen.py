@@ -115,10 +115,20 @@ def print_summary(manifest: dict, out: str) -> None:
     coverage = manifest.get("coverage", {})
     if coverage.get("chunks_without_items"):
         console.print(f"[yellow]{coverage['chunks_without_items']} of {coverage['chunks']} chunks gave no item[/] (manifest.json: coverage)")
+    if coverage.get("factual_sentences"):
+        console.print(coverage_line(coverage), highlight=False)
     for skipped in manifest["skipped_files"]:
         console.print(f"[yellow]skipped[/] {escape(skipped['path'])}: {escape(skipped['reason'])}", soft_wrap=True, highlight=False)
     if manifest["status"] != "dry-run":
         console.print(f"wrote {out}/train.jsonl, test.jsonl, rejects.jsonl, manifest.json")
+
+
+def coverage_line(coverage: dict) -> str:
+    """What share of the documents' factual sentences the training items quote, and facts listed vs taught."""
+    line = f"coverage: {coverage['sentences_covered']} of {coverage['factual_sentences']} factual sentences ({coverage['sentence_coverage']:.0%}) are the evidence of a training item"
+    if "facts_listed" in coverage:
+        line += f"; facts listed {coverage['facts_listed']}, taught {coverage['facts_taught']}"
+    return line + " (manifest.json: coverage.uncovered_sentences)"
 
 
 @click.command("export")

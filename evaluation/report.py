@@ -71,6 +71,38 @@ def taught_table(metrics: dict) -> list[list[str]]:
     return score_table({"models": taught["models"]}) if taught and taught["models"] else []
 
 
+def document_recall(records: list[dict], runs: list, scores: dict) -> dict:
+    """Per source document: its questions, and each answered model's mean exact match and contains-answer."""
+    docs: dict[str, list[int]] = {}
+    for q, record in enumerate(records):
+        docs.setdefault((record.get("source") or {}).get("doc", "?"), []).append(q)
+    out = {}
+    for doc, qs in sorted(docs.items()):
+        models = {}
+        for run in (r for r in runs if r.status == "ok"):
+            found = {m: [scores[run.label][q].get(m) for q in qs] for m in ("exact_match", "contains")}
+            models[run.label] = {m: round(sum(v) / len(v), 4) for m, v in found.items() if v and None not in v}
+        out[doc] = {"questions": len(qs), "models": models}
+    return out
+
+
+def document_table(metrics: dict, limit: int = 50) -> list[list[str]]:
+    """Recall per document, the weakest first (by the first student's exact match): untaught parts stand out."""
+    docs = metrics.get("per_document") or {}
+    if len(docs) < 2:
+        return []
+    labels = list(next(iter(docs.values()))["models"])
+    focus = next((label for label in labels if metrics["models"].get(label, {}).get("role") == "student"), labels[0] if labels else None)
+    if focus is None:
+        return []
+    order = sorted(docs, key=lambda d: (docs[d]["models"].get(focus, {}).get("exact_match", 0), d))
+    rows = [["document", "questions"] + [f"{label}: exact (contains)" for label in labels]]
+    for doc in order[:limit]:
+        cells = [f"{num(s.get('exact_match'), 2)} ({num(s.get('contains'), 2)})" for s in (docs[doc]["models"].get(label, {}) for label in labels)]
+        rows.append([doc, str(docs[doc]["questions"])] + cells)
+    return rows
+
+
 def curve_table(metrics: dict) -> list[list[str]]:
     """Each student's recall after the epochs its training probed (the probe of `distill train`)."""
     rows = [["student", "epoch", "held-out phrasings (exact)", "taught questions (exact)", "held-out (contains)", "taught (contains)"]]
@@ -228,6 +260,7 @@ def write_report(out: Path, metrics: dict, records: list[dict], runs: list, scor
         "gap closed (mean [95% bootstrap CI])": gap_table(metrics),
         f"training questions: recall of what was taught ({metrics.get('train_questions', {}).get('questions', 0)} questions)": taught_table(metrics),
         "recall while training (after the probed epochs)": curve_table(metrics),
+        "recall per document, weakest first (exact match (contains answer))": document_table(metrics),
         "speed": perf_table(metrics),
         "best examples": best,
         "worst examples": worst,

@@ -36,7 +36,7 @@ from evaluation.answering import ModelRun, answer_local, answer_teacher, answeri
 from evaluation.config import EvalConfig
 from evaluation.lmeval import write_task
 from evaluation.recall import recall_on_taught, taught_questions, training_curves, untaught_ids
-from evaluation.report import write_report
+from evaluation.report import document_recall, write_report
 from evaluation.stats import bootstrap_mean, gap_closed
 
 CACHE = "cache.sqlite"
@@ -289,6 +289,7 @@ def summarize(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, n
         "questions": len(plan.records),
         "models": models,
         "gap_closed": gaps(cfg, runs, scores),
+        "per_document": document_recall(plan.records, runs, scores),
         "notes": notes,
         "wall_time_s": round(time.time() - started, 3),
         "config": redact(cfg.model_dump(mode="json")),

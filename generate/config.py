@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.models import EMBEDDED
 from common.teacher.config import TeacherConfig
+from generate.facts import FACTS_PER_REQUEST
 
 
 class RayConfig(BaseModel):
@@ -35,7 +36,11 @@ class GenConfig(BaseModel):
     task: str = Field("qa", description="Built-in task (qa, reasoning) or a name for a custom task given by prompt_file + schema_file.")
     prompt_file: str | None = Field(None, description="Custom prompt template (fields: {chunk}, {fence} (quotes around the chunk that it cannot close), {n}, {k}, {schema}, {shape}).")
     schema_file: str | None = Field(None, description="Custom JSON Schema of the teacher output (an object with a list 'items' of question/answer objects).")
-    pairs_per_chunk: int = Field(2, ge=1, le=20, description="Facts (QA items) asked of the teacher for every chunk; each is asked in `phrasings` questions.")
+    pairs_per_chunk: Annotated[int, Field(ge=1, le=20)] | Literal["auto"] = Field(
+        "auto",
+        description="Facts (QA items) asked for every chunk, each in `phrasings` questions; auto: facts first with split_by=item "
+        "(the teacher lists every fact of the chunk, then writes the questions for each: generate/facts.py), 2 with split_by=document.",
+    )
     phrasings: int | Literal["auto"] = Field(
         "auto", description="Distinct questions asked for every fact, held out by phrasing in the item split (every fact taught, test asks other wordings); auto: 3 with split_by=item, 1 with split_by=document."
     )
@@ -46,6 +51,9 @@ class GenConfig(BaseModel):
     max_chunks: int | None = Field(None, ge=1, description="Use at most this many chunks (a quick try).")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of items held out in test.jsonl: phrasings of taught facts (split_by=item) or whole documents (split_by=document).")
     split_by: Literal["item", "document"] = Field("item", description="item: closed-book knowledge, every fact taught and other phrasings of it held out; document: open-book skill, unseen docs.")
+    near_twin_threshold: float = Field(
+        0.7, gt=0, le=1, description="Jaccard similarity of the word sets (lowercased, lightly stemmed: generate/split.py) at or above which two phrasings of one fact are near-twins: the later one is dropped before the split."
+    )
     near_dup_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity (MinHash of character 5-grams) at or above which two questions of different facts are near-duplicates: the later one is dropped (a fact's own phrasings may be alike).")
     min_score: int | None = Field(None, ge=1, le=5, description="Teacher as judge: score every accepted item 1-5 for faithfulness to its chunk and usefulness; keep items scoring at least this on both (None: no judging).")
     seed: int = Field(0, description="Seed of the split and of chunk sampling.")
@@ -61,6 +69,18 @@ class GenConfig(BaseModel):
         if self.phrasings == "auto":
             return 3 if self.split_by == "item" else 1
         return self.phrasings
+
+    @property
+    def facts_first(self) -> bool:
+        """pairs_per_chunk auto on knowledge data: list the facts of each chunk, then ask every one."""
+        return self.pairs_per_chunk == "auto" and self.split_by == "item"
+
+    @property
+    def facts_per_request(self) -> int:
+        """Facts asked in one item request: pairs_per_chunk, or with auto 2 (document split) or a batch of listed facts."""
+        if self.pairs_per_chunk != "auto":
+            return self.pairs_per_chunk
+        return FACTS_PER_REQUEST if self.split_by == "item" else 2
 
     @model_validator(mode="after")
     def _rules_across_fields(self) -> "GenConfig":

@@ -35,7 +35,11 @@ JUDGE_SCHEMA = {
     "required": ["why", "injection", "faithfulness", "usefulness"],
     "additionalProperties": False,
 }
-STAGES = {"grounding": ("ungrounded",), "dedup": ("duplicate", "near_duplicate"), "judge": ("injection", "low_score", "judge_invalid", "not_judged")}
+STAGES = {
+    "grounding": ("ungrounded",),
+    "dedup": ("duplicate", "near_duplicate", "near_twin"),
+    "judge": ("injection", "low_score", "judge_invalid", "not_judged"),
+}
 EMPTY_CHUNKS_LISTED = 100
 FIELD = re.compile(r"\{(chunk|fence|question|evidence|reasoning|answer)\}")
 
@@ -140,7 +144,7 @@ def coverage(plan, outcome, records: list[dict], pairs_per_chunk: int, split_dro
         reasons.setdefault(reject["chunk"], Counter())[reject["reason"]] += 1
     empty = [c.key for c in plan.chunks if not written[c.key]]
     rejected = Counter(r["reason"] for r in outcome.rejects)
-    request_rejects = sum(1 for r in outcome.rejects if "item" not in r)
+    request_rejects = sum(1 for r in outcome.rejects if "item" not in r and "fact" not in r)
     lost = {"request": request_rejects * pairs_per_chunk}
     lost.update({stage: sum(rejected[r] for r in names) for stage, names in STAGES.items()})
     lost["split"] = split_dropped

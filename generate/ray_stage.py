@@ -163,12 +163,14 @@ class AskTeacher:
             [c for _, c in chunks],
             self.task,
             chunk_prompts(self.cfg, self.task, [c for _, c in chunks]),
+            self.cfg.facts_first,
         )
         try:
             outcome = run(self.cfg, plan, self.teacher, show_progress=False)
         except UserError as exc:  # an unreachable teacher, a rejected key: the driver says it in one line
             return {"files": ["[]"], "chunks": ["[]"], "outcome": [json.dumps({"user_error": str(exc)})]}
         outcome.structured_output = self.teacher.structured_output
+        outcome.schema_rendering = self.teacher.schema_rendering
         return {
             "files": [json.dumps(files)],
             "chunks": [json.dumps([[o, *astuple(c)] for o, c in chunks])],
@@ -197,6 +199,8 @@ def sampled(cfg: GenConfig, rows: list[dict]) -> list[dict]:
 
 def dump(outcome: Outcome) -> str:
     fields = ("items", "rejects", "counts", "tokens", "interrupted", "last_error", "structured_output")
+    fields += ("schema_rendering",)
+    fields += ("facts",)
     return json.dumps({name: getattr(outcome, name) for name in fields})
 
 
@@ -216,6 +220,9 @@ def gather(cfg: GenConfig, out: Path, task, rows, links: list[Skipped]) -> tuple
         outcome.interrupted |= part["interrupted"]
         outcome.last_error = part["last_error"] or outcome.last_error
         outcome.structured_output.update(part["structured_output"])
+        outcome.schema_rendering.update(part["schema_rendering"])
+        if part["facts"] is not None:  # facts first: each batch's listings
+            outcome.facts = {**(outcome.facts or {}), **part["facts"]}
     docs = [
         Document(doc, "") for _, (doc, reason) in sorted(files.items()) if not reason
     ]  # texts stay with the workers
@@ -229,4 +236,4 @@ def gather(cfg: GenConfig, out: Path, task, rows, links: list[Skipped]) -> tuple
     ordered = [c for _, c in sorted(chunks, key=lambda oc: (oc[0], oc[1].index))]
     if cfg.max_chunks:  # sample_chunks leaves a sample in (doc, index) order
         ordered.sort(key=lambda c: (c.doc, c.index))
-    return Plan(out, docs, skipped, ordered, task, chunk_prompts(cfg, task, ordered)), outcome
+    return Plan(out, docs, skipped, ordered, task, chunk_prompts(cfg, task, ordered), cfg.facts_first), outcome

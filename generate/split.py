@@ -6,14 +6,61 @@ phrasings and keep at least one in train.jsonl, so the test asks taught facts in
 Data without phrasings (every fact asked once) falls back to holding out whole items, whose
 facts are then untaught; a test question that nearly duplicates a train question is dropped.
 document (skill, open-book): whole documents are held out; no document feeds both files.
+
+Before the split, near-twin phrasings of one fact are dropped (`drop_near_twins`): a held-out
+phrasing must differ from the taught ones by more than a trivial edit ("at sea level?" / "at sea
+levels?"). Two phrasings are near-twins when the Jaccard similarity of their word sets reaches the
+threshold (near_twin_threshold, 0.7): words lowercased (NFKC, casefold) and lightly stemmed (one
+suffix of -ing, -ed, -es, -s cut where three letters stay; -ss kept). At 0.7 one word swapped in
+a question of six words or fewer, or a plural, makes a twin; another question word, voice or order does not.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from collections import defaultdict
 
 from generate.dedup import NearDuplicates
+
+WORD = re.compile(r"\w+")
+SUFFIXES = ("ing", "ed", "es", "s")
+
+
+def stem(word: str) -> str:
+    if not word.endswith("ss"):
+        for suffix in SUFFIXES:
+            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+                return word[: -len(suffix)]
+    return word
+
+
+def word_set(question: str) -> frozenset[str]:
+    return frozenset(stem(w) for w in WORD.findall(unicodedata.normalize("NFKC", question).casefold()))
+
+
+def twin_similarity(a: str, b: str) -> float:
+    """Jaccard similarity of the two questions' word sets (lowercased, lightly stemmed)."""
+    x, y = word_set(a), word_set(b)
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+def drop_near_twins(records: list[dict], threshold: float) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """(kept, dropped): a phrasing at or above `threshold` from an earlier phrasing of the same fact
+    is dropped, with the question it twins; records without a fact id are kept as they are."""
+    kept, dropped, asked = [], [], defaultdict(list)
+    for record in records:
+        fact = record.get("fact")
+        twins = (q for q in asked[fact] if twin_similarity(q, record["question"]) >= threshold)
+        like = next(twins, None) if fact else None
+        if like is not None:
+            dropped.append((record, like))
+            continue
+        if fact:
+            asked[fact].append(record["question"])
+        kept.append(record)
+    return kept, dropped
 
 
 def _rank(seed: int, key: str) -> str:

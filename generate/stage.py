@@ -1,8 +1,9 @@
 """`distill gen` as one program: setup -> run -> save.
 
 setup: read documents, chunk them with the student tokenizer, build one teacher prompt per
-       chunk (the task's messages and its schema).
-run:   ask the teacher through the request cache (common.teacher.ask: answered from the cache
+       chunk (the task's messages and its schema; facts first: the request listing its facts).
+run:   (facts first: ask for the listings, then for the items of the listed facts, a few a request)
+       ask the teacher through the request cache (common.teacher.ask: answered from the cache
        where it can, every new answer stored the moment it arrives); outputs failing the
        schema are re-asked with the error shown.
 curate: drop near-duplicate questions, optionally have the teacher judge every item (curate.py).
@@ -31,13 +32,22 @@ from generate.chunk import Chunk, chunk_documents
 from generate.config import GenConfig
 from generate.curate import coverage, curate
 from generate.export import export_dir
+from generate.facts import (
+    batches,
+    facts_note,
+    listed_facts,
+    listing_messages,
+    listing_schema,
+    listing_validator,
+    sentence_coverage,
+)
 from generate.ingest import Document, Skipped, discover, read_all
 from generate.progress import GenProgress
 from generate.records import make_record
 from generate.rewrites import rewrite, rewrite_prompts, text_rows
-from generate.split import describe_split, split
+from generate.split import describe_split, drop_near_twins, split
 from generate.tasks import Task, load_task, worst_case_tokens
-from generate.validate import grounded, parse_output, question_key
+from generate.validate import grounded, parse_output, question_key, repair_prompt
 
 REPAIRABLE = ("invalid_json", "schema")
 EST_TOKENS_PER_ITEM = {"qa": 120, "reasoning": 260}
@@ -51,7 +61,8 @@ class Plan:
     skipped: list[Skipped]
     chunks: list[Chunk]
     task: Task
-    prompts: list[Prompt]  # one per chunk, in chunk order, tagged with their chunk
+    prompts: list[Prompt]  # one per chunk, in chunk order, tagged with their chunk (facts first: the listings)
+    facts_first: bool = False
 
 
 @dataclass
@@ -67,6 +78,7 @@ class Outcome:
     last_error: str = ""  # of the failed requests (counts["failed_requests"]), for the summary line
     structured_output: dict = field(default_factory=dict)  # base URL -> dialect it was asked in (openai)
     schema_rendering: dict = field(default_factory=dict)  # base URL -> rendering of the schema it was sent (openai)
+    facts: dict[str, list[dict]] | None = None  # facts first: chunk key -> the facts its listing named
 
     def failed(self, error: str) -> None:
         """A teacher request (writer, repair, rewrite or judge) that failed: the run is incomplete."""
@@ -100,7 +112,7 @@ def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
     out = prepare_out(cfg.out) if create_out else Path(cfg.out)
     chunks = chunk_documents(docs, load_tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
     chunks = sample_chunks(cfg, chunks)
-    return Plan(out, docs, skipped, chunks, task, chunk_prompts(cfg, task, chunks))
+    return Plan(out, docs, skipped, chunks, task, chunk_prompts(cfg, task, chunks), cfg.facts_first)
 
 
 def sample_chunks(cfg: GenConfig, chunks: list[Chunk]) -> list[Chunk]:
@@ -111,12 +123,29 @@ def sample_chunks(cfg: GenConfig, chunks: list[Chunk]) -> list[Chunk]:
 
 
 def chunk_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk]) -> list[Prompt]:
-    """One teacher prompt per chunk, in chunk order, tagged with its chunk."""
-    n, k = cfg.pairs_per_chunk, cfg.questions_per_fact
+    """One teacher prompt per chunk, in chunk order, tagged with its chunk: the request for its facts'
+    listing (facts first), else for its items."""
+    n, k = cfg.facts_per_request, cfg.questions_per_fact
     prompts = []
     for chunk in chunks:
-        schema = task.request_schema(n, chunk.text if cfg.teacher.structured else None, k)
-        prompts.append(Prompt(task.messages(chunk.text, n, k), schema, reply_budget(cfg, schema), tag=chunk))
+        if cfg.facts_first:
+            schema = listing_schema(chunk.text if cfg.teacher.structured else None)
+            prompts.append(Prompt(listing_messages(chunk.text), schema, reply_budget(cfg, schema), tag=chunk))
+        else:
+            schema = task.request_schema(n, chunk.text if cfg.teacher.structured else None, k)
+            prompts.append(Prompt(task.messages(chunk.text, n, k), schema, reply_budget(cfg, schema), tag=chunk))
+    return prompts
+
+
+def item_prompts(cfg: GenConfig, plan: Plan, listed: dict[str, list[dict]]) -> list[Prompt]:
+    """Facts first: the item requests of the listed facts, a few facts a request, in chunk order."""
+    prompts, k = [], cfg.questions_per_fact
+    for chunk in plan.chunks:
+        for facts in batches(listed.get(chunk.key, [])):
+            quotes = [f["evidence"] for f in facts]
+            schema = plan.task.request_schema(len(facts), chunk.text if cfg.teacher.structured else None, k, quotes)
+            messages = plan.task.messages(chunk.text, len(facts), k, facts_note(facts))
+            prompts.append(Prompt(messages, schema, reply_budget(cfg, schema), tag=chunk))
     return prompts
 
 
@@ -149,40 +178,60 @@ def load_tokenizer(name: str):
 
 
 def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool) -> Outcome:
-    """Ask for every chunk, then re-ask the outputs that failed the schema (with the error shown),
+    """Ask for every chunk (facts first: for its listing, then for the items of the listed facts)."""
+    outcome = Outcome()
+    prompts = plan.prompts
+    if plan.facts_first:
+        outcome.facts = {}
+        ask_all(cfg, prompts, teacher, FactCollector(cfg, plan, outcome), show_progress, "facts")
+        outcome.counts["fact_requests"] = len(prompts)
+        if outcome.interrupted:
+            return outcome
+        prompts = item_prompts(cfg, plan, outcome.facts)
+    ask_all(cfg, prompts, teacher, Collector(cfg, plan, outcome), show_progress, "chunks")
+    return outcome
+
+
+def ask_all(
+    cfg: GenConfig, prompts: list[Prompt], teacher: CachedTeacher, collector: Collector, show_progress: bool, label: str
+) -> None:
+    """Ask every prompt, then re-ask the outputs that failed the schema (with the error shown),
     up to `repair_attempts` rounds; every answer is settled the moment it arrives."""
-    with GenProgress(len(plan.prompts), enabled=show_progress) as bar:
-        collector = Collector(cfg, plan, bar)
-        collector.outcome.counts["requests"] = len(plan.prompts)
-        todo = plan.prompts
+    counts = collector.outcome.counts
+    with GenProgress(len(prompts), enabled=show_progress, label=label) as bar:
+        collector.bar = bar
+        counts["requests"] += len(prompts)
+        todo = prompts
         for attempt in range(cfg.teacher.repair_attempts + 1):
             collector.attempt, collector.repairs = attempt, []
             asked = teacher.ask(todo, on_answer=collector.settle)
             if attempt == 0:
-                collector.outcome.counts["cache_hits"] = asked.cache_hits
-            collector.outcome.counts["sent"] += asked.sent
+                counts["cache_hits"] += asked.cache_hits
+            counts["sent"] += asked.sent
             if asked.interrupted:
                 collector.outcome.interrupted = True
                 break
             todo = collector.repairs
             if not todo:
                 break
-    return collector.outcome
 
 
 class Collector:
     """Decides what each answer means: accepted items, a repair to send, or a rejection."""
 
-    def __init__(self, cfg: GenConfig, plan: Plan, bar: GenProgress):
-        self.cfg, self.plan, self.bar = cfg, plan, bar
-        self.outcome = Outcome()
+    def __init__(self, cfg: GenConfig, plan: Plan, outcome: Outcome):
+        self.cfg, self.plan, self.bar = cfg, plan, GenProgress(0, enabled=False)
+        self.outcome = outcome
         self.attempt = 0
         self.repairs: list[Prompt] = []
+
+    def validator(self):
+        return self.plan.task.validator_for(self.cfg.questions_per_fact)
 
     def settle(self, answer: Answer) -> None:
         response, chunk, out = answer.response, answer.prompt.tag, self.outcome
         out.tokens.update(prompt=response.prompt_tokens, completion=response.completion_tokens)
-        output, reason, detail = parse_output(response, self.plan.task.validator_for(self.cfg.questions_per_fact))
+        output, reason, detail = parse_output(response, self.validator())
         out.counts["finish_length"] += response.finish_reason == "length"
         if reason == "failed_request":
             out.failed(response.error)
@@ -194,6 +243,10 @@ class Collector:
             out.rejects.append({"reason": reason, "detail": detail, "chunk": chunk.key, "output": response.text})
             self.bar.advance(chunks=1, rejected=1, tokens=response.completion_tokens)
             return
+        self.accept(chunk, output, response)
+
+    def accept(self, chunk: Chunk, output: dict, response) -> None:
+        out = self.outcome
         items = self.plan.task.items(output)
         if response.reasoning and self.plan.task.name == "reasoning" and len(output["items"]) == 1:
             for item in items:  # one fact: the native trace is its reasoning, for each of its phrasings
@@ -204,16 +257,23 @@ class Collector:
                 out.rejects.append({"reason": "ungrounded", "detail": "evidence is not a quote of the chunk", "chunk": chunk.key, "item": item})
             else:
                 good.append(item)
-        out.items[chunk.key] = good
+        out.items.setdefault(chunk.key, []).extend(good)  # facts first: a chunk answers in several requests
         self.bar.advance(chunks=1, accepted=len(good), rejected=len(items) - len(good), tokens=response.completion_tokens)
 
 
-def repair_prompt(sent: Prompt, bad_output: str, error: str) -> Prompt:
-    messages = sent.messages + [
-        {"role": "assistant", "content": bad_output},
-        {"role": "user", "content": f"That reply is not valid: {error}. Reply again with the corrected JSON only."},
-    ]
-    return Prompt(messages, sent.schema, sent.max_new_tokens, tag=sent.tag)
+class FactCollector(Collector):
+    """The replies of the listing requests (facts first): the grounded facts of every chunk."""
+
+    def validator(self):
+        return listing_validator()
+
+    def accept(self, chunk: Chunk, output: dict, response) -> None:
+        facts, ungrounded = listed_facts(output, chunk.text)
+        for fact in ungrounded:
+            reject = {"reason": "ungrounded_fact", "detail": "evidence is not a quote of the chunk", "chunk": chunk.key}
+            self.outcome.rejects.append({**reject, "fact": fact})
+        self.outcome.facts[chunk.key] = facts
+        self.bar.advance(chunks=1, accepted=len(facts), rejected=len(ungrounded), tokens=response.completion_tokens)
 
 
 # ---------------------------------------------------------------- save
@@ -231,6 +291,11 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
             record = make_record(item, chunk, teacher, plan.task.name)
             seen[qkey] = record["id"]
             records.append(record)
+    records, twins = drop_near_twins(records, cfg.near_twin_threshold)
+    for record, like in twins:
+        twin = {k: record[k] for k in ("question", "reasoning", "answer", "evidence")}
+        where = f"{record['source']['doc']}#{record['source']['chunk']}"
+        outcome.rejects.append({"reason": "near_twin", "detail": f"like: {like}"[:300], "chunk": where, "item": twin})
     train, test, dropped = split(records, cfg.split_by, cfg.test_fraction, cfg.seed, cfg.near_dup_threshold)
     for record in records:
         problems = schemas.errors("record", {**record, "split": "train"})
@@ -249,7 +314,11 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     manifest = build_manifest(cfg, plan, outcome, started, len(train), len(test), dropped)
     manifest["counts"]["text"] = len(text)
     manifest["facts"] = describe_split(train, test, cfg.split_by, cfg.questions_per_fact)
-    manifest["coverage"] = coverage(plan, outcome, train + test, cfg.pairs_per_chunk * cfg.questions_per_fact, dropped)
+    per_request = cfg.facts_per_request * cfg.questions_per_fact
+    manifest["coverage"] = coverage(plan, outcome, train + test, per_request, dropped)
+    manifest["coverage"].update(sentence_coverage(plan.chunks, train, outcome.facts))
+    if outcome.facts is not None:  # facts first: every listed fact is asked
+        manifest["coverage"]["items_asked"] = manifest["coverage"]["facts_listed"] * cfg.questions_per_fact
     if text:
         manifest["files"]["text"] = "text.jsonl"
     manifest["warnings"] = low_yield_warnings(manifest)
@@ -272,6 +341,8 @@ def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dic
         "test": n_test,
         "deduplicated": rejected.get("duplicate", 0) + rejected.get("near_duplicate", 0),
         "test_near_duplicates_removed": dropped,
+        "near_twins_dropped": rejected.get("near_twin", 0),
+        **({"fact_requests": outcome.counts.get("fact_requests", 0)} if plan.facts_first else {}),
     }
     failed = outcome.counts.get("failed_requests", 0)
     done = "complete" if counts["accepted"] else "empty"  # nothing accepted: distill gen exits 4
@@ -334,7 +405,7 @@ def dry_run_manifest(cfg: GenConfig, plan: Plan) -> dict:
     prompts = [tokenizer.apply_chat_template(p.messages, tokenize=False, add_generation_prompt=True) for p in plan.prompts]
     prompt_tokens = sum(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]) if prompts else 0
     per_item = EST_TOKENS_PER_ITEM.get(plan.task.name, 200)
-    completion = len(plan.prompts) * min(cfg.teacher.max_new_tokens, per_item * cfg.pairs_per_chunk)
+    completion = len(plan.prompts) * min(cfg.teacher.max_new_tokens, per_item * cfg.facts_per_request)
     return {
         "status": "dry-run",
         "split_by": cfg.split_by,

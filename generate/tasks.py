@@ -30,7 +30,11 @@ MAX_QUOTES = 48
 
 FIELD = re.compile(r"\{(chunk|fence|n|k|schema|shape)\}")  # the template fields, filled in one pass
 QUOTES = re.compile(r'"+')
-PHRASINGS_NOTE = "\n\nFor every fact, write {k} questions that ask for it in different words (list them in \"questions\"); all of them share its evidence, reasoning and answer."
+DIVERSE = (
+    "Make the questions differ in form, not in a word or two: change the question word (What, Which, Who, When, How many), "
+    'the voice (active or passive), where the subject stands, or write an order ("Name the ...", "Give the ...").'
+)
+PHRASINGS_NOTE = "\n\nFor every fact, write {k} questions that ask for it (list them in \"questions\"); all of them share its evidence, reasoning and answer. " + DIVERSE
 
 
 @dataclass(frozen=True)
@@ -63,21 +67,23 @@ class Task:
             fact["required"] = ["questions" if key == "question" else key for key in fact.get("required", [])]
         return schema
 
-    def messages(self, chunk: str, n: int, phrasings: int = 1) -> list[dict]:
+    def messages(self, chunk: str, n: int, phrasings: int = 1, note: str = "") -> list[dict]:
+        """The request's messages; `note` is appended to the prompt (facts first: the facts to ask)."""
         asked = self.request_schema(n, None, phrasings)
         fields = {"chunk": chunk, "fence": fence(chunk), "n": str(n), "k": str(phrasings), "schema": json.dumps(self.schema), "shape": shape(asked)}
         prompt = FIELD.sub(lambda match: fields[match.group(1)], self.template)  # one pass: the chunk's own braces stay
         if phrasings > 1 and "{k}" not in self.template:
             prompt += PHRASINGS_NOTE.format(k=phrasings)
-        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt + note}]
 
-    def request_schema(self, n: int, chunk: str | None = None, phrasings: int = 1) -> dict:
+    def request_schema(self, n: int, chunk: str | None = None, phrasings: int = 1, quotes: list[str] | None = None) -> dict:
         """The schema sent to the teacher: exactly `n` items; with `chunk`, evidence limited to its
-        sentences; with `phrasings` > 1, each item asks one fact in that many distinct `questions`."""
+        sentences (or to `quotes` where given); with `phrasings` > 1, each item asks one fact in that
+        many distinct `questions`."""
         schema = self.reply_schema(phrasings)
         items = schema["properties"]["items"]
         items["minItems"] = items["maxItems"] = n
-        quotes = quotable_sentences(chunk) if chunk else []
+        quotes = (list(dict.fromkeys(quotes)) if quotes else quotable_sentences(chunk)) if chunk else []
         evidence = items["items"].get("properties", {}).get("evidence")
         if quotes and evidence is not None:
             evidence.pop("minLength", None)

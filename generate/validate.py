@@ -12,6 +12,7 @@ import unicodedata
 import jsonschema
 
 import schemas
+from common.teacher.ask import Prompt
 from common.teacher.backends import Response
 
 PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
@@ -49,3 +50,12 @@ def question_key(question: str) -> str:
     """Key for exact-duplicate detection: case, accents' forms, punctuation and spacing ignored."""
     text = unicodedata.normalize("NFKC", question).casefold()
     return normalize_space(PUNCT.sub(" ", text))
+
+
+def repair_prompt(sent: Prompt, bad_output: str, error: str) -> Prompt:
+    """The request again, with the invalid reply and the error shown."""
+    messages = sent.messages + [
+        {"role": "assistant", "content": bad_output},
+        {"role": "user", "content": f"That reply is not valid: {error}. Reply again with the corrected JSON only."},
+    ]
+    return Prompt(messages, sent.schema, sent.max_new_tokens, tag=sent.tag)

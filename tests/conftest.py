@@ -8,6 +8,7 @@ it again into an isolated DISTILL_HOME would cost ~30 s per session.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Callable, Iterator
@@ -179,15 +180,38 @@ def phrasings(request: Request) -> int:
     return fact["questions"]["minItems"] if "questions" in fact else 1
 
 
+OPENERS = ["Which", "What", "How", "Where", "When", "Who", "Is", "Does"]
+WORDS = ["", *(" ".join(f"{word}{j}" for word in ("amber", "birch", "cedar")) for j in range(1, 8))]
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def is_listing(request: Request) -> bool:
+    """A facts-first listing request (generate/facts.py): its reply lists facts, not items."""
+    return request.schema is not None and "facts" in request.schema.get("properties", {})
+
+
+def listing_output(request: Request) -> str:
+    """Every quotable sentence of the chunk as one fact (its evidence), within the list's bound."""
+    listed = request.schema["properties"]["facts"]
+    quotes = listed["items"]["properties"]["evidence"]["enum"][: listed["maxItems"]]
+    return json.dumps({"facts": [{"evidence": quote, "fact": f"Fact: {quote}"} for quote in quotes]})
+
+
 def good_output(request: Request, tag: str = "") -> str:
     """A schema-valid, grounded answer: one item per requested fact, each quoting the chunk, asked
-    in as many phrasings as the request wants."""
+    in as many phrasings as the request wants (a listing request: every quotable sentence a fact)."""
+    if is_listing(request):
+        return listing_output(request)
     quotes = evidence_choices(request)
     k = phrasings(request)
     items = []
     for i in range(n_items(request)):
         quote = quotes[i % len(quotes)]
-        asked = [f"Which statement {i} {tag} about: {quote}?"] + [f"What does phrasing {j} of statement {i} {tag} say about: {quote}?" for j in range(1, k)]
+        # phrasings that differ by more than a word (near-twins of one fact are dropped before the split)
+        asked = [f"Which statement {i} {tag} about: {quote}?"] + [f"{OPENERS[j]} {WORDS[j]} {i} {tag} {digest(quote)}?" for j in range(1, k)]
         fact = {"evidence": quote, "reasoning": f"The passage says: {quote}", "answer": quote.split()[-1].rstrip(".")}
         items.append({"questions": asked, **fact} if k > 1 else {"question": asked[0], **fact})
     return json.dumps({"items": items})

@@ -35,6 +35,7 @@ from generate.tasks import quotable_sentences
 PASSAGE = re.compile(r'^("{3,})\n(.*?)\n\1$', re.S | re.M)  # the block between two fence lines (generate.tasks.fence)
 FACTS = re.compile(r"pick (\d+) different")
 PHRASINGS = re.compile(r"write (\d+) question")
+EVIDENCE = re.compile(r'^\d+\. .* Evidence: "(.*)"$', re.M)  # the facts an item request names (generate.facts.facts_note)
 
 
 @dataclass
@@ -71,12 +72,16 @@ def first_user(body: dict) -> str:
 
 def good_output(body: dict) -> dict:
     """What a good teacher writes for a chunk prompt: n facts, each quoting one sentence, asked in
-    k phrasings ("questions") or one ("question"), as the prompt asks."""
+    k phrasings ("questions") or one ("question"), as the prompt asks; facts first, the listing
+    names every sentence (no heading) a fact, and an item request quotes the evidence it names."""
     text = first_user(body)
     passage = PASSAGE.search(text).group(2)
+    if text.startswith("List every fact"):
+        listed = [q for q in quotable_sentences(passage) if not q.startswith("#")][:24]
+        return {"facts": [{"evidence": q, "fact": f"The passage states: {q}"[:160]} for q in listed]}
     n = int(FACTS.search(text).group(1)) if FACTS.search(text) else 2
     k = int(PHRASINGS.search(text).group(1)) if PHRASINGS.search(text) else 1
-    quotes = quotable_sentences(passage) or [passage.strip()]
+    quotes = EVIDENCE.findall(text[PASSAGE.search(text).end() :]) or quotable_sentences(passage) or [passage.strip()]
     items = []
     for i in range(n):
         quote = quotes[i % len(quotes)]

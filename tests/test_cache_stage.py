@@ -347,7 +347,7 @@ def test_cli_shows_progress_and_a_summary_table(tmp_path, corpus, teacher_factor
     (corpus / "blob.txt").write_bytes(b"\x00" * 100)
     teacher_factory(scripted_faults)
     out = tmp_path / "out"
-    code, stdout, stderr = gen_cli([str(corpus), "--out", str(out), "chunk_tokens=96", "chunk_overlap=0", "teacher.repair_attempts=0", "phrasings=1"], capsys)
+    code, stdout, stderr = gen_cli([str(corpus), "--out", str(out), "chunk_tokens=96", "chunk_overlap=0", "teacher.repair_attempts=0", "phrasings=1", "-n", str(PAIRS)], capsys)
     assert code == 3, stderr  # one request failed: incomplete
     assert "chunks" in stderr and f"{DOCS}/{DOCS}" in stderr  # the live bar, on stderr
     assert stderr.strip().splitlines()[-1].startswith("incomplete: 1 teacher request failed (last error: APIConnectionError after 6 retries)")

@@ -223,3 +223,24 @@ def test_lm_eval_harness_agrees_with_distill_eval(world, tmp_path):
     )["results"]["distill_test"]
     for metric in ("exact_match", "token_f1", "contains", "format"):
         assert results[f"{metric},none"] == pytest.approx(metrics["models"]["base"]["metrics"][metric]["mean"])
+
+
+def test_recall_per_document_shows_the_weakest_documents_first():
+    from types import SimpleNamespace
+
+    from evaluation.report import document_recall, document_table
+
+    records = [{"source": {"doc": doc}} for doc in ("a.md", "a.md", "b.md", "b.md", "c.md")]
+    runs = [SimpleNamespace(label="student", status="ok"), SimpleNamespace(label="base", status="ok"), SimpleNamespace(label="t", status="missing")]
+    hits = {"student": [1, 1, 0, 1, 0], "base": [0, 0, 0, 0, 0]}
+    scores = {label: [{"exact_match": h, "contains": h} for h in row] for label, row in hits.items()}
+    per_doc = document_recall(records, runs, scores)
+    assert per_doc["b.md"] == {"questions": 2, "models": {"student": {"exact_match": 0.5, "contains": 0.5}, "base": {"exact_match": 0.0, "contains": 0.0}}}
+    rows = document_table({"per_document": per_doc, "models": {"student": {"role": "student"}, "base": {"role": "base"}}})
+    assert [row[0] for row in rows[1:]] == ["c.md", "b.md", "a.md"]  # untaught parts stand out: weakest first
+    assert rows[1][2] == "0.00 (0.00)" and rows[3][2] == "1.00 (1.00)"
+
+
+def test_the_report_has_recall_per_document(evaluated):
+    _, metrics = evaluated
+    assert sum(entry["questions"] for entry in metrics["per_document"].values()) == len(QUESTIONS)

@@ -58,7 +58,9 @@ def pipeline(docs, tmp_path):
     def write(url: str) -> Path:
         teacher = {"backend": "openai", "model": "teacher", "base_url": [url], "backoff_s": 0.001, "max_retries": 1}
         config = {
-            "gen": {"inputs": [str(docs)], "out": str(tmp_path / "data"), "chunk_tokens": 128, "chunk_overlap": 0, "teacher": teacher},
+            # a fixed number of facts: the rerun then sends exactly the failed requests (facts first, a failed
+            # listing's item requests are sent after it: new requests, not retries)
+            "gen": {"inputs": [str(docs)], "out": str(tmp_path / "data"), "chunk_tokens": 128, "chunk_overlap": 0, "pairs_per_chunk": 2, "teacher": teacher},
             "train": {"out": str(tmp_path / "student"), "max_steps": 1},
         }
         path = tmp_path / "pipeline.yaml"

@@ -144,3 +144,41 @@ def test_questions_and_judges(corpus, teacher):
     assert json.loads(ask(client, "Grade it.", {"type": "object", "properties": {"score": {"enum": [1, 2, 3, 4, 5]}}})) == {"score": 5}
     assert json.loads(ask(client, "Which is better?", {"type": "object", "properties": {"better": {"enum": ["1", "2", "tie"]}}})) == {"better": "tie"}
     assert client.models.list().data[0].id == "exact"
+
+
+def test_facts_first_listing_then_items_of_the_listed_facts(corpus, teacher):
+    """The exact teacher answers gen's facts-first requests: the listing names every fact of the
+    page; an item request answers only the facts whose evidence its schema offers."""
+    from generate.facts import batches, facts_note, listed_facts, listing_messages, listing_schema
+
+    folder, facts = corpus
+    server, client = teacher
+    page = sorted((folder / "docs").glob("*.md"))[4]
+    passage = page.read_text()
+    mine = [f for f in facts if f["page"] == page.name]
+    schema = listing_schema(passage)
+    output = json.loads(ask(client, listing_messages(passage)[1]["content"], schema))
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(output)) == []
+    listed, ungrounded = listed_facts(output, passage)
+    assert [f["evidence"] for f in listed] == [f["evidence"] for f in mine] and ungrounded == []
+    task, answered = load_task("qa"), []
+    for batch in batches(listed):
+        asked = task.request_schema(len(batch), passage, 3, [f["evidence"] for f in batch])
+        reply = json.loads(ask(client, task.messages(passage, len(batch), 3, facts_note(batch))[1]["content"], asked))
+        assert list(jsonschema.Draft202012Validator(asked).iter_errors(reply)) == []
+        answered += reply["items"]
+    assert [i["answer"] for i in answered] == [f["answer"] for f in mine]  # 4 + 1: each fact once
+    assert server.counts["facts"] >= 1
+
+
+def test_unseen_wordings_are_templates_gen_never_asks(tmp_path):
+    from knowledge_corpus import write_unseen
+
+    facts = write_corpus(tmp_path, pages=3)
+    assert write_unseen(tmp_path, 3) == 3 * 5 * 2
+    records = [json.loads(line) for line in (tmp_path / "unseen" / "test.jsonl").read_text().splitlines()]
+    taught = {q for f in facts for q in f["questions"][:3]}  # what gen asks (3 phrasings: the exact teacher's first three)
+    assert not {r["question"] for r in records} & taught
+    assert {r["answer"] for r in records} == {f["answer"] for f in facts if f["taught"]}
+    assert all(schemas.errors("record", r) == [] for r in records)
+    assert schemas.errors("manifest", json.loads((tmp_path / "unseen" / "manifest.json").read_text())) == []

@@ -34,7 +34,8 @@ def docs(tmp_path) -> Path:
 def gen_args(docs: Path, out: Path, url: str, *extra: str) -> list[str]:
     return [
         "gen", str(docs), "--out", str(out), "--teacher", "openai", "--base-url", url, "--model", "teacher", "-q",
-        "chunk_tokens=128", "chunk_overlap=0", "teacher.backoff_s=0.001", "teacher.backoff_max_s=0.01", *extra,
+        "chunk_tokens=128", "chunk_overlap=0", "teacher.backoff_s=0.001", "teacher.backoff_max_s=0.01",
+        "-n", "2", *extra,  # a fixed number: one request a chunk (facts first: tests/test_facts.py)
     ]  # fmt: skip
 
 
