@@ -82,6 +82,7 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
     assert records(tmp_path / "ray") == records(tmp_path / "single") and len(records(tmp_path / "single")) > 10
     for key in ("docs", "chunks", "requests", "sent", "accepted", "train", "test", "deduplicated"):
         assert on_ray["counts"][key] == single["counts"][key], key
+    assert on_ray["coverage"] == single["coverage"] and single["coverage"]["facts_listed"] > 0  # facts first, gathered
     assert not (tmp_path / "ray" / "cache").exists() or not list(
         (tmp_path / "ray" / "cache").glob("*.sqlite")
     )  # merged
