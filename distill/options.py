@@ -30,13 +30,11 @@ class Flag:
     key: str
     decls: tuple[str, ...] = ()
     envvar: str | None = None
-    model: type[BaseModel] | None = None  # the config that defines the key, where not the command's own
 
-    def __init__(self, key: str, *decls: str, envvar: str | None = None, model: type[BaseModel] | None = None):
+    def __init__(self, key: str, *decls: str, envvar: str | None = None):
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "decls", decls or ("--" + key.split(".")[-1].replace("_", "-"),))
         object.__setattr__(self, "envvar", envvar)
-        object.__setattr__(self, "model", model)
 
     @property
     def dest(self) -> str:
@@ -82,7 +80,7 @@ def is_union(annotation: Any) -> bool:
 
 
 def option(model: type[BaseModel], flag: Flag):
-    field = field_of(flag.model or model, flag.key)
+    field = field_of(model, flag.key)
     kind, on_off, many = click_kind(field.annotation)
     text = field.description or ""
     if not field.is_required() and field.default not in (None, [], {}) and not on_off:
@@ -95,7 +93,7 @@ def option(model: type[BaseModel], flag: Flag):
     return click.option(*decls, flag.dest, type=kind, multiple=many, default=None, help=text, envvar=flag.envvar, show_envvar=bool(flag.envvar))
 
 
-def config_command(name: str, model: type[BaseModel], flags: tuple[Flag, ...], args_metavar: str, examples: str, other_stages: dict[str, type[BaseModel]] | None = None):
+def config_command(name: str, model: type[BaseModel], flags: tuple[Flag, ...], args_metavar: str, examples: str):
     """A click command whose options are `flags` of `model`, plus the options every subcommand has;
     the function gets `args` (positional words), `config_path`, `as_json`, `quiet` and `flags`
     (the given flags, as dotted config keys)."""
@@ -115,7 +113,7 @@ def config_command(name: str, model: type[BaseModel], flags: tuple[Flag, ...], a
         command = click.option("-q", "--quiet", is_flag=True, help="No progress, no tables.")(command)
         command = verbose_option(command)
         command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts.")(command)
-        command = click.option("--help-config", is_flag=True, expose_value=False, is_eager=True, callback=print_keys(model, other_stages or {}), help="List every config key with its default and meaning, and exit.")(command)
+        command = click.option("--help-config", is_flag=True, expose_value=False, is_eager=True, callback=print_keys(model), help="List every config key with its default and meaning, and exit.")(command)
         command = click.option("-c", "--config", "config_path", type=click.Path(), help=f"YAML file of {model.__name__} keys (precedence: YAML < flags < key=value).")(command)
         command = click.argument("args", nargs=-1, metavar=args_metavar)(command)
         return click.command(name, epilog=examples)(command)
@@ -123,12 +121,10 @@ def config_command(name: str, model: type[BaseModel], flags: tuple[Flag, ...], a
     return decorate
 
 
-def print_keys(model: type[BaseModel], other_stages: dict[str, type[BaseModel]]):
+def print_keys(model: type[BaseModel]):
     def callback(ctx: click.Context, _param, value: bool) -> None:
         if value and not ctx.resilient_parsing:
             click.echo(describe(model))
-            for title, other in other_stages.items():
-                click.echo(f"\n{title}:\n{describe(other)}")
             ctx.exit()
 
     return callback

@@ -10,22 +10,22 @@ import yaml
 from click.testing import CliRunner
 
 from common.errors import UserError
-from distill import cmd_eval, cmd_gen, cmd_train
+from distill import cmd_eval, cmd_gen, cmd_grpo, cmd_train
 from distill.cli import cli
 from distill.options import field_of
 from distill.pipeline import load_sections, resolve, run_pipeline
 
-COMMANDS = {"gen": cmd_gen, "train": cmd_train, "eval": cmd_eval}
+COMMANDS = {"gen": cmd_gen, "train": cmd_train, "grpo": cmd_grpo, "eval": cmd_eval}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_flags_take_help_type_and_choices_from_the_config(name):
     module = COMMANDS[name]
-    model = {"gen": "GenConfig", "train": "TrainConfig", "eval": "EvalConfig"}[name]
+    model = {"gen": "GenConfig", "train": "TrainConfig", "grpo": "GRPOConfig", "eval": "EvalConfig"}[name]
     model = getattr(module, model)
     params = {p.name: p for p in module.__dict__[name if name != "eval" else "eval_"].params}
     for flag in module.FLAGS:
-        param, field = params[flag.dest], field_of(flag.model or model, flag.key)
+        param, field = params[flag.dest], field_of(model, flag.key)
         assert param.help.startswith(field.description), flag.key
         if isinstance(param.type, click.Choice):
             assert set(param.type.choices) == {str(v) for v in field.annotation.__args__ if v is not None} or param.multiple
