@@ -44,15 +44,17 @@ def test_gen_dry_run_prints_nothing_on_stderr(tmp_path):
 
 
 def test_train_is_quiet_and_verbose_shows_library_notices(tmp_path):
-    """One real (tiny) training step: stderr is empty; with -v the libraries' notices are there."""
+    """One real (tiny) training step: under -q stderr is empty; with -v the libraries' notices are there,
+    and without -q the recipe chosen, with why, in one line."""
     model, data = tiny_model(tmp_path / "tiny"), data_dir(tmp_path / "data", n=8)
-    common = ["train", str(data), "--model", str(model), "--backend", "hf", "--max-steps", "1", "-q"]
-    quiet = distill(*common, "--out", str(tmp_path / "quiet"))
+    common = ["train", str(data), "--model", str(model), "--backend", "hf", "--max-steps", "1"]
+    quiet = distill(*common, "-q", "--out", str(tmp_path / "quiet"))
     loud = distill(*common, "--out", str(tmp_path / "loud"), "-v")
     assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr[-2000:] + loud.stderr[-2000:]
     assert quiet.stderr == "", quiet.stderr
     shown = [line for line in LIBRARY_LINES if line in loud.stderr]
     assert len(shown) >= 3, loud.stderr  # pytree, bitsandbytes, TRL, loading bars: which depend on the stack's versions
+    assert "recipe: knowledge (distill gen data split by item): 10.0 epochs, lr 0.001, LoRA rank 64" in loud.stderr
 
 
 @pytest.mark.parametrize("argv", [["-v", "gen", "--help"], ["gen", "-v", "--help"], ["export", "-v", "--help"], ["run", "-v", "--help"]])

@@ -17,7 +17,7 @@ from common.errors import UserError
 from common.models import resolve_model
 from common.teacher.backends import Request
 from common.teacher.config import TeacherConfig
-from train import grpo, unsloth_adapter
+from train import grpo, recipe, unsloth_adapter
 from train.grpo_config import GRPOConfig
 
 
@@ -61,10 +61,11 @@ def test_trl_gets_vllm_colocated_with_the_memory_share_only_for_hf(
 ):
     """TRL samples with vLLM for the hf backend; under Unsloth, its own fast_inference engine does (TRL's stays off)."""
     monkeypatch.setattr(
-        grpo, "common_args", lambda cfg, plan: {"output_dir": str(tmp_path), "use_cpu": True, "report_to": "none"}
+        grpo.recipe, "common_args", lambda *a: {"output_dir": str(tmp_path), "use_cpu": True, "report_to": "none"}
     )
     cfg = GRPOConfig(data="d", vllm_memory=0.35, batch_size=2, num_generations=4)
-    plan = SimpleNamespace(generation=generation, backend=backend, weights=[1.0], lengths={"max_completion_length": 64})
+    plan = SimpleNamespace(generation=generation, backend=backend, weights=[1.0], lengths={"max_completion_length": 64},
+                           spec=None, model=None, out=tmp_path, optim="adamw_torch")
     args = grpo.grpo_args(cfg, plan)
     assert args.use_vllm is use_vllm and args.vllm_mode == "colocate" and args.vllm_gpu_memory_utilization == 0.35
 
@@ -82,20 +83,21 @@ def fake_unsloth(monkeypatch) -> list[dict]:
     module = ModuleType("unsloth")
     module.FastLanguageModel = FastLanguageModel
     monkeypatch.setitem(sys.modules, "unsloth", module)
-    monkeypatch.setattr(unsloth_adapter, "add_lora", lambda model, cfg, checkpointing, length: model)
-    monkeypatch.setattr(unsloth_adapter, "checkpointing_mode", lambda cfg, wanted: False)
+    monkeypatch.setattr(unsloth_adapter, "add_lora", lambda model, spec, checkpointing: model)
+    monkeypatch.setattr(unsloth_adapter, "checkpointing_mode", lambda spec, wanted: False)
     return calls
 
 
 def test_unsloth_fast_inference_gets_the_lora_rank_and_the_memory_share(monkeypatch, tmp_path):
     calls = fake_unsloth(monkeypatch)
     cfg = GRPOConfig(data="d", lora_r=24, vllm_memory=0.4)
-    unsloth_adapter.load_for_grpo(cfg, "base-model", "base-model", None, 512, fast_inference=True)
+    spec = recipe.model_spec(cfg, "base-model", "base-model", 512)
+    unsloth_adapter.load_for_grpo(spec, True, cfg.vllm_memory)
     adapter = tmp_path / "sft"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 64, "base_model_name_or_path": "base-model"}))
-    unsloth_adapter.load_for_grpo(cfg, str(adapter), "base-model", None, 512, fast_inference=True)
-    unsloth_adapter.load_for_grpo(cfg, "base-model", "base-model", None, 512, fast_inference=False)
+    unsloth_adapter.load_for_grpo(recipe.model_spec(cfg, "base-model", "base-model", 512, str(adapter)), True, 0.4)
+    unsloth_adapter.load_for_grpo(spec, False, cfg.vllm_memory)
     vllm_keys = ("fast_inference", "max_lora_rank", "gpu_memory_utilization")
     assert [{k: c[k] for k in vllm_keys if k in c} for c in calls] == [
         {

@@ -52,7 +52,7 @@ def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
         finished = recipe.check_out(cfg, ident)
     if finished is not None:
         return finished
-    plan, cfg = setup(cfg, ident)
+    plan, cfg = setup(cfg, ident, announce=show_progress)
     trainer, interrupted = run(cfg, plan, show_progress)
     return save(cfg, plan, trainer, interrupted, started)
 
@@ -60,14 +60,15 @@ def run_sft(cfg: TrainConfig, show_progress: bool = True) -> dict:
 # ---------------------------------------------------------------- setup
 
 
-def setup(cfg: TrainConfig, ident: dict) -> tuple[Plan, TrainConfig]:
+def setup(cfg: TrainConfig, ident: dict, announce: bool = True) -> tuple[Plan, TrainConfig]:
     """(the plan, the config with its `auto` hyperparameters resolved for the data's kind). Cheap checks
     first (none imports transformers): data, recipe, method, output format; then the backend, which must be
-    imported before transformers, peft and trl; then the model and the data."""
+    imported before transformers, peft and trl; then the model and the data. `announce`: say the recipe
+    chosen and why in one line (not under -q; run.json keeps it either way)."""
     source = read_data_dir(cfg.data, cfg.split)
     kind, why = choose_recipe(source, cfg.recipe)
     cfg = cfg.resolved(kind)
-    if ranks.is_main():
+    if ranks.is_main() and announce:
         LOG.warning("recipe: %s (%s): %s epochs, lr %s, LoRA rank %s", kind, why, cfg.epochs, cfg.lr, cfg.lora_r)
     loading.check_method(cfg.method)
     check_save(cfg.save)
