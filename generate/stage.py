@@ -35,6 +35,7 @@ from generate.export import export_dir
 from generate.facts import (
     batches,
     facts_note,
+    factual_sentences,
     listed_facts,
     listing_messages,
     listing_schema,
@@ -128,6 +129,8 @@ def chunk_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk]) -> list[Promp
     n, k = cfg.facts_per_request, cfg.questions_per_fact
     prompts = []
     for chunk in chunks:
+        if cfg.facts_first and not factual_sentences(chunk.text):
+            continue  # a heading alone: no fact to list, and no request (its listing could only be empty)
         if cfg.facts_first:
             schema = listing_schema(chunk.text if cfg.teacher.structured else None)
             prompts.append(Prompt(listing_messages(chunk.text), schema, reply_budget(cfg, schema), tag=chunk))

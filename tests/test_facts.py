@@ -66,6 +66,18 @@ def test_auto_lists_the_facts_then_asks_every_one_in_as_many_requests_as_needed(
     assert gen(tmp_path)["counts"]["sent"] == 0 and again.sent == []  # listings and items both come from the cache
 
 
+def test_a_chunk_that_states_nothing_gets_no_listing_request(tmp_path, teacher_factory):
+    """A heading alone has no fact to list: no request is sent for it (its listing could only be empty,
+    which the listing schema refuses, so it would be asked again as a repair)."""
+    canal(tmp_path / "docs")
+    (tmp_path / "docs" / "heading.md").write_text("# Appendix\n")
+    teacher = teacher_factory()
+    manifest = gen(tmp_path)
+    listings = [r for r in teacher.sent if is_listing(r)]
+    assert len(listings) == 1 and "Brannock" in listings[0].messages[1]["content"]
+    assert manifest["counts"]["chunks"] == 2 and manifest["counts"]["fact_requests"] == 1
+
+
 def test_a_fixed_number_stays_available(tmp_path, teacher_factory):
     canal(tmp_path / "docs")
     teacher = teacher_factory()
