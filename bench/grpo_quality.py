@@ -78,7 +78,7 @@ def epoch_change(folder: Path, key: str, samples: int = 10000, seed: int = 0) ->
     import numpy as np
 
     from evaluation.stats import interval
-    from train.grpo import per_epoch
+    from train.grpo_summary import per_epoch
 
     epochs = per_epoch([json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()], key)
     if len(epochs) < 4:
