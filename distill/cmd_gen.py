@@ -63,7 +63,8 @@ was accepted (the line counts the reject reasons; rejects.jsonl holds each); 130
 def gen(args, config_path, as_json, quiet, flags, dry_run=False, ray_address=None):
     """Write QA pairs with reasoning traces from INPUTS (files, directories, globs; key=value overrides)."""
     from generate.ray_stage import run_gen_ray
-    from generate.stage import empty_message, incomplete_message, run_gen
+    from generate.stage import run_gen
+    from generate.verdict import empty_message, incomplete_message
 
     paths, overrides = split_args(args)
     flags["inputs"] = paths or None

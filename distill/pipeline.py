@@ -247,7 +247,7 @@ def run_pipeline(
         for warning in result.get("warnings", []):
             log(f"{stage}: warning: {warning}")
         if result.get("status") == "empty":
-            from generate.stage import empty_message
+            from generate.verdict import empty_message
 
             raise EmptyRun(f"{stage}: {empty_message(result)}")
         if result.get("status") == "incomplete":
