@@ -83,8 +83,9 @@ def option(model: type[BaseModel], flag: Flag):
     field = field_of(model, flag.key)
     kind, on_off, many = click_kind(field.annotation)
     text = field.description or ""
-    if not field.is_required() and field.default not in (None, [], {}) and not on_off:
-        text += f" [default: {field.default}]"
+    default = field.get_default(call_default_factory=True)  # a default_factory's value, not PydanticUndefined
+    if not field.is_required() and default not in (None, [], {}) and not on_off:
+        text += f" [default: {default}]"
     decls = flag.decls
     if on_off:
         long = next(d for d in decls if d.startswith("--"))

@@ -123,6 +123,13 @@ def test_help_lists_gen(capsys):
     assert code == 0 and "--pairs-per-chunk" in stdout and "--dry-run" in stdout and "--split-by" in stdout
 
 
+@pytest.mark.parametrize("command", ["gen", "train", "grpo", "eval", "run"])
+def test_help_shows_real_defaults(command, capsys):
+    """A key whose default comes from a factory (eval --student, --base-url) showed `[default: PydanticUndefined]`."""
+    code, stdout, _ = run_cli([command, "--help"], capsys)
+    assert code == 0 and "PydanticUndefined" not in stdout
+
+
 def test_version(capsys):
     from distill import __version__
 
