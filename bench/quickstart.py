@@ -13,7 +13,7 @@ their 95% intervals. Prints a Markdown table (also to --report) headed by the CP
 (AVX2, AVX-512, AVX512-BF16, AMX), torch's CPU capability and the load average before and after.
 
 --no-avx512 emulates a CPU without AVX-512 on one that has it: ATEN_CPU_CAPABILITY=avx2 for torch's
-kernels and train.dtype=float32 (distill's dtype auto picks bfloat16 autocast on AVX512-BF16 CPUs).
+kernels (and oneDNN's, MKL's) and train.dtype=float32 (the quickstart pins float32 anyway).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -101,21 +102,21 @@ def train_numbers(folder: Path) -> dict:
     }
 
 
-def scores(metrics: dict) -> dict:
-    """{section: {model: "0.235 [0.059, 0.412]"}}: exact match of held-out and training questions."""
+def scores(metrics: dict, metric: str = "exact_match") -> dict:
+    """{section: {model: "0.235 [0.059, 0.412]"}}: `metric` on held-out and training questions."""
     found = {}
     for section, part in (
         ("held-out phrasings", metrics),
         ("training questions", metrics.get("train_questions") or {}),
     ):
         for name, model in part.get("models", {}).items():
-            em = model.get("metrics", {}).get("exact_match")
+            em = model.get("metrics", {}).get(metric)
             if em and em.get("lo") is not None:
                 found.setdefault(section, {})[name] = f"{em['mean']:.3f} [{em['lo']:.3f}, {em['hi']:.3f}] (n={em['n']})"
     return found
 
 
-def report(a, machine: dict, cap: str, loads: tuple, total: float) -> str:
+def report(a, machine: dict, cap: str, loads: tuple, total: float, cpu_s: float) -> str:
     out = Path(a.out)
     folders = (("gen", "data"), ("train", "student"), ("eval", "eval"))
     stages = {s: read_json(out / d / "stage.json").get("wall_time_s") for s, d in folders}
@@ -131,6 +132,7 @@ def report(a, machine: dict, cap: str, loads: tuple, total: float) -> str:
         "|---|---:|",
         *(f"| {s} | {v:.0f} |" for s, v in stages.items() if v is not None),
         f"| total (corpus + `distill run`) | {total:.0f} |",
+        f"| CPU seconds of the run (user + system, all processes) | {cpu_s:.0f} |",
         "",
         f"data: {json.dumps(counts)}",
         f"train: {train['steps']} steps, {train['epochs']} epochs, {train['step_s']} s/step, "
@@ -139,8 +141,10 @@ def report(a, machine: dict, cap: str, loads: tuple, total: float) -> str:
         f"({(train['probe_share'] or 0):.1%} of {train['train_seconds']} s in train); "
         f"probe (epoch, held-out, taught): {train['recall']}",
     ]
-    for section, models in scores(read_json(out / "eval" / "metrics.json")).items():
-        lines.append(f"{section} exact match: " + "; ".join(f"{m} {v}" for m, v in models.items()))
+    metrics = read_json(out / "eval" / "metrics.json")
+    for metric in ("exact_match", "token_f1"):
+        for section, models in scores(metrics, metric).items():
+            lines.append(f"{section} {metric}: " + "; ".join(f"{m} {v}" for m, v in models.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -157,12 +161,13 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="stage.key=value, as on `distill run`")
     a = p.parse_args()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    if a.no_avx512:
-        env["ATEN_CPU_CAPABILITY"] = "avx2"
+    if a.no_avx512:  # torch's own kernels, oneDNN's and MKL's (read when torch is imported)
+        env.update(ATEN_CPU_CAPABILITY="avx2", DNNL_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2")
     machine, cap = cpu(), capability(env)
     before = os.getloadavg()[0]
     total = run_demo(a, env)
-    text = report(a, machine, cap, (before, os.getloadavg()[0]), total)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    text = report(a, machine, cap, (before, os.getloadavg()[0]), total, children.ru_utime + children.ru_stime)
     print(text)
     if a.report:
         Path(a.report).write_text(text)
