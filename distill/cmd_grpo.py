@@ -7,8 +7,8 @@ import click
 
 from common.config import load_config
 from common.errors import IncompleteRun
-from distill.cmd_train import report
 from distill import launch
+from distill.cmd_train import report
 from distill.options import Flag, config_command, one_path
 from train.grpo_config import GRPOConfig
 

@@ -39,7 +39,17 @@ def relaunch(gpus: int) -> None:
 
 
 def launch_command(gpus: int, argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus), "-m", "distill", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(gpus),
+        "-m",
+        "distill",
+        *argv,
+    ]
 
 
 def check_devices(gpus: int) -> None:
@@ -51,7 +61,8 @@ def check_devices(gpus: int) -> None:
         if gpus > seen:
             shown = os.environ.get("CUDA_VISIBLE_DEVICES")
             where = f" (CUDA_VISIBLE_DEVICES={shown})" if shown is not None else ""
-            raise UserError(f"--gpus {gpus} asks for {gpus} GPUs but {seen} {'is' if seen == 1 else 'are'} visible{where}; pass --gpus {seen} or fewer")
+            visible = f"{seen} {'is' if seen == 1 else 'are'} visible{where}"
+            raise UserError(f"--gpus {gpus} asks for {gpus} GPUs but {visible}; pass --gpus {seen} or fewer")
         return
     if os.environ.get(CPU_PROCESSES_ENV) == "1":
         return

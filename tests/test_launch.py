@@ -35,8 +35,29 @@ def test_gpus_2_runs_one_data_parallel_run_of_two_processes(tmp_path, tiny, data
     base = dict(data=str(data), model=str(tiny), backend="hf", lr=1e-2, max_steps=3, seed=0)
     single = run_sft(TrainConfig(**base, out=str(tmp_path / "one"), batch_size=8), show_progress=False)
     out = tmp_path / "two"
-    cmd = [sys.executable, "-m", "distill", "train", str(data), "--out", str(out), "--model", str(tiny), "--backend", "hf",
-           "--batch-size", "4", "--max-steps", "3", "--lr", "1e-2", "--gpus", "2", "--json", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "distill",
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny),
+        "--backend",
+        "hf",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+        "--lr",
+        "1e-2",
+        "--gpus",
+        "2",
+        "--json",
+        "-q",
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**env, launch.CPU_PROCESSES_ENV: "1"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -59,16 +80,36 @@ def test_the_relaunch_is_torchrun_with_the_same_arguments(monkeypatch):
     monkeypatch.setenv(launch.CPU_PROCESSES_ENV, "1")
     monkeypatch.setattr(launch, "ARGV", ["train", "data", "--gpus", "3", "--resume"])
     launch.relaunch(3)
-    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3", "-m", "distill",
-                      "train", "data", "--gpus", "3", "--resume"]]
+    assert calls == [
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "3",
+            "-m",
+            "distill",
+            "train",
+            "data",
+            "--gpus",
+            "3",
+            "--resume",
+        ]
+    ]
     monkeypatch.setenv("WORLD_SIZE", "3")  # a rank of that launch goes on training
     launch.relaunch(3)
     launch.relaunch(1)
     assert len(calls) == 1
 
 
-@pytest.mark.parametrize("cuda, seen, words", [(False, 0, "needs 2 CUDA GPUs and none is visible"),
-                                               (True, 1, "asks for 2 GPUs but 1 is visible; pass --gpus 1 or fewer")])
+@pytest.mark.parametrize(
+    "cuda, seen, words",
+    [
+        (False, 0, "needs 2 CUDA GPUs and none is visible"),
+        (True, 1, "asks for 2 GPUs but 1 is visible; pass --gpus 1 or fewer"),
+    ],
+)
 def test_more_gpus_than_visible_is_a_one_line_error(monkeypatch, tmp_path, capsys, data, cuda, seen, words):
     import torch
 
