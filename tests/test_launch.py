@@ -123,3 +123,43 @@ def test_more_gpus_than_visible_is_a_one_line_error(monkeypatch, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and words in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_grpo_gpus_2_runs_one_run_of_two_processes(tmp_path, tiny, data):
+    """`distill grpo --gpus 2` on 2 CPU processes: one report, run.json with 2 processes, each warning said once."""
+    out = tmp_path / "grpo"
+    cmd = [
+        sys.executable,
+        "-m",
+        "distill",
+        "grpo",
+        str(data),
+        "--from",
+        str(tiny),
+        "--out",
+        str(out),
+        "--backend",
+        "hf",
+        "--num-generations",
+        "4",
+        "--batch-size",
+        "2",
+        "--max-completion-length",
+        "16",
+        "--max-steps",
+        "2",
+        "--lr",
+        "5e-3",
+        "--reward",
+        "format=1",
+        "--gpus",
+        "2",
+        "--json",
+    ]  # lr 5e-3: warned as an SFT learning rate
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**env, launch.CPU_PROCESSES_ENV: "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count('"status"') == 1 and done.stderr.count("is an SFT learning rate") == 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["processes"] == 2 and run["metrics"]["steps"] == 2 and (out / "adapter_model.safetensors").exists()
