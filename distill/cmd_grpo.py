@@ -51,13 +51,14 @@ def grpo(args, config_path, as_json, quiet, flags, rewards=()):
     """Refine the student given by --from (an SFT output directory) on DATA's prompts with rewards (GRPO);
     key=value overrides any config key (--help-config lists them)."""
     flags["data"], overrides = one_path(args, "data directory")
-    from train import ranks
-    from train.grpo import incomplete_message, run_grpo
     from train.rewards import parse_reward_specs
 
     flags["rewards"] = parse_reward_specs(list(rewards)) if rewards else None
     cfg = load_config(GRPOConfig, config_path, flags, overrides)
     launch.relaunch(cfg.gpus)  # --gpus N: becomes torchrun running this command on N processes
+    from train import ranks
+    from train.grpo import incomplete_message, run_grpo
+
     record = run_grpo(cfg, show_progress=not (quiet or as_json))
     if not ranks.is_main():
         return  # under torchrun, rank 0 reports

@@ -54,11 +54,11 @@ def train(args, config_path, as_json, quiet, flags, stage="sft"):
     if stage == "grpo":
         raise UserError("GRPO has its own command: distill grpo DATA --from SFT_OUT (distill grpo --help: its flags)")
     flags["data"], overrides = one_path(args, "data directory")
+    cfg = load_config(TrainConfig, config_path, flags, overrides)
+    launch.relaunch(cfg.gpus)  # --gpus N: becomes torchrun running this command on N processes (before the heavy imports)
     from train import ranks
     from train.sft import run_sft
 
-    cfg = load_config(TrainConfig, config_path, flags, overrides)
-    launch.relaunch(cfg.gpus)  # --gpus N: becomes torchrun running this command on N processes
     record = run_sft(cfg, show_progress=not (quiet or as_json))
     if not ranks.is_main():
         return  # under torchrun, rank 0 reports
