@@ -22,7 +22,7 @@ ARGV: list[str] | None = None  # the arguments `distill` was called with (set by
 
 def inside_launch() -> bool:
     """Whether this process is a rank of a distributed launch (torchrun, accelerate launch)."""
-    return "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ
+    return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE") or "1") > 1  # WORLD_SIZE=1 alone: no launch
 
 
 def relaunch(gpus: int) -> None:

@@ -97,10 +97,13 @@ def test_the_relaunch_is_torchrun_with_the_same_arguments(monkeypatch):
             "--resume",
         ]
     ]
+    monkeypatch.setenv("WORLD_SIZE", "1")  # set in some shells and containers without any launch: still relaunches
+    launch.relaunch(3)
+    assert len(calls) == 2
     monkeypatch.setenv("WORLD_SIZE", "3")  # a rank of that launch goes on training
     launch.relaunch(3)
     launch.relaunch(1)
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize(
