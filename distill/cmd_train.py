@@ -55,7 +55,7 @@ def train(args, config_path, as_json, quiet, flags, stage="sft"):
         raise UserError("GRPO has its own command: distill grpo DATA --from SFT_OUT (distill grpo --help: its flags)")
     flags["data"], overrides = one_path(args, "data directory")
     cfg = load_config(TrainConfig, config_path, flags, overrides)
-    launch.relaunch(cfg.gpus)  # --gpus N: becomes torchrun running this command on N processes (before the heavy imports)
+    launch.relaunch(cfg.gpus)  # --gpus N: becomes torchrun running this command on N processes (before heavy imports)
     from train import ranks
     from train.sft import run_sft
 

@@ -171,8 +171,12 @@ def unique_labels(names: list[str]) -> list[str]:
 
 def answer(cfg: EvalConfig, plan: Plan, console: Console, answerer) -> list[ModelRun]:
     conversations = [prompt_messages(r, plan.mode) for r in plan.records]
+
+    def shown(run: ModelRun) -> None:
+        console.print(f"{run.label}: {run.perf()['wall_s']} s")
+
     with console.status(f"{len(plan.runs)} models answer {len(conversations)} questions ({plan.engine})"):
-        return answer_all(answerer, plan.runs, conversations, lambda run: console.print(f"{run.label}: {run.perf()['wall_s']} s"))
+        return answer_all(answerer, plan.runs, conversations, shown)
 
 
 def answer_as_teacher(cfg: EvalConfig, plan: Plan, console: Console) -> ModelRun:

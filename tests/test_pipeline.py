@@ -207,7 +207,8 @@ def test_gpus_in_a_pipeline_is_a_one_line_error_before_any_stage(tmp_path, capsy
     for name in ("LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump({"gen": {"inputs": [str(tmp_path)], "out": str(tmp_path / "d")}, "train": {"gpus": 2}}))
+    sections = {"gen": {"inputs": [str(tmp_path)], "out": str(tmp_path / "d")}, "train": {"gpus": 2}}
+    path.write_text(yaml.safe_dump(sections))
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(path)])
     err = capsys.readouterr().err.strip().splitlines()

@@ -53,8 +53,8 @@ def test_two_gpus_train_and_resume_after_a_kill(tmp_path):
 
 
 def gpus_command(data, model, out, gpus: int) -> list[str]:
-    return [sys.executable, "-m", "distill", "train", str(data), "--out", str(out), "--model", str(model), "--backend", "unsloth",
-            "--batch-size", "4", "--max-steps", "4", "--lr", "5e-3", "--gpus", str(gpus), "--json", "-q"]
+    return [sys.executable, "-m", "distill", "train", str(data), "--out", str(out), "--model", str(model), "--backend",
+            "unsloth", "--batch-size", "4", "--max-steps", "4", "--lr", "5e-3", "--gpus", str(gpus), "--json", "-q"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -74,8 +74,9 @@ def test_gpus_2_launches_one_run_on_two_gpus(tmp_path):
     """`distill train --gpus 2` relaunches itself under torchrun: one report, run.json with 2 processes, one adapter."""
     model = tiny_model(tmp_path / "tiny", hidden=128, layers=2)
     out = tmp_path / "out"
-    done = subprocess.run(gpus_command(data_dir(tmp_path / "data", n=32), model, out, 2), capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")})
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
+    cmd = gpus_command(data_dir(tmp_path / "data", n=32), model, out, 2)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"status"') == 1
     run = json.loads((out / "run.json").read_text())

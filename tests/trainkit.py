@@ -77,7 +77,7 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def killed_and_resumed(data: Path, model: Path, folder: Path, backend: str, gpus_flag: bool = False) -> tuple[dict, dict]:
+def killed_and_resumed(data: Path, model: Path, folder: Path, backend: str, gpus_flag=False) -> tuple[dict, dict]:
     """(run.json of an uninterrupted 12-step run under torchrun with 2 processes, run.json of the
     same run SIGKILLed, torchrun and both ranks, once a checkpoint is complete, then resumed).
     gpus_flag: launched as `distill train --gpus 2` (which execs the same torchrun; CPU processes allowed)."""
