@@ -53,6 +53,9 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
+    from distill import launch
+
+    launch.ARGV = list(argv) if argv is not None else sys.argv[1:]  # `--gpus N` relaunches these under torchrun
     quiet_libraries()
     try:
         code = cli.main(args=argv, prog_name="distill", standalone_mode=False)

@@ -24,12 +24,14 @@ FLAGS = (
     Flag("judge"),
     Flag("pairwise"),
     Flag("max_questions"),
+    Flag("engine"),
 )
 EXAMPLES = """\b
 Examples:
   distill eval data --student student --out eval              # student vs its base
   distill eval data -s student -s grpo --out eval             # two students side by side
   distill eval chats.jsonl -s student --out eval             # your own questions (chat, Alpaca, ShareGPT, records)
+  distill eval data -s student --engine vllm --out eval      # base and LoRA students served by one vLLM engine
   distill eval data -s student --teacher openai --base-url http://localhost:8000/v1 -m Qwen/Qwen3-32B --judge --pairwise
 
 \b

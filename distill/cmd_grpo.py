@@ -7,6 +7,7 @@ import click
 
 from common.config import load_config
 from common.errors import IncompleteRun
+from distill import launch
 from distill.cmd_train import report
 from distill.options import Flag, config_command, one_path
 from train.grpo_config import GRPOConfig
@@ -28,6 +29,7 @@ FLAGS = (
     Flag("save"),
     Flag("resume"),
     Flag("overwrite"),
+    Flag("gpus"),
 )
 EXAMPLES = """\b
 Examples:
@@ -35,6 +37,7 @@ Examples:
   distill grpo data --from student --reward correctness=1 --reward mypkg.rewards:cites=0.5 --out grpo
   distill grpo data --from student --out grpo --resume       # after Ctrl-C or a crash
   distill grpo data --from embedded --out grpo               # from the untrained base, said explicitly
+  distill grpo data --from student --out grpo --gpus 2       # data-parallel on 2 GPUs (distill starts torchrun)
 """
 
 
@@ -48,12 +51,14 @@ def grpo(args, config_path, as_json, quiet, flags, rewards=()):
     """Refine the student given by --from (an SFT output directory) on DATA's prompts with rewards (GRPO);
     key=value overrides any config key (--help-config lists them)."""
     flags["data"], overrides = one_path(args, "data directory")
-    from train import ranks
-    from train.grpo import incomplete_message, run_grpo
     from train.rewards import parse_reward_specs
 
     flags["rewards"] = parse_reward_specs(list(rewards)) if rewards else None
     cfg = load_config(GRPOConfig, config_path, flags, overrides)
+    launch.relaunch(cfg.gpus)  # --gpus N: becomes torchrun running this command on N processes
+    from train import ranks
+    from train.grpo import incomplete_message, run_grpo
+
     record = run_grpo(cfg, show_progress=not (quiet or as_json))
     if not ranks.is_main():
         return  # under torchrun, rank 0 reports

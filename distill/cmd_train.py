@@ -9,6 +9,7 @@ import click
 
 from common.config import load_config
 from common.errors import UserError
+from distill import launch
 from distill.options import Flag, config_command, one_path
 from distill.quiet import verbose_option
 from train.config import TrainConfig
@@ -32,6 +33,7 @@ FLAGS = (
     Flag("save"),
     Flag("resume"),
     Flag("overwrite"),
+    Flag("gpus"),
 )
 EXAMPLES = """\b
 Examples:
@@ -39,7 +41,7 @@ Examples:
   distill train data --out student --model Qwen/Qwen3-1.7B --method qlora --epochs 3
   distill train data --out student --resume                 # after Ctrl-C or a crash
   distill train chats.jsonl --out student                   # your own data: chat, Alpaca, ShareGPT or a datasets folder
-  torchrun --nproc_per_node 2 -m distill train data --out student   # data-parallel
+  distill train data --out student --gpus 2               # data-parallel on 2 GPUs (distill starts torchrun)
   distill grpo data --from student --out grpo               # GRPO after SFT: its own command
 """
 
@@ -52,10 +54,11 @@ def train(args, config_path, as_json, quiet, flags, stage="sft"):
     if stage == "grpo":
         raise UserError("GRPO has its own command: distill grpo DATA --from SFT_OUT (distill grpo --help: its flags)")
     flags["data"], overrides = one_path(args, "data directory")
+    cfg = load_config(TrainConfig, config_path, flags, overrides)
+    launch.relaunch(cfg.gpus)  # --gpus N: becomes torchrun running this command on N processes (before heavy imports)
     from train import ranks
     from train.sft import run_sft
 
-    cfg = load_config(TrainConfig, config_path, flags, overrides)
     record = run_sft(cfg, show_progress=not (quiet or as_json))
     if not ranks.is_main():
         return  # under torchrun, rank 0 reports

@@ -216,6 +216,20 @@ def run_stage(stage: str, cfg: BaseModel, show_progress: bool) -> dict:
     return run_eval(cfg, show_progress=show_progress)
 
 
+def one_process(configs: dict) -> None:
+    """`gpus` above 1 is for `distill train`/`grpo` (which relaunch themselves under torchrun): a pipeline's
+    gen and eval must not run once a rank, so `distill run` refuses it before any stage runs."""
+    from distill import launch
+
+    for stage in ("train", "grpo"):
+        gpus = getattr(configs.get(stage), "gpus", 1)
+        if gpus > 1 and not launch.inside_launch():
+            raise UserError(
+                f"{stage}.gpus={gpus}: distill run trains in one process; train on {gpus} GPUs with "
+                f"`distill {stage} ... --gpus {gpus}` and leave gpus out of the pipeline file"
+            )
+
+
 def run_pipeline(
     path: str | Path, overrides: list[str] | None = None, force: tuple[str, ...] = (), show_progress: bool = True, log: Callable[[str], None] = print, allow_incomplete: bool = False
 ) -> dict[str, dict]:
@@ -225,6 +239,7 @@ def run_pipeline(
     if unknown:
         raise UserError(f"--force names stage(s) {', '.join(sorted(unknown))} that {path} does not configure")
     trains = [configs[s] for s in ("train", "grpo") if s in configs]
+    one_process(configs)
     if trains:  # Unsloth must be imported before gen and eval import transformers
         from train.recipe import choose_backend
 

@@ -61,6 +61,18 @@ class EvalConfig(BaseModel):
     )
     max_new_tokens: int = Field(256, ge=1, description="Most tokens a model may write for one answer (trace + answer).")
     batch_size: int = Field(8, ge=1, description="Questions generated together in one batch (transformers batching).")
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        "auto",
+        description="What generates the base's and the students' answers: vllm (in process; LoRA students through "
+                    "LoRARequest on their base, one engine per base), transformers (batch_size at a time); auto: vllm "
+                    "where vLLM is installed and a CUDA GPU is visible, else transformers. The teacher answers "
+                    "through its own backend.",
+    )
+    vllm_args: dict = Field(
+        default_factory=dict,
+        description="Extra keyword arguments of vllm.LLM for engine=vllm (gpu_memory_utilization, max_model_len, "
+                    "tensor_parallel_size, ...).",
+    )
     judge: bool = Field(
         False, description="LLM-as-judge: the judge model grades every answer 1-5 against the reference."
     )

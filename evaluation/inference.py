@@ -28,7 +28,7 @@ def load_model(name: str, device: str | None = None):
     if adapter.exists():
         from peft import PeftModel
 
-        base = resolve_model(json.loads(adapter.read_text())["base_model_name_or_path"])
+        base = resolve_model(adapter_base(Path(path)))
         model = AutoModelForCausalLM.from_pretrained(base, **options)
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
     else:
@@ -38,6 +38,11 @@ def load_model(name: str, device: str | None = None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def adapter_base(adapter: Path) -> str:
+    """The base model a PEFT adapter directory names."""
+    return json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
 def has_tokenizer(path: str) -> bool:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from common.contract import STRING_METRICS, Mode, prompt_messages
 from common.graders import string_scores
-from evaluation.answering import ModelRun, answer_local
+from evaluation.answering import ModelRun
+from evaluation.engines import answer_all
 from evaluation.stats import bootstrap_mean
 
 
@@ -53,13 +54,13 @@ def untaught_ids(students: list[str]) -> tuple[set[str], str]:
     return ids, ""
 
 
-def recall_on_taught(runs: list[ModelRun], records: list[dict], mode: Mode, cfg) -> dict:
+def recall_on_taught(runs: list[ModelRun], records: list[dict], mode: Mode, cfg, answerer) -> dict:
     """The base and every student answer the taught questions; string graders, bootstrap CIs;
     {"questions": n, "models": {label: {"name", "role", "metrics"}}} as metrics.json holds it."""
     conversations = [prompt_messages(r, mode) for r in records]
     models = {}
-    for run in runs:
-        done = answer_local(ModelRun(run.label, run.name, run.role), conversations, cfg.max_new_tokens, cfg.batch_size)
+    fresh = [ModelRun(run.label, run.name, run.role) for run in runs]
+    for run, done in zip(runs, answer_all(answerer, fresh, conversations)):
         rows = [string_scores(output, r["answer"], cfg.numeric_tolerance) for output, r in zip(done.outputs, records)]
         per_metric = {m: [row[m] for row in rows] for m in STRING_METRICS}
         stats = {

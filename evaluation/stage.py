@@ -32,8 +32,9 @@ from common.judge import judge_prompt, judge_teacher, pairwise_prompt
 from common.models import EMBEDDED, resolve_model
 from common.teacher.ask import CachedTeacher
 from common.versions import versions
-from evaluation.answering import ModelRun, answer_local, answer_teacher, answering_config, ask_judge
+from evaluation.answering import ModelRun, answer_teacher, answering_config, ask_judge
 from evaluation.config import EvalConfig
+from evaluation.engines import answer_all, choose_engine, make_answerer
 from evaluation.lmeval import write_task
 from evaluation.recall import recall_on_taught, taught_questions, training_curves, untaught_ids
 from evaluation.report import document_recall, write_report
@@ -54,6 +55,7 @@ class Plan:
     runs: list[ModelRun]  # base and students, in report order (the teacher is added when answered)
     taught: list[dict]  # training questions of the test's facts (closed-book data), for recall of what was taught
     teacher_open_book: bool  # the teacher is the base itself: it reads the passage, as the ceiling
+    engine: str = "transformers"  # what generates the base's and the students' answers (evaluation.engines)
     failures: dict = field(default_factory=dict)  # {"teacher": n, "judge": n, "last_error": text}: requests that failed
     notes: dict = field(default_factory=dict)  # what was not measured, and why (metrics.json notes)
 
@@ -62,13 +64,19 @@ def run_eval(cfg: EvalConfig, show_progress: bool = True) -> dict:
     started = time.time()
     console = Console(quiet=not show_progress, stderr=True)
     plan = setup(cfg)
-    runs = answer(cfg, plan, console)
+    answerer = make_answerer(plan.engine, [run.name for run in plan.runs], cfg)
+    try:  # the students' engine is freed before the teacher (a vllm teacher wants the GPU) and the judge run
+        runs = answer(cfg, plan, console, answerer)
+        knowledge = {"curves": training_curves(plan.runs)}
+        if plan.taught:
+            with console.status(f"the base and the students answer {len(plan.taught)} of their training questions"):
+                knowledge["train_questions"] = recall_on_taught(plan.runs, plan.taught, plan.mode, cfg, answerer)
+    finally:
+        answerer.close()
+    if cfg.teacher is not None:
+        runs.append(answer_as_teacher(cfg, plan, console))
     scores, notes = grade(cfg, plan, runs, console)
     notes = {**plan.notes, **notes}
-    knowledge = {"curves": training_curves(plan.runs)}
-    if plan.taught:
-        with console.status(f"the base and the students answer {len(plan.taught)} of their training questions"):
-            knowledge["train_questions"] = recall_on_taught(plan.runs, plan.taught, plan.mode, cfg)
     return save(cfg, plan, runs, scores, notes, knowledge, started)
 
 
@@ -102,7 +110,8 @@ def setup(cfg: EvalConfig) -> Plan:
     base = runs[0].name if cfg.include_base else None
     same = cfg.teacher is not None and base is not None and cfg.teacher.backend == "local" and same_model(cfg.teacher.model, base)
     passages = all("context" in r for r in records)  # the teacher reads the passage only where the records have one
-    plan = Plan(out, records, data, mode, source, runs, taught, same and passages and mode == "closed-book")
+    engine = choose_engine(cfg.engine) if runs else "transformers"
+    plan = Plan(out, records, data, mode, source, runs, taught, same and passages and mode == "closed-book", engine)
     if untaught_note:
         plan.notes["train_questions"] = untaught_note
     return plan
@@ -160,23 +169,26 @@ def unique_labels(names: list[str]) -> list[str]:
 # ---------------------------------------------------------------- answer
 
 
-def answer(cfg: EvalConfig, plan: Plan, console: Console) -> list[ModelRun]:
+def answer(cfg: EvalConfig, plan: Plan, console: Console, answerer) -> list[ModelRun]:
     conversations = [prompt_messages(r, plan.mode) for r in plan.records]
-    runs = []
-    for run in plan.runs:
-        with console.status(f"{run.label} ({run.name}) answers {len(conversations)} questions"):
-            runs.append(answer_local(run, conversations, cfg.max_new_tokens, cfg.batch_size))
+
+    def shown(run: ModelRun) -> None:
         console.print(f"{run.label}: {run.perf()['wall_s']} s")
-    if cfg.teacher is not None:
-        asking = [prompt_messages(r, "open-book") for r in plan.records] if plan.teacher_open_book else conversations
-        with console.status(f"teacher ({cfg.teacher.backend}: {cfg.teacher.model}) answers"), CachedTeacher(answering_config(cfg.teacher), plan.out / CACHE) as asked:
-            teacher = answer_teacher(cfg.teacher, asking, cfg.max_new_tokens, asked)
-        if teacher.status != "ok":
-            console.print(f"[yellow]teacher missing[/]: {teacher.reason}")
-        if teacher.failed:
-            plan.failures.update(teacher=teacher.failed, last_error=teacher.last_error)
-        runs.append(teacher)
-    return runs
+
+    with console.status(f"{len(plan.runs)} models answer {len(conversations)} questions ({plan.engine})"):
+        return answer_all(answerer, plan.runs, conversations, shown)
+
+
+def answer_as_teacher(cfg: EvalConfig, plan: Plan, console: Console) -> ModelRun:
+    asking = [prompt_messages(r, "open-book" if plan.teacher_open_book else plan.mode) for r in plan.records]
+    status = console.status(f"teacher ({cfg.teacher.backend}: {cfg.teacher.model}) answers")
+    with status, CachedTeacher(answering_config(cfg.teacher), plan.out / CACHE) as asked:
+        teacher = answer_teacher(cfg.teacher, asking, cfg.max_new_tokens, asked)
+    if teacher.status != "ok":
+        console.print(f"[yellow]teacher missing[/]: {teacher.reason}")
+    if teacher.failed:
+        plan.failures.update(teacher=teacher.failed, last_error=teacher.last_error)
+    return teacher
 
 
 # ---------------------------------------------------------------- grade
@@ -283,6 +295,7 @@ def summarize(cfg: EvalConfig, plan: Plan, runs: list[ModelRun], scores: dict, n
         **({"failures": {"requests": failed, **plan.failures}} if failed else {}),
         "mode": plan.mode,
         "mode_source": plan.mode_source,
+        "engine": plan.engine,
         "data": cfg.data,
         "data_format": plan.data.format,
         "data_source": plan.data.source,

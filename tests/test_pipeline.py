@@ -200,3 +200,17 @@ def test_an_incomplete_grpo_stage_runs_again_keeping_its_judge_cache(tmp_path):
     assert train_run_flags(cfg).overwrite is False and train_run_flags(cfg).resume is True
     (tmp_path / "run.json").write_text('{"status": "done"}')
     assert train_run_flags(cfg).overwrite is True
+
+
+def test_gpus_in_a_pipeline_is_a_one_line_error_before_any_stage(tmp_path, capsys, monkeypatch):
+    """gen and eval would run on every rank: `distill run` refuses train.gpus > 1 and names `distill train --gpus`."""
+    for name in ("LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "p.yaml"
+    sections = {"gen": {"inputs": [str(tmp_path)], "out": str(tmp_path / "d")}, "train": {"gpus": 2}}
+    path.write_text(yaml.safe_dump(sections))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "distill train ... --gpus 2" in err[0]
+    assert not (tmp_path / "d").exists()

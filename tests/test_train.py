@@ -229,8 +229,10 @@ def test_two_processes_train_one_run(tmp_path, tiny, data, backend, extra):
 
 
 def test_two_processes_resume_after_a_kill(tmp_path, tiny, data):
-    """A data-parallel run (2 CPU processes) killed after a checkpoint and resumed ends where the uninterrupted run ends."""
-    straight, resumed = killed_and_resumed(data, tiny, tmp_path, "hf")
+    """A data-parallel run (2 CPU processes, launched by `distill train --gpus 2`) killed after a checkpoint and
+    resumed (`--gpus 2 --resume`) ends where the uninterrupted run ends."""
+    straight, resumed = killed_and_resumed(data, tiny, tmp_path, "hf", gpus_flag=True)
+    assert straight["processes"] == 2 and straight["config"]["gpus"] == 2
     assert resumed["metrics"]["steps"] == 12
     assert resumed["metrics"]["final_loss"] == pytest.approx(straight["metrics"]["final_loss"], abs=2e-3)
 

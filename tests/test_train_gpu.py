@@ -6,6 +6,7 @@ DISTILL_TEST_TOKENIZER to a directory holding the SmolLM2 tokenizer files)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -49,3 +50,34 @@ def test_two_gpus_train_and_resume_after_a_kill(tmp_path):
     assert straight["processes"] == 2 and straight["backend"] == "unsloth"
     assert resumed["metrics"]["steps"] == 12 and resumed["metrics"]["tokens"] == straight["metrics"]["tokens"]
     assert resumed["metrics"]["final_loss"] == pytest.approx(straight["metrics"]["final_loss"], abs=1e-2)
+
+
+def gpus_command(data, model, out, gpus: int) -> list[str]:
+    return [sys.executable, "-m", "distill", "train", str(data), "--out", str(out), "--model", str(model), "--backend",
+            "unsloth", "--batch-size", "4", "--max-steps", "4", "--lr", "5e-3", "--gpus", str(gpus), "--json", "-q"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpus_beyond_the_visible_ones_is_a_one_line_error(tmp_path):
+    """With one GPU visible (CUDA_VISIBLE_DEVICES=0), --gpus 2 stops before anything starts, naming what is visible."""
+    model = tiny_model(tmp_path / "tiny", hidden=128, layers=2)
+    cmd = gpus_command(data_dir(tmp_path / "data", n=16), model, tmp_path / "out", 2)
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert "asks for 2 GPUs but 1 is visible (CUDA_VISIBLE_DEVICES=0); pass --gpus 1 or fewer" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_gpus_2_launches_one_run_on_two_gpus(tmp_path):
+    """`distill train --gpus 2` relaunches itself under torchrun: one report, run.json with 2 processes, one adapter."""
+    model = tiny_model(tmp_path / "tiny", hidden=128, layers=2)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
+    cmd = gpus_command(data_dir(tmp_path / "data", n=32), model, out, 2)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count('"status"') == 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["processes"] == 2 and run["metrics"]["steps"] == 4 and (out / "adapter_config.json").exists()

@@ -77,16 +77,22 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def killed_and_resumed(data: Path, model: Path, folder: Path, backend: str) -> tuple[dict, dict]:
+def killed_and_resumed(data: Path, model: Path, folder: Path, backend: str, gpus_flag=False) -> tuple[dict, dict]:
     """(run.json of an uninterrupted 12-step run under torchrun with 2 processes, run.json of the
-    same run SIGKILLed, torchrun and both ranks, once a checkpoint is complete, then resumed)."""
+    same run SIGKILLed, torchrun and both ranks, once a checkpoint is complete, then resumed).
+    gpus_flag: launched as `distill train --gpus 2` (which execs the same torchrun; CPU processes allowed)."""
     import psutil  # a dependency of accelerate
 
+    from distill.launch import CPU_PROCESSES_ENV
+
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] if not gpus_flag else []
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")} | {CPU_PROCESSES_ENV: "1"}
+
     def torchrun(out, *extra):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "distill", "train", str(data),
+        cmd = [sys.executable, *launcher, "-m", "distill", "train", str(data),
                "--out", str(out), "--model", str(model), "--backend", backend, "--batch-size", "2", "--max-steps", "12", "--lr", "5e-3",
-               "--json", "-q", "save_steps=3", *extra]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               "--json", "-q", "save_steps=3", *(["--gpus", "2"] if gpus_flag else []), *extra]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def finish(proc, out):
         stdout, err = proc.communicate(timeout=600)

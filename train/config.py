@@ -45,6 +45,13 @@ class StageConfig(BaseModel):
     resume: bool = Field(False, description="Continue from the newest complete checkpoint in out/checkpoints (same config required).")
     overwrite: bool = Field(False, description="Replace an output directory that holds a different run.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default).")
+    gpus: int = Field(
+        1,
+        ge=1,
+        description="Data-parallel processes on this machine, one a GPU: above 1, the command relaunches itself "
+        "under torchrun (global batch = batch_size x grad_accum x gpus); ignored inside a torchrun you started "
+        "(docs/scale.md).",
+    )
 
 
 class TrainConfig(StageConfig):

@@ -71,8 +71,9 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
-        """Say it now (stderr) and keep it for run.json."""
-        LOG.warning("warning: %s", message)
+        """Say it now (stderr; rank 0 alone under torchrun) and keep it for run.json."""
+        if ranks.is_main():
+            LOG.warning("warning: %s", message)
         self.warnings.append(message)
 
 

@@ -28,7 +28,8 @@ from train.spec import LoraSettings, ModelSpec
 
 LOG = logging.getLogger("distill.train")
 RUN_CONFIG = "train_config.json"  # written at start: identifies the run an output directory holds
-NOT_IDENTITY = {"out", "resume", "overwrite", "threads"}  # fields that do not change what is trained
+# fields that do not change what is trained (gpus: how the run is launched; run.json keeps its processes)
+NOT_IDENTITY = {"out", "resume", "overwrite", "threads", "gpus"}
 KEPT_ON_RETRY = {RUN_CONFIG, "judge_cache.sqlite"}  # what a rerun of an incomplete run starts from
 _SAID: set[str] = set()  # backend fallback reasons already printed (a pipeline asks twice)
 

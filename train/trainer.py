@@ -118,7 +118,13 @@ class CPUSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        loss = outputs.loss
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts every rank's tokens, and data-parallel averages the ranks' gradients: scaled
+            # back by the processes, as transformers' own compute_loss does (without it, under torchrun on CPU the
+            # logged loss and the gradient were 1/N of one process's on the same records)
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
 
 def trainer_class(backend: str, gpu: bool) -> type:

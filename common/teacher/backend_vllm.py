@@ -12,20 +12,14 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from common.errors import UserError
+from common import vllm_local
 from common.models import resolve_model
 from common.teacher.backends import Request, Response, split_reasoning
 from common.teacher.config import TeacherConfig
 
-INSTALL = "pip install 'distill[vllm]'"
-
 
 def import_vllm():
-    try:
-        import vllm
-    except ImportError as exc:
-        raise UserError(f"the vllm teacher needs vLLM, which is not installed ({exc.name} missing); {INSTALL}, or use --teacher openai/local") from None
-    return vllm
+    return vllm_local.import_vllm("the vllm teacher", "use --teacher openai/local")
 
 
 def constraint(schema: dict, vllm_module) -> dict:
