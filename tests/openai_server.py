@@ -182,8 +182,8 @@ def tgi(fmt: dict):
 
 def gbnf_fatal(schema) -> bool:
     """Whether llama-cpp-python 0.3.36's grammar engine fails on `schema`: its converter
-    (llama_cpp.llama_grammar.json_schema_to_gbnf) turns the built-in question `pattern`, and an
-    enum string holding a double quote, into a grammar llama.cpp's parser rejects ("failed to parse
+    (llama_cpp.llama_grammar.json_schema_to_gbnf) turns a `pattern` with an escape such as `\\s` (the
+    built-in question's), and an enum string holding a double quote, into a grammar llama.cpp's parser rejects ("failed to parse
     grammar"; measured with tests/grammar_probe.py, 2026-12-04; maxLength spans up to 600 parse)."""
     if isinstance(schema, list):
         return any(gbnf_fatal(item) for item in schema)
@@ -191,7 +191,8 @@ def gbnf_fatal(schema) -> bool:
         return False
     quoted = any(isinstance(v, str) and '"' in v for v in schema.get("enum", []))
     inner = (value for key, value in schema.items() if key not in ("enum", "const"))
-    return "pattern" in schema or quoted or any(gbnf_fatal(value) for value in inner)
+    escaped = re.search(r"\\[A-Za-z.]", str(schema.get("pattern", "")))  # measured: \\s \\d \\w \\. fail, \\? parses
+    return bool(escaped) or quoted or any(gbnf_fatal(value) for value in inner)
 
 
 def llama_cpp_python(fmt: dict):

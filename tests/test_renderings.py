@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 from test_dialects import docs_small  # noqa: F401 - fixture
@@ -14,7 +15,7 @@ from test_openai_gen import gen, records
 
 import schemas
 from common.teacher.backend_openai import OpenAITeacher
-from common.teacher.dialects import GBNF_MAX_SPAN, for_gbnf, render, rendering
+from common.teacher.dialects import GBNF_MAX_SPAN, for_gbnf, gbnf_pattern, render, rendering
 from generate.tasks import BUILTIN, load_task
 
 from openai_server import FakeOpenAI, Reply, gbnf_fatal, good_json, good_output
@@ -56,7 +57,7 @@ def test_gbnf_rendering_has_no_pattern_and_no_long_span(name):
     assert full == before and render(full, "full") is full  # the full schema is never changed
     assert any("pattern" in node for node in nodes(full)) and any(n.get("maxLength", 0) > 100 for n in nodes(full))
     for node in nodes(small):
-        assert "pattern" not in node
+        assert "\\s" not in node.get("pattern", "") and "{1,128}" not in node.get("pattern", "")
         assert node.get("maxLength", 0) - node.get("minLength", 0) <= GBNF_MAX_SPAN
         assert node.get("maxItems", 0) - node.get("minItems", 0) <= GBNF_MAX_SPAN
     items = small["properties"]["items"]
@@ -70,6 +71,16 @@ def test_gbnf_rendering_has_no_pattern_and_no_long_span(name):
     assert not gbnf_fatal(small) and gbnf_fatal(full)
 
 
+def test_gbnf_rendering_keeps_the_question_word_and_mark():
+    """SmolLM2-135M under the pattern-less rendering wrote questions such as "The del statement" (rejected
+    by the full schema after its repair); the gbnf pattern makes the grammar open with a question word."""
+    question = render(load_task("qa").request_schema(2), "gbnf")["properties"]["items"]["items"]["properties"]["question"]
+    pattern = re.compile(question["pattern"])
+    assert pattern.match("What does the del statement delete?") and pattern.match("Name the statement that deletes names. ")
+    assert not pattern.match("The del statement") and not pattern.match("What is it") and not pattern.match('Why "x"?')
+    assert gbnf_pattern(r"^\d+$") is None and gbnf_pattern("^[.]a.{0,4}$") == '^[.]a[^"\\\\]{0,4}$'
+
+
 def test_gbnf_rendering_walks_schemas_not_data():
     schema = {
         "type": "object",
@@ -77,11 +88,11 @@ def test_gbnf_rendering_walks_schemas_not_data():
             "pattern": {"type": "string", "pattern": "^a+$", "maxLength": 500},
             "short": {"type": "string", "maxLength": 20},
         },
-        "$defs": {"x": {"anyOf": [{"type": "string", "pattern": "^b$"}, {"type": "array", "maxItems": 200}]}},
+        "$defs": {"x": {"anyOf": [{"type": "string", "pattern": "^\\w$"}, {"type": "array", "maxItems": 200}]}},
         "enum": [{"pattern": "kept: data, not a schema"}, 'say "hi"', "a\\b"],
     }
     small = for_gbnf(schema)
-    assert small["properties"]["pattern"] == {"type": "string"}  # a property named "pattern" stays
+    assert small["properties"]["pattern"] == {"type": "string", "pattern": "^a+$"}  # a property named "pattern" stays
     assert small["properties"]["short"] == {"type": "string", "maxLength": 20}
     assert small["$defs"]["x"]["anyOf"] == [{"type": "string"}, {"type": "array"}]
     assert small["enum"] == [{"pattern": "kept: data, not a schema"}]
@@ -121,18 +132,18 @@ def test_manifest_records_the_rendering_each_server_got(server_kind, docs_small,
     assert manifest["teacher"]["schema_rendering"] == {server.url: rendered}
     sent = sent_schemas(server)
     assert bool(sent) == (rendered != "none") and not server.dropped
-    assert all(any("pattern" in n for n in nodes(s)) == (rendered == "full") for s in sent)
+    assert all(any("\\s" in n.get("pattern", "") for n in nodes(s)) == (rendered == "full") for s in sent)
 
 
 def test_schema_rendering_can_be_forced(docs_small, tmp_path):  # noqa: F811
     with FakeOpenAI() as server:
         code, manifest = gen(docs_small, tmp_path / "out", server.url, "teacher.schema_rendering=gbnf")
     assert code == 0 and manifest["teacher"]["schema_rendering"] == {server.url: "gbnf"}
-    assert sent_schemas(server) and not any("pattern" in n for s in sent_schemas(server) for n in nodes(s))
+    assert sent_schemas(server) and not any("\\s" in n.get("pattern", "") for s in sent_schemas(server) for n in nodes(s))
 
 
 def test_full_schema_still_checks_replies_of_the_gbnf_rendering(docs_small, tmp_path):  # noqa: F811
-    """A reply that fits the gbnf rendering (no question pattern, no maxLength) but not the task's
+    """A reply that breaks the gbnf rendering (a mock server does not enforce it) and the task's
     schema is rejected, then repaired, as under the full schema."""
 
     def script(call):

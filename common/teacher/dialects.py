@@ -23,7 +23,8 @@ llama.cpp's parser rejects, and an enum string holding a double quote or a backs
 literal it mis-escapes (rejected too), and its server dies of the rejection (issue 27); a
 `maxLength` is spelled out as one nested optional group per character (600: 5,000 characters of
 grammar for one string). The gbnf rendering keeps types, required keys, item counts and enums
-(the evidence quotes) but drops every `pattern`, the enum strings such a converter cannot spell
+(the evidence quotes) and a `pattern` in a form the converter spells (gbnf_pattern: the question
+still opens with a question word), but drops other patterns, the enum strings such a converter cannot spell
 (the enum itself where none is left), and a `maxLength` (or `maxItems`) that leaves more than
 GBNF_MAX_SPAN optional repeats; `max_tokens` bounds the reply instead, and the reply is still
 validated, and repaired, against the full schema.
@@ -44,6 +45,8 @@ WITH_SCHEMA = ("json_schema", "json_object+schema")
 GBNF_ENGINES = ("llamacpp",)  # `owned_by` of GET /models on llama.cpp's server (llama-cpp-python says "me")
 UNSPELLABLE = re.compile(r'["\\\x00-\x1f\x7f]')  # characters JSON escapes with a backslash
 GBNF_MAX_SPAN = 32  # most optional repeats (maxLength - minLength, maxItems - minItems) kept in a gbnf rendering
+GBNF_CHAR = '[^"\\\\]'  # `.` of a gbnf pattern: a character a JSON string holds unescaped (the converter's `.` takes `"`)
+REPEAT = re.compile(r"\{(\d+),(\d+)\}")
 SUBSCHEMA = ("items", "additionalProperties", "not", "contains", "if", "then", "else", "propertyNames")
 SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "dependentSchemas")
@@ -83,7 +86,11 @@ def for_gbnf(node):
         return node
     out = {}
     for key, value in node.items():
-        if key == "pattern" or long_span(node, key):
+        if key == "pattern" and isinstance(value, str):
+            value = gbnf_pattern(value)
+            if value is None:
+                continue
+        if long_span(node, key):
             continue
         if key == "enum" and isinstance(value, list):
             value = [v for v in value if not (isinstance(v, str) and UNSPELLABLE.search(v))]
@@ -98,6 +105,28 @@ def for_gbnf(node):
         else:
             out[key] = value
     return out
+
+
+def gbnf_pattern(pattern: str) -> str | None:
+    """`pattern` as llama-cpp-python's converter turns it into a grammar llama.cpp parses, or None
+    (dropped) where it holds an escape other than `\\s`: `\\s` becomes a space (a raw tab or newline
+    is not JSON), `.` a character of a JSON string that needs no escape, and a repeat `{m,n}` of
+    more than GBNF_MAX_SPAN optional copies `{m,}` (max_tokens bounds it). Its language is near the
+    full one's (the question still opens with its question word and ends with ? or .), and the
+    reply is still checked against the full pattern."""
+    out, in_class, i = [], False, 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if pattern[i + 1 : i + 2] != "s" or in_class:
+                return None  # llama.cpp's parser takes few escapes: `\\.` and `\\d` fail ("unknown escape")
+            out.append(" ")
+            i += 2
+            continue
+        in_class = (in_class and char != "]") or (not in_class and char == "[")
+        out.append(GBNF_CHAR if char == "." and not in_class else char)
+        i += 1
+    return REPEAT.sub(lambda m: m[0] if int(m[2]) - int(m[1]) <= GBNF_MAX_SPAN else f"{{{m[1]},}}", "".join(out))
 
 
 def long_span(node: dict, key: str) -> bool:
