@@ -183,8 +183,9 @@ def tgi(fmt: dict):
 def gbnf_fatal(schema) -> bool:
     """Whether llama-cpp-python 0.3.36's grammar engine fails on `schema`: its converter
     (llama_cpp.llama_grammar.json_schema_to_gbnf) turns a `pattern` with an escape such as `\\s` (the
-    built-in question's), and an enum string holding a double quote, into a grammar llama.cpp's parser rejects ("failed to parse
-    grammar"; measured with tests/grammar_probe.py, 2026-12-04; maxLength spans up to 600 parse)."""
+    built-in question's), and an enum string holding a double quote, into a grammar llama.cpp's
+    parser rejects ("failed to parse grammar"; measured with tests/grammar_probe.py, 2026-12-04;
+    maxLength spans up to 600 parse)."""
     if isinstance(schema, list):
         return any(gbnf_fatal(item) for item in schema)
     if not isinstance(schema, dict):

@@ -74,9 +74,9 @@ def test_gbnf_rendering_has_no_pattern_and_no_long_span(name):
 def test_gbnf_rendering_keeps_the_question_word_and_mark():
     """SmolLM2-135M under the pattern-less rendering wrote questions such as "The del statement" (rejected
     by the full schema after its repair); the gbnf pattern makes the grammar open with a question word."""
-    question = render(load_task("qa").request_schema(2), "gbnf")["properties"]["items"]["items"]["properties"]["question"]
-    pattern = re.compile(question["pattern"])
-    assert pattern.match("What does the del statement delete?") and pattern.match("Name the statement that deletes names. ")
+    item = render(load_task("qa").request_schema(2), "gbnf")["properties"]["items"]["items"]
+    pattern = re.compile(item["properties"]["question"]["pattern"])
+    assert pattern.match("What does the del statement delete?") and pattern.match("Name the statement that deletes. ")
     assert not pattern.match("The del statement") and not pattern.match("What is it") and not pattern.match('Why "x"?')
     assert gbnf_pattern(r"^\d+$") is None and gbnf_pattern("^[.]a.{0,4}$") == '^[.]a[^"\\\\]{0,4}$'
 
@@ -139,7 +139,8 @@ def test_schema_rendering_can_be_forced(docs_small, tmp_path):  # noqa: F811
     with FakeOpenAI() as server:
         code, manifest = gen(docs_small, tmp_path / "out", server.url, "teacher.schema_rendering=gbnf")
     assert code == 0 and manifest["teacher"]["schema_rendering"] == {server.url: "gbnf"}
-    assert sent_schemas(server) and not any("\\s" in n.get("pattern", "") for s in sent_schemas(server) for n in nodes(s))
+    sent = sent_schemas(server)
+    assert sent and not any("\\s" in n.get("pattern", "") for s in sent for n in nodes(s))
 
 
 def test_full_schema_still_checks_replies_of_the_gbnf_rendering(docs_small, tmp_path):  # noqa: F811
