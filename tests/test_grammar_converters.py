@@ -38,7 +38,7 @@ ITEMS = 4  # items per reply in builtin_schemas
 # bounds on top of what an enum of quotes needs (quoted(schema): its characters); measured 2026-12-04
 XGRAMMAR_MAX_CHARS = 4_000  # 3,148 at most without quotes
 OUTLINES_MAX_STATES = 2_000  # 949 at most without quotes (ITEMS x the quotes: one copy per item); the full qa: 11,041
-LLAMA_MAX_CHARS = 4_000  # 1,381 at most without quotes; the full qa schema: 14,147 (and llama.cpp cannot parse it)
+LLAMA_MAX_CHARS = 12_000  # 10,437 at most without quotes (spans up to 400 spelled out); the full qa: 14,197, unparsed
 
 
 def other_python(env: str, module: str) -> str | None:

@@ -15,7 +15,7 @@ from test_openai_gen import gen, records
 
 import schemas
 from common.teacher.backend_openai import OpenAITeacher
-from common.teacher.dialects import GBNF_MAX_SPAN, for_gbnf, gbnf_pattern, render, rendering
+from common.teacher.dialects import GBNF_MAX_SPAN, REPEAT, for_gbnf, gbnf_pattern, render, rendering
 from generate.tasks import BUILTIN, load_task
 
 from openai_server import FakeOpenAI, Reply, gbnf_fatal, good_json, good_output
@@ -57,7 +57,8 @@ def test_gbnf_rendering_has_no_pattern_and_no_long_span(name):
     assert full == before and render(full, "full") is full  # the full schema is never changed
     assert any("pattern" in node for node in nodes(full)) and any(n.get("maxLength", 0) > 100 for n in nodes(full))
     for node in nodes(small):
-        assert "\\s" not in node.get("pattern", "") and "{1,128}" not in node.get("pattern", "")
+        pattern = node.get("pattern", "")
+        assert "\\s" not in pattern and all(int(b) - int(a) <= GBNF_MAX_SPAN for a, b in REPEAT.findall(pattern))
         assert node.get("maxLength", 0) - node.get("minLength", 0) <= GBNF_MAX_SPAN
         assert node.get("maxItems", 0) - node.get("minItems", 0) <= GBNF_MAX_SPAN
     items = small["properties"]["items"]
@@ -71,13 +72,16 @@ def test_gbnf_rendering_has_no_pattern_and_no_long_span(name):
     assert not gbnf_fatal(small) and gbnf_fatal(full)
 
 
-def test_gbnf_rendering_keeps_the_question_word_and_mark():
-    """SmolLM2-135M under the pattern-less rendering wrote questions such as "The del statement" (rejected
-    by the full schema after its repair); the gbnf pattern makes the grammar open with a question word."""
+def test_gbnf_rendering_keeps_the_question_word_and_the_string_bounds():
+    """SmolLM2-135M under the pattern-less rendering wrote questions such as "The del statement" and
+    answers of 600 characters (rejected by the full schema after its repair): the grammar now opens
+    each question with a question word and bounds the strings as the full schema does."""
     item = render(load_task("qa").request_schema(2), "gbnf")["properties"]["items"]["items"]
     pattern = re.compile(item["properties"]["question"]["pattern"])
     assert pattern.match("What does the del statement delete?") and pattern.match("Name the statement that deletes. ")
     assert not pattern.match("The del statement") and not pattern.match("What is it") and not pattern.match('Why "x"?')
+    bounds = {key: item["properties"][key].get("maxLength") for key in ("question", "reasoning", "answer")}
+    assert bounds == {"question": 141, "reasoning": 400, "answer": 200}  # unbounded, it wrote 600-character answers
     assert gbnf_pattern(r"^\d+$") is None and gbnf_pattern("^[.]a.{0,4}$") == '^[.]a[^"\\\\]{0,4}$'
 
 
@@ -88,7 +92,7 @@ def test_gbnf_rendering_walks_schemas_not_data():
             "pattern": {"type": "string", "pattern": "^a+$", "maxLength": 500},
             "short": {"type": "string", "maxLength": 20},
         },
-        "$defs": {"x": {"anyOf": [{"type": "string", "pattern": "^\\w$"}, {"type": "array", "maxItems": 200}]}},
+        "$defs": {"x": {"anyOf": [{"type": "string", "pattern": "^\\w$"}, {"type": "array", "maxItems": 800}]}},
         "enum": [{"pattern": "kept: data, not a schema"}, 'say "hi"', "a\\b"],
     }
     small = for_gbnf(schema)

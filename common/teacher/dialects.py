@@ -26,7 +26,9 @@ grammar for one string). The gbnf rendering keeps types, required keys, item cou
 (the evidence quotes) and a `pattern` in a form the converter spells (gbnf_pattern: the question
 still opens with a question word), but drops other patterns, the enum strings such a converter cannot spell
 (the enum itself where none is left), and a `maxLength` (or `maxItems`) that leaves more than
-GBNF_MAX_SPAN optional repeats; `max_tokens` bounds the reply instead, and the reply is still
+GBNF_MAX_SPAN optional repeats (400: the qa strings but a free evidence keep their bounds, so a
+small model cannot write an answer of 600 characters; no slower a token than 32, measured against
+llama-cpp-python 0.3.36); `max_tokens` bounds the reply instead, and the reply is still
 validated, and repaired, against the full schema.
 """
 
@@ -44,7 +46,7 @@ REFUSAL = re.compile(r"response_format|json_schema|json_object|\bschema\b|struct
 WITH_SCHEMA = ("json_schema", "json_object+schema")
 GBNF_ENGINES = ("llamacpp",)  # `owned_by` of GET /models on llama.cpp's server (llama-cpp-python says "me")
 UNSPELLABLE = re.compile(r'["\\\x00-\x1f\x7f]')  # characters JSON escapes with a backslash
-GBNF_MAX_SPAN = 32  # most optional repeats (maxLength - minLength, maxItems - minItems) kept in a gbnf rendering
+GBNF_MAX_SPAN = 400  # most optional repeats (maxLength - minLength, maxItems - minItems) kept in a gbnf rendering
 GBNF_CHAR = '[^"\\\\]'  # `.` of a gbnf pattern: a character JSON holds unescaped (the converter's `.` takes `"`)
 REPEAT = re.compile(r"\{(\d+),(\d+)\}")
 SUBSCHEMA = ("items", "additionalProperties", "not", "contains", "if", "then", "else", "propertyNames")
