@@ -232,6 +232,7 @@ class FakeOpenAI:
         self.refuse, self.port = DIALECTS[dialect], port
         self.owned_by = owned_by or {"llama.cpp": "llamacpp", "llama-cpp-python": "me"}.get(dialect, "test")
         self.dead = False  # a schema killed it: every connection is dropped from then on
+        self.models_wait_s = 0.0  # GET /models waits this long (llama-cpp-python's, while it generates)
         self.dropped = 0  # connections dropped
         self.calls: Counter = Counter()  # prompt -> requests received (refused response_formats not included)
         self.answered: Counter = Counter()  # prompt -> good answers sent
@@ -279,6 +280,7 @@ class FakeOpenAI:
         return web.json_response({"error": error}, status=401)
 
     async def _models(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.models_wait_s)
         if self.dead:
             return self._drop(request)
         denied = self._unauthorized(request)
