@@ -49,8 +49,6 @@ UNSPELLABLE = re.compile(r'["\\\x00-\x1f\x7f]')  # characters JSON escapes with 
 GBNF_MAX_SPAN = 400  # most optional repeats (maxLength - minLength, maxItems - minItems) kept in a gbnf rendering
 GBNF_CHAR = '[^"\\\\]'  # `.` of a gbnf pattern: a character JSON holds unescaped (the converter's `.` takes `"`)
 REPEAT = re.compile(r"\{(\d+),(\d+)\}")
-METACHAR = re.compile(r"[.*+?()\[{}|$]")
-UNQUOTABLE = re.compile(r"[\\\]^\x00-\x1f\x7f]")
 SUBSCHEMA = ("items", "additionalProperties", "not", "contains", "if", "then", "else", "propertyNames")
 SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "dependentSchemas")
@@ -96,11 +94,8 @@ def for_gbnf(node):
                 continue
         if long_span(node, key):
             continue
-        if key == "enum" and isinstance(value, list) and any(isinstance(v, str) and UNSPELLABLE.search(v) for v in value):
-            if all(isinstance(v, str) for v in value) and "pattern" not in node:
-                key, value = "pattern", quotes_pattern(value)  # the quotes with `"` too, as a pattern spells them
-            else:
-                value = [v for v in value if not (isinstance(v, str) and UNSPELLABLE.search(v))]
+        if key == "enum" and isinstance(value, list):
+            value = [v for v in value if not (isinstance(v, str) and UNSPELLABLE.search(v))]
             if not value:
                 continue
         if key in SUBSCHEMA:
@@ -121,8 +116,6 @@ def gbnf_pattern(pattern: str) -> str | None:
     more than GBNF_MAX_SPAN optional copies `{m,}` (max_tokens bounds it). Its language is near the
     full one's (the question still opens with its question word and ends with ? or .), and the
     reply is still checked against the full pattern."""
-    if "[]" in pattern or "[^]" in pattern:
-        return None  # a class opening on `]`: llama-cpp-python 0.3.36's converter loops forever on it
     out, in_class, i = [], False, 0
     while i < len(pattern):
         char = pattern[i]
@@ -136,16 +129,6 @@ def gbnf_pattern(pattern: str) -> str | None:
         out.append(GBNF_CHAR if char == "." and not in_class else char)
         i += 1
     return REPEAT.sub(lambda m: m[0] if int(m[2]) - int(m[1]) <= GBNF_MAX_SPAN else f"{{{m[1]},}}", "".join(out))
-
-
-def quotes_pattern(quotes: list[str]) -> str | None:
-    """A pattern matching exactly the `quotes` the converter can spell in one (None: none of them).
-    Its literals take a `"` (it escapes them right there, not in an enum); a regex metacharacter is
-    put in a class of its own (`[.]`: llama.cpp's parser rejects `\\.`); a quote holding `\\`, `]`
-    (`[]]` sends the converter into an endless loop, and the server with it), `^` or a control
-    character is left out."""
-    kept = [q for q in quotes if q and not UNQUOTABLE.search(q)]
-    return "^(" + "|".join(METACHAR.sub(r"[\g<0>]", q) for q in kept) + ")$" if kept else None
 
 
 def long_span(node: dict, key: str) -> bool:
