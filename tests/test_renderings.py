@@ -101,6 +101,7 @@ def test_gbnf_rendering_walks_schemas_not_data():
     assert small["$defs"]["x"]["anyOf"] == [{"type": "string"}, {"type": "array"}]
     assert small["enum"] == [{"pattern": "kept: data, not a schema"}]
     assert for_gbnf({"type": "string", "enum": ['"only"']}) == {"type": "string"}
+    assert gbnf_pattern("^y[]]$") is None and gbnf_pattern("^y[^]]$") is None  # [] sends the converter into a loop
 
 
 def test_rendering_per_dialect_and_choice():

@@ -116,6 +116,8 @@ def gbnf_pattern(pattern: str) -> str | None:
     more than GBNF_MAX_SPAN optional copies `{m,}` (max_tokens bounds it). Its language is near the
     full one's (the question still opens with its question word and ends with ? or .), and the
     reply is still checked against the full pattern."""
+    if "[]" in pattern or "[^]" in pattern:
+        return None  # a class opening on `]`: llama-cpp-python 0.3.36's converter loops forever on it
     out, in_class, i = [], False, 0
     while i < len(pattern):
         char = pattern[i]
