@@ -38,6 +38,11 @@ def builtin_schemas() -> dict[str, dict]:
     return found
 
 
+def as_json(text: str) -> str:
+    """`text` as it stands inside a JSON string (what a converter's pattern matches)."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
 def nodes(schema):
     """Every dict of a schema, the schema included."""
     if isinstance(schema, dict):
@@ -65,10 +70,12 @@ def test_gbnf_rendering_has_no_pattern_and_no_long_span(name):
     assert items["minItems"] == items["maxItems"] == 4  # the bounds that fit the budget stay
     assert items["items"]["required"] == full["properties"]["items"]["items"]["required"]
     assert items["items"]["additionalProperties"] is False
-    if "quotes" in name:  # the quotes a GBNF converter can spell stay: those without " or \\
+    if "quotes" in name:  # the quotes, those with " too, in a pattern over their JSON text (\\" for ")
         quotes = full["properties"]["items"]["items"]["properties"]["evidence"]["enum"]
-        kept = items["items"]["properties"]["evidence"]["enum"]
-        assert kept == [q for q in quotes if '"' not in q and "\\" not in q] and len(quotes) > len(kept) > 0
+        spelled = re.compile(items["items"]["properties"]["evidence"]["pattern"])
+        assert any('"' in q for q in quotes)
+        assert all(spelled.match(as_json(q)) for q in quotes if not re.search(r"[\\\]^]", q))
+        assert not spelled.match(as_json(quotes[0]) + " and more") and not spelled.match("x")
     assert not gbnf_fatal(small) and gbnf_fatal(full)
 
 
@@ -100,7 +107,9 @@ def test_gbnf_rendering_walks_schemas_not_data():
     assert small["properties"]["short"] == {"type": "string", "maxLength": 20}
     assert small["$defs"]["x"]["anyOf"] == [{"type": "string"}, {"type": "array"}]
     assert small["enum"] == [{"pattern": "kept: data, not a schema"}]
-    assert for_gbnf({"type": "string", "enum": ['"only"']}) == {"type": "string"}
+    quoted = for_gbnf({"type": "string", "enum": ['say "hi".', "a\\b"]})
+    assert quoted == {"type": "string", "pattern": r'^(say \\"hi\\"[.])$'}
+    assert for_gbnf({"type": "string", "enum": ["a\\b", "x]"]}) == {"type": "string"}  # none spelled: no enum
     assert gbnf_pattern("^y[]]$") is None and gbnf_pattern("^y[^]]$") is None  # [] sends the converter into a loop
 
 
