@@ -1,10 +1,12 @@
 """Checks on teacher output: JSON, the task schema, grounding of the evidence, duplicates.
 
-Nothing is salvaged: an output either parses and validates, or it is rejected with a reason.
+Nothing is salvaged: an output either parses and validates, or it is rejected with a reason. A raw
+control character inside a string (JSON wants it escaped) is read as a space, not a reason to reject.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import unicodedata
@@ -16,6 +18,8 @@ from common.teacher.ask import Prompt
 from common.teacher.backends import Response
 
 PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
+RAW_CONTROL = re.compile(r"[\x00-\x1f]+")
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)  # a string of JSON text, from its opening quote
 
 
 def parse_output(response: Response, validator: jsonschema.protocols.Validator) -> tuple[dict | None, str, str]:
@@ -23,7 +27,7 @@ def parse_output(response: Response, validator: jsonschema.protocols.Validator) 
     if response.error is not None:
         return None, "failed_request", response.error
     try:
-        output = json.loads(response.text)
+        output = loads(response.text)
     except json.JSONDecodeError as exc:
         reason = "truncated" if response.finish_reason == "length" else "invalid_json"
         return None, reason, f"{exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -34,6 +38,20 @@ def parse_output(response: Response, validator: jsonschema.protocols.Validator) 
         where = "/".join(map(str, error.absolute_path)) or "<root>"
         return None, "schema", f"{where}: {error.message}"[:500]
     return output, "", ""
+
+
+def loads(text: str):
+    """JSON `text`; where it does not parse, again with every raw control character inside its
+    strings (a line break, a tab: JSON wants them escaped; llama.cpp's grammars let them through,
+    and SmolLM2-135M writes them) made a space. The first error is the one raised."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as first:
+        spaced = JSON_STRING.sub(lambda string: RAW_CONTROL.sub(" ", string[0]), text)
+        if spaced != text:
+            with contextlib.suppress(json.JSONDecodeError):
+                return json.loads(spaced)
+        raise first
 
 
 def normalize_space(text: str) -> str:

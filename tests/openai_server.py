@@ -182,16 +182,18 @@ def tgi(fmt: dict):
 
 def gbnf_fatal(schema) -> bool:
     """Whether llama-cpp-python 0.3.36's grammar engine fails on `schema`: its converter
-    (llama_cpp.llama_grammar.json_schema_to_gbnf) turns the built-in question `pattern`, and an
-    enum string holding a double quote, into a grammar llama.cpp's parser rejects ("failed to parse
-    grammar"; measured with tests/grammar_probe.py, 2026-12-04; maxLength spans up to 600 parse)."""
+    (llama_cpp.llama_grammar.json_schema_to_gbnf) turns a `pattern` with an escape such as `\\s` (the
+    built-in question's), and an enum string holding a double quote, into a grammar llama.cpp's
+    parser rejects ("failed to parse grammar"; measured with tests/grammar_probe.py, 2026-12-04;
+    maxLength spans up to 600 parse)."""
     if isinstance(schema, list):
         return any(gbnf_fatal(item) for item in schema)
     if not isinstance(schema, dict):
         return False
     quoted = any(isinstance(v, str) and '"' in v for v in schema.get("enum", []))
     inner = (value for key, value in schema.items() if key not in ("enum", "const"))
-    return "pattern" in schema or quoted or any(gbnf_fatal(value) for value in inner)
+    escaped = re.search(r"\\[A-Za-z.]", str(schema.get("pattern", "")))  # measured: \\s \\d \\w \\. fail, \\? parses
+    return bool(escaped) or quoted or any(gbnf_fatal(value) for value in inner)
 
 
 def llama_cpp_python(fmt: dict):
@@ -230,6 +232,7 @@ class FakeOpenAI:
         self.refuse, self.port = DIALECTS[dialect], port
         self.owned_by = owned_by or {"llama.cpp": "llamacpp", "llama-cpp-python": "me"}.get(dialect, "test")
         self.dead = False  # a schema killed it: every connection is dropped from then on
+        self.models_wait_s = 0.0  # GET /models waits this long (llama-cpp-python's, while it generates)
         self.dropped = 0  # connections dropped
         self.calls: Counter = Counter()  # prompt -> requests received (refused response_formats not included)
         self.answered: Counter = Counter()  # prompt -> good answers sent
@@ -277,6 +280,7 @@ class FakeOpenAI:
         return web.json_response({"error": error}, status=401)
 
     async def _models(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.models_wait_s)
         if self.dead:
             return self._drop(request)
         denied = self._unauthorized(request)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import schemas
+from common.teacher import backend_openai
 from distill.cli import main
 from generate.curate import drop_near_duplicates
 from generate.stage import Outcome
@@ -165,6 +166,16 @@ def test_unreachable_teacher_fails_fast_with_one_line(docs, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and not manifest
     assert err.startswith("error: cannot reach the teacher at http://127.0.0.1:9/v1") and "\n" not in err
+
+
+def test_a_busy_server_that_answers_no_model_list_in_time_is_asked_all_the_same(docs, tmp_path, monkeypatch):
+    """llama-cpp-python's server answers GET /models only between two generations: after a kill, the
+    resumed run found it busy with the killed run's requests, and ended on "cannot reach" (issue 27)."""
+    monkeypatch.setattr(backend_openai, "PROBE_TIMEOUT_S", 0.2)
+    with FakeOpenAI() as server:
+        server.models_wait_s = 1.0
+        code, manifest = gen(docs, tmp_path / "out", server.url)
+    assert code == 0 and manifest["status"] == "complete" and manifest["counts"]["accepted"] > 0
 
 
 def test_rejected_key_fails_fast_without_printing_it(docs, tmp_path, capsys, monkeypatch):

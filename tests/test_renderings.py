@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 from test_dialects import docs_small  # noqa: F401 - fixture
@@ -14,7 +15,7 @@ from test_openai_gen import gen, records
 
 import schemas
 from common.teacher.backend_openai import OpenAITeacher
-from common.teacher.dialects import GBNF_MAX_SPAN, for_gbnf, render, rendering
+from common.teacher.dialects import GBNF_MAX_SPAN, REPEAT, for_gbnf, gbnf_pattern, render, rendering
 from generate.tasks import BUILTIN, load_task
 
 from openai_server import FakeOpenAI, Reply, gbnf_fatal, good_json, good_output
@@ -37,6 +38,11 @@ def builtin_schemas() -> dict[str, dict]:
     return found
 
 
+def as_json(text: str) -> str:
+    """`text` as it stands inside a JSON string (what a converter's pattern matches)."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
 def nodes(schema):
     """Every dict of a schema, the schema included."""
     if isinstance(schema, dict):
@@ -56,18 +62,34 @@ def test_gbnf_rendering_has_no_pattern_and_no_long_span(name):
     assert full == before and render(full, "full") is full  # the full schema is never changed
     assert any("pattern" in node for node in nodes(full)) and any(n.get("maxLength", 0) > 100 for n in nodes(full))
     for node in nodes(small):
-        assert "pattern" not in node
+        pattern = node.get("pattern", "")
+        assert "\\s" not in pattern and all(int(b) - int(a) <= GBNF_MAX_SPAN for a, b in REPEAT.findall(pattern))
         assert node.get("maxLength", 0) - node.get("minLength", 0) <= GBNF_MAX_SPAN
         assert node.get("maxItems", 0) - node.get("minItems", 0) <= GBNF_MAX_SPAN
     items = small["properties"]["items"]
     assert items["minItems"] == items["maxItems"] == 4  # the bounds that fit the budget stay
     assert items["items"]["required"] == full["properties"]["items"]["items"]["required"]
     assert items["items"]["additionalProperties"] is False
-    if "quotes" in name:  # the quotes a GBNF converter can spell stay: those without " or \\
+    if "quotes" in name:  # the quotes, those with " too, in a pattern over their JSON text (\\" for ")
         quotes = full["properties"]["items"]["items"]["properties"]["evidence"]["enum"]
-        kept = items["items"]["properties"]["evidence"]["enum"]
-        assert kept == [q for q in quotes if '"' not in q and "\\" not in q] and len(quotes) > len(kept) > 0
+        spelled = re.compile(items["items"]["properties"]["evidence"]["pattern"])
+        assert any('"' in q for q in quotes)
+        assert all(spelled.match(as_json(q)) for q in quotes if not re.search(r"[\\\]^]", q))
+        assert not spelled.match(as_json(quotes[0]) + " and more") and not spelled.match("x")
     assert not gbnf_fatal(small) and gbnf_fatal(full)
+
+
+def test_gbnf_rendering_keeps_the_question_word_and_the_string_bounds():
+    """SmolLM2-135M under the pattern-less rendering wrote questions such as "The del statement" and
+    answers of 600 characters (rejected by the full schema after its repair): the grammar now opens
+    each question with a question word and bounds the strings as the full schema does."""
+    item = render(load_task("qa").request_schema(2), "gbnf")["properties"]["items"]["items"]
+    pattern = re.compile(item["properties"]["question"]["pattern"])
+    assert pattern.match("What does the del statement delete?") and pattern.match("Name the statement that deletes. ")
+    assert not pattern.match("The del statement") and not pattern.match("What is it") and not pattern.match('Why "x"?')
+    bounds = {key: item["properties"][key].get("maxLength") for key in ("question", "reasoning", "answer")}
+    assert bounds == {"question": 141, "reasoning": 400, "answer": 200}  # unbounded, it wrote 600-character answers
+    assert gbnf_pattern(r"^\d+$") is None and gbnf_pattern("^[.]a.{0,4}$") == '^[.]a[^"\\\\]{0,4}$'
 
 
 def test_gbnf_rendering_walks_schemas_not_data():
@@ -77,15 +99,18 @@ def test_gbnf_rendering_walks_schemas_not_data():
             "pattern": {"type": "string", "pattern": "^a+$", "maxLength": 500},
             "short": {"type": "string", "maxLength": 20},
         },
-        "$defs": {"x": {"anyOf": [{"type": "string", "pattern": "^b$"}, {"type": "array", "maxItems": 200}]}},
+        "$defs": {"x": {"anyOf": [{"type": "string", "pattern": "^\\w$"}, {"type": "array", "maxItems": 800}]}},
         "enum": [{"pattern": "kept: data, not a schema"}, 'say "hi"', "a\\b"],
     }
     small = for_gbnf(schema)
-    assert small["properties"]["pattern"] == {"type": "string"}  # a property named "pattern" stays
+    assert small["properties"]["pattern"] == {"type": "string", "pattern": "^a+$"}  # a property named "pattern" stays
     assert small["properties"]["short"] == {"type": "string", "maxLength": 20}
     assert small["$defs"]["x"]["anyOf"] == [{"type": "string"}, {"type": "array"}]
     assert small["enum"] == [{"pattern": "kept: data, not a schema"}]
-    assert for_gbnf({"type": "string", "enum": ['"only"']}) == {"type": "string"}
+    quoted = for_gbnf({"type": "string", "enum": ['say "hi".', "a\\b"]})
+    assert quoted == {"type": "string", "pattern": r'^(say \\"hi\\"[.])$'}
+    assert for_gbnf({"type": "string", "enum": ["a\\b", "x]"]}) == {"type": "string"}  # none spelled: no enum
+    assert gbnf_pattern("^y[]]$") is None and gbnf_pattern("^y[^]]$") is None  # [] sends the converter into a loop
 
 
 def test_rendering_per_dialect_and_choice():
@@ -121,18 +146,19 @@ def test_manifest_records_the_rendering_each_server_got(server_kind, docs_small,
     assert manifest["teacher"]["schema_rendering"] == {server.url: rendered}
     sent = sent_schemas(server)
     assert bool(sent) == (rendered != "none") and not server.dropped
-    assert all(any("pattern" in n for n in nodes(s)) == (rendered == "full") for s in sent)
+    assert all(any("\\s" in n.get("pattern", "") for n in nodes(s)) == (rendered == "full") for s in sent)
 
 
 def test_schema_rendering_can_be_forced(docs_small, tmp_path):  # noqa: F811
     with FakeOpenAI() as server:
         code, manifest = gen(docs_small, tmp_path / "out", server.url, "teacher.schema_rendering=gbnf")
     assert code == 0 and manifest["teacher"]["schema_rendering"] == {server.url: "gbnf"}
-    assert sent_schemas(server) and not any("pattern" in n for s in sent_schemas(server) for n in nodes(s))
+    sent = sent_schemas(server)
+    assert sent and not any("\\s" in n.get("pattern", "") for s in sent for n in nodes(s))
 
 
 def test_full_schema_still_checks_replies_of_the_gbnf_rendering(docs_small, tmp_path):  # noqa: F811
-    """A reply that fits the gbnf rendering (no question pattern, no maxLength) but not the task's
+    """A reply that breaks the gbnf rendering (a mock server does not enforce it) and the task's
     schema is rejected, then repaired, as under the full schema."""
 
     def script(call):

@@ -170,3 +170,14 @@ def test_question_key_ignores_case_punctuation_spacing_and_width():
     assert question_key("What is the  Tide?") == question_key("what is the tide") == "what is the tide"
     assert question_key("ＷＨＡＴ is X?") == question_key("what is x")  # NFKC folds full-width letters
     assert question_key("What is X?") != question_key("What is Y?")
+
+
+def test_raw_control_characters_inside_strings_are_read_as_spaces():
+    """SmolLM2-135M under llama.cpp's grammar (which allows them) wrote raw line breaks inside strings."""
+    raw = json.dumps({"items": [dict(ITEM, reasoning="It says so.\tTwice\na day.")]})
+    raw = raw.replace("\\t", "\t").replace("\\n", "\n")
+    output, reason, _ = parse_output(response(raw), load_task("qa").validator)
+    assert reason == "" and output["items"][0]["reasoning"] == "It says so. Twice a day."
+    escaped = {"items": [dict(ITEM, reasoning="Line one.\nLine two.")]}  # an escaped line break is the teacher's
+    assert parse_output(response(json.dumps(escaped)), load_task("qa").validator)[0] == escaped
+    assert parse_output(response('{"items": [\n{"question": "Why\n'), load_task("qa").validator)[1] == "invalid_json"

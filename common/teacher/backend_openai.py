@@ -49,7 +49,7 @@ from common.teacher.dialects import (
     response_format,
 )
 from common.teacher.endpoint import Endpoint, pick, public_url
-from common.teacher.wire import CutShort, Deadline, NotACompletion, describe, http_client, to_response, transient
+from common.teacher.wire import CutShort, Deadline, NotACompletion, describe, http, http_client, to_response, transient
 
 LOG = logging.getLogger(__name__)
 RETRY_AFTER_MAX_S = 120.0
@@ -138,7 +138,8 @@ class OpenAITeacher:
             await endpoint.client.close()
 
     async def _probe(self, endpoint: Endpoint) -> None:
-        """Fail fast: the server answers and takes the key (GET /models, no retries)."""
+        """Fail fast: the server answers and takes the key (GET /models, no retries); one that takes
+        the connection but does not answer within PROBE_TIMEOUT_S is busy, and asked all the same."""
         quick = endpoint.client.with_options(max_retries=0, timeout=min(self.cfg.timeout_s, PROBE_TIMEOUT_S))
         try:
             page = await quick.models.list()
@@ -147,7 +148,10 @@ class OpenAITeacher:
                 f"the teacher at {endpoint.url} rejected the API key from ${self.cfg.api_key_env} (HTTP {exc.status_code}); "
                 "put a valid key in that variable or name another with --api-key-env"
             ) from None
-        except openai.APIConnectionError:
+        except openai.APIConnectionError as exc:
+            if isinstance(exc.__cause__, http.ReadTimeout):  # connected, but busy: llama-cpp-python answers GET
+                LOG.info("the teacher at %s is busy (no model list in %.0f s)", endpoint.url, PROBE_TIMEOUT_S)
+                return  # /models only between two generations, and a killed run's requests still run there
             raise UserError(f"cannot reach the teacher at {endpoint.url}; start the server or fix --base-url") from None
         except openai.OpenAIError:
             return  # the server is up but lists no models: that is enough

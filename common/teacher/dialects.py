@@ -23,9 +23,13 @@ llama.cpp's parser rejects, and an enum string holding a double quote or a backs
 literal it mis-escapes (rejected too), and its server dies of the rejection (issue 27); a
 `maxLength` is spelled out as one nested optional group per character (600: 5,000 characters of
 grammar for one string). The gbnf rendering keeps types, required keys, item counts and enums
-(the evidence quotes) but drops every `pattern`, the enum strings such a converter cannot spell
-(the enum itself where none is left), and a `maxLength` (or `maxItems`) that leaves more than
-GBNF_MAX_SPAN optional repeats; `max_tokens` bounds the reply instead, and the reply is still
+(the evidence quotes; where one holds a `"`, sent as a pattern instead: quotes_pattern) and a
+`pattern` in a form the converter spells (gbnf_pattern: the question still opens with a question
+word), but drops other patterns, the enum strings such a converter cannot spell (the enum itself
+where none is left), and a `maxLength` (or `maxItems`) that leaves more than
+GBNF_MAX_SPAN optional repeats (400: the qa strings but a free evidence keep their bounds, so a
+small model cannot write an answer of 600 characters; no slower a token than 32, measured against
+llama-cpp-python 0.3.36); `max_tokens` bounds the reply instead, and the reply is still
 validated, and repaired, against the full schema.
 """
 
@@ -43,7 +47,11 @@ REFUSAL = re.compile(r"response_format|json_schema|json_object|\bschema\b|struct
 WITH_SCHEMA = ("json_schema", "json_object+schema")
 GBNF_ENGINES = ("llamacpp",)  # `owned_by` of GET /models on llama.cpp's server (llama-cpp-python says "me")
 UNSPELLABLE = re.compile(r'["\\\x00-\x1f\x7f]')  # characters JSON escapes with a backslash
-GBNF_MAX_SPAN = 32  # most optional repeats (maxLength - minLength, maxItems - minItems) kept in a gbnf rendering
+GBNF_MAX_SPAN = 400  # most optional repeats (maxLength - minLength, maxItems - minItems) kept in a gbnf rendering
+GBNF_CHAR = '[^"\\\\]'  # `.` of a gbnf pattern: a character JSON holds unescaped (the converter's `.` takes `"`)
+REPEAT = re.compile(r"\{(\d+),(\d+)\}")
+METACHAR = re.compile(r"[.*+?()\[{}|$]")
+UNQUOTABLE = re.compile(r"[\\\]^\x00-\x1f\x7f]")
 SUBSCHEMA = ("items", "additionalProperties", "not", "contains", "if", "then", "else", "propertyNames")
 SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "dependentSchemas")
@@ -78,15 +86,22 @@ def render(schema: dict, name: str) -> dict:
 
 
 def for_gbnf(node):
-    """A schema GBNF converters digest: no `pattern`, no enum string with `"` or `\\`, no long spans (see above)."""
+    """A schema GBNF converters digest: patterns they spell, an enum with `"` as a pattern, no long span (above)."""
     if not isinstance(node, dict):
         return node
     out = {}
     for key, value in node.items():
-        if key == "pattern" or long_span(node, key):
+        if key == "pattern" and isinstance(value, str):
+            value = gbnf_pattern(value)
+            if value is None:
+                continue
+        if long_span(node, key):
             continue
-        if key == "enum" and isinstance(value, list):
-            value = [v for v in value if not (isinstance(v, str) and UNSPELLABLE.search(v))]
+        if key == "enum" and isinstance(value, list) and any(unspellable(v) for v in value):
+            if all(isinstance(v, str) for v in value) and "pattern" not in node:
+                key, value = "pattern", quotes_pattern(value)  # the quotes with `"` too, as a pattern spells them
+            else:
+                value = [v for v in value if not unspellable(v)]
             if not value:
                 continue
         if key in SUBSCHEMA:
@@ -98,6 +113,47 @@ def for_gbnf(node):
         else:
             out[key] = value
     return out
+
+
+def gbnf_pattern(pattern: str) -> str | None:
+    """`pattern` as llama-cpp-python's converter turns it into a grammar llama.cpp parses, or None
+    (dropped) where it holds an escape other than `\\s`: `\\s` becomes a space (a raw tab or newline
+    is not JSON), `.` a character of a JSON string that needs no escape, and a repeat `{m,n}` of
+    more than GBNF_MAX_SPAN optional copies `{m,}` (max_tokens bounds it). Its language is near the
+    full one's (the question still opens with its question word and ends with ? or .), and the
+    reply is still checked against the full pattern."""
+    if "[]" in pattern or "[^]" in pattern:
+        return None  # a class opening on `]`: llama-cpp-python 0.3.36's converter loops forever on it
+    out, in_class, i = [], False, 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if pattern[i + 1 : i + 2] != "s" or in_class:
+                return None  # llama.cpp's parser takes few escapes: `\\.` and `\\d` fail ("unknown escape")
+            out.append(" ")
+            i += 2
+            continue
+        in_class = (in_class and char != "]") or (not in_class and char == "[")
+        out.append(GBNF_CHAR if char == "." and not in_class else char)
+        i += 1
+    return REPEAT.sub(lambda m: m[0] if int(m[2]) - int(m[1]) <= GBNF_MAX_SPAN else f"{{{m[1]},}}", "".join(out))
+
+
+def unspellable(value) -> bool:
+    """Whether an enum value is a string the converter mis-escapes in an enum (`"`, `\\`, controls)."""
+    return isinstance(value, str) and bool(UNSPELLABLE.search(value))
+
+
+def quotes_pattern(quotes: list[str]) -> str | None:
+    """The `quotes` the converter can spell, as one pattern over the JSON text of the string (None:
+    none of them). llama-cpp-python's converter writes a pattern's characters into the JSON string
+    as they are, so a `"` is spelled `\\\\"` (its escape in JSON: the reply decodes to the quote; an
+    enum's `"` it mis-escapes, and a bare one in a pattern ends the string); a regex metacharacter
+    sits in a class of its own (`[.]`: llama.cpp's parser rejects `\\.`); a quote holding `\\`, `]`
+    (`[]]` sends the converter into an endless loop), `^` or a control character is left out."""
+    kept = [q for q in quotes if q and not UNQUOTABLE.search(q)]
+    spelled = [METACHAR.sub(r"[\g<0>]", q).replace('"', '\\\\"') for q in kept]
+    return "^(" + "|".join(spelled) + ")$" if kept else None
 
 
 def long_span(node: dict, key: str) -> bool:
