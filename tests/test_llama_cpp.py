@@ -76,7 +76,7 @@ def llama_server(tmp_path_factory):
 
 
 def corpus(folder: Path) -> Path:
-    command = [sys.executable, str(ROOT / "examples/make_corpus.py"), str(folder)]
+    command = [sys.executable, str(ROOT / "examples/make_corpus.py"), str(folder), "--python-reference"]
     subprocess.run(command, check=True, capture_output=True)
     return folder
 
