@@ -167,3 +167,17 @@ def test_grpo_with_failed_judge_requests_exits_3(tmp_path, capsys, monkeypatch):
     code, _, stderr = run_cli(["grpo", str(tmp_path), "--from", "embedded", "-q"], capsys)
     assert code == 3 and stderr.startswith("incomplete: 3 judge requests failed (last error: HTTP 503)"), stderr
     assert "rerun the same command to retry them" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """`import distill` sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (docs/benchmarks.md), keeping a user's value."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, distill; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "PASSIVE"
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True)
+    assert done.stdout.strip() == "ACTIVE"
