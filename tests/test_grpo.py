@@ -5,10 +5,7 @@ judge reward goes through the request cache, bad input is a one-line error."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import random
 import signal
 import subprocess
 import sys
@@ -20,14 +17,13 @@ import torch
 
 from common.config import build
 from common.errors import UserError
-from common.io import write_json, write_jsonl
 from common.teacher.backends import Response
 from train.config import TrainConfig
 from train.grpo_config import GRPOConfig
 
+from grpo_world import LEARNING, Z_LEARNED, rise, short_data, student
 from tiny_models import one_thread
-from tiny_models import record as make_record
-from trainkit import WORDS, metrics, tiny_model
+from trainkit import metrics, tiny_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,65 +33,19 @@ def single_thread():
     torch.set_num_threads(previous)
 
 
-def short_data(folder: Path, n: int = 32, seed: int = 0) -> Path:
-    """Records whose assistant turn is short (`<think>` 2-4 words `</think>` 1-2 words): a tiny model
-    learns the format in a few SFT steps, and completions of 24 tokens hold it."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        question = " ".join(rng.choices(WORDS, k=4)) + "?"
-        reasoning = " ".join(rng.choices(WORDS, k=rng.randint(2, 4)))
-        answer = " ".join(rng.choices(WORDS, k=rng.randint(1, 2)))
-        context = " ".join(rng.choices(WORDS, k=20))
-        rows.append(make_record(i, question, answer, context, reasoning, "train", hashlib.sha256(f"{i}{question}".encode()).hexdigest()[:16]))
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "train.jsonl", rows)
-    write_jsonl(folder / "test.jsonl", [{**r, "split": "test"} for r in rows[:2]])
-    write_json(folder / "manifest.json", {"status": "complete", "split_by": "item"})
-    return folder
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
-    """A tiny model, short data, and two SFT students: the tiny model fully fine-tuned (it writes the format
-    about one time in five at temperature 1), and a LoRA adapter on that one (2 steps)."""
+    """A tiny model, short data, and two SFT students: the tiny model fully fine-tuned until its sampled format
+    rate lies in grpo_world.BAND (whatever the CPU's arithmetic), and a LoRA adapter on that one (2 steps)."""
     from train.sft import run_sft
 
     root = tmp_path_factory.mktemp("grpo")
     model = tiny_model(root / "tiny")
     data = short_data(root / "data")
+    full, p0 = student(root, model, data)
     common = dict(data=str(data), backend="hf", batch_size=8, seed=0, save_steps=1000)
-    run_sft(TrainConfig(out=str(root / "full"), model=str(model), method="full", lr=3e-2, lr_scheduler="constant", warmup_ratio=0.0, max_steps=30, **common), show_progress=False)
-    run_sft(TrainConfig(out=str(root / "lora"), model=str(root / "full"), lr=1e-3, max_steps=2, lora_r=8, target_modules=["q_proj", "v_proj"], **common), show_progress=False)
-    return {"root": root, "model": model, "data": data, "full": root / "full", "lora": root / "lora"}
-
-
-# The learning runs: 2 epochs of the 32 prompts (8 steps of 4 prompts x 8 completions), a high constant lr. Eight
-# completions a prompt leave fewer groups that all score alike than four (a student writing the format 1 time in 5
-# fails it in all 4 completions of 41% of its groups, all 8 of 17%).
-LEARNING = dict(batch_size=4, num_generations=8, max_completion_length=24, max_steps=16, lr=2e-2, warmup_ratio=0.0,
-                lr_scheduler="constant", max_grad_norm=1.0)
-Z_LEARNED = 3.0  # a policy that does not move passes 1 time in 700; z measured 4.3-5.5 (docs/testing.md)
-
-
-def epoch_rise(rows: list[dict], key: str) -> tuple[float, float, float]:
-    """(first epoch's mean, last epoch's mean, z: their difference in standard errors). Both epochs sample the
-    same prompts, so a policy that does not move gives a z about standard normal, on any CPU; a step's
-    completions' spread comes from the logged std and the steps' means."""
-    epochs: dict[int, list[dict]] = {}
-    for row in rows:
-        epochs.setdefault(math.ceil(row["epoch"] - 1e-9), []).append(row)
-    first, last = epochs[min(epochs)], epochs[max(epochs)]
-
-    def moments(steps: list[dict]) -> tuple[float, float]:
-        means = [r[f"{key}/mean"] for r in steps]
-        mean = sum(means) / len(means)
-        var = sum(r[f"{key}/std"] ** 2 + (m - mean) ** 2 for r, m in zip(steps, means)) / len(means)
-        return mean, var
-
-    (a, var_a), (b, var_b) = moments(first), moments(last)
-    n_a, n_b = (len(steps) * LEARNING["batch_size"] * LEARNING["num_generations"] for steps in (first, last))
-    return a, b, (b - a) / max(math.sqrt(var_a / n_a + var_b / n_b), 1e-9)
+    run_sft(TrainConfig(out=str(root / "lora"), model=str(full), lr=1e-3, max_steps=2, lora_r=8, target_modules=["q_proj", "v_proj"], **common), show_progress=False)
+    return {"root": root, "model": model, "data": data, "full": full, "lora": root / "lora", "p0": p0}
 
 
 def config(world: dict, out: Path, **extra) -> GRPOConfig:
@@ -105,8 +55,9 @@ def config(world: dict, out: Path, **extra) -> GRPOConfig:
 
 
 def test_format_reward_rises(world, tmp_path):
-    """16 steps from the fully fine-tuned student: the format reward of the last epoch is above the first's by
-    more than chance allows a policy that does not move (a z-test; docs/testing.md has the spread measured)."""
+    """16 steps from the fully fine-tuned student: the trained policy writes the format more often than the student,
+    by more than chance allows a policy that does not move (a z-test on 512 sampled completions of each; the spread
+    over seeds and CPUs and the run with the update disabled are in docs/testing.md)."""
     from train.grpo import run_grpo
 
     out = tmp_path / "grpo"
@@ -114,14 +65,13 @@ def test_format_reward_rises(world, tmp_path):
     rows = [r for r in metrics(out) if "reward" in r]
     assert [r["step"] for r in rows] == list(range(1, 17))
     rewards = [r["rewards/format/mean"] for r in rows]
-    first, last, z = epoch_rise(rows, "rewards/format")
-    assert z > Z_LEARNED, (first, last, z, rewards)
+    before, after, z = rise(world["full"], out, world["data"])
+    assert z > Z_LEARNED, (before, after, z, rewards, world["p0"])
     m = run["metrics"]
     assert run["status"] == "done" and run["stage"] == "grpo" and run["backend"] == "hf" and run["generation"] == "transformers"
     assert m["steps"] == 16
     epochs = m["by_epoch"]["format"]  # 32 prompts, 4 a step: epochs of 8 steps
-    assert epochs == pytest.approx([first, last], abs=1e-4)
-    assert epochs[0] == pytest.approx(sum(rewards[:8]) / 8, abs=1e-4)
+    assert epochs == pytest.approx([sum(rewards[:8]) / 8, sum(rewards[8:]) / 8], abs=1e-4)
     assert len(m["by_epoch"]["reward"]) == 2
     assert m["tokens"] > 0 and m["tokens_per_s"] > 0 and m["generated_tokens_per_s"] > 0
     assert m["seconds_per_step"] == pytest.approx(m["generate_seconds_per_step"] + m["update_seconds_per_step"], rel=0.05)
@@ -323,5 +273,5 @@ def test_format_reward_rises_on_unsloth(world, tmp_path):
     done = subprocess.run([sys.executable, "-c", GRPO_IN_A_PROCESS, cfg.model_dump_json()], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
-    first, last, z = epoch_rise([r for r in metrics(out) if "reward" in r], "rewards/format")
-    assert run["backend"] == "unsloth" and z > Z_LEARNED, (first, last, z, run["metrics"]["by_epoch"]["format"])
+    before, after, z = rise(world["full"], out, world["data"])
+    assert run["backend"] == "unsloth" and z > Z_LEARNED, (before, after, z, run["metrics"]["by_epoch"]["format"], world["p0"])

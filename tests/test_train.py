@@ -59,7 +59,7 @@ def test_loss_falls_and_lora_weights_change(trained):
     out, run = trained
     m = run["metrics"]
     assert run["status"] == "done" and run["backend"] == "hf" and m["steps"] == 6 and run["optimizer"] == "adamw_torch"
-    assert m["final_loss"] < m["first_loss"]
+    assert m["final_loss"] < m["first_loss"] - 0.05, m  # fell 0.09-0.18; lr 1e-9: -0.013..+0.029 (docs/testing.md)
     assert m["final_val_loss"] is not None and m["tokens"] > 0 and m["tokens_per_s"] > 0
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [t for name, t in weights.items() if "lora_B" in name]

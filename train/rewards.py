@@ -113,10 +113,10 @@ class JudgeReward:
             raise KeyboardInterrupt
         self.asked["cache_hits"] += asked.cache_hits
         self.asked["sent"] += asked.sent
-        for a in asked.answers:
-            if a.response is None or a.response.error is not None:
-                self.failed += 1
-                self.last_error = a.response.error if a.response is not None else "no response"
+        failed = {a.key: a for a in asked.answers if a.response is None or a.response.error is not None}
+        for a in failed.values():  # a request, not a completion: equal completions share one
+            self.failed += 1
+            self.last_error = a.response.error if a.response is not None else "no response"
         return [a.value for a in asked.answers]
 
     def close(self) -> None:
