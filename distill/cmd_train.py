@@ -41,7 +41,7 @@ Examples:
   distill train data --out student --model Qwen/Qwen3-1.7B --method qlora --epochs 3
   distill train data --out student --resume                 # after Ctrl-C or a crash
   distill train chats.jsonl --out student                   # your own data: chat, Alpaca, ShareGPT or a datasets folder
-  distill train data --out student --gpus 2               # data-parallel on 2 GPUs (distill starts torchrun)
+  distill train data --out student --gpus 2                 # data-parallel on 2 GPUs (distill starts torchrun)
   distill grpo data --from student --out grpo               # GRPO after SFT: its own command
 """
 

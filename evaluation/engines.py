@@ -11,6 +11,7 @@ base, gets an engine of its own (the previous one is freed first). Every answer 
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from common import vllm_local
 from common.errors import UserError
 from common.models import resolve_model
 from evaluation.answering import ModelRun, answer_local
-from evaluation.inference import has_tokenizer
+from evaluation.inference import adapter_base, has_tokenizer
 
 
 def choose_engine(asked: str) -> str:
@@ -84,8 +85,6 @@ def served(name: str) -> Served:
     path = Path(resolve_model(name))
     if not (path / "adapter_config.json").is_file():
         return Served(str(path))
-    from evaluation.inference import adapter_base
-
     return Served(resolve_model(adapter_base(path)), path)
 
 
@@ -144,6 +143,7 @@ class VLLMAnswerer:
                 torch.cuda.empty_cache()
 
 
+@functools.cache  # asked again for the taught questions after the test: the tokenizer is read once
 def adapter_template(adapter: Path) -> str | None:
     from transformers import AutoTokenizer
 

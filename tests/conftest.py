@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as distill/__init__.py sets it, before torch loads OpenMP
-
+import distill  # noqa: F401  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP)
 from common.teacher.backends import Request, Response
 
 # Facts that the documents state, one sentence each (all long enough to be quotable evidence).
