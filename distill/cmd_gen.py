@@ -25,6 +25,7 @@ FLAGS = (
     Flag("schema_file"),
     Flag("pairs_per_chunk", "-n", "--pairs-per-chunk"),
     Flag("phrasings"),
+    Flag("answers"),
     Flag("rewrites"),
     Flag("test_fraction"),
     Flag("split_by"),

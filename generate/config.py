@@ -44,6 +44,12 @@ class GenConfig(BaseModel):
     phrasings: int | Literal["auto"] = Field(
         "auto", description="Distinct questions asked for every fact, held out by phrasing in the item split (every fact taught, test asks other wordings); auto: 3 with split_by=item, 1 with split_by=document."
     )
+    answers: Literal["auto", "free", "span"] = Field(
+        "auto",
+        description="free: the teacher words each answer; span: each answer is a few words copied from its evidence (a name, a number, a date), "
+        "its questions made of the evidence's words, its reasoning the evidence (generate/spans.py), constrained where the teacher takes a schema "
+        "and checked on every reply: what a small teacher writes correctly; auto: span for the qa task with the embedded teacher, free otherwise.",
+    )
     rewrites: int = Field(0, ge=0, le=6, description="Teacher rewrites of every chunk (a paraphrase, Q&A-style notes, a summary naming every entity, in turn), written with the chunks to text.jsonl as continued-pretraining text; 0: none.")
     tokenizer: str = Field(EMBEDDED, description="Tokenizer that measures chunk sizes: the student's ('embedded', path or hub id).")
     chunk_tokens: int = Field(384, ge=32, description="Target chunk size in tokens of the student tokenizer.")
@@ -69,6 +75,13 @@ class GenConfig(BaseModel):
         if self.phrasings == "auto":
             return 3 if self.split_by == "item" else 1
         return self.phrasings
+
+    @property
+    def extractive(self) -> bool:
+        """`answers` resolved: span answers (auto: for the qa task with the embedded 135M teacher, which cannot word its own)."""
+        if self.answers == "auto":
+            return self.teacher.model == EMBEDDED and self.task == "qa"
+        return self.answers == "span"
 
     @property
     def facts_first(self) -> bool:

@@ -46,6 +46,7 @@ from generate.ingest import Document, Skipped, discover, read_all
 from generate.progress import GenProgress
 from generate.records import make_record
 from generate.rewrites import rewrite, rewrite_prompts, text_rows
+from generate.spans import answer_in_evidence, leaks
 from generate.split import describe_split, drop_near_twins, split
 from generate.tasks import Task, load_task, worst_case_tokens
 from generate.validate import grounded, parse_output, question_key, repair_prompt
@@ -135,8 +136,9 @@ def chunk_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk]) -> list[Promp
             schema = listing_schema(chunk.text if cfg.teacher.structured else None)
             prompts.append(Prompt(listing_messages(chunk.text), schema, reply_budget(cfg, schema), tag=chunk))
         else:
-            schema = task.request_schema(n, chunk.text if cfg.teacher.structured else None, k)
-            prompts.append(Prompt(task.messages(chunk.text, n, k), schema, reply_budget(cfg, schema), tag=chunk))
+            spans = cfg.extractive
+            schema = task.request_schema(n, chunk.text if cfg.teacher.structured else None, k, spans=spans)
+            prompts.append(Prompt(task.messages(chunk.text, n, k, spans=spans), schema, reply_budget(cfg, schema), tag=chunk))
     return prompts
 
 
@@ -146,8 +148,9 @@ def item_prompts(cfg: GenConfig, plan: Plan, listed: dict[str, list[dict]]) -> l
     for chunk in plan.chunks:
         for facts in batches(listed.get(chunk.key, [])):
             quotes = [f["evidence"] for f in facts]
-            schema = plan.task.request_schema(len(facts), chunk.text if cfg.teacher.structured else None, k, quotes)
-            messages = plan.task.messages(chunk.text, len(facts), k, facts_note(facts))
+            spans = cfg.extractive
+            schema = plan.task.request_schema(len(facts), chunk.text if cfg.teacher.structured else None, k, quotes, spans)
+            messages = plan.task.messages(chunk.text, len(facts), k, facts_note(facts), spans)
             prompts.append(Prompt(messages, schema, reply_budget(cfg, schema), tag=chunk))
     return prompts
 
@@ -258,6 +261,10 @@ class Collector:
         for item in items:
             if item["evidence"] and not grounded(item["evidence"], chunk.text):
                 out.rejects.append({"reason": "ungrounded", "detail": "evidence is not a quote of the chunk", "chunk": chunk.key, "item": item})
+            elif self.cfg.extractive and not answer_in_evidence(item["answer"], item["evidence"]):
+                out.rejects.append({"reason": "answer_not_in_evidence", "detail": "answers: span, and the answer is not words of its evidence", "chunk": chunk.key, "item": item})
+            elif self.cfg.extractive and leaks(item["question"], item["answer"]):
+                out.rejects.append({"reason": "answer_in_question", "detail": "answers: span, and the question holds its answer", "chunk": chunk.key, "item": item})
             else:
                 good.append(item)
         out.items.setdefault(chunk.key, []).extend(good)  # facts first: a chunk answers in several requests
@@ -316,6 +323,7 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
         write_jsonl(plan.out / "text.jsonl", text)
     manifest = build_manifest(cfg, plan, outcome, started, len(train), len(test), dropped)
     manifest["counts"]["text"] = len(text)
+    manifest["answers"] = "span" if cfg.extractive else "free"
     manifest["facts"] = describe_split(train, test, cfg.split_by, cfg.questions_per_fact)
     per_request = cfg.facts_per_request * cfg.questions_per_fact
     manifest["coverage"] = coverage(plan, outcome, train + test, per_request, dropped)

@@ -21,6 +21,7 @@ import jsonschema
 
 import schemas
 from common.errors import UserError
+from generate.spans import answer_spans, question_pattern
 
 BUILTIN = ("qa", "reasoning")
 PROMPTS = Path(__file__).parent / "prompts"
@@ -33,6 +34,10 @@ QUOTES = re.compile(r'"+')
 DIVERSE = (
     "Make the questions differ in form, not in a word or two: change the question word (What, Which, Who, When, How many), "
     'the voice (active or passive), where the subject stands, or write an order ("Name the ...", "Give the ...").'
+)
+SPANS_NOTE = (
+    "\n\nWrite each item's evidence first, then its answer: the few words of the evidence that answer the questions "
+    "(a name, a number, a date, a place), copied exactly; then the questions, which ask for that answer without containing it."
 )
 PHRASINGS_NOTE = "\n\nFor every fact, write {k} questions that ask for it (list them in \"questions\"); all of them share its evidence, reasoning and answer. " + DIVERSE
 
@@ -67,23 +72,38 @@ class Task:
             fact["required"] = ["questions" if key == "question" else key for key in fact.get("required", [])]
         return schema
 
-    def messages(self, chunk: str, n: int, phrasings: int = 1, note: str = "") -> list[dict]:
-        """The request's messages; `note` is appended to the prompt (facts first: the facts to ask)."""
-        asked = self.request_schema(n, None, phrasings)
+    def messages(self, chunk: str, n: int, phrasings: int = 1, note: str = "", spans: bool = False) -> list[dict]:
+        """The request's messages; `note` is appended to the prompt (facts first: the facts to ask);
+        `spans`: answers copied from the evidence (generate/spans.py), asked for in the prompt too."""
+        asked = self.request_schema(n, None, phrasings, spans=spans)
         fields = {"chunk": chunk, "fence": fence(chunk), "n": str(n), "k": str(phrasings), "schema": json.dumps(self.schema), "shape": shape(asked)}
         prompt = FIELD.sub(lambda match: fields[match.group(1)], self.template)  # one pass: the chunk's own braces stay
         if phrasings > 1 and "{k}" not in self.template:
             prompt += PHRASINGS_NOTE.format(k=phrasings)
+        if spans and self.extractive:
+            prompt += SPANS_NOTE
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt + note}]
 
-    def request_schema(self, n: int, chunk: str | None = None, phrasings: int = 1, quotes: list[str] | None = None) -> dict:
+    @property
+    def extractive(self) -> bool:
+        """Whether the task's items have the evidence and answer strings `answers: span` needs."""
+        properties = self.schema["properties"]["items"]["items"].get("properties", {})
+        return {"evidence", "answer"} <= properties.keys()
+
+    def request_schema(
+        self, n: int, chunk: str | None = None, phrasings: int = 1, quotes: list[str] | None = None, spans: bool = False
+    ) -> dict:
         """The schema sent to the teacher: exactly `n` items; with `chunk`, evidence limited to its
         sentences (or to `quotes` where given); with `phrasings` > 1, each item asks one fact in that
-        many distinct `questions`."""
+        many distinct `questions`; with `spans`, evidence and answer first, the answer a span of the
+        evidence (one branch per sentence, generate/spans.py)."""
         schema = self.reply_schema(phrasings)
         items = schema["properties"]["items"]
         items["minItems"] = items["maxItems"] = n
         quotes = (list(dict.fromkeys(quotes)) if quotes else quotable_sentences(chunk)) if chunk else []
+        if spans and self.extractive:
+            items["items"] = extractive_item(items["items"], quotes)
+            return schema
         evidence = items["items"].get("properties", {}).get("evidence")
         if quotes and evidence is not None:
             evidence.pop("minLength", None)
@@ -104,6 +124,32 @@ class Task:
             questions = item["questions"] if "questions" in item else [item["question"]]
             found += [{"question": str(question).strip(), **shared} for question in questions]
         return found
+
+
+def extractive_item(item: dict, quotes: list[str]) -> dict:
+    """An item with its evidence and answer first; with `quotes`, one branch per quote and answer
+    span of it (generate/spans.py; a quote without spans, e.g. a heading, is left out)."""
+    rest = {key: value for key, value in item["properties"].items() if key not in ("evidence", "answer")}
+    ordered = {**item, "properties": {"evidence": item["properties"]["evidence"], "answer": item["properties"]["answer"], **rest}}
+    branches = []
+    for quote in quotes:
+        for answer in answer_spans(quote):
+            pinned = {"evidence": {"type": "string", "enum": [quote]}, "answer": {"type": "string", "enum": [answer]}}
+            branches.append({**ordered, "properties": {**pinned, **held_to_words(rest, quote, answer, quotes)}})
+    return {"anyOf": branches} if branches else ordered
+
+
+def held_to_words(properties: dict, quote: str, answer: str, quotes: list[str]) -> dict:
+    """The question (or each of the questions) made of the quote's words (generate/spans.py), and the
+    reasoning the quote itself: a small teacher's own reasoning is noise, and a student that recalls
+    the sentence before it answers has learned the sentence."""
+    held = copy.deepcopy(properties)
+    question = held["questions"]["items"] if "questions" in held else held.get("question")
+    if question is not None:
+        question["pattern"] = question_pattern(quote, answer, quotes)
+    if held.get("reasoning", {}).get("type") == "string":
+        held["reasoning"] = {"type": "string", "enum": [quote]}
+    return held
 
 
 def fence(passage: str) -> str:
@@ -135,6 +181,9 @@ def worst_case_tokens(schema: dict) -> int | None:
     counts by its maxLength, which its pattern must imply: common/teacher/backend_local.py)."""
     if "enum" in schema:
         return max(len(json.dumps(value)) for value in schema["enum"])
+    if "anyOf" in schema:
+        bounds = [worst_case_tokens(branch) for branch in schema["anyOf"]]
+        return None if None in bounds or not bounds else max(bounds)
     kind = schema.get("type")
     if kind == "string":
         return None if "maxLength" not in schema else 2 + 2 * schema["maxLength"]

@@ -166,9 +166,23 @@ def corpus(tmp_path) -> Path:
 # ---------------------------------------------------------------- a scripted teacher
 
 
+def branches(request: Request) -> list[dict]:
+    """The item shapes the request schema offers: one, or (answers: span) one per quote and answer."""
+    item = request.schema["properties"]["items"]["items"]
+    return [branch["properties"] for branch in item["anyOf"]] if "anyOf" in item else [item["properties"]]
+
+
 def evidence_choices(request: Request) -> list[str]:
     """The quotable sentences the request schema offers as evidence (structured requests)."""
-    return request.schema["properties"]["items"]["items"]["properties"]["evidence"]["enum"]
+    return list(dict.fromkeys(quote for branch in branches(request) for quote in branch["evidence"]["enum"]))
+
+
+def answer_choice(request: Request, quote: str) -> str | None:
+    """answers: span: the first answer the schema allows for `quote` (None: the answer is free)."""
+    for branch in branches(request):
+        if branch["evidence"]["enum"] == [quote] and "enum" in branch["answer"]:
+            return branch["answer"]["enum"][0]
+    return None
 
 
 def n_items(request: Request) -> int:
@@ -177,7 +191,7 @@ def n_items(request: Request) -> int:
 
 def phrasings(request: Request) -> int:
     """Questions asked per fact: the request schema's `questions` count, else one `question`."""
-    fact = request.schema["properties"]["items"]["items"]["properties"]
+    fact = branches(request)[0]
     return fact["questions"]["minItems"] if "questions" in fact else 1
 
 
@@ -211,9 +225,13 @@ def good_output(request: Request, tag: str = "") -> str:
     items = []
     for i in range(n_items(request)):
         quote = quotes[i % len(quotes)]
+        span = answer_choice(request, quote)  # answers: span (the embedded teacher's default)
+        answer = span or quote.split()[-1].rstrip(".")
         # phrasings that differ by more than a word (near-twins of one fact are dropped before the split)
         asked = [f"Which statement {i} {tag} about: {quote}?"] + [f"{OPENERS[j]} {WORDS[j]} {i} {tag} {digest(quote)}?" for j in range(1, k)]
-        fact = {"evidence": quote, "reasoning": f"The passage says: {quote}", "answer": quote.split()[-1].rstrip(".")}
+        if span:  # a question never holds its span answer
+            asked = [question.replace(answer, "...") for question in asked]
+        fact = {"evidence": quote, "reasoning": quote if span else f"The passage says: {quote}", "answer": answer}
         items.append({"questions": asked, **fact} if k > 1 else {"question": asked[0], **fact})
     return json.dumps({"items": items})
 

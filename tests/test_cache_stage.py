@@ -197,7 +197,7 @@ def scripted_faults(request):
 
 
 def test_rejects_carry_their_reasons_and_failed_requests_are_retried(tmp_path, corpus, teacher_factory):
-    cfg = make_cfg(tmp_path, corpus, teacher={"repair_attempts": 0})
+    cfg = make_cfg(tmp_path, corpus, teacher={"repair_attempts": 0}, answers="free")  # the duplicate quotes its answer
     out = Path(cfg.out)
     teacher_factory(scripted_faults)
     manifest = run_gen(cfg, show_progress=False)

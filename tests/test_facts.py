@@ -83,8 +83,9 @@ def test_a_fixed_number_stays_available(tmp_path, teacher_factory):
     teacher = teacher_factory()
     manifest = gen(tmp_path, pairs_per_chunk=2)
     assert len(teacher.sent) == 1 and not is_listing(teacher.sent[0])
-    # two items: the scripted teacher quotes the first two quotable sentences (the heading, then the first fact)
-    assert manifest["coverage"]["sentences_covered"] == 1 and "facts_listed" not in manifest["coverage"]
+    # two items: the scripted teacher quotes the first two sentences offered (answers: span, the embedded
+    # teacher's default, offers no heading: it has no answer span), so two facts
+    assert manifest["coverage"]["sentences_covered"] == 2 and "facts_listed" not in manifest["coverage"]
     assert GenConfig(split_by="document").facts_per_request == 2 and not GenConfig(split_by="document").facts_first
 
 
@@ -141,7 +142,7 @@ def test_near_twin_phrasings_are_dropped_before_the_split_and_counted(tmp_path, 
         return Response(request.key, text=json.dumps(output), prompt_tokens=5, completion_tokens=5)
 
     teacher_factory(twins)
-    manifest = gen(tmp_path, test_fraction=0.5)
+    manifest = gen(tmp_path, test_fraction=0.5, answers="free")  # the imperative quotes its evidence, answer and all
     records = rows(tmp_path / "out" / "train.jsonl") + rows(tmp_path / "out" / "test.jsonl")
     assert manifest["counts"]["near_twins_dropped"] == len(SIX) and manifest["rejected"]["near_twin"] == len(SIX)
     assert not any(r["question"].endswith(" levels?") for r in records)
