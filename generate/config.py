@@ -47,7 +47,7 @@ class GenConfig(BaseModel):
     answers: Literal["auto", "free", "span"] = Field(
         "auto",
         description="free: the teacher words each answer; span: each answer is a few words copied from its evidence (a name, a number, a date), "
-        "its questions made of the evidence's words, its reasoning the evidence (generate/spans.py), constrained where the teacher takes a schema "
+        "its questions made of the evidence's words, with qa its reasoning the evidence (generate/spans.py), constrained where the teacher takes a schema "
         "and checked on every reply: what a small teacher writes correctly; auto: span for the qa task with the embedded teacher, free otherwise.",
     )
     rewrites: int = Field(0, ge=0, le=6, description="Teacher rewrites of every chunk (a paraphrase, Q&A-style notes, a summary naming every entity, in turn), written with the chunks to text.jsonl as continued-pretraining text; 0: none.")

@@ -102,7 +102,7 @@ class Task:
         items["minItems"] = items["maxItems"] = n
         quotes = (list(dict.fromkeys(quotes)) if quotes else quotable_sentences(chunk)) if chunk else []
         if spans and self.extractive:
-            items["items"] = extractive_item(items["items"], quotes)
+            items["items"] = extractive_item(items["items"], quotes, recite=self.name == "qa")
             return schema
         evidence = items["items"].get("properties", {}).get("evidence")
         if quotes and evidence is not None:
@@ -126,28 +126,29 @@ class Task:
         return found
 
 
-def extractive_item(item: dict, quotes: list[str]) -> dict:
+def extractive_item(item: dict, quotes: list[str], recite: bool) -> dict:
     """An item with its evidence and answer first; with `quotes`, one branch per quote and answer
-    span of it (generate/spans.py; a quote without spans, e.g. a heading, is left out)."""
+    span of it (generate/spans.py; a quote without spans, e.g. a heading, is left out); `recite`
+    (the qa task): its reasoning the quote itself (the reasoning task keeps its own traces)."""
     rest = {key: value for key, value in item["properties"].items() if key not in ("evidence", "answer")}
     ordered = {**item, "properties": {"evidence": item["properties"]["evidence"], "answer": item["properties"]["answer"], **rest}}
     branches = []
     for quote in quotes:
         for answer in answer_spans(quote):
             pinned = {"evidence": {"type": "string", "enum": [quote]}, "answer": {"type": "string", "enum": [answer]}}
-            branches.append({**ordered, "properties": {**pinned, **held_to_words(rest, quote, answer, quotes)}})
+            branches.append({**ordered, "properties": {**pinned, **held_to_words(rest, quote, answer, quotes, recite)}})
     return {"anyOf": branches} if branches else ordered
 
 
-def held_to_words(properties: dict, quote: str, answer: str, quotes: list[str]) -> dict:
-    """The question (or each of the questions) made of the quote's words (generate/spans.py), and the
-    reasoning the quote itself: a small teacher's own reasoning is noise, and a student that recalls
-    the sentence before it answers has learned the sentence."""
+def held_to_words(properties: dict, quote: str, answer: str, quotes: list[str], recite: bool) -> dict:
+    """The question (or each of the questions) made of the quote's words (generate/spans.py), and with
+    `recite` the reasoning the quote itself: a small teacher's own reasoning is noise, and a student
+    that recalls the sentence before it answers has learned the sentence."""
     held = copy.deepcopy(properties)
     question = held["questions"]["items"] if "questions" in held else held.get("question")
     if question is not None:
         question["pattern"] = question_pattern(quote, answer, quotes)
-    if held.get("reasoning", {}).get("type") == "string":
+    if recite and held.get("reasoning", {}).get("type") == "string":
         held["reasoning"] = {"type": "string", "enum": [quote]}
     return held
 

@@ -162,3 +162,10 @@ def test_every_reply_is_checked_whatever_the_teacher_was_sent(tmp_path, teacher_
     assert manifest["rejected"] == {"answer_not_in_evidence": 1, "answer_in_question": 1}
     kept = [json.loads(line) for line in Path(cfg.out, "train.jsonl").read_text().splitlines()]
     assert [(r["answer"], r["reasoning"]) for r in kept] == [("Chemseinsteisk oil", PAGE[0])]
+
+
+def test_the_reasoning_task_keeps_its_own_traces_under_span():
+    chunk = " ".join(PAGE)
+    schema = load_task("reasoning").request_schema(1, chunk, 1, spans=True)
+    branch = schema["properties"]["items"]["items"]["anyOf"][0]["properties"]
+    assert "enum" in branch["answer"] and "enum" not in branch["reasoning"]
