@@ -101,7 +101,9 @@ def student(root: Path, model: Path, data: Path, seed: int = 0, band: tuple[floa
 # fails it in all 4 completions of 41% of its groups, all 8 of 17%). lr 2e-2 rose, then fell back (docs/testing.md).
 LEARNING = dict(batch_size=4, num_generations=8, max_completion_length=COMPLETION, max_steps=16, lr=1e-2,
                 warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=1.0)
-JUDGED = 512  # completions sampled from the student and from the trained policy to judge the rise
+# completions sampled from the student and from the trained policy to judge the rise (512 left seed 9 of 10 under
+# AVX2 at z 2.56: a real rise of 0.07 that 512 a side resolves to 2.6 standard errors; docs/testing.md)
+JUDGED = 1024
 Z_LEARNED = 3.0  # a policy that does not move passes 1 time in 700; the spread over seeds and CPUs: docs/testing.md
 
 
