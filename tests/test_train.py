@@ -466,3 +466,17 @@ def torch_close(x, y) -> bool:
     import torch
 
     return torch.allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_autocast_only_where_torch_runs_avx512_kernels(monkeypatch, tmp_path):
+    """A CPU with AVX512-BF16 whose torch kernels are AVX2 (ATEN_CPU_CAPABILITY=avx2, how a CPU without
+    AVX-512 is emulated) emulates bfloat16: it trains in float32, as that CPU would."""
+    import train.loading as loading
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    monkeypatch.setattr(loading, "Path", lambda path: cpuinfo)
+    monkeypatch.setattr(loading.torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert loading.cpu_has_bf16()
+    monkeypatch.setattr(loading.torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not loading.cpu_has_bf16()
