@@ -60,23 +60,20 @@ def words_of(sentence: str) -> list[str]:
     return [EDGE.sub("", word) for word in normalize_space(sentence).split()]
 
 
-def is_name(word: str, position: int) -> bool:
+def is_name(word: str) -> bool:
+    """A word with a digit or a capital that is no function word ("The" opening a sentence is not)."""
     if not word or word.casefold() in FUNCTION_WORDS:
         return False
-    return (
-        any(c.isdigit() for c in word)
-        or (word[:1].isupper() and position > 0)
-        or (position == 0 and word[:1].isupper())
-    )
+    return word[:1].isupper() or any(c.isdigit() for c in word)
 
 
 def name_runs(words: list[str]) -> list[tuple[int, int]]:
     """(start, end) of every maximal run of names, in order."""
     runs, start = [], None
     for i, word in enumerate(words + [""]):
-        if is_name(word, i) and start is None:
+        if is_name(word) and start is None:
             start = i
-        elif not is_name(word, i) and start is not None:
+        elif not is_name(word) and start is not None:
             runs.append((start, i))
             start = None
     return runs
