@@ -60,6 +60,7 @@ def grpo(args, config_path, as_json, quiet, flags, rewards=()):
     from train.grpo import incomplete_message, run_grpo
 
     record = run_grpo(cfg, show_progress=not (quiet or as_json))
+    ranks.leave()  # every rank, once rank 0 has written the run
     if not ranks.is_main():
         return  # under torchrun, rank 0 reports
     report(record, summary_line(record, cfg.out), as_json, quiet)

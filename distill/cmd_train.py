@@ -60,6 +60,7 @@ def train(args, config_path, as_json, quiet, flags, stage="sft"):
     from train.sft import run_sft
 
     record = run_sft(cfg, show_progress=not (quiet or as_json))
+    ranks.leave()  # every rank, once rank 0 has written the run
     if not ranks.is_main():
         return  # under torchrun, rank 0 reports
     report(record, summary_line(record, cfg.out), as_json, quiet)

@@ -38,6 +38,19 @@ def wait_for_all() -> None:
         dist.barrier()
 
 
+def leave() -> None:
+    """The end of a run, on every rank: all wait until rank 0 has written it, then the process group closes.
+    Left to interpreter exit, gloo's threads can abort a rank ("terminate called without an active exception",
+    seen once in CI on a finished two-process run)."""
+    if world_size() == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _reduce(values: list[int], op: str) -> list[int]:
     import torch
     import torch.distributed as dist
