@@ -1,27 +1,35 @@
-"""Reading + chunking throughput: documents/s of `distill gen`'s ingest in one process and on a local Ray.
+"""Reading + chunking throughput: documents/s of `distill gen`'s ingest in one process, in plain
+worker processes, and on a local Ray.
 
-Run: PYTHONPATH=. .venv/bin/python bench/ingest_throughput.py [--files 2000] [--cpus 2] [--out results.json]
+Run: PYTHONPATH=. .venv/bin/python bench/ingest_throughput.py [--files 2000] [--cpus 2] [--repeat 3]
+         [--files-per-read 8 64] [--out results.json]
 
 The corpus: --files generated documents, a quarter each of PDF, HTML, DOCX and Markdown (the
 writers of tests/conftest.py), each ~2-3 KB of made-up words in 6-10 paragraphs, in a temporary folder.
-single: generate.ingest.read_all + generate.chunk.chunk_documents in this process, as `distill gen` runs them.
-ray:    generate.ray_stage.read_and_chunk in Ray Data map_batches tasks over the file paths
-        (what `distill gen --ray` runs), on a local Ray started with --cpus CPUs; run twice: `cold`
-        includes starting the worker processes (imports, tokenizer load), `warm` reuses them.
-The tokenizer load of the single run and ray.init are outside the timings. Both must produce the
-same number of chunks (checked). Ratio per core: ray rate / (cpus x single rate).
+single:    generate.ingest.read_all + generate.chunk.chunk_documents in this process, as `distill gen` runs
+           them; a first run warms the imports and the page cache, then --repeat timed runs.
+processes: the ceiling any scheduler can reach on this machine: --cpus plain processes (multiprocessing,
+           started and warmed outside the clock), each reading every cpus-th file of a shuffled list.
+ray:       generate.ray_stage.read_files (what `distill gen --ray` runs) on a local Ray started with --cpus
+           CPUs, for each --files-per-read: `cold` includes starting the worker processes (imports,
+           tokenizer load), then --repeat `warm` runs reuse them.
+Every run must produce the same number of chunks (checked). Ratio per core: rate / (cpus x single rate),
+each from the runs' median.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import random
+import statistics
 import sys
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,25 +68,61 @@ def make_corpus(folder: Path, files: int, seed: int = 0) -> None:
             write_md(folder / f"d{i:05}.md", title, paragraphs)
 
 
-def single(cfg: GenConfig) -> dict:
-    tokenizer = load_tokenizer(cfg.tokenizer)
+def timed(work) -> tuple[float, int, int]:
     started = time.perf_counter()
-    docs, skipped = read_all(discover(cfg.inputs), cfg.max_file_mb)
-    chunks = chunk_documents(docs, tokenizer, cfg.chunk_tokens, cfg.chunk_overlap)
-    seconds = time.perf_counter() - started
+    docs, chunks = work()
+    return time.perf_counter() - started, docs, chunks
+
+
+def summary(runs: list[tuple[float, int, int]]) -> dict:
+    seconds = statistics.median(r[0] for r in runs)
     return {
-        "docs": len(docs),
-        "skipped": len(skipped),
-        "chunks": len(chunks),
-        "seconds": round(seconds, 2),
-        "docs_per_s": round(len(docs) / seconds, 1),
+        "docs": runs[0][1],
+        "chunks": runs[0][2],
+        "seconds": [round(r[0], 2) for r in runs],
+        "docs_per_s": round(runs[0][1] / seconds, 1),
     }
 
 
-def on_ray(cfg: GenConfig, cpus: int, files_per_batch: int) -> dict:
+@cache
+def tokenizer(name: str):
+    return load_tokenizer(name)
+
+
+def read_and_count(cfg: GenConfig, files: list[Path]) -> tuple[int, int]:
+    docs, _ = read_all(files, cfg.max_file_mb)
+    return len(docs), len(chunk_documents(docs, tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap))
+
+
+def single(cfg: GenConfig, repeat: int) -> dict:
+    files = discover(cfg.inputs)
+    read_and_count(cfg, files)  # imports, tokenizer, page cache
+    return summary([timed(lambda: read_and_count(cfg, files)) for _ in range(repeat)])
+
+
+def _part(args: tuple) -> tuple[int, int]:
+    cfg, files = args
+    return read_and_count(cfg, files)
+
+
+def processes(cfg: GenConfig, cpus: int, repeat: int) -> dict:
+    files = discover(cfg.inputs)
+    random.Random(0).shuffle(files)
+    parts = [(cfg, files[i::cpus]) for i in range(cpus)]
+    with multiprocessing.get_context("spawn").Pool(cpus) as pool:
+        pool.map(_part, [(cfg, p[1][:40]) for p in parts])  # start and warm the workers
+
+        def work() -> tuple[int, int]:
+            counts = pool.map(_part, parts)
+            return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+        return summary([timed(work) for _ in range(repeat)])
+
+
+def on_ray(cfg: GenConfig, cpus: int, repeat: int, files_per_read: list[int]) -> dict:
     import ray
 
-    from generate.ray_stage import read_and_chunk
+    from generate.ray_stage import read_files, set_data_context
 
     ray.init(
         num_cpus=cpus,
@@ -87,26 +131,19 @@ def on_ray(cfg: GenConfig, cpus: int, files_per_batch: int) -> dict:
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}},
     )
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    paths = [{"ordinal": i, "path": str(p)} for i, p in enumerate(discover(cfg.inputs))]
+    set_data_context(ray, show_progress=False)
+    paths = discover(cfg.inputs)
     results = {}
     try:
-        for run in ("cold", "warm"):
-            started = time.perf_counter()
-            rows = (
-                ray.data.from_items(paths)
-                .map_batches(read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=files_per_batch)
-                .take_all()
-            )
-            seconds = time.perf_counter() - started
-            docs = sum(1 for r in rows if not r["skipped"])
-            chunks = sum(len(json.loads(r["chunks"])) for r in rows)
-            results[run] = {
-                "docs": docs,
-                "chunks": chunks,
-                "seconds": round(seconds, 2),
-                "docs_per_s": round(docs / seconds, 1),
-            }
+        for n in files_per_read:
+            run_cfg = cfg.model_copy(update={"ray": RayConfig(files_per_read=n)})
+
+            def work() -> tuple[int, int]:
+                rows = read_files(ray, run_cfg, paths).take_all()
+                return sum(1 for r in rows if not r["skipped"]), sum(len(json.loads(r["chunks"])) for r in rows)
+
+            cold = timed(work)  # the first setting's cold run starts the workers
+            results[f"files_per_read={n}"] = {"cold_seconds": round(cold[0], 2), **summary([timed(work) for _ in range(repeat)])}
     finally:
         ray.shutdown()
     return results
@@ -116,29 +153,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
-    parser.add_argument("--files-per-batch", type=int, default=RayConfig().files_per_batch)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--files-per-read", type=int, nargs="+", default=[8, RayConfig().files_per_read])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         make_corpus(Path(tmp), args.files)
         cfg = GenConfig(inputs=[tmp])
-        result = {
-            "files": args.files,
-            "cpus": args.cpus,
-            "machine": platform.processor() or platform.machine(),
-            "load_before": os.getloadavg(),
-        }
-        result["single"] = single(cfg)
-        result["ray"] = on_ray(cfg, args.cpus, args.files_per_batch)
+        result = {"files": args.files, "cpus": args.cpus, "cpu": cpu_model(), "load_before": os.getloadavg()}
+        result["single"] = single(cfg, args.repeat)
+        result["processes"] = processes(cfg, args.cpus, args.repeat)
+        result["ray"] = on_ray(cfg, args.cpus, args.repeat, args.files_per_read)
         result["load_after"] = os.getloadavg()
-    for run in ("cold", "warm"):
-        assert result["ray"][run]["chunks"] == result["single"]["chunks"], (run, result)
-        result["ray"][run]["ratio_per_core"] = round(
-            result["ray"][run]["docs_per_s"] / (args.cpus * result["single"]["docs_per_s"]), 2
-        )
+    rate = result["single"]["docs_per_s"]
+    for run in [result["processes"], *result["ray"].values()]:
+        assert run["chunks"] == result["single"]["chunks"], result
+        run["ratio_per_core"] = round(run["docs_per_s"] / (args.cpus * rate), 2)
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

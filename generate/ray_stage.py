@@ -1,6 +1,8 @@
 """`distill gen --ray [ADDRESS]`: the gen stage as a Ray Data pipeline, on a local Ray or a cluster.
 
-    file paths ─ from_items ─▶ map_batches(read_and_chunk)        CPU tasks: generate.ingest + generate.chunk
+    file paths ─ from_items ─▶ map_batches(read_and_chunk)        CPU tasks of ray.files_per_read files:
+                                                                  generate.ingest + generate.chunk
+               ─▶ repartition(ray.files_per_batch rows a block)   streamed, so every teacher actor gets work
                ─▶ map_batches(AskTeacher, concurrency=N)          teacher actors: generate.stage's prompts, cached
                                                                   asks, repairs, validation and grounding
                ─▶ driver: near-duplicates (+ judge, rewrites), exact dedup, split, write (generate.stage.save)
@@ -62,13 +64,10 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
     out = prepare_out(cfg.out)
     ours = start_ray(ray, cfg, show_progress)
     try:
-        rows = ray.data.from_items([{"ordinal": i, "path": str(p)} for i, p in enumerate(paths)])
-        files = rows.map_batches(
-            read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=cfg.ray.files_per_batch
-        )
+        files = read_files(ray, cfg, paths)
         if cfg.max_chunks:
             files = ray.data.from_items(sampled(cfg, files.take_all()))
-        asked = files.map_batches(AskTeacher, batch_size=cfg.ray.files_per_batch, **teacher_pool(ray, cfg, str(out)))
+        asked = teacher_batches(files, cfg).map_batches(AskTeacher, batch_size=cfg.ray.files_per_batch, **teacher_pool(ray, cfg, str(out)))
         plan, outcome = gather(cfg, out, task, asked.iter_rows(), links)
     finally:
         if ours:
@@ -82,12 +81,24 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
     return save(cfg, plan, outcome, started)
 
 
+def read_files(ray, cfg: GenConfig, paths: list[Path]):
+    """The dataset of the corpus's files read and chunked: one Ray task per `ray.files_per_read` files, in order."""
+    rows = [{"ordinal": i, "path": str(p)} for i, p in enumerate(paths)]
+    blocks = max(1, math.ceil(len(rows) / cfg.ray.files_per_read))
+    return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+        read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=None
+    )
+
+
+def teacher_batches(files, cfg: GenConfig):
+    """The read files in blocks of one teacher batch (streamed, not a shuffle): a read task's block of
+    many files would otherwise go to one teacher actor whole, and the others would wait."""
+    return files.repartition(target_num_rows_per_block=cfg.ray.files_per_batch)
+
+
 def start_ray(ray, cfg: GenConfig, show_progress: bool) -> bool:
     """Join the cluster at ray.address (or $RAY_ADDRESS), else start a local Ray; True if this call started it."""
-    ray.data.DataContext.get_current().enable_progress_bars = show_progress
-    # quiet (-q, --json): neither "Starting execution of ..." nor "Progress bars disabled ..."
-    logging.getLogger("ray.data").setLevel(logging.INFO if show_progress else logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.NOTSET if show_progress else logging.ERROR)
+    set_data_context(ray, show_progress)
     if ray.is_initialized():
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
@@ -98,6 +109,19 @@ def start_ray(ray, cfg: GenConfig, show_progress: bool) -> bool:
             f"cannot join the Ray cluster at {address} ({exc}); start it (ray start --head) or fix --ray ADDRESS"
         ) from None
     return True
+
+
+def set_data_context(ray, show_progress: bool) -> None:
+    """Ray Data's settings for this driver."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = show_progress
+    # Ray Data reserves a share of the CPUs for each operator; on a 2-CPU Ray that started the second read
+    # task a second late and left 0.1-0.2 s between tasks (0.02 s without it; bench/ingest_throughput.py).
+    # The teacher actors are a fixed pool, started first, so nothing downstream starves without it.
+    ctx.op_resource_reservation_enabled = False
+    # quiet (-q, --json): neither "Starting execution of ..." nor "Progress bars disabled ..."
+    logging.getLogger("ray.data").setLevel(logging.INFO if show_progress else logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.NOTSET if show_progress else logging.ERROR)
 
 
 def teacher_pool(ray, cfg: GenConfig, out: str) -> dict:

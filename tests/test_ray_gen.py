@@ -88,6 +88,20 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
     )  # merged
 
 
+def test_every_teacher_actor_gets_a_share_of_a_read_task(docs, local_ray):
+    """Read tasks take many files (ray.files_per_read); the teacher stage gets them in blocks of one batch."""
+    import ray
+
+    from generate.config import GenConfig
+    from generate.ingest import discover
+    from generate.ray_stage import read_files, teacher_batches
+
+    cfg = GenConfig.model_validate({"inputs": [str(docs)], "ray": {"files_per_read": 64, "files_per_batch": 1}})
+    read = read_files(ray, cfg, discover(cfg.inputs)).materialize()
+    assert read.num_blocks() == 1 and read.count() == 4
+    assert teacher_batches(read, cfg).materialize().num_blocks() == 4
+
+
 @pytest.mark.slow  # 25-77 s on the shared 2-core machine (load 10-15)
 def test_ray_answers_are_read_by_the_single_process_run(docs, tmp_path, local_ray):
     out = tmp_path / "out"
