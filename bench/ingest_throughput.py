@@ -143,7 +143,8 @@ def on_ray(cfg: GenConfig, cpus: int, repeat: int, files_per_read: list[int]) ->
                 return sum(1 for r in rows if not r["skipped"]), sum(len(json.loads(r["chunks"])) for r in rows)
 
             cold = timed(work)  # the first setting's cold run starts the workers
-            results[f"files_per_read={n}"] = {"cold_seconds": round(cold[0], 2), **summary([timed(work) for _ in range(repeat)])}
+            warm = summary([timed(work) for _ in range(repeat)])
+            results[f"files_per_read={n}"] = {"cold_seconds": round(cold[0], 2), **warm}
     finally:
         ray.shutdown()
     return results

@@ -67,7 +67,8 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
         files = read_files(ray, cfg, paths)
         if cfg.max_chunks:
             files = ray.data.from_items(sampled(cfg, files.take_all()))
-        asked = teacher_batches(files, cfg).map_batches(AskTeacher, batch_size=cfg.ray.files_per_batch, **teacher_pool(ray, cfg, str(out)))
+        pool = teacher_pool(ray, cfg, str(out))
+        asked = teacher_batches(files, cfg).map_batches(AskTeacher, batch_size=cfg.ray.files_per_batch, **pool)
         plan, outcome = gather(cfg, out, task, asked.iter_rows(), links)
     finally:
         if ours:

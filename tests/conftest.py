@@ -155,6 +155,22 @@ def write_broken(folder: Path) -> dict[str, Path]:
     return files
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random Llama for a module's training tests (tests/trainkit.py)."""
+    from trainkit import tiny_model
+
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A 24-record gen directory for a module's training tests (tests/trainkit.py)."""
+    from trainkit import data_dir
+
+    return data_dir(tmp_path_factory.mktemp("data") / "data", n=24)
+
+
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     """A folder with one readable document of every supported format."""

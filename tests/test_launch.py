@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,17 +14,7 @@ from distill import launch
 from distill.cli import main
 from train.config import TrainConfig
 
-from trainkit import data_dir, metrics, tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return data_dir(tmp_path_factory.mktemp("data") / "data", n=24)
+from trainkit import metrics
 
 
 def test_gpus_2_runs_one_data_parallel_run_of_two_processes(tmp_path, tiny, data):

@@ -20,7 +20,7 @@ from common.config import build, load_config
 from common.errors import UserError
 from train.config import TrainConfig
 
-from trainkit import data_dir, killed_and_resumed, metrics, record, tiny_model
+from trainkit import data_dir, killed_and_resumed, metrics, record
 
 # A Llama-3-style template (header tokens, <|eot_id|> ends a turn), written out as the family does.
 LLAMA3_TEMPLATE = (
@@ -28,16 +28,6 @@ LLAMA3_TEMPLATE = (
     "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return data_dir(tmp_path_factory.mktemp("data") / "data", n=24)
 
 
 def config(data: Path, model: Path, out: Path, **extra) -> TrainConfig:
