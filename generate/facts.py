@@ -8,6 +8,9 @@
    as many requests as the list needs.
 Both kinds go through the request cache like every request: the item requests are built from the
 (cached) listings, so a rerun builds the same prompts and re-sends only what is missing.
+With span answers (`answers: span`, the embedded teacher's default) there is no listing request:
+the facts are the chunk's sentences that hold an answer span (`sentence_facts`), and each item of
+a request is held to its own fact's sentence, in order.
 
 Coverage: a *factual sentence* is a sentence of a chunk (split as evidence is quoted: after . ! ?
 and at blank lines) of at least MIN_WORDS words that is not a Markdown heading (`#` first); it is
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import jsonschema
 
+from generate.spans import answer_spans
 from generate.tasks import FIELD, QUOTE_SPLIT, SYSTEM, fence, quotable_sentences, shape
 from generate.validate import grounded, normalize_space
 
@@ -70,6 +74,14 @@ def listed_facts(output: dict, chunk: str) -> tuple[list[dict], list[dict]]:
             seen.add((fact["evidence"].casefold(), fact["fact"].casefold()))
             kept.append(fact)
     return kept, ungrounded
+
+
+def sentence_facts(chunk: str) -> list[dict]:
+    """Span answers: the facts of a chunk are its sentences that state something and hold an answer
+    span, in order, with no listing request. The teacher span answers are for (the embedded 135M)
+    listed 41 of 100 facts when asked (bench/knowledge.py, docs/eval.md); the sentences are all there."""
+    factual = set(factual_sentences(chunk))
+    return [{"fact": s, "evidence": s} for s in quotable_sentences(chunk) if s in factual and answer_spans(s)]
 
 
 def batches(facts: list[dict]) -> list[list[dict]]:

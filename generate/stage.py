@@ -41,6 +41,7 @@ from generate.facts import (
     listing_schema,
     listing_validator,
     sentence_coverage,
+    sentence_facts,
 )
 from generate.ingest import Document, Skipped, discover, read_all
 from generate.progress import GenProgress
@@ -127,6 +128,8 @@ def sample_chunks(cfg: GenConfig, chunks: list[Chunk]) -> list[Chunk]:
 def chunk_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk]) -> list[Prompt]:
     """One teacher prompt per chunk, in chunk order, tagged with its chunk: the request for its facts'
     listing (facts first), else for its items."""
+    if cfg.facts_first and cfg.extractive:  # span answers: the facts are the sentences, no listing to ask
+        return item_prompts(cfg, task, chunks, sentence_listing(chunks))
     n, k = cfg.facts_per_request, cfg.questions_per_fact
     prompts = []
     for chunk in chunks:
@@ -142,15 +145,20 @@ def chunk_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk]) -> list[Promp
     return prompts
 
 
-def item_prompts(cfg: GenConfig, plan: Plan, listed: dict[str, list[dict]]) -> list[Prompt]:
+def sentence_listing(chunks: list[Chunk]) -> dict[str, list[dict]]:
+    """Facts first with span answers: each chunk's facts are its sentences (generate/facts.sentence_facts)."""
+    return {chunk.key: sentence_facts(chunk.text) for chunk in chunks}
+
+
+def item_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk], listed: dict[str, list[dict]]) -> list[Prompt]:
     """Facts first: the item requests of the listed facts, a few facts a request, in chunk order."""
     prompts, k = [], cfg.questions_per_fact
-    for chunk in plan.chunks:
+    for chunk in chunks:
         for facts in batches(listed.get(chunk.key, [])):
             quotes = [f["evidence"] for f in facts]
             spans = cfg.extractive
-            schema = plan.task.request_schema(len(facts), chunk.text if cfg.teacher.structured else None, k, quotes, spans)
-            messages = plan.task.messages(chunk.text, len(facts), k, facts_note(facts), spans)
+            schema = task.request_schema(len(facts), chunk.text if cfg.teacher.structured else None, k, quotes, spans)
+            messages = task.messages(chunk.text, len(facts), k, facts_note(facts), spans)
             prompts.append(Prompt(messages, schema, reply_budget(cfg, schema), tag=chunk))
     return prompts
 
@@ -187,13 +195,15 @@ def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool)
     """Ask for every chunk (facts first: for its listing, then for the items of the listed facts)."""
     outcome = Outcome()
     prompts = plan.prompts
-    if plan.facts_first:
+    if plan.facts_first and cfg.extractive:  # the prompts are the item requests of the sentences
+        outcome.facts = sentence_listing(plan.chunks)
+    elif plan.facts_first:
         outcome.facts = {}
         ask_all(cfg, prompts, teacher, FactCollector(cfg, plan, outcome), show_progress, "facts")
         outcome.counts["fact_requests"] = len(prompts)
         if outcome.interrupted:
             return outcome
-        prompts = item_prompts(cfg, plan, outcome.facts)
+        prompts = item_prompts(cfg, plan.task, plan.chunks, outcome.facts)
     ask_all(cfg, prompts, teacher, Collector(cfg, plan, outcome), show_progress, "chunks")
     return outcome
 

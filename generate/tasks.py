@@ -96,11 +96,18 @@ class Task:
         """The schema sent to the teacher: exactly `n` items; with `chunk`, evidence limited to its
         sentences (or to `quotes` where given); with `phrasings` > 1, each item asks one fact in that
         many distinct `questions`; with `spans`, evidence and answer first, the answer a span of the
-        evidence (one branch per sentence, generate/spans.py)."""
+        evidence (one branch per sentence, generate/spans.py), and where `quotes` are given (the facts
+        of a facts-first request, one item each) item i quotes quotes[i]."""
         schema = self.reply_schema(phrasings)
         items = schema["properties"]["items"]
         items["minItems"] = items["maxItems"] = n
-        quotes = (list(dict.fromkeys(quotes)) if quotes else quotable_sentences(chunk)) if chunk else []
+        given = list(dict.fromkeys(quotes)) if quotes and chunk else None
+        quotes = (given or quotable_sentences(chunk)) if chunk else []
+        if spans and self.extractive and given and len(given) == n:
+            item, recite = items.pop("items"), self.name == "qa"
+            items["prefixItems"] = [extractive_item(item, [quote], recite, others=given) for quote in given]
+            items["items"] = False
+            return schema
         if spans and self.extractive:
             items["items"] = extractive_item(items["items"], quotes, recite=self.name == "qa")
             return schema
@@ -126,17 +133,19 @@ class Task:
         return found
 
 
-def extractive_item(item: dict, quotes: list[str], recite: bool) -> dict:
+def extractive_item(item: dict, quotes: list[str], recite: bool, others: list[str] | None = None) -> dict:
     """An item with its evidence and answer first; with `quotes`, one branch per quote and answer
     span of it (generate/spans.py; a quote without spans, e.g. a heading, is left out); `recite`
-    (the qa task): its reasoning the quote itself (the reasoning task keeps its own traces)."""
+    (the qa task): its reasoning the quote itself (the reasoning task keeps its own traces). A
+    question names a word no sentence of `others` (default: `quotes`) has."""
+    others = quotes if others is None else others
     rest = {key: value for key, value in item["properties"].items() if key not in ("evidence", "answer")}
     ordered = {**item, "properties": {"evidence": item["properties"]["evidence"], "answer": item["properties"]["answer"], **rest}}
     branches = []
     for quote in quotes:
         for answer in answer_spans(quote):
             pinned = {"evidence": {"type": "string", "enum": [quote]}, "answer": {"type": "string", "enum": [answer]}}
-            branches.append({**ordered, "properties": {**pinned, **held_to_words(rest, quote, answer, quotes, recite)}})
+            branches.append({**ordered, "properties": {**pinned, **held_to_words(rest, quote, answer, others, recite)}})
     return {"anyOf": branches} if branches else ordered
 
 
@@ -188,6 +197,9 @@ def worst_case_tokens(schema: dict) -> int | None:
     kind = schema.get("type")
     if kind == "string":
         return None if "maxLength" not in schema else 2 + 2 * schema["maxLength"]
+    if kind == "array" and "prefixItems" in schema and schema.get("items") is False:
+        bounds = [worst_case_tokens(item) for item in schema["prefixItems"]]
+        return None if None in bounds else 2 + sum(bound + 2 for bound in bounds)
     if kind == "array":
         inner = worst_case_tokens(schema.get("items", {}))
         return None if inner is None or "maxItems" not in schema else 2 + schema["maxItems"] * (inner + 2)

@@ -183,9 +183,11 @@ def corpus(tmp_path) -> Path:
 
 
 def branches(request: Request) -> list[dict]:
-    """The item shapes the request schema offers: one, or (answers: span) one per quote and answer."""
-    item = request.schema["properties"]["items"]["items"]
-    return [branch["properties"] for branch in item["anyOf"]] if "anyOf" in item else [item["properties"]]
+    """The item shapes the request schema offers: one, or (answers: span) one per quote and answer, in
+    order (facts first with span answers: item i's branches, then item i+1's: prefixItems)."""
+    array = request.schema["properties"]["items"]
+    shapes = array["prefixItems"] if "prefixItems" in array else [array["items"]]
+    return [branch["properties"] for item in shapes for branch in item.get("anyOf", [item])]
 
 
 def evidence_choices(request: Request) -> list[str]:

@@ -46,7 +46,7 @@ def rows(path: Path) -> list[dict]:
 def test_auto_lists_the_facts_then_asks_every_one_in_as_many_requests_as_needed(tmp_path, teacher_factory):
     canal(tmp_path / "docs")
     teacher = teacher_factory()
-    manifest = gen(tmp_path)
+    manifest = gen(tmp_path, answers="free")  # the teacher lists (span answers list the sentences: below)
     assert GenConfig().pairs_per_chunk == "auto" and manifest["config"]["pairs_per_chunk"] == "auto"
     listings = [r for r in teacher.sent if is_listing(r)]
     asked = [r for r in teacher.sent if not is_listing(r)]
@@ -63,7 +63,24 @@ def test_auto_lists_the_facts_then_asks_every_one_in_as_many_requests_as_needed(
     assert coverage["sentence_coverage"] == 1.0
     assert manifest["counts"]["fact_requests"] == 1 and manifest["counts"]["requests"] == 3
     again = teacher_factory()
-    assert gen(tmp_path)["counts"]["sent"] == 0 and again.sent == []  # listings and items both come from the cache
+    assert gen(tmp_path, answers="free")["counts"]["sent"] == 0 and again.sent == []  # listings and items, cached
+
+
+def test_span_answers_take_the_sentences_as_facts_and_hold_each_item_to_its_own(tmp_path, teacher_factory):
+    """answers: span (the embedded teacher's default): no listing request (the 135M teacher listed 41 of 100
+    facts); every sentence with an answer span is a fact, asked 4 a request, item i held to sentence i."""
+    canal(tmp_path / "docs")
+    teacher = teacher_factory()
+    manifest = gen(tmp_path)
+    assert manifest["answers"] == "span" and not any(is_listing(r) for r in teacher.sent)
+    assert [r.schema["properties"]["items"]["minItems"] for r in teacher.sent] == [4, 2]
+    held = [item["anyOf"] for r in teacher.sent for item in r.schema["properties"]["items"]["prefixItems"]]
+    assert [{b["properties"]["evidence"]["enum"][0] for b in branches} for branches in held] == [{s} for s in SIX]
+    records = rows(tmp_path / "out" / "train.jsonl") + rows(tmp_path / "out" / "test.jsonl")
+    assert {r["evidence"] for r in records} == set(SIX) and len(records) == len(SIX) * 3
+    coverage = manifest["coverage"]
+    assert coverage["facts_listed"] == coverage["facts_taught"] == len(SIX) and coverage["sentence_coverage"] == 1.0
+    assert manifest["counts"]["fact_requests"] == 0 and manifest["counts"]["requests"] == 2
 
 
 def test_a_chunk_that_states_nothing_gets_no_listing_request(tmp_path, teacher_factory):
@@ -72,7 +89,7 @@ def test_a_chunk_that_states_nothing_gets_no_listing_request(tmp_path, teacher_f
     canal(tmp_path / "docs")
     (tmp_path / "docs" / "heading.md").write_text("# Appendix\n")
     teacher = teacher_factory()
-    manifest = gen(tmp_path)
+    manifest = gen(tmp_path, answers="free")
     listings = [r for r in teacher.sent if is_listing(r)]
     assert len(listings) == 1 and "Brannock" in listings[0].messages[1]["content"]
     assert manifest["counts"]["chunks"] == 2 and manifest["counts"]["fact_requests"] == 1
@@ -105,7 +122,7 @@ def test_coverage_names_the_sentences_no_item_quotes_and_the_summary_prints_it(
     teacher_factory(lists_two)
     monkeypatch.setenv("COLUMNS", "500")
     with pytest.raises(SystemExit) as exit_:
-        main(["gen", str(tmp_path / "docs"), "--out", str(tmp_path / "out"), "chunk_tokens=256"])
+        main(["gen", str(tmp_path / "docs"), "--out", str(tmp_path / "out"), "chunk_tokens=256", "answers=free"])
     code, stdout = exit_.value.code, capsys.readouterr().out
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     coverage = manifest["coverage"]
