@@ -202,6 +202,7 @@ def main() -> None:
     if unknown or not variants:
         sys.exit(f"error: unknown variant {', '.join(unknown) or '(none given)'}; use some of {', '.join(VARIANTS)}")
     out = Path(args.out).resolve()
+    started = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit()}  # what ran, not what is checked out at the end
     write_corpus(out, pages=args.pages, facts_per_page=FACTS_PER_PAGE, seed=args.seed)
     write_unseen(out, PHRASINGS)
     server = ExactTeacher(out) if args.teacher == "exact" else contextlib.nullcontext()
@@ -212,7 +213,7 @@ def main() -> None:
         print(f"exact teacher requests: {dict(server.counts)}")
     report = table(rows)
     machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "platform": platform.platform()}
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine, "commit": commit(), "teacher": args.teacher,
+    meta = {**started, "machine": machine, "teacher": args.teacher,
             "pages": args.pages, "facts_per_page": FACTS_PER_PAGE, "seed": args.seed, "extra_args": {"gen": args.gen, "train": args.train, "eval": args.eval}}  # fmt: skip
     (out / "results.json").write_text(json.dumps({**meta, "variants": rows}, indent=1) + "\n")
     header = f"# Knowledge benchmark\n\n{meta['date']}, commit {meta['commit']}, {machine['processor']} ({machine['cpus']} CPUs), teacher {args.teacher}\n\n"
