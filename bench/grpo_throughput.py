@@ -10,6 +10,8 @@ sides are timed by the same code (train/grpo_trainer.py's StepTimes and StepStat
 Metrics), which measures and changes nothing in what runs.
 
   python bench/grpo_throughput.py gpu --out runs/bench-grpo         # 1.1B Llama shape, random init, LoRA r16
+  python bench/grpo_throughput.py gpu --model embedded              # a pretrained model (SmolLM2-135M-Instruct):
+                                                                    # TRL's baseline stays finite for every step
   python bench/grpo_throughput.py gpu --run "trl" --run "distill generation=vllm"   # chosen runs, distill overrides
   python bench/grpo_throughput.py cpu --out runs/bench-grpo-cpu     # a tiny shape on the CPU: a smoke test of the bench
 
@@ -19,6 +21,9 @@ completion is 128 tokens), lr 5e-6, beta 0, temperature 1.0, reward: `spaces` (b
 backend auto (Unsloth where it runs) and generation auto (vLLM where installed); TRL with its
 GRPOConfig defaults otherwise (gradient checkpointing on, transformers generate).
 cpu: hidden 64, 2 layers, 2 prompts x 4 generations x 16 tokens, 4 steps.
+--model NAME|PATH replaces the random model (gpu and cpu): `embedded`, or any model folder. On the
+random 1.1B model TRL's update diverged (grad norm NaN from step 5, 2026-12-04), which left 3 steps to
+compare; a pretrained model keeps both sides finite, so the ratio rests on the 12 steps after warm-up.
 
 Results: printed as a table and written to OUT/results-MODE.json; each run's metrics.jsonl under OUT/.
 """
@@ -39,7 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from train_throughput import TARGETS, make_data, make_model  # noqa: E402  (the SFT bench's data and 1.1B model)
 
 SHAPES = {
-    "gpu": dict(steps=12, warmup=4, prompts=4, generations=8, new_tokens=128),
+    "gpu": dict(steps=16, warmup=4, prompts=4, generations=8, new_tokens=128),
     "cpu": dict(steps=4, warmup=1, prompts=2, generations=4, new_tokens=16),
 }
 LR = 5e-6
@@ -210,7 +215,10 @@ def main() -> None:
 
     tokenizer = a.tokenizer or os.environ.get("DISTILL_TEST_TOKENIZER") or resolve_model("embedded")
     data = str(make_data(Path(a.out) / "data", 64, trace=(1, 2, 3)))  # short prompts: sampling, not prompt length, is measured
-    model = str(make_model(Path(a.out) / "llama-1b", tokenizer) if a.mode == "gpu" else tiny_model(Path(a.out) / "tiny", tokenizer))
+    if a.model:
+        model = resolve_model(a.model)
+    else:
+        model = str(make_model(Path(a.out) / "llama-1b", tokenizer) if a.mode == "gpu" else tiny_model(Path(a.out) / "tiny", tokenizer))
     runs = [(r.split()[0], tuple(r.split()[1:])) for r in a.run] if a.run else [("distill", ()), ("trl", ())]
     results = [launch(a, impl, model, data, extra) for impl, extra in runs]
     report(a, results)
@@ -220,7 +228,8 @@ def report(a, results: list[dict]) -> None:
     import torch
 
     card = torch.cuda.get_device_name(0) if a.mode == "gpu" and torch.cuda.is_available() else "cpu"
-    print(f"\n{card}: {a.prompts} prompts x {a.generations} generations x {a.new_tokens} tokens a step, LoRA r {a.r}, {a.steps} steps (warm-up {a.warmup})")
+    print(f"\n{card}: {a.prompts} prompts x {a.generations} generations x {a.new_tokens} tokens a step, LoRA r {a.r}, {a.steps} steps (warm-up {a.warmup}), "
+          f"model {a.model or 'random'}")
     print(f"{'run':44} {'s/step':>7} {'vs TRL':>7} {'gen tok/s':>10} {'train tok/s':>11} {'gen s':>6} {'upd s':>6} {'1st s':>6} {'peak GiB':>9}")
     trl = next((r for r in results if r.get("impl") == "trl" and r.get("seconds_per_step")), None)
     for r in results:
@@ -232,7 +241,8 @@ def report(a, results: list[dict]) -> None:
         vs = f"{r['steps_per_s_vs_trl']:.2f}x" if trl else "-"
         print(f"{name:44} {r['seconds_per_step']:7.2f} {vs:>7} {r['generated_tokens_per_s'] or 0:10.0f} {r['training_tokens_per_s'] or 0:11.0f} "
               f"{r['generate_seconds'] or 0:6.2f} {r['update_seconds'] or 0:6.2f} {r['first_step_seconds'] or 0:6.1f} {r['peak_memory_gib']:9.2f}")
-    Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "shape": SHAPES[a.mode], "results": results}, indent=2))
+    shape = {**SHAPES[a.mode], "steps": a.steps, "warmup": a.warmup, "model": a.model or "random"}
+    Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "shape": shape, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ timed from the per-step log: steady-state training tokens/s excludes the first `
 steps; peak memory is torch.cuda.max_memory_allocated (GPU) or the process's peak RSS (CPU).
 
   python bench/train_throughput.py gpu --out runs/bench   # ~1.1B Llama shape, random init, LoRA + QLoRA
+  python bench/train_throughput.py gpu --shape 8b --method qlora --r 32 --batch 2 --grad-accum 4 --lengths short
+      # Unsloth's README setting on the Llama-3-8B shape (QLoRA only: distill and TRL)
+  python bench/train_throughput.py gpu --shape 8b --method qlora --r 32 --batch 8   # distill's own batch
   python bench/train_throughput.py cpu --out runs/bench   # embedded SmolLM2-135M student, 2 threads
   python bench/train_throughput.py gpu --run "trl lora" --run "distill lora batching=padding-free"  # chosen runs
   python bench/train_throughput.py gpu --run "distill lora TORCH_LOGS=recompiles"  # UPPER_CASE=value: environment
@@ -13,8 +16,14 @@ Each distill run's own output is kept in OUT/distill-METHOD.log, its per-step lo
 OUT/distill-METHOD/metrics.jsonl.
 
 Data: distillation-shaped records (a question, a `<think>` trace, a short answer) built from
-the Python language reference that every CPython carries (pydoc_data.topics), 80-1,100
-tokens each. MFU counts 6 x parameters FLOP per token (the usual convention, also for LoRA).
+the Python language reference that every CPython carries (pydoc_data.topics): `--lengths long`
+(the GPU default) 80-1,100 tokens each, `--lengths short` (the CPU default; Alpaca-like) ~100-250.
+`--grad-accum N` accumulates N micro-batches of `--batch` on both sides.
+
+MFU, two conventions, both printed: 6N (6 x parameters FLOP a token: forward 2N, backward 4N; the
+usual convention, also quoted for LoRA) and 4N (what LoRA really spends: the frozen weights need
+no weight gradients, so the backward is 2N; the adapters' own FLOPs are under 1% at r <= 64).
+N counts every parameter of the model (embeddings included), against the card's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -32,7 +41,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM datasheet
-LLAMA_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4)
+SHAPES = {  # Llama shapes, random init, with the SmolLM2 tokenizer (vocabulary 49,152)
+    "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4),
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8),
+}
+LLAMA_1B = SHAPES["1b"]
+LENGTHS = {"long": (1, 2, 3, 5, 8, 12, 20, 30), "short": (1, 2, 3)}  # trace sentences a record
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -70,8 +84,8 @@ def make_data(folder: Path, n: int, seed: int = 0, trace: tuple = (1, 2, 3, 5, 8
     return folder
 
 
-def make_model(folder: Path, tokenizer_dir: str) -> Path:
-    """A ~1.1B Llama-shaped model, random init, bf16, with the SmolLM2 tokenizer."""
+def make_model(folder: Path, tokenizer_dir: str, shape: str = "1b") -> Path:
+    """A Llama-shaped model of SHAPES[shape] (~1.1B or ~7.6B), random init, bf16, with the SmolLM2 tokenizer."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -79,10 +93,15 @@ def make_model(folder: Path, tokenizer_dir: str) -> Path:
         return folder
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=4096, tie_word_embeddings=False,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **LLAMA_1B)
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **SHAPES[shape])
     torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16: the 8B shape in float32 would be 30 GB first
+    try:
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -112,7 +131,7 @@ def run_distill(a) -> dict:
     out = Path(a.workdir) / f"distill-{a.method}"
     cmd = [sys.executable, "-m", "distill", "train", a.data, "--out", str(out), "--model", a.model, "--method", a.method,
            "--max-steps", str(a.steps), "--batch-size", str(a.batch), "--overwrite", "--json", "-q", "save_steps=100000",
-           f"lora_r={a.r}", f"lora_alpha={a.r}", f"backend={a.backend}"]
+           f"lora_r={a.r}", f"lora_alpha={a.r}", f"backend={a.backend}", f"grad_accum={a.grad_accum}"]
     if a.threads:
         cmd.append(f"threads={a.threads}")
     config, env = split_extra(a.extra)
@@ -153,6 +172,7 @@ def run_trl(a) -> dict:
     ds = load_dataset("json", data_files=str(Path(a.data) / "train.jsonl"), split="train")
     ds = ds.map(lambda r: {"prompt": r["messages"][:1], "completion": r["messages"][1:]}, remove_columns=ds.column_names)
     args = SFTConfig(output_dir=str(Path(a.workdir) / f"trl-{a.method}"), per_device_train_batch_size=a.batch, max_steps=a.steps,
+                     gradient_accumulation_steps=a.grad_accum,
                      learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to="none", bf16=gpu, use_cpu=not gpu,
                      gradient_checkpointing=True, max_length=None, disable_tqdm=True)
     peft = LoraConfig(r=a.r, lora_alpha=a.r, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
@@ -179,7 +199,7 @@ def one(a) -> None:
 def launch(a, impl: str, method: str, model: str, data: str, extra: tuple = ()) -> dict:
     cmd = [sys.executable, __file__, "one", "--impl", impl, "--method", method, "--model", model, "--data", data,
            "--workdir", a.out, "--steps", str(a.steps), "--warmup", str(a.warmup), "--batch", str(a.batch), "--r", str(a.r),
-           "--backend", a.backend] + (["--threads", str(a.threads)] if a.threads else []) + [f"--extra={e}" for e in extra]
+           "--backend", a.backend, "--grad-accum", str(a.grad_accum)] + (["--threads", str(a.threads)] if a.threads else []) + [f"--extra={e}" for e in extra]
     started = time.time()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
@@ -217,6 +237,9 @@ def main() -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--extra", action="append", help="distill only: extra key=value config overrides, or UPPER_CASE=value environment variables (repeatable)")
     p.add_argument("--run", action="append", help='"IMPL METHOD [key=value ...]" (repeatable): run these instead of the mode\'s default set')
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches accumulated a step, both sides")
+    p.add_argument("--shape", choices=list(SHAPES), default="1b", help="gpu modes: the Llama shape built (random init)")
+    p.add_argument("--lengths", choices=list(LENGTHS), help="record lengths (default: long on GPU, short on CPU)")
     p.add_argument("--records", type=int, default=800)
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the embedded model's)")
     a = p.parse_args()
@@ -230,12 +253,15 @@ def main() -> None:
     a.threads = a.threads or (None if gpu else 2)
     os.makedirs(a.out, exist_ok=True)
     # GPU: 80-1,100 tokens a record; CPU: short QA records (~100-250 tokens), as the quickstart makes
-    data = str(make_data(Path(a.out) / "data", a.records, trace=(1, 2, 3, 5, 8, 12, 20, 30) if gpu else (1, 2, 3)))
+    a.lengths = a.lengths or ("long" if gpu else "short")
+    data = str(make_data(Path(a.out) / f"data-{a.lengths}", a.records, trace=LENGTHS[a.lengths]))
     if gpu:
         from common.models import resolve_model
 
-        model = str(make_model(Path(a.out) / "llama-1b", a.tokenizer or resolve_model("embedded")))
+        model = str(make_model(Path(a.out) / f"llama-{a.shape}", a.tokenizer or resolve_model("embedded"), a.shape))
         runs = [("distill", "lora"), ("trl", "lora"), ("distill", "qlora"), ("trl", "qlora")]
+        if a.shape == "8b":  # QLoRA: the shape Unsloth's claims are made on
+            runs = [("distill", "qlora"), ("trl", "qlora")]
         if a.mode == "gpu-beyond":  # past like-for-like: no activation recompute (memory is plentiful), then packing
             nogc = ("gradient_checkpointing=false",)
             runs = [("trl", "lora"), ("distill", "lora", nogc), ("distill", "lora", nogc + ("packing=true", "max_seq_length=4096", "batch_size=4"))]
@@ -256,20 +282,24 @@ def report(a, results: list[dict], model: str, gpu: bool) -> None:
     card = torch.cuda.get_device_name(0) if gpu else "cpu"
     n = params(model)
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in card), None)
-    print(f"\nmodel {model} ({n / 1e9:.3f}B params), card {card}, batch {a.batch}, LoRA r {a.r}, steps {a.steps} (warm-up {a.warmup})")
-    print(f"{'impl':8} {'method':6} {'tokens/s':>10} {'peak GiB':>9} {'MFU':>6} {'vs TRL':>7}")
+    print(f"\nmodel {model} ({n / 1e9:.3f}B params), card {card}, batch {a.batch} x {a.grad_accum} accumulated, LoRA r {a.r}, "
+          f"records {a.lengths}, steps {a.steps} (warm-up {a.warmup})")
+    print(f"{'impl':8} {'method':6} {'tokens/s':>10} {'peak GiB':>9} {'MFU 6N':>7} {'MFU 4N':>7} {'vs TRL':>7}")
     base = {r["method"]: r for r in results if r.get("impl") == "trl" and "tokens_per_s" in r}
     for r in results:
         if "tokens_per_s" not in r:
             print(f"{r['impl']:8} {r['method']:6} failed")
             continue
         mfu = r["tokens_per_s"] * 6 * n / (peak * 1e12) if peak else None
-        r["mfu"] = mfu
+        r["mfu"], r["mfu_4n"] = mfu, mfu * 4 / 6 if mfu else None
         ref = base.get(r["method"])
         r["vs_trl"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref and ref["tokens_per_s"] else None
         ratio = f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x" if ref and ref["tokens_per_s"] else "-"
-        print(f"{r['impl']:8} {r['method'] + ('+' + ','.join(r['extra']) if r.get('extra') else ''):6} {r['tokens_per_s']:10.1f} {r['peak_memory_gib']:9.2f} {(f'{mfu:.1%}' if mfu else '-'):>6} {ratio:>7}")
-    Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "params": n, "results": results}, indent=2))
+        mfu4 = r["mfu_4n"]
+        print(f"{r['impl']:8} {r['method'] + ('+' + ','.join(r['extra']) if r.get('extra') else ''):6} {r['tokens_per_s']:10.1f} "
+              f"{r['peak_memory_gib']:9.2f} {(f'{mfu:.1%}' if mfu else '-'):>7} {(f'{mfu4:.1%}' if mfu4 else '-'):>7} {ratio:>7}")
+    shape = {"shape": a.shape if gpu else "embedded", "batch": a.batch, "grad_accum": a.grad_accum, "lengths": a.lengths, "r": a.r}
+    Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "params": n, **shape, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
