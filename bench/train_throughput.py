@@ -85,7 +85,7 @@ def make_data(folder: Path, n: int, seed: int = 0, trace: tuple = (1, 2, 3, 5, 8
 
 
 def make_model(folder: Path, tokenizer_dir: str, shape: str = "1b") -> Path:
-    """A Llama-shaped model of SHAPES[shape] (~1.1B or ~7.6B), random init, bf16, with the SmolLM2 tokenizer."""
+    """A Llama-shaped model of SHAPES[shape] (~1.1B or 7.4B parameters), random init, bf16, with the SmolLM2 tokenizer."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
