@@ -31,7 +31,9 @@ from generate.validate import grounded, normalize_space
 FACTS_PER_REQUEST = 4  # listed facts asked in one item request
 MAX_FACTS = 24  # facts one listing may hold
 FACT_CHARS = 160  # bound of a fact's statement
-MIN_WORDS = 5  # a shorter sentence (a heading, a label, a fragment) is not a factual sentence
+# a shorter sentence (a label, a fragment: "See below.") is not a factual sentence; "Steiskrostel has 3133
+# inhabitants." is (at 5, such facts were neither counted nor, with span answers, asked: bench/knowledge.py)
+MIN_WORDS = 4
 UNCOVERED_LISTED = 20  # uncovered sentences named in the manifest
 TEMPLATE = Path(__file__).parent / "prompts" / "facts.txt"
 
