@@ -133,7 +133,7 @@ def test_coverage_names_the_sentences_no_item_quotes_and_the_summary_prints_it(
 
 
 def test_factual_sentences_leave_out_headings_and_fragments():
-    text = "# A heading of many words here\n\nShort line. See it.\n\nThe canal was dug in 1791. It is long and wide indeed!"
+    text = "# A heading of many words\n\nShort line. See it.\n\nThe canal was dug in 1791. It is long and wide indeed!"
     assert factual_sentences(text) == ["The canal was dug in 1791.", "It is long and wide indeed!"]
     four = "Steiskrostel has 3133 inhabitants."
     assert factual_sentences(four) == [four]
