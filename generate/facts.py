@@ -80,8 +80,8 @@ def listed_facts(output: dict, chunk: str) -> tuple[list[dict], list[dict]]:
 
 def sentence_facts(chunk: str) -> list[dict]:
     """Span answers: the facts of a chunk are its sentences that state something and hold an answer
-    span, in order, with no listing request. The teacher span answers are for (the embedded 135M)
-    listed 41 of 100 facts when asked (bench/knowledge.py, docs/eval.md); the sentences are all there."""
+    span, in order, with no listing request. The teacher span answers exist for (the embedded 135M),
+    asked to list, named 41 facts for 115 factual sentences (bench/knowledge.py, docs/eval.md)."""
     factual = set(factual_sentences(chunk))
     return [{"fact": s, "evidence": s} for s in quotable_sentences(chunk) if s in factual and answer_spans(s)]
 

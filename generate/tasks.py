@@ -105,7 +105,8 @@ class Task:
         quotes = (given or quotable_sentences(chunk)) if chunk else []
         if spans and self.extractive and given and len(given) == n:
             item, recite = items.pop("items"), self.name == "qa"
-            items["prefixItems"] = [extractive_item(item, [quote], recite, others=given) for quote in given]
+            others = quotable_sentences(chunk)  # a question names a word none of the chunk's other sentences has
+            items["prefixItems"] = [extractive_item(item, [quote], recite, others) for quote in given]
             items["items"] = False
             return schema
         if spans and self.extractive:
@@ -137,7 +138,7 @@ def extractive_item(item: dict, quotes: list[str], recite: bool, others: list[st
     """An item with its evidence and answer first; with `quotes`, one branch per quote and answer
     span of it (generate/spans.py; a quote without spans, e.g. a heading, is left out); `recite`
     (the qa task): its reasoning the quote itself (the reasoning task keeps its own traces). A
-    question names a word no sentence of `others` (default: `quotes`) has."""
+    question names a word that no other sentence of `others` (default: `quotes`) has."""
     others = quotes if others is None else others
     rest = {key: value for key, value in item["properties"].items() if key not in ("evidence", "answer")}
     ordered = {**item, "properties": {"evidence": item["properties"]["evidence"], "answer": item["properties"]["answer"], **rest}}
