@@ -10,8 +10,8 @@ sides are timed by the same code (train/grpo_trainer.py's StepTimes and StepStat
 Metrics), which measures and changes nothing in what runs.
 
   python bench/grpo_throughput.py gpu --out runs/bench-grpo         # 1.1B Llama shape, random init, LoRA r16
-  python bench/grpo_throughput.py gpu --model embedded              # a pretrained model (SmolLM2-135M-Instruct):
-                                                                    # TRL's baseline stays finite for every step
+  python bench/grpo_throughput.py gpu --model embedded              # a pretrained model (SmolLM2-135M-Instruct),
+                                                                    # for a TRL baseline that does not diverge
   python bench/grpo_throughput.py gpu --run "trl" --run "distill generation=vllm"   # chosen runs, distill overrides
   python bench/grpo_throughput.py cpu --out runs/bench-grpo-cpu     # a tiny shape on the CPU: a smoke test of the bench
 
@@ -23,7 +23,8 @@ GRPOConfig defaults otherwise (gradient checkpointing on, transformers generate)
 cpu: hidden 64, 2 layers, 2 prompts x 4 generations x 16 tokens, 4 steps.
 --model NAME|PATH replaces the random model (gpu and cpu): `embedded`, or any model folder. On the
 random 1.1B model TRL's update diverged (grad norm NaN from step 5, 2026-12-04), which left 3 steps to
-compare; a pretrained model keeps both sides finite, so the ratio rests on the 12 steps after warm-up.
+compare; a pretrained model's logits are tame, so both sides should stay finite and the ratio rest on the
+12 steps after warm-up (not yet run on a GPU).
 
 Results: printed as a table and written to OUT/results-MODE.json; each run's metrics.jsonl under OUT/.
 """
