@@ -67,8 +67,8 @@ def test_auto_lists_the_facts_then_asks_every_one_in_as_many_requests_as_needed(
 
 
 def test_span_answers_take_the_sentences_as_facts_and_hold_each_item_to_its_own(tmp_path, teacher_factory):
-    """answers: span (the embedded teacher's default): no listing request (the 135M teacher listed 41 of 100
-    facts); every sentence with an answer span is a fact, asked 4 a request, item i held to sentence i."""
+    """answers: span (the embedded teacher's default): no listing request (the 135M teacher listed 41 facts for
+    115 sentences); every sentence with an answer span is a fact, asked 4 a request, item i held to sentence i."""
     canal(tmp_path / "docs")
     teacher = teacher_factory()
     manifest = gen(tmp_path)
