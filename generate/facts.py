@@ -86,6 +86,11 @@ def sentence_facts(chunk: str) -> list[dict]:
     return [{"fact": s, "evidence": s} for s in quotable_sentences(chunk) if s in factual and answer_spans(s)]
 
 
+def sentence_listing(chunks) -> dict[str, list[dict]]:
+    """Facts first with span answers: each chunk's facts, by chunk key (the listing no teacher is asked for)."""
+    return {chunk.key: sentence_facts(chunk.text) for chunk in chunks}
+
+
 def batches(facts: list[dict]) -> list[list[dict]]:
     return [facts[i : i + FACTS_PER_REQUEST] for i in range(0, len(facts), FACTS_PER_REQUEST)]
 

@@ -41,7 +41,7 @@ from generate.facts import (
     listing_schema,
     listing_validator,
     sentence_coverage,
-    sentence_facts,
+    sentence_listing,
 )
 from generate.ingest import Document, Skipped, discover, read_all
 from generate.progress import GenProgress
@@ -143,11 +143,6 @@ def chunk_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk]) -> list[Promp
             schema = task.request_schema(n, chunk.text if cfg.teacher.structured else None, k, spans=spans)
             prompts.append(Prompt(task.messages(chunk.text, n, k, spans=spans), schema, reply_budget(cfg, schema), tag=chunk))
     return prompts
-
-
-def sentence_listing(chunks: list[Chunk]) -> dict[str, list[dict]]:
-    """Facts first with span answers: each chunk's facts are its sentences (generate/facts.sentence_facts)."""
-    return {chunk.key: sentence_facts(chunk.text) for chunk in chunks}
 
 
 def item_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk], listed: dict[str, list[dict]]) -> list[Prompt]:
