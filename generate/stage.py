@@ -18,7 +18,7 @@ import random
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import schemas
@@ -26,9 +26,10 @@ from common.config import redact
 from common.errors import UserError
 from common.io import write_json, write_jsonl
 from common.models import resolve_model
-from common.teacher.ask import Answer, CachedTeacher, Prompt
+from common.teacher.ask import CachedTeacher, Prompt
 from common.versions import versions
 from generate.chunk import Chunk, chunk_documents
+from generate.collect import Collector, FactCollector, Outcome, ask_all
 from generate.config import GenConfig
 from generate.curate import coverage, curate
 from generate.export import export_dir
@@ -36,24 +37,19 @@ from generate.facts import (
     batches,
     facts_note,
     factual_sentences,
-    listed_facts,
     listing_messages,
     listing_schema,
-    listing_validator,
     sentence_coverage,
     sentence_listing,
 )
 from generate.ingest import Document, Skipped, discover, read_all
-from generate.progress import GenProgress
 from generate.records import make_record
 from generate.rewrites import rewrite, rewrite_prompts, text_rows
-from generate.spans import answer_in_evidence, leaks
 from generate.split import describe_split, drop_near_twins, split
 from generate.tasks import Task, load_task, worst_case_tokens
-from generate.validate import grounded, parse_output, question_key, repair_prompt
+from generate.validate import question_key
 from generate.verdict import low_yield_warnings
 
-REPAIRABLE = ("invalid_json", "schema")
 EST_TOKENS_PER_ITEM = {"qa": 120, "reasoning": 260}
 
 
@@ -66,27 +62,6 @@ class Plan:
     task: Task
     prompts: list[Prompt]  # one per chunk, in chunk order, tagged with their chunk (facts first: the listings)
     facts_first: bool = False
-
-
-@dataclass
-class Outcome:
-    """What the run produced, per chunk, plus counters for the manifest."""
-
-    items: dict[str, list[dict]] = field(default_factory=dict)  # chunk key -> accepted items
-    rejects: list[dict] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
-    tokens: Counter = field(default_factory=Counter)
-    text: list[dict] = field(default_factory=list)  # accepted rewrites (text rows)
-    interrupted: bool = False
-    last_error: str = ""  # of the failed requests (counts["failed_requests"]), for the summary line
-    structured_output: dict = field(default_factory=dict)  # base URL -> dialect it was asked in (openai)
-    schema_rendering: dict = field(default_factory=dict)  # base URL -> rendering of the schema it was sent (openai)
-    facts: dict[str, list[dict]] | None = None  # facts first: chunk key -> the facts its listing named
-
-    def failed(self, error: str) -> None:
-        """A teacher request (writer, repair, rewrite or judge) that failed: the run is incomplete."""
-        self.counts["failed_requests"] += 1
-        self.last_error = error
 
 
 def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -> dict:
@@ -201,94 +176,6 @@ def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool)
         prompts = item_prompts(cfg, plan.task, plan.chunks, outcome.facts)
     ask_all(cfg, prompts, teacher, Collector(cfg, plan, outcome), show_progress, "chunks")
     return outcome
-
-
-def ask_all(
-    cfg: GenConfig, prompts: list[Prompt], teacher: CachedTeacher, collector: Collector, show_progress: bool, label: str
-) -> None:
-    """Ask every prompt, then re-ask the outputs that failed the schema (with the error shown),
-    up to `repair_attempts` rounds; every answer is settled the moment it arrives."""
-    counts = collector.outcome.counts
-    with GenProgress(len(prompts), enabled=show_progress, label=label) as bar:
-        collector.bar = bar
-        counts["requests"] += len(prompts)
-        todo = prompts
-        for attempt in range(cfg.teacher.repair_attempts + 1):
-            collector.attempt, collector.repairs = attempt, []
-            asked = teacher.ask(todo, on_answer=collector.settle)
-            if attempt == 0:
-                counts["cache_hits"] += asked.cache_hits
-            counts["sent"] += asked.sent
-            if asked.interrupted:
-                collector.outcome.interrupted = True
-                break
-            todo = collector.repairs
-            if not todo:
-                break
-
-
-class Collector:
-    """Decides what each answer means: accepted items, a repair to send, or a rejection."""
-
-    def __init__(self, cfg: GenConfig, plan: Plan, outcome: Outcome):
-        self.cfg, self.plan, self.bar = cfg, plan, GenProgress(0, enabled=False)
-        self.outcome = outcome
-        self.attempt = 0
-        self.repairs: list[Prompt] = []
-
-    def validator(self):
-        return self.plan.task.validator_for(self.cfg.questions_per_fact)
-
-    def settle(self, answer: Answer) -> None:
-        response, chunk, out = answer.response, answer.prompt.tag, self.outcome
-        out.tokens.update(prompt=response.prompt_tokens, completion=response.completion_tokens)
-        output, reason, detail = parse_output(response, self.validator())
-        out.counts["finish_length"] += response.finish_reason == "length"
-        if reason == "failed_request":
-            out.failed(response.error)
-        if output is None and reason in REPAIRABLE and self.attempt < self.cfg.teacher.repair_attempts:
-            self.repairs.append(repair_prompt(answer.prompt, response.text, detail))
-            out.counts["repairs"] += 1
-            return
-        if output is None:
-            out.rejects.append({"reason": reason, "detail": detail, "chunk": chunk.key, "output": response.text})
-            self.bar.advance(chunks=1, rejected=1, tokens=response.completion_tokens)
-            return
-        self.accept(chunk, output, response)
-
-    def accept(self, chunk: Chunk, output: dict, response) -> None:
-        out = self.outcome
-        items = self.plan.task.items(output)
-        if response.reasoning and self.plan.task.name == "reasoning" and len(output["items"]) == 1:
-            for item in items:  # one fact: the native trace is its reasoning, for each of its phrasings
-                item["reasoning"] = response.reasoning.strip()
-        good = []
-        for item in items:
-            if item["evidence"] and not grounded(item["evidence"], chunk.text):
-                out.rejects.append({"reason": "ungrounded", "detail": "evidence is not a quote of the chunk", "chunk": chunk.key, "item": item})
-            elif self.cfg.extractive and not answer_in_evidence(item["answer"], item["evidence"]):
-                out.rejects.append({"reason": "answer_not_in_evidence", "detail": "answers: span, and the answer is not words of its evidence", "chunk": chunk.key, "item": item})
-            elif self.cfg.extractive and leaks(item["question"], item["answer"]):
-                out.rejects.append({"reason": "answer_in_question", "detail": "answers: span, and the question holds its answer", "chunk": chunk.key, "item": item})
-            else:
-                good.append(item)
-        out.items.setdefault(chunk.key, []).extend(good)  # facts first: a chunk answers in several requests
-        self.bar.advance(chunks=1, accepted=len(good), rejected=len(items) - len(good), tokens=response.completion_tokens)
-
-
-class FactCollector(Collector):
-    """The replies of the listing requests (facts first): the grounded facts of every chunk."""
-
-    def validator(self):
-        return listing_validator()
-
-    def accept(self, chunk: Chunk, output: dict, response) -> None:
-        facts, ungrounded = listed_facts(output, chunk.text)
-        for fact in ungrounded:
-            reject = {"reason": "ungrounded_fact", "detail": "evidence is not a quote of the chunk", "chunk": chunk.key}
-            self.outcome.rejects.append({**reject, "fact": fact})
-        self.outcome.facts[chunk.key] = facts
-        self.bar.advance(chunks=1, accepted=len(facts), rejected=len(ungrounded), tokens=response.completion_tokens)
 
 
 # ---------------------------------------------------------------- save

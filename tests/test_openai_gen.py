@@ -18,7 +18,7 @@ import schemas
 from common.teacher import backend_openai
 from distill.cli import main
 from generate.curate import drop_near_duplicates
-from generate.stage import Outcome
+from generate.collect import Outcome
 
 from openai_server import FakeOpenAI, Reply, good_json, make_docs
 
