@@ -11,8 +11,12 @@ single:    generate.ingest.read_all + generate.chunk.chunk_documents in this pro
 processes: the ceiling any scheduler can reach on this machine: --cpus plain processes (multiprocessing,
            started and warmed outside the clock), each reading every cpus-th file of a shuffled list.
 ray:       generate.ray_stage.read_files (what `distill gen --ray` runs) on a local Ray started with --cpus
-           CPUs, for each --files-per-read: `cold` includes starting the worker processes (imports,
-           tokenizer load), then --repeat `warm` runs reuse them.
+           CPUs, a fresh one for each --files-per-read: `cold` includes starting the worker processes
+           (imports, tokenizer load), then --repeat `warm` runs reuse them.
+Ray's runs also record the CPU seconds their warm runs cost, by process (workers `ray::`, Ray's
+daemons, this driver, other), from /proc.
+Each part prints its figures the moment it ends (and rewrites --out), so a run stopped by a time limit
+keeps what it measured.
 Every run must produce the same number of chunks (checked). Ratio per core: rate / (cpus x single rate),
 each from the runs' median.
 """
@@ -119,7 +123,8 @@ def processes(cfg: GenConfig, cpus: int, repeat: int) -> dict:
         return summary([timed(work) for _ in range(repeat)])
 
 
-def on_ray(cfg: GenConfig, cpus: int, repeat: int, files_per_read: list[int]) -> dict:
+def on_ray(cfg: GenConfig, cpus: int, repeat: int, files_per_read: int) -> dict:
+    """One setting on a fresh local Ray: `cold` includes starting the worker processes."""
     import ray
 
     from generate.ray_stage import read_files, set_data_context
@@ -133,21 +138,44 @@ def on_ray(cfg: GenConfig, cpus: int, repeat: int, files_per_read: list[int]) ->
     )
     set_data_context(ray, show_progress=False)
     paths = discover(cfg.inputs)
-    results = {}
+    run_cfg = cfg.model_copy(update={"ray": RayConfig(files_per_read=files_per_read)})
+
+    def work() -> tuple[int, int]:
+        rows = read_files(ray, run_cfg, paths).take_all()
+        return sum(1 for r in rows if not r["skipped"]), sum(len(json.loads(r["chunks"])) for r in rows)
+
     try:
-        for n in files_per_read:
-            run_cfg = cfg.model_copy(update={"ray": RayConfig(files_per_read=n)})
-
-            def work() -> tuple[int, int]:
-                rows = read_files(ray, run_cfg, paths).take_all()
-                return sum(1 for r in rows if not r["skipped"]), sum(len(json.loads(r["chunks"])) for r in rows)
-
-            cold = timed(work)  # the first setting's cold run starts the workers
-            warm = summary([timed(work) for _ in range(repeat)])
-            results[f"files_per_read={n}"] = {"cold_seconds": round(cold[0], 2), **warm}
+        cold = timed(work)
+        before = cpu_seconds()
+        warm = summary([timed(work) for _ in range(repeat)])
+        return {"cold_seconds": round(cold[0], 2), **warm, "cpu_seconds_warm": cpu_spent(before, cpu_seconds())}
     finally:
         ray.shutdown()
-    return results
+
+
+KINDS = ("raylet", "gcs_server", "ray::", "log_monitor", "dashboard", "runtime_env", "ingest_throughput")
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """pid -> (kind, user + system CPU seconds) of every process (Linux /proc): where the warm runs' CPU went,
+    Ray's workers (`ray::`), its own daemons, and this driver (`ingest_throughput`)."""
+    tick, found = os.sysconf("SC_CLK_TCK"), {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = next((k for k in KINDS if k in cmd), "other")
+        found[int(proc.name)] = (kind, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def cpu_spent(before: dict, after: dict) -> dict[str, float]:
+    spent: dict[str, float] = {}
+    for pid, (kind, seconds) in after.items():
+        spent[kind] = spent.get(kind, 0.0) + seconds - before.get(pid, (kind, 0.0))[1]
+    return {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.01}
 
 
 def main() -> None:
@@ -159,18 +187,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
         make_corpus(Path(tmp), args.files)
+        print(f"corpus: {args.files} files written in {time.perf_counter() - started:.1f} s", flush=True)
         cfg = GenConfig(inputs=[tmp])
         result = {"files": args.files, "cpus": args.cpus, "cpu": cpu_model(), "load_before": os.getloadavg()}
-        result["single"] = single(cfg, args.repeat)
-        result["processes"] = processes(cfg, args.cpus, args.repeat)
-        result["ray"] = on_ray(cfg, args.cpus, args.repeat, args.files_per_read)
+        report(result, "single", single(cfg, args.repeat), args)
+        report(result, "processes", processes(cfg, args.cpus, args.repeat), args)
+        for n in args.files_per_read:  # each setting on its own local Ray, reported as it ends
+            report(result, f"files_per_read={n}", on_ray(cfg, args.cpus, args.repeat, n), args, under="ray")
         result["load_after"] = os.getloadavg()
-    rate = result["single"]["docs_per_s"]
-    for run in [result["processes"], *result["ray"].values()]:
-        assert run["chunks"] == result["single"]["chunks"], result
-        run["ratio_per_core"] = round(run["docs_per_s"] / (args.cpus * rate), 2)
     print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+def report(result: dict, name: str, run: dict, args, under: str | None = None) -> None:
+    """Store one part's figures in result (under result[under] if given), print them and rewrite --out
+    the moment the part ends: a run stopped by a time limit still leaves what it measured."""
+    if "single" in result:
+        assert run["chunks"] == result["single"]["chunks"], (name, run, result["single"])
+        run["ratio_per_core"] = round(run["docs_per_s"] / (args.cpus * result["single"]["docs_per_s"]), 2)
+    (result.setdefault(under, {}) if under else result)[name] = run
+    print(f"{under + ' ' if under else ''}{name}: {json.dumps(run)}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 
