@@ -40,6 +40,39 @@ def test_docx_headings_become_markdown_headings(tmp_path):
     assert text.split("\n\n")[1:] == FACTS["docx"]
 
 
+def test_docx_styles_resolve_as_python_docx_resolves_them(tmp_path):
+    """The one-pass style lookup names each paragraph's style as python-docx's (slow) Paragraph.style
+    does: headings of any level, a built-in style, no style, an id the document lacks, a character style."""
+    import docx
+
+    from generate.ingest import _docx_style_names
+
+    document = docx.Document()
+    document.add_heading("Top", level=1)
+    document.add_heading("Deep", level=3)
+    document.add_paragraph("Quoted", style="Quote")
+    document.add_paragraph("Plain")
+    for style_id in ("NoSuchStyle", "Strong"):  # unknown; a character style's id on a paragraph
+        document.add_paragraph("Odd")._p.get_or_add_pPr().get_or_add_pStyle().val = style_id
+    path = tmp_path / "styles.docx"
+    document.save(str(path))
+    reopened = docx.Document(str(path))
+    style_of = _docx_style_names(reopened)
+    got = [style_of(p._p.style) for p in reopened.paragraphs]
+    assert got == [(p.style.name or "").lower() for p in reopened.paragraphs]
+    assert got[:4] == ["heading 1", "heading 3", "quote", "normal"]
+    assert read(path).split("\n\n")[:2] == ["# Top", "### Deep"]
+
+    from docx.oxml.ns import qn  # a template whose default paragraph style is Heading 2 (w:default="true")
+
+    for style in reopened.styles.element.xpath('w:style[@w:default="1"]'):
+        style.set(qn("w:default"), "0")
+    reopened.styles["Heading 2"].element.set(qn("w:default"), "true")
+    style_of = _docx_style_names(reopened)
+    assert [style_of(p._p.style) for p in reopened.paragraphs] == [(p.style.name or "").lower() for p in reopened.paragraphs]
+    assert style_of(None) == "heading 2"
+
+
 def test_htm_and_markdown_suffixes_and_bom(tmp_path):
     htm = write_txt(tmp_path / "page.HTM", "<p>Upper-case suffix works too.</p>")
     md = tmp_path / "notes.markdown"
