@@ -17,8 +17,8 @@ import pytest
 import schemas
 from common.teacher import backend_openai
 from distill.cli import main
-from generate.curate import drop_near_duplicates
 from generate.collect import Outcome
+from generate.curate import drop_near_duplicates
 
 from openai_server import FakeOpenAI, Reply, good_json, make_docs
 

@@ -142,8 +142,8 @@ def test_without_phrasings_whole_items_are_held_out():
 
 
 def test_near_duplicates_are_dropped_across_facts_not_within_one():
-    from generate.curate import drop_near_duplicates
     from generate.collect import Outcome
+    from generate.curate import drop_near_duplicates
 
     def item(question, evidence, answer="x"):
         return {"question": question, "reasoning": "r", "answer": answer, "evidence": evidence}
