@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from common.teacher.ask import Answer, CachedTeacher, Prompt
 from generate.chunk import Chunk
@@ -19,10 +18,8 @@ from generate.config import GenConfig
 from generate.facts import listed_facts, listing_validator
 from generate.progress import GenProgress
 from generate.spans import answer_in_evidence, leaks
+from generate.tasks import Task
 from generate.validate import grounded, parse_output, repair_prompt
-
-if TYPE_CHECKING:
-    from generate.stage import Plan
 
 REPAIRABLE = ("invalid_json", "schema")
 
@@ -76,14 +73,14 @@ def ask_all(
 class Collector:
     """Decides what each answer means: accepted items, a repair to send, or a rejection."""
 
-    def __init__(self, cfg: GenConfig, plan: Plan, outcome: Outcome):
-        self.cfg, self.plan, self.bar = cfg, plan, GenProgress(0, enabled=False)
+    def __init__(self, cfg: GenConfig, task: Task, outcome: Outcome):
+        self.cfg, self.task, self.bar = cfg, task, GenProgress(0, enabled=False)
         self.outcome = outcome
         self.attempt = 0
         self.repairs: list[Prompt] = []
 
     def validator(self):
-        return self.plan.task.validator_for(self.cfg.questions_per_fact)
+        return self.task.validator_for(self.cfg.questions_per_fact)
 
     def settle(self, answer: Answer) -> None:
         response, chunk, out = answer.response, answer.prompt.tag, self.outcome
@@ -104,8 +101,8 @@ class Collector:
 
     def accept(self, chunk: Chunk, output: dict, response) -> None:
         out = self.outcome
-        items = self.plan.task.items(output)
-        if response.reasoning and self.plan.task.name == "reasoning" and len(output["items"]) == 1:
+        items = self.task.items(output)
+        if response.reasoning and self.task.name == "reasoning" and len(output["items"]) == 1:
             for item in items:  # one fact: the native trace is its reasoning, for each of its phrasings
                 item["reasoning"] = response.reasoning.strip()
         good = []

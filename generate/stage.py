@@ -169,12 +169,12 @@ def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool)
         outcome.facts = sentence_listing(plan.chunks)
     elif plan.facts_first:
         outcome.facts = {}
-        ask_all(cfg, prompts, teacher, FactCollector(cfg, plan, outcome), show_progress, "facts")
+        ask_all(cfg, prompts, teacher, FactCollector(cfg, plan.task, outcome), show_progress, "facts")
         outcome.counts["fact_requests"] = len(prompts)
         if outcome.interrupted:
             return outcome
         prompts = item_prompts(cfg, plan.task, plan.chunks, outcome.facts)
-    ask_all(cfg, prompts, teacher, Collector(cfg, plan, outcome), show_progress, "chunks")
+    ask_all(cfg, prompts, teacher, Collector(cfg, plan.task, outcome), show_progress, "chunks")
     return outcome
 
 
