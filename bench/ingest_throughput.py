@@ -7,7 +7,10 @@ Run: PYTHONPATH=. .venv/bin/python bench/ingest_throughput.py [--files 2000] [--
 The corpus: --files generated documents, a quarter each of PDF, HTML, DOCX and Markdown (the
 writers of tests/conftest.py), each ~2-3 KB of made-up words in 6-10 paragraphs, in a temporary folder.
 single:    generate.ingest.read_all + generate.chunk.chunk_documents in this process, as `distill gen` runs
-           them; a first run warms the imports and the page cache, then --repeat timed runs.
+           them, pinned to one CPU: the rate of one core, which every ratio divides by (the
+           tokenizer's own threads would otherwise take the other cores for part of the time;
+           `single_unpinned` is that rate); a first run warms the imports and the page cache, then
+           --repeat timed runs.
 processes: the ceiling any scheduler can reach on this machine: --cpus plain processes (multiprocessing,
            started and warmed outside the clock), each reading every cpus-th file of a shuffled list.
 ray:       generate.ray_stage.read_files (what `distill gen --ray` runs) on a local Ray started with --cpus
@@ -98,10 +101,19 @@ def read_and_count(cfg: GenConfig, files: list[Path]) -> tuple[int, int]:
     return len(docs), len(chunk_documents(docs, tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap))
 
 
-def single(cfg: GenConfig, repeat: int) -> dict:
+def single(cfg: GenConfig, repeat: int, one_cpu: bool = True) -> dict:
+    """One process; `one_cpu`: pinned to one CPU, the rate of one core (unpinned, the tokenizer's own
+    threads also use the other cores for part of the time)."""
     files = discover(cfg.inputs)
-    read_and_count(cfg, files)  # imports, tokenizer, page cache
-    return summary([timed(lambda: read_and_count(cfg, files)) for _ in range(repeat)])
+    allowed = os.sched_getaffinity(0)
+    if one_cpu:
+        os.sched_setaffinity(0, {min(allowed)})
+    try:
+        read_and_count(cfg, files)  # imports, tokenizer, page cache
+        runs = [timed(lambda: read_and_count(cfg, files)) for _ in range(repeat)]
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return summary(runs)
 
 
 def _part(args: tuple) -> tuple[int, int]:
@@ -192,7 +204,8 @@ def main() -> None:
         print(f"corpus: {args.files} files written in {time.perf_counter() - started:.1f} s", flush=True)
         cfg = GenConfig(inputs=[tmp])
         result = {"files": args.files, "cpus": args.cpus, "cpu": cpu_model(), "load_before": os.getloadavg()}
-        report(result, "single", single(cfg, args.repeat), args)
+        report(result, "single", single(cfg, args.repeat), args)  # one CPU: the per-core baseline
+        report(result, "single_unpinned", single(cfg, args.repeat, one_cpu=False), args)  # as distill gen runs
         report(result, "processes", processes(cfg, args.cpus, args.repeat), args)
         for n in args.files_per_read:  # each setting on its own local Ray, reported as it ends
             report(result, f"files_per_read={n}", on_ray(cfg, args.cpus, args.repeat, n), args, under="ray")
@@ -207,7 +220,14 @@ def report(result: dict, name: str, run: dict, args, under: str | None = None) -
     the moment the part ends: a run stopped by a time limit still leaves what it measured."""
     if "single" in result:
         assert run["chunks"] == result["single"]["chunks"], (name, run, result["single"])
-        run["ratio_per_core"] = round(run["docs_per_s"] / (args.cpus * result["single"]["docs_per_s"]), 2)
+        one_core = result["single"]["docs_per_s"]
+        if name == "single_unpinned":
+            run["vs_one_cpu"] = round(run["docs_per_s"] / one_core, 2)
+        else:
+            run["ratio_per_core"] = round(run["docs_per_s"] / (args.cpus * one_core), 2)
+            unpinned = result.get("single_unpinned", {}).get("docs_per_s")
+            if unpinned:  # against the unpinned process's rate, as earlier versions of this bench divided
+                run["ratio_vs_unpinned"] = round(run["docs_per_s"] / (args.cpus * unpinned), 2)
     (result.setdefault(under, {}) if under else result)[name] = run
     print(f"{under + ' ' if under else ''}{name}: {json.dumps(run)}", flush=True)
     if args.out:
