@@ -7,17 +7,16 @@ Run: PYTHONPATH=. .venv/bin/python bench/ingest_throughput.py [--files 2000] [--
 The corpus: --files generated documents, a quarter each of PDF, HTML, DOCX and Markdown (the
 writers of tests/conftest.py), each ~2-3 KB of made-up words in 6-10 paragraphs, in a temporary folder.
 single:    generate.ingest.read_all + generate.chunk.chunk_documents in this process, as `distill gen` runs
-           them, pinned to one CPU: the rate of one core, which every ratio divides by (the
-           tokenizer's own threads would otherwise take the other cores for part of the time;
-           `single_unpinned` is that rate); a first run warms the imports and the page cache, then
-           --repeat timed runs.
+           them, pinned to one CPU: the rate of one core, which every ratio divides by
+           (`single_unpinned`, free to move between cores, ran 4-8% slower on this project's 2-core
+           machine); a first run warms the imports and the page cache, then --repeat timed runs.
 processes: the ceiling any scheduler can reach on this machine: --cpus plain processes (multiprocessing,
            started and warmed outside the clock), each reading every cpus-th file of a shuffled list.
 ray:       generate.ray_stage.read_files (what `distill gen --ray` runs) on a local Ray started with --cpus
            CPUs, a fresh one for each --files-per-read: `cold` includes starting the worker processes
            (imports, tokenizer load), then --repeat `warm` runs reuse them.
-Ray's runs also record the CPU seconds their warm runs cost, by process (workers `ray::`, Ray's
-daemons, this driver, other), from /proc.
+Ray's runs also record the CPU seconds their warm runs cost, by process (`ray::`: the read workers and
+Ray Data's own actors; Ray's daemons; this driver; other), from /proc.
 Each part prints its figures the moment it ends (and rewrites --out), so a run stopped by a time limit
 keeps what it measured.
 Every run must produce the same number of chunks (checked). Ratio per core: rate / (cpus x single rate),
@@ -102,8 +101,7 @@ def read_and_count(cfg: GenConfig, files: list[Path]) -> tuple[int, int]:
 
 
 def single(cfg: GenConfig, repeat: int, one_cpu: bool = True) -> dict:
-    """One process; `one_cpu`: pinned to one CPU, the rate of one core (unpinned, the tokenizer's own
-    threads also use the other cores for part of the time)."""
+    """One process; `one_cpu`: pinned to one CPU, the rate of one core."""
     files = discover(cfg.inputs)
     allowed = os.sched_getaffinity(0)
     if one_cpu:
@@ -170,7 +168,7 @@ KINDS = ("raylet", "gcs_server", "ray::", "log_monitor", "dashboard", "runtime_e
 
 def cpu_seconds() -> dict[int, tuple[str, float]]:
     """pid -> (kind, user + system CPU seconds) of every process (Linux /proc): where the warm runs' CPU went,
-    Ray's workers (`ray::`), its own daemons, and this driver (`ingest_throughput`)."""
+    Ray's worker processes (`ray::`), its own daemons, and this driver (`ingest_throughput`)."""
     tick, found = os.sysconf("SC_CLK_TCK"), {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:

@@ -45,7 +45,6 @@ class Outcome:
         self.last_error = error
 
 
-
 def ask_all(
     cfg: GenConfig, prompts: list[Prompt], teacher: CachedTeacher, collector: Collector, show_progress: bool, label: str
 ) -> None:

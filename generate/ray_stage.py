@@ -40,7 +40,7 @@ from generate.config import GenConfig
 from generate.curate import curate
 from generate.ingest import Document, Skipped, discover, read_all, unique_files
 from generate.rewrites import rewrite, rewrite_prompts
-from generate.stage import Outcome, Plan, chunk_prompts, load_tokenizer, prepare_out, run, sample_chunks, save
+from generate.stage import Outcome, Plan, load_tokenizer, make_plan, prepare_out, run, sample_chunks, save
 from generate.tasks import load_task
 
 INSTALL = "pip install 'distill[ray]'"
@@ -181,15 +181,7 @@ class AskTeacher:
             for (o, d, _), raw in zip(files, batch["chunks"])
             for i, a, b, t in json.loads(raw)
         ]
-        plan = Plan(
-            self.out,
-            [],
-            [],
-            [c for _, c in chunks],
-            self.task,
-            chunk_prompts(self.cfg, self.task, [c for _, c in chunks]),
-            self.cfg.facts_first,
-        )
+        plan = make_plan(self.cfg, self.task, self.out, [], [], [c for _, c in chunks])
         try:
             outcome = run(self.cfg, plan, self.teacher, show_progress=False)
         except UserError as exc:  # an unreachable teacher, a rejected key: the driver says it in one line
@@ -261,4 +253,4 @@ def gather(cfg: GenConfig, out: Path, task, rows, links: list[Skipped]) -> tuple
     ordered = [c for _, c in sorted(chunks, key=lambda oc: (oc[0], oc[1].index))]
     if cfg.max_chunks:  # sample_chunks leaves a sample in (doc, index) order
         ordered.sort(key=lambda c: (c.doc, c.index))
-    return Plan(out, docs, skipped, ordered, task, chunk_prompts(cfg, task, ordered), cfg.facts_first), outcome
+    return make_plan(cfg, task, out, docs, skipped, ordered), outcome

@@ -62,6 +62,7 @@ class Plan:
     task: Task
     prompts: list[Prompt]  # one per chunk, in chunk order, tagged with their chunk (facts first: the listings)
     facts_first: bool = False
+    facts: dict[str, list[dict]] | None = None  # span answers, facts first: chunk key -> its sentence facts (asked)
 
 
 def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -> dict:
@@ -89,7 +90,17 @@ def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
         raise UserError(f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); pass readable documents")
     out = prepare_out(cfg.out) if create_out else Path(cfg.out)
     chunks = chunk_documents(docs, load_tokenizer(cfg.tokenizer), cfg.chunk_tokens, cfg.chunk_overlap)
-    chunks = sample_chunks(cfg, chunks)
+    return make_plan(cfg, task, out, docs, skipped, sample_chunks(cfg, chunks))
+
+
+def make_plan(
+    cfg: GenConfig, task: Task, out: Path, docs: list[Document], skipped: list[Skipped], chunks: list[Chunk]
+) -> Plan:
+    """The run's prompts for these chunks. Span answers, facts first: the facts are the sentences (no listing
+    to ask), found once here and asked by the prompts; otherwise one prompt per chunk (chunk_prompts)."""
+    if cfg.facts_first and cfg.extractive:
+        facts = sentence_listing(chunks)
+        return Plan(out, docs, skipped, chunks, task, item_prompts(cfg, task, chunks, facts), True, facts)
     return Plan(out, docs, skipped, chunks, task, chunk_prompts(cfg, task, chunks), cfg.facts_first)
 
 
@@ -103,8 +114,6 @@ def sample_chunks(cfg: GenConfig, chunks: list[Chunk]) -> list[Chunk]:
 def chunk_prompts(cfg: GenConfig, task: Task, chunks: list[Chunk]) -> list[Prompt]:
     """One teacher prompt per chunk, in chunk order, tagged with its chunk: the request for its facts'
     listing (facts first), else for its items."""
-    if cfg.facts_first and cfg.extractive:  # span answers: the facts are the sentences, no listing to ask
-        return item_prompts(cfg, task, chunks, sentence_listing(chunks))
     n, k = cfg.facts_per_request, cfg.questions_per_fact
     prompts = []
     for chunk in chunks:
@@ -165,8 +174,8 @@ def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool)
     """Ask for every chunk (facts first: for its listing, then for the items of the listed facts)."""
     outcome = Outcome()
     prompts = plan.prompts
-    if plan.facts_first and cfg.extractive:  # the prompts are the item requests of the sentences
-        outcome.facts = sentence_listing(plan.chunks)
+    if plan.facts is not None:  # span answers: the prompts are the item requests of the sentence facts
+        outcome.facts = plan.facts
     elif plan.facts_first:
         outcome.facts = {}
         ask_all(cfg, prompts, teacher, FactCollector(cfg, plan.task, outcome), show_progress, "facts")
