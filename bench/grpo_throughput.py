@@ -13,6 +13,7 @@ Metrics), which measures and changes nothing in what runs.
   python bench/grpo_throughput.py gpu --model embedded              # a pretrained model (SmolLM2-135M-Instruct),
                                                                     # for a TRL baseline that does not diverge
   python bench/grpo_throughput.py gpu --run "trl" --run "distill generation=vllm"   # chosen runs, distill overrides
+  python bench/grpo_throughput.py gpu --run distill --run "distill env:UNSLOTH_GRPO_PREFIX_GROUPER=0"  # a run's environment
   python bench/grpo_throughput.py cpu --out runs/bench-grpo-cpu     # a tiny shape on the CPU: a smoke test of the bench
 
 gpu: the 1.1B Llama shape (random init, bf16, the SmolLM2 tokenizer), LoRA r16 on every projection,
@@ -27,7 +28,7 @@ compare; a pretrained model's logits are tame, so both sides should stay finite 
 12 steps after warm-up. On an H200 (2026-12-05) distill's side ran in 144 s with the embedded model;
 TRL's side needs about as long again: give the pair 6 minutes or more.
 
-Results: printed as a table and written to OUT/results-MODE.json; each run's metrics.jsonl under OUT/.
+Results: printed as a table and written to OUT/results-MODE.json; each run's log and metrics.jsonl under OUT/ (runN-IMPL.log, runN/).
 """
 
 from __future__ import annotations
@@ -171,18 +172,23 @@ def one(a) -> None:
 # ---------------------------------------------------------------- driver
 
 
-def launch(a, impl: str, model: str, data: str, extra: tuple = ()) -> dict:
-    cmd = [sys.executable, __file__, "one", "--impl", impl, "--model", model, "--data", data, "--workdir", a.out, "--steps", str(a.steps),
+def launch(a, impl: str, model: str, data: str, extra: tuple = (), index: int = 0) -> dict:
+    """One run in its own process; `env:NAME=VALUE` items of extra set that run's environment (e.g. Unsloth's switches)."""
+    env = dict(os.environ, **dict(e[4:].split("=", 1) for e in extra if e.startswith("env:")))
+    overrides = [e for e in extra if not e.startswith("env:")]
+    workdir = str(Path(a.out) / f"run{index}")
+    cmd = [sys.executable, __file__, "one", "--impl", impl, "--model", model, "--data", data, "--workdir", workdir, "--steps", str(a.steps),
            "--warmup", str(a.warmup), "--prompts", str(a.prompts), "--generations", str(a.generations), "--new-tokens", str(a.new_tokens),
-           "--r", str(a.r)] + (["--threads", str(a.threads)] if a.threads else []) + [f"--extra={e}" for e in extra]
+           "--r", str(a.r)] + (["--threads", str(a.threads)] if a.threads else []) + [f"--extra={e}" for e in overrides]
     started = time.time()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    Path(a.out, f"{impl}.log").write_text(done.stdout + done.stderr)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    Path(a.out, f"run{index}-{impl}.log").write_text(done.stdout + done.stderr)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     if not lines:
         print(f"{impl} failed:\n{(done.stderr or done.stdout)[-4000:]}", flush=True)
-        return {"impl": impl, "error": (done.stderr or done.stdout)[-600:]}
+        return {"impl": impl, "extra": list(extra), "error": (done.stderr or done.stdout)[-600:]}
     result = json.loads(lines[-1][7:])
+    result["extra"] = list(extra)
     result["wall_s"] = round(time.time() - started, 1)
     print(json.dumps(result), flush=True)
     return result
@@ -222,7 +228,7 @@ def main() -> None:
     else:
         model = str(make_model(Path(a.out) / "llama-1b", tokenizer) if a.mode == "gpu" else tiny_model(Path(a.out) / "tiny", tokenizer))
     runs = [(r.split()[0], tuple(r.split()[1:])) for r in a.run] if a.run else [("distill", ()), ("trl", ())]
-    results = [launch(a, impl, model, data, extra) for impl, extra in runs]
+    results = [launch(a, impl, model, data, extra, i) for i, (impl, extra) in enumerate(runs)]
     report(a, results)
 
 

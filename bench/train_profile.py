@@ -10,6 +10,7 @@ start .. start+steps-1 and writes to --report: wall seconds per step, kernel (GP
 step and the share of the wall time the GPU was busy, then the top operators by GPU time and by
 host time. A GRPO step is labelled `distill.step` in the host-time table, its sampling and
 rewards `distill.generate`; the update (log-probabilities, loss, backward) is the difference.
+--python adds cProfile's view of the same steps (which Python functions the host time is spent in).
 --snapshot records the CUDA allocator history of the profiled steps (torch.cuda.memory._dump_snapshot;
 open it at https://pytorch.org/memory_viz) and adds to the report what was allocated at the highest
 point of those steps, summed by the code that allocated it. On a CPU only the host table is meaningful.
@@ -18,6 +19,9 @@ point of those steps, summed by the code that allocated it. On a CPU only the ho
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -49,6 +53,9 @@ def profiler_callback(a):
                     torch.cuda.memory._record_memory_history(max_entries=400_000, stacks="python")
                 self.prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else []))
                 self.prof.start()
+                self.python = cProfile.Profile() if a.python else None
+                if self.python:
+                    self.python.enable()
                 self.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
@@ -56,12 +63,14 @@ def profiler_callback(a):
                 sync()
                 wall = time.perf_counter() - self.started
                 self.prof.stop()
+                if self.python:
+                    self.python.disable()
                 peak = []
                 if a.snapshot:
                     torch.cuda.memory._dump_snapshot(a.snapshot)
                     torch.cuda.memory._record_memory_history(enabled=None)
                     peak = live_at_peak(a.snapshot, self.base, torch.cuda.max_memory_allocated())
-                write_report(a, self.prof, wall, peak)
+                write_report(a, self.prof, wall, peak, python_table(self.python) if self.python else [])
                 self.prof = None
 
     return Profile()
@@ -101,7 +110,14 @@ def site(frames: list[dict], depth: int = 3) -> str:
     return " < ".join(f"{Path(f['filename']).name}:{f['line']} {f['name']}" for f in own[:depth]) or "(no python frame)"
 
 
-def write_report(a, prof, wall: float, peak: list[str]) -> None:
+def python_table(python, top: int = 45) -> list[str]:
+    """The Python functions of the profiled steps by cumulative time (cProfile): where host time goes above torch's ops."""
+    text = io.StringIO()
+    pstats.Stats(python, stream=text).sort_stats("cumulative").print_stats(top)
+    return ["", "python functions by cumulative time (cProfile, same steps; its own overhead included):", text.getvalue()]
+
+
+def write_report(a, prof, wall: float, peak: list[str], python: list[str]) -> None:
     from torch.autograd import DeviceType
 
     events = prof.key_averages()
@@ -113,6 +129,7 @@ def write_report(a, prof, wall: float, peak: list[str]) -> None:
         *peak,
         events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=70),
         events.table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=70),
+        *python,
     ]
     Path(a.report).write_text("\n".join(lines))
     print("\n".join(lines[:2]), flush=True)
@@ -128,6 +145,7 @@ def main() -> None:
     p.add_argument("--start", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--snapshot")
+    p.add_argument("--python", action="store_true", help="also cProfile the same steps (top Python functions by cumulative time)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, as on the distill command line")
     a = p.parse_args()
 
