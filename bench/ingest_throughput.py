@@ -6,10 +6,10 @@ Run: PYTHONPATH=. .venv/bin/python bench/ingest_throughput.py [--files 2000] [--
 
 The corpus: --files generated documents, a quarter each of PDF, HTML, DOCX and Markdown (the
 writers of tests/conftest.py), each ~2-3 KB of made-up words in 6-10 paragraphs, in a temporary folder.
-single:    generate.ingest.read_all + generate.chunk.chunk_documents in this process, as `distill gen` runs
+single:    generate.ingest.read_all + generate.chunk.chunk_documents in a fresh process, as `distill gen` runs
            them, pinned to one CPU: the rate of one core, which every ratio divides by
-           (`single_unpinned`, free to move between cores, ran 4-8% slower on this project's 2-core
-           machine); a first run warms the imports and the page cache, then --repeat timed runs.
+           (`single_unpinned`: free to move between cores); a first run warms the imports and the page
+           cache, then --repeat timed runs.
 processes: the ceiling any scheduler can reach on this machine: --cpus plain processes (multiprocessing,
            started and warmed outside the clock), each reading every cpus-th file of a shuffled list.
 ray:       generate.ray_stage.read_files (what `distill gen --ray` runs) on a local Ray started with --cpus
@@ -20,7 +20,8 @@ Ray Data's own actors; Ray's daemons; this driver; other), from /proc.
 Each part prints its figures the moment it ends (and rewrites --out), so a run stopped by a time limit
 keeps what it measured.
 Every run must produce the same number of chunks (checked). Ratio per core: rate / (cpus x single rate),
-each from the runs' median.
+each from the runs' median. The single process runs again at the end (`single_after`), and every ratio is
+also given against the median of its runs before and after (`ratio_bracketed`): the machine's speed drifts.
 """
 
 from __future__ import annotations
@@ -101,17 +102,19 @@ def read_and_count(cfg: GenConfig, files: list[Path]) -> tuple[int, int]:
 
 
 def single(cfg: GenConfig, repeat: int, one_cpu: bool = True) -> dict:
-    """One process; `one_cpu`: pinned to one CPU, the rate of one core."""
-    files = discover(cfg.inputs)
-    allowed = os.sched_getaffinity(0)
+    """One fresh process, as `distill gen` runs (measured in this process, after it had written the corpus,
+    the first part ran ~20% slower than the same code at the end); `one_cpu`: pinned to one CPU before it
+    loads anything, its tokenizer's threads included: the rate of one core."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_single, (cfg, repeat, one_cpu))
+
+
+def _single(cfg: GenConfig, repeat: int, one_cpu: bool) -> dict:
     if one_cpu:
-        os.sched_setaffinity(0, {min(allowed)})
-    try:
-        read_and_count(cfg, files)  # imports, tokenizer, page cache
-        runs = [timed(lambda: read_and_count(cfg, files)) for _ in range(repeat)]
-    finally:
-        os.sched_setaffinity(0, allowed)
-    return summary(runs)
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    files = discover(cfg.inputs)
+    read_and_count(cfg, files)  # imports, tokenizer, page cache
+    return summary([timed(lambda: read_and_count(cfg, files)) for _ in range(repeat)])
 
 
 def _part(args: tuple) -> tuple[int, int]:
@@ -199,6 +202,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         make_corpus(Path(tmp), args.files)
+        os.sync()  # the corpus's pages on disk before any timing: writeback would slow the first part only
         print(f"corpus: {args.files} files written in {time.perf_counter() - started:.1f} s", flush=True)
         cfg = GenConfig(inputs=[tmp])
         result = {"files": args.files, "cpus": args.cpus, "cpu": cpu_model(), "load_before": os.getloadavg()}
@@ -207,6 +211,7 @@ def main() -> None:
         report(result, "processes", processes(cfg, args.cpus, args.repeat), args)
         for n in args.files_per_read:  # each setting on its own local Ray, reported as it ends
             report(result, f"files_per_read={n}", on_ray(cfg, args.cpus, args.repeat, n), args, under="ray")
+        bracket(result, single(cfg, args.repeat), args)
         result["load_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))
     if args.out:
@@ -228,6 +233,23 @@ def report(result: dict, name: str, run: dict, args, under: str | None = None) -
                 run["ratio_vs_unpinned"] = round(run["docs_per_s"] / (args.cpus * unpinned), 2)
     (result.setdefault(under, {}) if under else result)[name] = run
     print(f"{under + ' ' if under else ''}{name}: {json.dumps(run)}", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+def bracket(result: dict, after: dict, args) -> None:
+    """The one-core rate measured again after the other parts: this machine's speed drifts between
+    minutes (one-core rates of 205-245 documents/s in four invocations within ten minutes), so each
+    ratio is also given against the median of the runs before and after it (`ratio_bracketed`)."""
+    seconds = statistics.median(result["single"]["seconds"] + after["seconds"])
+    one_core = round(after["docs"] / seconds, 1)
+    result["single_after"], result["one_core_bracketed"] = after, one_core
+    parts = {"processes": result["processes"], **result.get("ray", {})}
+    for run in parts.values():
+        run["ratio_bracketed"] = round(run["docs_per_s"] / (args.cpus * one_core), 2)
+    ratios = ", ".join(f"{name} {run['ratio_bracketed']}" for name, run in parts.items())
+    print(f"single_after: {json.dumps(after)}", flush=True)
+    print(f"one core, before and after: {one_core} documents/s; ratios per core: {ratios}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 

@@ -146,7 +146,13 @@ def teacher_pool(ray, cfg: GenConfig, out: str) -> dict:
 
 @cache
 def _tokenizer(name: str):
-    return load_tokenizer(name)  # once per worker process
+    """The worker's tokenizer, loaded once per worker process, without its own thread pool (unless the
+    environment says otherwise): Ray runs one read task per CPU, so each worker's pool of one thread a
+    CPU would only compete with the other workers (N workers x N threads). On 2 CPUs its threads used
+    0.85 ms of CPU a document beside the task's 4.2 ms; the rate did not change measurably there
+    (docs/benchmarks.md, 2026-12-05)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return load_tokenizer(name)
 
 
 def read_and_chunk(batch: dict, cfg: dict) -> dict:

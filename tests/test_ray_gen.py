@@ -102,6 +102,24 @@ def test_every_teacher_actor_gets_a_share_of_a_read_task(docs, local_ray):
     assert teacher_batches(read, cfg).materialize().num_blocks() == 4
 
 
+def test_read_workers_tokenize_without_a_thread_pool_of_their_own(docs, local_ray, monkeypatch):
+    """One read task per CPU: a tokenizer thread pool in each worker would compete with the other workers."""
+    import ray
+
+    from generate.config import GenConfig
+    from generate.ingest import discover
+    from generate.ray_stage import read_files
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)  # the workers' environment comes from here
+
+    def worker_setting(batch: dict) -> dict:
+        return {"setting": [os.environ.get("TOKENIZERS_PARALLELISM", "unset")] * len(batch["doc"])}
+
+    cfg = GenConfig.model_validate({"inputs": [str(docs)], "ray": {"files_per_read": 2}})
+    rows = read_files(ray, cfg, discover(cfg.inputs)).map_batches(worker_setting, batch_size=None).take_all()
+    assert {r["setting"] for r in rows} == {"false"} and len(rows) == 4
+
+
 @pytest.mark.slow  # 25-77 s on the shared 2-core machine (load 10-15)
 def test_ray_answers_are_read_by_the_single_process_run(docs, tmp_path, local_ray):
     out = tmp_path / "out"
