@@ -23,6 +23,7 @@ crossing a copula ("is", "was", ...), and never holding the subject.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from generate.validate import normalize_space
 
@@ -55,9 +56,21 @@ GLUE = (
     "to for from by with and called named its it their year number name kind type"
 ).split()
 
+GLUE_SET = frozenset(GLUE)
+
 
 def words_of(sentence: str) -> list[str]:
-    return [EDGE.sub("", word) for word in normalize_space(sentence).split()]
+    return list(_words(sentence))
+
+
+@lru_cache(maxsize=65536)  # a chunk's sentences are read again for every answer span and every other sentence
+def _words(sentence: str) -> tuple[str, ...]:
+    return tuple(EDGE.sub("", word) for word in normalize_space(sentence).split())
+
+
+@lru_cache(maxsize=65536)
+def _folded(sentence: str) -> frozenset[str]:
+    return frozenset(w.casefold() for w in _words(sentence))
 
 
 def is_name(word: str) -> bool:
@@ -114,6 +127,7 @@ def subject_run(words: list[str], runs: list[tuple[int, int]]) -> tuple[int, int
     return None if all(any(c.isdigit() for c in w) for w in words[start:end]) else runs[0]
 
 
+@lru_cache(maxsize=65536)
 def subject_of(sentence: str) -> str | None:
     words = words_of(sentence)
     run = subject_run(words, name_runs(words))
@@ -129,28 +143,40 @@ def question_pattern(sentence: str, answer: str, others: list[str] = ()) -> str:
     banned = {w.casefold() for w in words_of(answer)}
     words = {w for w in words_of(sentence) if w.casefold() not in banned}
     words |= {stem for word in list(words) for stem in stems(word)}
-    words |= {w.casefold() for w in words} | set(GLUE)
+    words |= {w.casefold() for w in words} | GLUE_SET
     words -= banned
-    vocabulary, openings = alternatives(words), alternatives(QUESTION_OPENINGS)
+    vocabulary, openings = alternatives(words), OPENINGS
     subject = subject_of(sentence)
     if not subject or subject.casefold() in banned or set(subject.casefold().split()) & banned:
         return f"^{openings}( {vocabulary}){{1,{MOST_QUESTION_WORDS}}}[?.]$"
     third = MOST_QUESTION_WORDS // 3
     filler = f"( {vocabulary}){{0,{third}}}"
-    elsewhere = {w.casefold() for other in others if other != sentence for w in words_of(other)}
-    own = {
-        w for w in words if w.casefold() not in elsewhere | FUNCTION_WORDS | set(GLUE) | set(subject.casefold().split())
-    }
+    common = _elsewhere(sentence, tuple(others)) | FUNCTION_WORDS | GLUE_SET | set(subject.casefold().split())
+    own = {w for w in words if w.casefold() not in common}
     if not own:
         return f"^{openings}{filler} {re.escape(subject)}{filler}[?.]$"
     marked, named = alternatives(own), re.escape(subject)
     return f"^{openings}{filler} ({named}{filler} {marked}|{marked}{filler} {named}){filler}[?.]$"
 
 
+@lru_cache(maxsize=4096)  # the same for every answer span of a sentence
+def _elsewhere(sentence: str, others: tuple[str, ...]) -> frozenset[str]:
+    """The words (casefolded) of the other sentences."""
+    return frozenset().union(*(_folded(other) for other in others if other != sentence))
+
+
 def alternatives(words) -> str:
     """A regex group matching any of `words` (longest first; words a JSON string pattern cannot hold left out)."""
-    spelled = sorted((re.escape(w) for w in words if w and '"' not in w and "\\" not in w), key=lambda w: (-len(w), w))
+    spelled = sorted(filter(None, map(_spelled, words)), key=lambda w: (-len(w), w))
     return "(" + "|".join(spelled) + ")"
+
+
+@lru_cache(maxsize=65536)
+def _spelled(word: str) -> str | None:
+    return re.escape(word) if word and '"' not in word and "\\" not in word else None
+
+
+OPENINGS = alternatives(QUESTION_OPENINGS)
 
 
 def stems(word: str) -> list[str]:
