@@ -153,7 +153,7 @@ def coverage(plan, outcome, records: list[dict], pairs_per_chunk: int, split_dro
         "chunks_with_items": len(plan.chunks) - len(empty),
         "chunks_without_items": len(empty),
         "items_per_chunk": dict(sorted(Counter(str(written[c.key]) for c in plan.chunks).items())),
-        "items_asked": len(plan.prompts) * pairs_per_chunk,
+        "items_asked": plan.request_count * pairs_per_chunk,
         "items_lost": lost,
         "empty_chunks": [
             {"chunk": key, "reason": reasons[key].most_common(1)[0][0] if key in reasons else "not_answered"}

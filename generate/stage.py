@@ -63,6 +63,11 @@ class Plan:
     prompts: list[Prompt]  # one per chunk, in chunk order, tagged with their chunk (facts first: the listings)
     facts_first: bool = False
     facts: dict[str, list[dict]] | None = None  # span answers, facts first: chunk key -> its sentence facts (asked)
+    counted: int | None = None  # the Ray driver's plan: the teacher actors' prompts, counted there, not built again
+
+    @property
+    def request_count(self) -> int:
+        return len(self.prompts) if self.counted is None else self.counted
 
 
 def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -> dict:

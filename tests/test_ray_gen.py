@@ -102,6 +102,31 @@ def test_every_teacher_actor_gets_a_share_of_a_read_task(docs, local_ray):
     assert teacher_batches(read, cfg).materialize().num_blocks() == 4
 
 
+def test_the_driver_counts_the_actors_requests_without_planning_them_again(tmp_path, monkeypatch):
+    """Building every request schema again on the driver cost ~4 ms a chunk on one core (docs/scale.md)."""
+    import generate.ray_stage as ray_stage
+    import generate.stage as stage
+    from generate.config import GenConfig
+    from generate.tasks import load_task
+
+    def planned(*args, **kwargs):
+        raise AssertionError("the driver built the requests again")
+
+    for module, name in ((ray_stage, "make_plan"), (stage, "item_prompts"), (stage, "chunk_prompts")):
+        monkeypatch.setattr(module, name, planned)
+    cfg = GenConfig.model_validate({"inputs": [str(tmp_path)]})
+    nothing = {"items": {}, "rejects": [], "counts": {}, "tokens": {}, "interrupted": False, "last_error": None}
+    outcome = json.dumps({**nothing, "structured_output": {}, "schema_rendering": {}, "facts": None})
+    rows = [
+        {"files": json.dumps([[o, doc, ""]]), "chunks": json.dumps([[o, doc, 0, 0, 5, "Words"]]), "outcome": outcome}
+        | {"requests": n}
+        for o, doc, n in ((1, "b.md", 2), (0, "a.md", 3))
+    ]
+    plan, _ = ray_stage.gather(cfg, tmp_path, load_task(cfg.task), rows, [])
+    assert plan.request_count == 5 and [c.doc for c in plan.chunks] == ["a.md", "b.md"]
+    assert plan.facts_first == cfg.facts_first
+
+
 def test_read_workers_tokenize_without_a_thread_pool_of_their_own(docs, local_ray, monkeypatch):
     """One read task per CPU: a tokenizer thread pool in each worker would compete with the other workers."""
     import ray
