@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
-from generate.ingest import Document
+from generate.ingest import Document, fewer_collections
 
 # runs of non-blank lines, from a line start (indentation kept) to the last non-space character;
 # anchored at line starts, so a long run of blanks costs linear time, not quadratic
@@ -49,6 +49,7 @@ class Span:
     breaks: bool = False  # after a gap of whitespace too long to share a chunk with what came before
 
 
+@fewer_collections()
 def chunk_documents(docs: list[Document], tokenizer, size: int, overlap: int) -> list[Chunk]:
     chunks: list[Chunk] = []
     for doc in docs:

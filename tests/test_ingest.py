@@ -149,3 +149,17 @@ def test_document_ids_and_digests(tmp_path):
 def test_bad_inputs_are_user_errors(tmp_path, make, words):
     with pytest.raises(UserError, match=words):
         discover(make(tmp_path))
+
+
+def test_reading_collects_young_objects_less_often_and_restores_the_setting(tmp_path, monkeypatch):
+    """Young-object collections every 700 allocations took 15-30% of reading + chunking (docs/benchmarks.md)."""
+    import gc
+
+    from generate import ingest
+
+    (tmp_path / "a.md").write_text("# A\n\nWords.\n")
+    during = []
+    monkeypatch.setattr(ingest, "read", lambda path, max_file_mb: during.append(gc.get_threshold()[0]) or "Words.")
+    before = gc.get_threshold()
+    docs, _ = ingest.read_all([tmp_path / "a.md"])
+    assert docs and during == [50_000] and gc.get_threshold() == before
