@@ -38,7 +38,7 @@ from common.teacher.cache import merge_shards
 from generate.chunk import Chunk, chunk_documents
 from generate.config import GenConfig
 from generate.curate import curate
-from generate.ingest import Document, Skipped, discover, read_all, unique_files
+from generate.ingest import Document, Skipped, discover, fewer_collections, read_all, unique_files
 from generate.rewrites import rewrite, rewrite_prompts
 from generate.stage import Outcome, Plan, load_tokenizer, make_plan, prepare_out, run, sample_chunks, save
 from generate.tasks import load_task
@@ -155,6 +155,7 @@ def _tokenizer(name: str):
     return load_tokenizer(name)
 
 
+@fewer_collections()  # over the whole task, not only each file's read
 def read_and_chunk(batch: dict, cfg: dict) -> dict:
     """Files -> one row per file: its document id, why it was skipped (or ''), its chunks as JSON."""
     gen = GenConfig.model_validate(cfg)
