@@ -152,7 +152,7 @@ def test_bad_inputs_are_user_errors(tmp_path, make, words):
 
 
 def test_reading_collects_young_objects_less_often_and_restores_the_setting(tmp_path, monkeypatch):
-    """Young-object collections every 700 allocations took 15-30% of reading + chunking (docs/benchmarks.md)."""
+    """Young-object collections every 700 allocations took ~1 ms of a document's 5-7 ms (docs/benchmarks.md)."""
     import gc
 
     from generate import ingest
