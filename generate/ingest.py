@@ -93,20 +93,19 @@ def unique_files(paths: list[Path]) -> tuple[list[Path], list[Skipped]]:
     return kept, skipped
 
 
-class fewer_collections(contextlib.ContextDecorator):
+@contextlib.contextmanager
+def fewer_collections():
     """Python's young-object collections run every 700 allocations by default. Reading and chunking
     allocate millions of short-lived objects (pypdf's object trees, python-docx's XML, token lists), and
     those collections took ~1 ms of a document's 5-7 ms; inside this they run every 50,000 allocations
-    and one core reads ~1.4x the documents (2026-12-05, docs/benchmarks.md). The threshold is restored after."""
-
-    def __enter__(self):
-        self.before = gc.get_threshold()
-        gc.set_threshold(max(self.before[0], 50_000), *self.before[1:])
-        return self
-
-    def __exit__(self, *exc):
-        gc.set_threshold(*self.before)
-        return False
+    and one core reads ~1.4x the documents (2026-12-05, docs/benchmarks.md). The threshold is restored after
+    (each use keeps its own: a decorated function's calls may nest or overlap)."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 50_000), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 @fewer_collections()
