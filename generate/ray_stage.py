@@ -1,6 +1,6 @@
 """`distill gen --ray [ADDRESS]`: the gen stage as a Ray Data pipeline, on a local Ray or a cluster.
 
-    file paths ─ from_items ─▶ map_batches(read_and_chunk)        CPU tasks of ray.files_per_read files:
+    file paths ─ from_items ─▶ map_batches(read_and_chunk)        CPU tasks of ray.files_per_read files at most:
                                                                   generate.ingest + generate.chunk
                ─▶ repartition(ray.files_per_batch rows a block)   streamed, so every teacher actor gets work
                ─▶ map_batches(AskTeacher, concurrency=N)          teacher actors: generate.stage's prompts, cached
@@ -82,13 +82,23 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
     return save(cfg, plan, outcome, started)
 
 
+MIN_FILES_PER_READ = 8  # below this a task spent a quarter of its time on Ray's own overhead (2-core machine)
+
+
 def read_files(ray, cfg: GenConfig, paths: list[Path]):
-    """The dataset of the corpus's files read and chunked: one Ray task per `ray.files_per_read` files, in order."""
+    """The dataset of the corpus's files read and chunked, in order: tasks of `ray.files_per_read` files at
+    most (Ray splits the files evenly between them), and one task a CPU of the cluster at least where the
+    corpus allows (MIN_FILES_PER_READ files a task or more): at 64 files a task, 500 files were 8 tasks,
+    and half of a 16-CPU machine stood idle; 60 files were one task on one CPU."""
     rows = [{"ordinal": i, "path": str(p)} for i, p in enumerate(paths)]
-    blocks = max(1, math.ceil(len(rows) / cfg.ray.files_per_read))
-    return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-        read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=None
-    )
+    return ray.data.from_items(
+        rows, override_num_blocks=read_tasks(len(rows), cfg.ray.files_per_read, ray)
+    ).map_batches(read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=None)
+
+
+def read_tasks(files: int, files_per_read: int, ray) -> int:
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, math.ceil(files / files_per_read), min(math.ceil(files / MIN_FILES_PER_READ), cpus))
 
 
 def teacher_batches(files, cfg: GenConfig):

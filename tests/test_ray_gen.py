@@ -240,3 +240,22 @@ def test_ray_flag_that_swallowed_an_input_says_so(docs, tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["gen", "--out", str(tmp_path / "out"), "--ray", str(docs)])
     assert done.value.code == 2 and "--ray=ADDRESS" in capsys.readouterr().err
+
+
+def test_a_small_corpus_is_read_in_enough_tasks_for_every_cpu():
+    """At 64 files a task, 500 files were 8 tasks (half of 16 CPUs idle) and 60 files one task on one CPU:
+    now one task a CPU at least, where the corpus gives each 8 files or more."""
+    from generate.ray_stage import read_tasks
+
+    class Cluster:
+        def __init__(self, resources: dict):
+            self.resources = resources
+
+        def cluster_resources(self) -> dict:
+            return self.resources
+
+    two, sixteen = Cluster({"CPU": 2.0}), Cluster({"CPU": 16.0, "GPU": 8.0})
+    assert read_tasks(500, 64, sixteen) == 16 and read_tasks(60, 64, two) == 2
+    assert read_tasks(200, 64, two) == 4 and read_tasks(2000, 64, sixteen) == 32  # files_per_read decides
+    assert read_tasks(20, 64, sixteen) == 3 and read_tasks(12, 64, two) == 2 and read_tasks(4, 64, two) == 1
+    assert read_tasks(10, 1, two) == 10 and read_tasks(0, 64, Cluster({})) == 1
