@@ -2,7 +2,7 @@
 worker processes, and on a local Ray.
 
 Run: PYTHONPATH=. .venv/bin/python bench/ingest_throughput.py [--files 2000] [--cpus 2] [--repeat 3]
-         [--files-per-read 8 64] [--out results.json]
+         [--files-per-read 8 64] [--paired 6] [--out results.json]
 
 The corpus: --files generated documents, a quarter each of PDF, HTML, DOCX and Markdown (the
 writers of tests/conftest.py), each ~2-3 KB of made-up words in 6-10 paragraphs, in a temporary folder.
@@ -15,8 +15,14 @@ processes: the ceiling any scheduler can reach on this machine: --cpus plain pro
 ray:       generate.ray_stage.read_files (what `distill gen --ray` runs) on a local Ray started with --cpus
            CPUs, a fresh one for each --files-per-read: `cold` includes starting the worker processes
            (imports, tokenizer load), then --repeat `warm` runs reuse them.
+paired:    --paired rounds of single and Ray (the first --files-per-read) back to back, each as its part
+           above runs it with one timed run, in alternating order (single first, then Ray first, ...): the
+           ratio is taken within each round, so the machine's drift between minutes (10-30% here) falls
+           on both sides of it; the median round's ratio is the result.
 Ray's runs also record the CPU seconds their warm runs cost, by process (`ray::`: the read workers and
-Ray Data's own actors; Ray's daemons; this driver; other), from /proc.
+Ray Data's own actors; Ray's daemons; this driver; other), from /proc. Single and Ray runs count how
+often their workers were preempted (`preempted_per_s`: involuntary context switches a second, all their
+threads together, /proc): on a busy machine each is a core taken away mid-work.
 Each part prints its figures the moment it ends (and rewrites --out), so a run stopped by a time limit
 keeps what it measured.
 Every run must produce the same number of chunks (checked). Ratio per core: rate / (cpus x single rate),
@@ -114,7 +120,9 @@ def _single(cfg: GenConfig, repeat: int, one_cpu: bool) -> dict:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     files = discover(cfg.inputs)
     read_and_count(cfg, files)  # imports, tokenizer, page cache
-    return summary([timed(lambda: read_and_count(cfg, files)) for _ in range(repeat)])
+    before = preemptions([os.getpid()])
+    runs = [timed(lambda: read_and_count(cfg, files)) for _ in range(repeat)]
+    return {**summary(runs), "preempted_per_s": round((preemptions([os.getpid()]) - before) / sum(r[0] for r in runs))}
 
 
 def _part(args: tuple) -> tuple[int, int]:
@@ -159,11 +167,67 @@ def on_ray(cfg: GenConfig, cpus: int, repeat: int, files_per_read: int) -> dict:
 
     try:
         cold = timed(work)
-        before = cpu_seconds()
-        warm = summary([timed(work) for _ in range(repeat)])
-        return {"cold_seconds": round(cold[0], 2), **warm, "cpu_seconds_warm": cpu_spent(before, cpu_seconds())}
+        before, switches = cpu_seconds(), preemptions(ray_workers())
+        runs = [timed(work) for _ in range(repeat)]
+        preempted = round((preemptions(ray_workers()) - switches) / sum(r[0] for r in runs))
+        return {
+            "cold_seconds": round(cold[0], 2),
+            **summary(runs),
+            "cpu_seconds_warm": cpu_spent(before, cpu_seconds()),
+            "preempted_per_s": preempted,  # the read workers' threads, all together
+        }
     finally:
         ray.shutdown()
+
+
+def paired(cfg: GenConfig, cpus: int, rounds: int, files_per_read: int) -> dict:
+    """The pinned single process and Ray back to back, `rounds` times, alternating which goes first; each
+    side as its own part runs it (a fresh process; a fresh local Ray, warmed by a first run, so no idle Ray
+    weighs on the single process), one timed run each. The ratio per core of each round, and their median."""
+    results = []
+    for i in range(rounds):
+        order = ("single", "ray") if i % 2 == 0 else ("ray", "single")
+        got = {"first": order[0]}
+        for side in order:
+            run = single(cfg, 1) if side == "single" else on_ray(cfg, cpus, 1, files_per_read)
+            got[side] = {k: run[k] for k in ("docs_per_s", "chunks", "preempted_per_s")}
+        assert got["single"]["chunks"] == got["ray"]["chunks"], got
+        got["ratio_per_core"] = round(got["ray"]["docs_per_s"] / (cpus * got["single"]["docs_per_s"]), 2)
+        print(f"paired round {i + 1}: {json.dumps(got)}", flush=True)
+        results.append(got)
+    ratios = sorted(r["ratio_per_core"] for r in results)
+    return {
+        "files_per_read": files_per_read,
+        "rounds": results,
+        "ratio_median": statistics.median(ratios),
+        "ratio_range": [ratios[0], ratios[-1]],
+    }
+
+
+def ray_workers() -> list[int]:
+    """This machine's Ray worker processes (`ray::IDLE`, `ray::MapBatches(...)`), not Ray Data's own actors."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::") and not cmd.startswith("ray::_"):
+            found.append(int(proc.name))
+    return found
+
+
+def preemptions(pids: list[int]) -> int:
+    """Involuntary context switches so far of every thread of these processes."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue
+            total += int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
+    return total
 
 
 KINDS = ("raylet", "gcs_server", "ray::", "log_monitor", "dashboard", "runtime_env", "ingest_throughput")
@@ -197,6 +261,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--files-per-read", type=int, nargs="+", default=[8, RayConfig().files_per_read])
+    parser.add_argument("--paired", type=int, default=6, help="rounds of single and Ray back to back (0: none)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,6 +277,11 @@ def main() -> None:
         for n in args.files_per_read:  # each setting on its own local Ray, reported as it ends
             report(result, f"files_per_read={n}", on_ray(cfg, args.cpus, args.repeat, n), args, under="ray")
         bracket(result, single(cfg, args.repeat), args)
+        if args.paired:
+            result["paired"] = paired(cfg, args.cpus, args.paired, args.files_per_read[0])
+            print(f"paired: {json.dumps(result['paired'])}", flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(result, indent=2))
         result["load_after"] = os.getloadavg()
     print(json.dumps(result, indent=2))
     if args.out:
