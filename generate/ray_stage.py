@@ -89,7 +89,7 @@ def read_files(ray, cfg: GenConfig, paths: list[Path]):
     """The dataset of the corpus's files read and chunked, in order: tasks of `ray.files_per_read` files at
     most (Ray splits the files evenly between them), and one task a CPU of the cluster at least where the
     corpus allows (MIN_FILES_PER_READ files a task or more): at 64 files a task, 500 files were 8 tasks,
-    and half of a 16-CPU machine stood idle; 60 files were one task on one CPU."""
+    and half of a 16-CPU machine stood idle; 60 files were one task on one of 2 CPUs."""
     rows = [{"ordinal": i, "path": str(p)} for i, p in enumerate(paths)]
     return ray.data.from_items(
         rows, override_num_blocks=read_tasks(len(rows), cfg.ray.files_per_read, ray)
