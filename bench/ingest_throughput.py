@@ -42,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -204,17 +205,18 @@ def paired(cfg: GenConfig, cpus: int, rounds: int, files_per_read: int) -> dict:
     }
 
 
-def ray_workers() -> list[int]:
-    """This machine's Ray worker processes (`ray::IDLE`, `ray::MapBatches(...)`), not Ray Data's own actors."""
-    found = []
+def proc_table() -> Iterator[tuple[Path, str]]:
+    """Every process of this machine (Linux /proc): its folder and its command line, arguments space-separated."""
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            yield proc, (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if cmd.startswith("ray::") and not cmd.startswith("ray::_"):
-            found.append(int(proc.name))
-    return found
+
+
+def ray_workers() -> list[int]:
+    """This machine's Ray worker processes (`ray::IDLE`, `ray::MapBatches(...)`), not Ray Data's own actors."""
+    return [int(proc.name) for proc, cmd in proc_table() if cmd.startswith("ray::") and not cmd.startswith("ray::_")]
 
 
 def preemptions(pids: list[int]) -> int:
@@ -237,9 +239,8 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     """pid -> (kind, user + system CPU seconds) of every process (Linux /proc): where the warm runs' CPU went,
     Ray's worker processes (`ray::`), its own daemons, and this driver (`ingest_throughput`)."""
     tick, found = os.sysconf("SC_CLK_TCK"), {}
-    for proc in Path("/proc").glob("[0-9]*"):
+    for proc, cmd in proc_table():
         try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue

@@ -23,7 +23,7 @@ class RayConfig(BaseModel):
         2, ge=1, description="Teacher actors, each with its own backend and cache shard; teacher.concurrency is shared."
     )
     files_per_read: int = Field(
-        128, ge=1, description="Files read and chunked in one Ray task, at most: each task costs Ray's worker tens of ms of CPU of its own, so tasks of a few files spend the CPUs on Ray (128 read ~9% faster than 64 on 2 CPUs: bench/ingest_throughput.py). A corpus that would give the cluster fewer tasks than CPUs is read in smaller tasks (of 8 files at least), one a CPU."
+        128, ge=1, description="Files read and chunked in one Ray task, at most: each task costs Ray's worker tens of ms of CPU of its own, so tasks of a few files spend the CPUs on Ray (128 against 64 on 2 CPUs: +9% in alternating runs, within 2% in another; docs/benchmarks.md). A corpus that would give the cluster fewer tasks than CPUs is read in smaller tasks (of 8 files at least), one a CPU."
     )
     files_per_batch: int = Field(8, ge=1, description="Files a teacher actor asks at a time (its requests in flight drain at the end of each batch).")
 
