@@ -13,7 +13,8 @@ Metrics), which measures and changes nothing in what runs.
   python bench/grpo_throughput.py gpu --model embedded              # a pretrained model (SmolLM2-135M-Instruct),
                                                                     # for a TRL baseline that does not diverge
   python bench/grpo_throughput.py gpu --run "trl" --run "distill generation=vllm"   # chosen runs, distill overrides
-  python bench/grpo_throughput.py gpu --run distill --run "distill env:UNSLOTH_GRPO_PREFIX_GROUPER=0"  # a run's environment
+  python bench/grpo_throughput.py gpu --run distill --run "distill env:UNSLOTH_GRPO_SEQ_PACKING=1"  # a run's environment
+                                                                    # (distill sets that switch to 0 by default)
   python bench/grpo_throughput.py cpu --out runs/bench-grpo-cpu     # a tiny shape on the CPU: a smoke test of the bench
 
 gpu: the 1.1B Llama shape (random init, bf16, the SmolLM2 tokenizer), LoRA r16 on every projection,

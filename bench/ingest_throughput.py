@@ -220,7 +220,8 @@ def ray_workers() -> list[int]:
 
 
 def preemptions(pids: list[int]) -> int:
-    """Involuntary context switches so far of every thread of these processes."""
+    """Involuntary context switches so far of every thread of these processes (0 where the kernel does not
+    count them: gVisor's /proc, on the GPU hosts, has no such line)."""
     total = 0
     for pid in pids:
         for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -228,7 +229,8 @@ def preemptions(pids: list[int]) -> int:
                 status = (task / "status").read_text()
             except OSError:
                 continue
-            total += int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
+            if "nonvoluntary_ctxt_switches:" in status:
+                total += int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
     return total
 
 

@@ -275,3 +275,29 @@ def test_format_reward_rises_on_unsloth(world, tmp_path):
     run = json.loads((out / "run.json").read_text())
     before, after, z = rise(world["full"], out, world["data"])
     assert run["backend"] == "unsloth" and z > Z_LEARNED, (before, after, z, run["metrics"]["by_epoch"]["format"], world["p0"])
+
+
+def test_left_padding_leaves_the_completions_log_probabilities_unchanged(tmp_path):
+    """Why distill turns off Unsloth's packed GRPO forward (train/unsloth_adapter.py GRPO_SEQ_PACKING): its
+    padded forward gives a left-padded row positions shifted by its padding, which rotary embeddings do not
+    see. The completions' log-probabilities of a padded batch equal those of each row alone."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(tmp_path / "m"), dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(5, 1000, (n,), generator=g) for n in (3, 11)]
+    completion = 6
+    rows = [torch.cat([p, torch.randint(5, 1000, (completion,), generator=g)]) for p in prompts]
+    width = max(len(r) for r in rows)
+    pad = [width - len(r) for r in rows]
+    ids = torch.stack([torch.cat([torch.zeros(n, dtype=torch.long), r]) for n, r in zip(pad, rows)])
+    mask = torch.stack([torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(len(r), dtype=torch.long)]) for n, r in zip(pad, rows)])
+
+    def completion_logps(logits, targets):
+        return torch.log_softmax(logits[:, -completion - 1:-1], -1).gather(-1, targets[:, -completion:, None])[..., 0]
+
+    with torch.no_grad():
+        padded = completion_logps(model(input_ids=ids, attention_mask=mask).logits, ids)
+        alone = torch.cat([completion_logps(model(input_ids=r[None]).logits, r[None]) for r in rows])
+    assert pad[0] == 8 and padded.shape == alone.shape == (2, completion)
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)

@@ -281,12 +281,20 @@ def test_unsloth_cpu_fallback_smoke(tmp_path, tiny, data):
     assert "restructure your imports" not in done.stderr
 
 
-def test_unsloth_adapter_reports_libraries_imported_before_it():
-    """The record the smoke test relies on is real: import transformers first and it is named."""
-    code = "import transformers\nfrom train import unsloth_adapter\nunsloth_adapter.import_unsloth()\nprint(unsloth_adapter.imported_before())"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+UNSLOTH_SWITCHES = ("import transformers\nfrom train import unsloth_adapter\nunsloth_adapter.import_unsloth()\n"
+                    "from unsloth.models import rl_replacements\nprint(unsloth_adapter.imported_before(), rl_replacements.UNSLOTH_GRPO_SEQ_PACKING_ON)")
+
+
+@pytest.mark.parametrize("packing, on", [(None, False), ("1", True)])
+def test_unsloth_adapter_reports_libraries_imported_before_it_and_sets_grpo_packing(packing, on):
+    """The record the smoke test relies on is real: import transformers first and it is named. Unsloth's
+    packed GRPO forward is off unless the user's environment turns it on (train/unsloth_adapter.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "UNSLOTH_GRPO_SEQ_PACKING"} | {"OMP_NUM_THREADS": "1"}
+    if packing:
+        env["UNSLOTH_GRPO_SEQ_PACKING"] = packing
+    done = subprocess.run([sys.executable, "-c", UNSLOTH_SWITCHES], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "['transformers']"
+    assert done.stdout.strip().splitlines()[-1] == f"['transformers'] {on}"
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, tiny, data):

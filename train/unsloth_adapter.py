@@ -4,7 +4,8 @@
   patches (fast RoPE/RMSNorm/cross-entropy kernels, the patched SFTTrainer and GRPOTrainer) take
   effect; `import_unsloth()` is called by the SFT and GRPO stages before they import any of them,
   and records which of them were imported already (`imported_before()`, written to run.json).
-- its environment switches are set here, inside the call, never at import of distill.
+- its environment switches are set here, inside the call, never at import of distill (a user's own value wins):
+  no statistics calls, and GRPO's padded log-probabilities rather than its packed ones (`GRPO_SEQ_PACKING`).
 - `FastLanguageModel` loads the base (16-bit, 4-bit, 8-bit or full) and adds LoRA with
   Unsloth's gradient checkpointing ("unsloth": activations offloaded to CPU memory); for GRPO
   it also loads an SFT adapter directory trainable, and a vLLM engine (fast_inference) for sampling.
@@ -24,6 +25,11 @@ from train.spec import ModelSpec
 
 _STATE: dict = {}
 PATCHED = ("transformers", "peft", "trl")  # what Unsloth patches when it is imported first
+# GRPO's log-probabilities: Unsloth 2026.10.9 packs the completions into one varlen forward by default. On an
+# H100 that made the update 5x slower (1.31 s against 0.25 s a step, 1.1B, 32 x 128 tokens; docs/benchmarks.md).
+# Its padded path shifts a left-padded row's positions, which rotary position embeddings do not see (relative
+# positions are unchanged; tests/test_grpo.py checks the log-probabilities). Read at import: a user's value wins.
+GRPO_SEQ_PACKING = "0"
 
 
 def import_unsloth():
@@ -33,6 +39,7 @@ def import_unsloth():
     if "error" in _STATE:
         raise _STATE["error"]
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # no network calls from a training run
+    os.environ.setdefault("UNSLOTH_GRPO_SEQ_PACKING", GRPO_SEQ_PACKING)
     _STATE["before"] = [name for name in PATCHED if name in sys.modules]
     try:
         import unsloth  # noqa: F401  (must precede transformers/peft/trl; see module docstring)
