@@ -278,9 +278,9 @@ def test_format_reward_rises_on_unsloth(world, tmp_path):
 
 
 def test_left_padding_leaves_the_completions_log_probabilities_unchanged(tmp_path):
-    """Why distill turns off Unsloth's packed GRPO forward (train/unsloth_adapter.py GRPO_SEQ_PACKING): its
-    padded forward gives a left-padded row positions shifted by its padding, which rotary embeddings do not
-    see. The completions' log-probabilities of a padded batch equal those of each row alone."""
+    """Why distill turns off Unsloth's packed GRPO forward (train/unsloth_adapter.py SWITCHES): its padded
+    forward numbers a left-padded row's positions from its first pad (0, 1, ... over the whole width), which
+    rotary embeddings do not see. The completions' log-probabilities of such a batch equal those of each row alone."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model(tmp_path / "m"), dtype=torch.float32).eval()
@@ -297,7 +297,8 @@ def test_left_padding_leaves_the_completions_log_probabilities_unchanged(tmp_pat
         return torch.log_softmax(logits[:, -completion - 1:-1], -1).gather(-1, targets[:, -completion:, None])[..., 0]
 
     with torch.no_grad():
-        padded = completion_logps(model(input_ids=ids, attention_mask=mask).logits, ids)
+        positions = torch.arange(width).expand(len(rows), width)  # the padded forward's, shifted by the padding
+        padded = completion_logps(model(input_ids=ids, attention_mask=mask, position_ids=positions).logits, ids)
         alone = torch.cat([completion_logps(model(input_ids=r[None]).logits, r[None]) for r in rows])
     assert pad[0] == 8 and padded.shape == alone.shape == (2, completion)
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)

@@ -278,6 +278,7 @@ def test_unsloth_cpu_fallback_smoke(tmp_path, tiny, data):
     run = json.loads(done.stdout[done.stdout.index("{"):])
     assert run["backend"] == "unsloth" and run["metrics"]["steps"] == 2
     assert run["imported_before_unsloth"] == []
+    assert run["unsloth_switches"]["UNSLOTH_GRPO_SEQ_PACKING"] == "0"
     assert "restructure your imports" not in done.stderr
 
 

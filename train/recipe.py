@@ -183,6 +183,7 @@ def run_record(
         "backend": backend,
         "backend_fallback": fallback,  # why `auto` did not use Unsloth, or None
         "imported_before_unsloth": unsloth_adapter.imported_before() if backend == "unsloth" else None,
+        "unsloth_switches": unsloth_adapter.switches() if backend == "unsloth" else None,
         "processes": ranks.world_size(),
         "optimizer": optim,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

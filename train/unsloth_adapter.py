@@ -5,7 +5,7 @@
   effect; `import_unsloth()` is called by the SFT and GRPO stages before they import any of them,
   and records which of them were imported already (`imported_before()`, written to run.json).
 - its environment switches are set here, inside the call, never at import of distill (a user's own value wins):
-  no statistics calls, and GRPO's padded log-probabilities rather than its packed ones (`GRPO_SEQ_PACKING`).
+  no statistics calls, and GRPO's padded log-probabilities rather than its packed ones (`SWITCHES`).
 - `FastLanguageModel` loads the base (16-bit, 4-bit, 8-bit or full) and adds LoRA with
   Unsloth's gradient checkpointing ("unsloth": activations offloaded to CPU memory); for GRPO
   it also loads an SFT adapter directory trainable, and a vLLM engine (fast_inference) for sampling.
@@ -25,11 +25,15 @@ from train.spec import ModelSpec
 
 _STATE: dict = {}
 PATCHED = ("transformers", "peft", "trl")  # what Unsloth patches when it is imported first
-# GRPO's log-probabilities: Unsloth 2026.10.9 packs the completions into one varlen forward by default. On an
-# H100 that made the update 5x slower (1.31 s against 0.25 s a step, 1.1B, 32 x 128 tokens; docs/benchmarks.md).
-# Its padded path shifts a left-padded row's positions, which rotary position embeddings do not see (relative
-# positions are unchanged; tests/test_grpo.py checks the log-probabilities). Read at import: a user's value wins.
-GRPO_SEQ_PACKING = "0"
+# Unsloth's environment switches distill sets before importing it (a user's own value wins); run.json records them.
+SWITCHES = {
+    "UNSLOTH_DISABLE_STATISTICS": "1",  # no network calls from a training run
+    # GRPO's log-probabilities: Unsloth 2026.10.9 packs the completions into one varlen forward by default. On an
+    # H100 that made the update 5x slower (1.31 s against 0.25 s a step, 1.1B, 32 x 128 tokens; docs/benchmarks.md).
+    # Its padded path shifts a left-padded row's positions, which rotary position embeddings do not see (relative
+    # positions are unchanged; tests/test_grpo.py checks the log-probabilities).
+    "UNSLOTH_GRPO_SEQ_PACKING": "0",
+}
 
 
 def import_unsloth():
@@ -38,8 +42,8 @@ def import_unsloth():
         return _STATE["module"]
     if "error" in _STATE:
         raise _STATE["error"]
-    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # no network calls from a training run
-    os.environ.setdefault("UNSLOTH_GRPO_SEQ_PACKING", GRPO_SEQ_PACKING)
+    for name, value in SWITCHES.items():
+        os.environ.setdefault(name, value)
     _STATE["before"] = [name for name in PATCHED if name in sys.modules]
     try:
         import unsloth  # noqa: F401  (must precede transformers/peft/trl; see module docstring)
@@ -51,6 +55,11 @@ def import_unsloth():
         raise _STATE["error"] from exc
     _STATE["module"] = unsloth
     return unsloth
+
+
+def switches() -> dict[str, str | None]:
+    """The values of SWITCHES that Unsloth read when it was imported (ours, or the user's)."""
+    return {name: os.environ.get(name) for name in SWITCHES}
 
 
 def imported_before() -> list[str]:
