@@ -220,8 +220,7 @@ def ray_workers() -> list[int]:
 
 
 def preemptions(pids: list[int]) -> int:
-    """Involuntary context switches so far of every thread of these processes (0 where the kernel does not
-    count them: gVisor's /proc, on the GPU hosts, has no such line)."""
+    """Involuntary context switches so far of every thread of these processes."""
     total = 0
     for pid in pids:
         for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -229,8 +228,7 @@ def preemptions(pids: list[int]) -> int:
                 status = (task / "status").read_text()
             except OSError:
                 continue
-            if "nonvoluntary_ctxt_switches:" in status:
-                total += int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
+            total += int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
     return total
 
 
