@@ -42,8 +42,7 @@ def import_unsloth():
         return _STATE["module"]
     if "error" in _STATE:
         raise _STATE["error"]
-    for name, value in SWITCHES.items():
-        os.environ.setdefault(name, value)
+    _STATE["switches"] = {name: os.environ.setdefault(name, value) for name, value in SWITCHES.items()}
     _STATE["before"] = [name for name in PATCHED if name in sys.modules]
     try:
         import unsloth  # noqa: F401  (must precede transformers/peft/trl; see module docstring)
@@ -57,9 +56,9 @@ def import_unsloth():
     return unsloth
 
 
-def switches() -> dict[str, str | None]:
+def switches() -> dict[str, str]:
     """The values of SWITCHES that Unsloth read when it was imported (ours, or the user's)."""
-    return {name: os.environ.get(name) for name in SWITCHES}
+    return dict(_STATE.get("switches", {}))
 
 
 def imported_before() -> list[str]:
