@@ -24,9 +24,10 @@ backend auto (Unsloth where it runs) and generation auto (vLLM where installed);
 GRPOConfig defaults otherwise (gradient checkpointing on, transformers generate).
 cpu: hidden 64, 2 layers, 2 prompts x 4 generations x 16 tokens, 4 steps.
 --model NAME|PATH replaces the random model (gpu and cpu): `embedded`, or any model folder. On the
-random 1.1B model TRL's update diverged (grad norm NaN from step 5, 2026-12-04), which left 3 steps to
-compare; a pretrained model's logits are tame, so both sides should stay finite and the ratio rest on the
-12 steps after warm-up. On an H200 (2026-12-05) distill's side ran in 144 s with the embedded model;
+random 1.1B model TRL's update logs grad norm NaN at steps 5 and 10; TRL's side zeroes non-finite
+gradients before each optimizer step (`finite_grads`), so it runs every step and the result lists the
+steps it zeroed (`nonfinite_grad_steps`): 10 TRL steps measured on an H100 (2026-12-05), where before the
+NaN reached the weights and the 6th step's sampling failed. On an H200 (2026-12-05) distill's side ran in 144 s with the embedded model;
 TRL's side needs about as long again: give the pair 6 minutes or more.
 
 Results: printed as a table and written to OUT/results-MODE.json; each run's log and metrics.jsonl under OUT/ (runN-IMPL.log, runN/).
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -108,6 +110,7 @@ def measured(rows: list[dict], warmup: int) -> dict:
         "training_tokens_per_s": round((tokens(window) - tokens(before)) / span, 1) if span else None,
         "completion_length": mean("completions/mean_length"),
         "steps_measured": len(window),
+        "nonfinite_grad_steps": [r["step"] for r in rows if r.get("grad_norm") is not None and not math.isfinite(r["grad_norm"])],
     }
 
 
@@ -126,6 +129,25 @@ def run_distill(a) -> dict:
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return {**measured(rows, a.warmup), "peak_memory_gib": record["metrics"]["peak_memory_gib"], "backend": record["backend"],
             "generation": record["generation"]}
+
+
+def finite_grads():
+    """TRL's side only: a callback that zeroes non-finite gradients before the optimizer steps. On the
+    random 1.1B model plain TRL's 5th step logs grad norm NaN (finite ~0.27 before), Adam writes NaN into
+    the LoRA weights and the 6th step's sampling fails (docs/benchmarks.md, 2026-12-03), which left 3 TRL
+    steps to time. Zeroed, the step's work is the same and the run goes on; the steps it zeroed are
+    listed in the result (`nonfinite_grad_steps`, from the logged grad norm). Costs one in-place
+    nan_to_num per LoRA tensor a step, all on the GPU, no host sync: it can only slow TRL's side."""
+    import torch
+    from transformers import TrainerCallback
+
+    class FiniteGrads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            for param in model.parameters():
+                if param.grad is not None:
+                    torch.nan_to_num_(param.grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+    return FiniteGrads()
 
 
 def run_trl(a) -> dict:
@@ -157,7 +179,7 @@ def run_trl(a) -> dict:
     # measured as distill's runs are; on CPU TRL's Triton log-probabilities cannot run: the logits-based ones (train/grpo_trainer.py)
     cls = grpo_trainer_class("hf", gpu)
     trainer = cls(model=model, reward_funcs=[spaces], args=args, train_dataset=ds, processing_class=tok, peft_config=peft,
-                  callbacks=[StepStats(a.prompts, print), Metrics(out / "metrics.jsonl")])
+                  callbacks=[StepStats(a.prompts, print), Metrics(out / "metrics.jsonl"), finite_grads()])
     trainer.train()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     peak = torch.cuda.max_memory_allocated() / 2**30 if gpu else __import__("resource").getrusage(0).ru_maxrss / 2**20
