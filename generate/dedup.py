@@ -8,9 +8,11 @@ punctuation, casing and small edits ("What is X?" / "what is x").
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from functools import lru_cache
 
+import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from generate.validate import question_key
@@ -29,21 +31,29 @@ def signature(text: str) -> MinHash:
     return sig
 
 
+def band_key(band: bytes) -> bytes:
+    """An LSH band's bucket key in 8 bytes instead of its 13 hash values' 104: the index held ~4 KiB a
+    question, most of it these keys (bench/driver_memory.py). Two bands that collide in 8 bytes only
+    make a candidate, which `match` checks against the threshold, so no result changes."""
+    return hashlib.blake2b(band, digest_size=8).digest()
+
+
 class NearDuplicates:
     """An index of texts; `match(text)` returns the keys of indexed texts at or above the threshold."""
 
     def __init__(self, threshold: float):
         self.threshold = threshold
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
-        self.sigs: dict[str, MinHash] = {}
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, hashfunc=band_key)
+        self.sigs: dict = {}  # key -> its signature's hash values (not the MinHash object around them)
 
-    def add(self, key: str, text: str) -> None:
+    def add(self, key, text: str) -> None:
         if key in self.sigs:
             return
         sig = signature(text)
-        self.sigs[key] = sig
-        self.lsh.insert(key, sig)
+        self.sigs[key] = sig.hashvalues.astype(np.uint32)  # every value is below 2**32 (datasketch masks them): half the bytes
+        self.lsh.insert(key, sig, check_duplication=False)  # `sigs` has made sure
 
-    def match(self, text: str) -> list[str]:
+    def match(self, text: str) -> list:
+        """Keys of the indexed texts whose estimated Jaccard similarity (MinHash.jaccard's) is >= threshold."""
         sig = signature(text)
-        return [k for k in self.lsh.query(sig) if self.sigs[k].jaccard(sig) >= self.threshold]
+        return [k for k in self.lsh.query(sig) if np.count_nonzero(self.sigs[k] == sig.hashvalues) / NUM_PERM >= self.threshold]

@@ -101,6 +101,27 @@ def test_near_duplicate_index_threshold():
     assert index.match("Who painted the ceiling of the Sistine chapel?") == []
 
 
+def test_near_duplicate_index_finds_what_datasketchs_plain_index_finds():
+    """The index's compact storage (8-byte band keys, 32-bit hash values) changes no result: it returns
+    what datasketch's MinHashLSH with its own keys and MinHash objects returns, filtered by the threshold."""
+    from datasketch import MinHashLSH
+
+    from generate.dedup import NUM_PERM, signature
+
+    texts = [f"{opening} {topic}{end}" for topic in TOPICS for opening in ("What is", "what is", "Tell me what is")
+             for end in ("?", "??", "")]
+    index, plain = NearDuplicates(0.8), MinHashLSH(threshold=0.8, num_perm=NUM_PERM)
+    for n, text in enumerate(texts):
+        index.add(n, text)
+        plain.insert(n, signature(text))
+    found = 0
+    for query in texts:
+        expected = {n for n in plain.query(signature(query)) if signature(texts[n]).jaccard(signature(query)) >= 0.8}
+        assert set(index.match(query)) == expected
+        found += len(expected) - 1
+    assert found > len(texts)  # the corpus holds near-duplicates to find
+
+
 # ---------------------------------------------------------------- knowledge: held-out phrasings
 
 

@@ -1,0 +1,241 @@
+"""Memory of the `distill gen --ray` driver: what the corpus-wide steps hold, per chunk and per record.
+
+The Ray driver gathers every batch's results (generate.ray_stage.gather), removes near-duplicates
+(generate.curate.curate) and writes the outputs (generate.stage.save) in one process, as the
+single-process run does after its teacher calls. This bench feeds that code the rows teacher actors
+return, made without Ray or a teacher: chunks of `--chunk-chars` characters, each a run of distinct
+factual sentences ("The harbour of Kelomira handled 4312 tonnes in 1923, after ..."), facts first with span answers
+as `distill gen` plans them (generate.facts.sentence_facts: one fact per factual sentence), `--phrasings`
+questions a fact (alike within a fact, unlike between facts, as a teacher writes them), each record's
+fields about as long as the embedded teacher's (a question of ~50 characters, a short answer, the
+sentence as evidence and reasoning). The rows arrive one batch at a time from a generator, as they do
+from Ray's iterator. Nothing here is a duplicate, so every item becomes a record: the figures are for
+a corpus without repeats (a real one loses a few items to deduplication, each kept as a reject).
+
+Each size runs in a fresh process; the figure is its peak RSS (ru_maxrss) minus its RSS once the
+imports and the corpus's sentences are loaded, so per-chunk and per-record costs come from the slope
+between two sizes (the fixed part cancels).
+
+  python bench/driver_memory.py                         # 1,000 and 4,000 chunks (~2 min)
+  python bench/driver_memory.py --chunks 2000 8000 --phrasings 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+NOUNS = (
+    "harbour",
+    "archive",
+    "bridge",
+    "mill",
+    "garrison",
+    "observatory",
+    "orchard",
+    "foundry",
+    "ferry",
+    "library",
+    "granary",
+    "quarry",
+    "vineyard",
+    "lighthouse",
+    "market",
+    "school",
+    "canal",
+    "mine",
+    "chapel",
+    "station",
+)
+UNITS = ("tonnes", "visitors", "books", "barrels", "metres", "workers", "ships", "coins", "lamps", "acres")
+VERBS = ("handled", "held", "counted", "recorded", "received", "stored")
+
+
+def name(rng: random.Random) -> str:
+    return "".join(
+        rng.choice(("ka", "lo", "mir", "te", "sra", "vo", "ul", "mo", "ra", "ne", "dos", "pi", "gar", "en"))
+        for _ in range(4)
+    ).title()
+
+
+def fact_sentences(rng: random.Random, chars: int) -> list[tuple[str, tuple]]:
+    """A chunk's sentences, each a distinct fact, with what its questions are made of."""
+    out, size = [], 0
+    while size < chars:
+        noun, place, verb = rng.choice(NOUNS), name(rng), rng.choice(VERBS)
+        amount, unit, year = rng.randint(10, 99999), rng.choice(UNITS), rng.randint(1500, 2020)
+        sentence = (
+            f"The {noun} of {place} {verb} {amount} {unit} in {year}, after the {rng.choice(NOUNS)} near "
+            f"{name(rng)} had been closed for {rng.randint(2, 40)} months."
+        )  # ~120 characters: 14 facts a 384-token chunk
+        out.append((sentence, (noun, place, verb, unit, year)))
+        size += len(out[-1][0]) + 1
+    return out
+
+
+def chunk_texts(n: int, chars: int, seed: int = 0) -> list[list[tuple[str, tuple]]]:
+    rng = random.Random(seed)
+    return [fact_sentences(rng, chars) for _ in range(n)]
+
+
+def questions(parts: tuple, phrasings: int) -> list[str]:
+    noun, place, verb, unit, year = parts
+    asked = (
+        f"How many {unit} had the {noun} of {place} {verb} by the end of {year}?",
+        f"In {year}, what number of {unit} did the {noun} in {place} count?",
+        f"What figure for {unit} is given for {place}'s {noun} in the year {year}?",
+        f"Which count of {unit} does the text give for the {noun} of {place} ({year})?",
+    )
+    return list(asked[:phrasings])
+
+
+def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings: int):
+    """The rows AskTeacher returns (generate/ray_stage.py), one batch at a time."""
+    from generate.chunk import Chunk
+    from generate.collect import Outcome
+    from generate.facts import sentence_facts
+    from generate.ray_stage import astuple, dump
+
+    docs = [chunks[i : i + chunks_per_doc] for i in range(0, len(chunks), chunks_per_doc)]
+    for first in range(0, len(docs), docs_per_batch):
+        files, rows, outcome = [], [], Outcome(facts={})
+        for ordinal in range(first, min(first + docs_per_batch, len(docs))):
+            doc = f"docs/file-{ordinal:07d}.md"
+            files.append([ordinal, doc, ""])
+            start = 0
+            for index, sentences in enumerate(docs[ordinal]):
+                text = " ".join(sentence for sentence, _ in sentences)
+                chunk = Chunk(doc, index, start, start + len(text), text)
+                start += len(text)
+                rows.append([ordinal, *astuple(chunk)])
+                outcome.facts[chunk.key] = sentence_facts(text)
+                items = [
+                    {
+                        "question": question,
+                        "reasoning": sentence,
+                        "answer": sentence.split(" in ")[0].split()[-2],
+                        "evidence": sentence,
+                    }
+                    for sentence, parts in sentences
+                    for question in questions(parts, phrasings)
+                ]
+                outcome.items[chunk.key] = items
+                outcome.counts["accepted"] += len(items)
+        yield {"files": json.dumps(files), "chunks": json.dumps(rows), "outcome": dump(outcome), "requests": len(rows)}
+
+
+def one(a) -> None:
+    from common.teacher.ask import CachedTeacher
+    from generate.config import GenConfig
+    from generate.curate import curate
+    from generate.ray_stage import gather
+    from generate.tasks import load_task
+
+    texts = chunk_texts(a.size, a.chunk_chars)
+    out = Path(tempfile.mkdtemp(prefix="driver-memory-"))
+    cfg = GenConfig.model_validate(
+        {
+            "inputs": [str(out)],
+            "out": str(out / "data"),
+            "teacher": {"backend": "openai", "model": "none", "base_url": ["http://127.0.0.1:9/v1"]},
+        }
+    )
+    (out / "data").mkdir()
+    base = rss_mib()
+    started = time.time()
+    plan, outcome = gather(
+        cfg, out / "data", load_task(cfg.task), batch_rows(texts, a.chunks_per_doc, 8, a.phrasings), []
+    )
+    gathered = rss_mib()
+    with CachedTeacher(cfg.teacher, out / "data" / "cache.sqlite") as teacher:  # asked nothing: no judge, no rewrites
+        curate(cfg, plan, outcome, teacher, False)
+    from generate.stage import save
+
+    manifest = save(cfg, plan, outcome, started)
+    records = manifest["counts"]["train"] + manifest["counts"]["test"]
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "chunks": len(plan.chunks),
+                "records": records,
+                "text_mib": round(sum(len(c.text) for c in plan.chunks) / 2**20, 1),
+                "base_mib": round(base, 1),
+                "after_gather_mib": round(gathered - base, 1),
+                "peak_mib": round(peak_mib() - base, 1),
+                "train_jsonl_mib": round((out / "data" / "train.jsonl").stat().st_size / 2**20, 1),
+                "seconds": round(time.time() - started, 1),
+            }
+        ),
+        flush=True,
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", nargs="?", default="run", choices=["run", "one"])
+    p.add_argument("--chunks", type=int, nargs="+", default=[1000, 4000])
+    p.add_argument("--size", type=int, help="one: the chunks of this run")
+    p.add_argument(
+        "--chunk-chars", type=int, default=1700, help="~384 tokens of English prose (distill's default chunk)"
+    )
+    p.add_argument("--chunks-per-doc", type=int, default=3)
+    p.add_argument("--phrasings", type=int, default=3)
+    a = p.parse_args()
+    if a.mode == "one":
+        return one(a)
+    results = []
+    for size in a.chunks:
+        cmd = [
+            sys.executable,
+            __file__,
+            "one",
+            "--size",
+            str(size),
+            "--chunk-chars",
+            str(a.chunk_chars),
+            "--chunks-per-doc",
+            str(a.chunks_per_doc),
+            "--phrasings",
+            str(a.phrasings),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+        if not lines:
+            sys.exit(f"the run of {size} chunks failed:\n{(done.stderr or done.stdout)[-3000:]}")
+        results.append(json.loads(lines[-1][7:]))
+        print(json.dumps(results[-1]), flush=True)
+    small, large = results[0], results[-1]
+    if large["chunks"] > small["chunks"]:
+        per_chunk = (large["peak_mib"] - small["peak_mib"]) * 2**10 / (large["chunks"] - small["chunks"])
+        per_record = (large["peak_mib"] - small["peak_mib"]) * 2**10 / (large["records"] - small["records"])
+        records, text = large["records"] / large["chunks"], large["text_mib"] * 2**10 / large["chunks"]
+        print(f"peak per chunk {per_chunk:.1f} KiB, per record {per_record:.2f} KiB "
+              f"({records:.1f} records a chunk, {text:.2f} KiB of text a chunk)")
+
+
+if __name__ == "__main__":
+    main()
