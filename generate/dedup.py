@@ -32,9 +32,10 @@ def signature(text: str) -> MinHash:
 
 
 def band_key(band: bytes) -> bytes:
-    """An LSH band's bucket key in 8 bytes instead of its 13 hash values' 104: the index held ~4 KiB a
-    question, most of it these keys (bench/driver_memory.py). Two bands that collide in 8 bytes only
-    make a candidate, which `match` checks against the threshold, so no result changes."""
+    """An LSH band's bucket key in 8 bytes instead of its 13 hash values' 104: 9 bands a question, and
+    datasketch keeps each key in two tables (the gen driver's memory: bench/driver_memory.py). Two bands that
+    collide in 8 bytes only make a candidate, which `match` checks against the threshold, so no result
+    changes."""
     return hashlib.blake2b(band, digest_size=8).digest()
 
 
