@@ -34,7 +34,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def rss_mib() -> float:
@@ -96,7 +95,8 @@ def fact_sentences(rng: random.Random, chars: int) -> list[tuple[str, tuple]]:
     return out
 
 
-def chunk_texts(n: int, chars: int, seed: int = 0) -> list[list[tuple[str, tuple]]]:
+def corpus(n: int, chars: int, seed: int = 0) -> list[list[tuple[str, tuple]]]:
+    """n chunks, each its fact sentences."""
     rng = random.Random(seed)
     return [fact_sentences(rng, chars) for _ in range(n)]
 
@@ -152,9 +152,10 @@ def one(a) -> None:
     from generate.config import GenConfig
     from generate.curate import curate
     from generate.ray_stage import gather
+    from generate.stage import save
     from generate.tasks import load_task
 
-    texts = chunk_texts(a.size, a.chunk_chars)
+    chunks = corpus(a.size, a.chunk_chars)
     out = Path(tempfile.mkdtemp(prefix="driver-memory-"))
     cfg = GenConfig.model_validate(
         {
@@ -167,13 +168,11 @@ def one(a) -> None:
     base = rss_mib()
     started = time.time()
     plan, outcome = gather(
-        cfg, out / "data", load_task(cfg.task), batch_rows(texts, a.chunks_per_doc, 8, a.phrasings), []
+        cfg, out / "data", load_task(cfg.task), batch_rows(chunks, a.chunks_per_doc, 8, a.phrasings), []
     )
     gathered = rss_mib()
     with CachedTeacher(cfg.teacher, out / "data" / "cache.sqlite") as teacher:  # asked nothing: no judge, no rewrites
         curate(cfg, plan, outcome, teacher, False)
-    from generate.stage import save
-
     manifest = save(cfg, plan, outcome, started)
     records = manifest["counts"]["train"] + manifest["counts"]["test"]
     print(
