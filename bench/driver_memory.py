@@ -16,7 +16,14 @@ Each size runs in a fresh process; the figure is its peak RSS (ru_maxrss) minus 
 imports and the corpus's sentences are loaded, so per-chunk and per-record costs come from the slope
 between two sizes (the fixed part cancels).
 
+`--ray`: the driver of `distill gen --ray` as it runs: a local Ray (every CPU) makes the rows in tasks,
+as the teacher actors do, with each item's signature and band keys (generate.ray_stage.signed), and keeps
+them in its object store; the driver reads them (gather), has Ray find the near-duplicate pairs
+(generate.ray_stage.near_duplicate_pairs) and keeps its index-free curation and the writing. The
+figure is the driver process's RSS, measured after Ray has started (Ray's own processes are not in it).
+
   python bench/driver_memory.py                         # 1,000 and 4,000 chunks (~2 min)
+  python bench/driver_memory.py --ray                   # the same through a local Ray
   python bench/driver_memory.py --chunks 2000 8000 --phrasings 2
 """
 
@@ -112,15 +119,17 @@ def questions(parts: tuple, phrasings: int) -> list[str]:
     return list(asked[:phrasings])
 
 
-def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings: int):
-    """The rows AskTeacher returns (generate/ray_stage.py), one batch at a time."""
+def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings: int, first_docs=None, signed=False):
+    """The rows AskTeacher returns (generate/ray_stage.py), one batch at a time (of the batches that start
+    at `first_docs`, every one by default), with the near-duplicate columns if `signed`."""
     from generate.chunk import Chunk
     from generate.collect import Outcome
     from generate.facts import sentence_facts
     from generate.ray_stage import astuple, dump
+    from generate.ray_stage import signed as signed_columns
 
     docs = [chunks[i : i + chunks_per_doc] for i in range(0, len(chunks), chunks_per_doc)]
-    for first in range(0, len(docs), docs_per_batch):
+    for first in range(0, len(docs), docs_per_batch) if first_docs is None else first_docs:
         files, rows, outcome = [], [], Outcome(facts={})
         for ordinal in range(first, min(first + docs_per_batch, len(docs))):
             doc = f"docs/file-{ordinal:07d}.md"
@@ -144,7 +153,24 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
                 ]
                 outcome.items[chunk.key] = items
                 outcome.counts["accepted"] += len(items)
-        yield {"files": json.dumps(files), "chunks": json.dumps(rows), "outcome": dump(outcome), "requests": len(rows)}
+        row = {"files": json.dumps(files), "chunks": json.dumps(rows), "outcome": dump(outcome), "requests": len(rows)}
+        yield {**row, **{k: v[0] for k, v in signed_columns(outcome.items, 0.8).items()}} if signed else row
+
+
+DOCS_PER_BATCH = 8
+
+
+def ray_rows(ray, a, chunks: list):
+    """The actors' rows, made by Ray tasks and kept in Ray's object store, as `distill gen --ray` keeps them."""
+    docs = -(-len(chunks) // a.chunks_per_doc)
+
+    def make(batch: dict) -> dict:
+        firsts = [int(x) for x in batch["id"]]
+        rows = list(batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings, firsts, signed=True))
+        return {k: [r[k] for r in rows] for k in rows[0]}
+
+    firsts = ray.data.from_items([{"id": first} for first in range(0, docs, DOCS_PER_BATCH)])
+    return firsts.map_batches(make, batch_size=1).materialize()
 
 
 def one(a) -> None:
@@ -165,14 +191,33 @@ def one(a) -> None:
         }
     )
     (out / "data").mkdir()
-    base = rss_mib()
-    started = time.time()
-    plan, outcome = gather(
-        cfg, out / "data", load_task(cfg.task), batch_rows(chunks, a.chunks_per_doc, 8, a.phrasings), []
-    )
-    gathered = rss_mib()
+    similar, pairs_s = None, 0.0
+    if a.ray:
+        import ray
+
+        from generate.ray_stage import GATHERED, near_duplicate_pairs
+
+        ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        base = rss_mib()
+        made = time.time()
+        asked = ray_rows(ray, a, chunks)
+        started = time.time()
+        made = started - made
+        plan, outcome = gather(cfg, out / "data", load_task(cfg.task), asked.select_columns(GATHERED).iter_rows(), [])
+        gathered = rss_mib()
+        pairs_s = time.time()
+        similar = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, sum(map(len, outcome.items.values())))
+        pairs_s = time.time() - pairs_s
+    else:
+        base = rss_mib()
+        started = time.time()
+        rows = batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings)
+        plan, outcome = gather(cfg, out / "data", load_task(cfg.task), rows, [])
+        gathered = rss_mib()
     with CachedTeacher(cfg.teacher, out / "data" / "cache.sqlite") as teacher:  # asked nothing: no judge, no rewrites
-        curate(cfg, plan, outcome, teacher, False)
+        curate(cfg, plan, outcome, teacher, False, similar)
     manifest = save(cfg, plan, outcome, started)
     records = manifest["counts"]["train"] + manifest["counts"]["test"]
     print(
@@ -187,6 +232,7 @@ def one(a) -> None:
                 "peak_mib": round(peak_mib() - base, 1),
                 "train_jsonl_mib": round((out / "data" / "train.jsonl").stat().st_size / 2**20, 1),
                 "seconds": round(time.time() - started, 1),
+                **({"ray_pairs_seconds": round(pairs_s, 1), "ray_rows_seconds": round(made, 1)} if a.ray else {}),
             }
         ),
         flush=True,
@@ -203,6 +249,7 @@ def main() -> None:
     )
     p.add_argument("--chunks-per-doc", type=int, default=3)
     p.add_argument("--phrasings", type=int, default=3)
+    p.add_argument("--ray", action="store_true", help="the driver of distill gen --ray, with a local Ray")
     a = p.parse_args()
     if a.mode == "one":
         return one(a)
@@ -220,6 +267,7 @@ def main() -> None:
             str(a.chunks_per_doc),
             "--phrasings",
             str(a.phrasings),
+            *(["--ray"] if a.ray else []),
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]

@@ -44,9 +44,10 @@ EMPTY_CHUNKS_LISTED = 100
 FIELD = re.compile(r"\{(chunk|fence|question|evidence|reasoning|answer)\}")
 
 
-def curate(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool) -> None:
-    """Dedup then judge, in place on `outcome` (items removed, rejects added with their reason)."""
-    drop_near_duplicates([chunk.key for chunk in plan.chunks], outcome, cfg.near_dup_threshold)
+def curate(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool, similar: dict | None = None) -> None:
+    """Dedup then judge, in place on `outcome` (items removed, rejects added with their reason).
+    `similar`: the near-duplicate pairs found elsewhere (Ray), instead of an index in this process."""
+    drop_near_duplicates([chunk.key for chunk in plan.chunks], outcome, cfg.near_dup_threshold, similar)
     if cfg.min_score is not None and not outcome.interrupted:
         judge(cfg, plan, outcome, teacher, show_progress)
 
@@ -54,25 +55,30 @@ def curate(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool) -> N
 # ---------------------------------------------------------------- near-duplicates
 
 
-def drop_near_duplicates(chunk_keys: list[str], outcome, threshold: float) -> None:
+def drop_near_duplicates(chunk_keys: list[str], outcome, threshold: float, similar: dict | None = None) -> None:
     """Keep the first of every group of near-duplicate questions, in the order of `chunk_keys`.
-    The phrasings of one fact are meant to be alike: among them only exact repeats are dropped."""
-    index, seen, facts = NearDuplicates(threshold), {}, {}
+    The phrasings of one fact are meant to be alike: among them only exact repeats are dropped.
+    An item's key is `{chunk key}:{its place in the chunk's items}`; `similar` maps a key to the keys of
+    every item whose question is at or above the threshold from it (generate.dedup.similar_pairs), and
+    replaces the index: both find, for each item, the kept items before it that match."""
+    index, seen = NearDuplicates(threshold), {}  # the kept items so far: key -> (question, fact, place)
     for chunk_key in chunk_keys:
         if chunk_key not in outcome.items:
             continue
         kept = []
         for n, item in enumerate(outcome.items[chunk_key]):
-            question, fact = item["question"], fact_id(item, chunk_key)
-            same = [k for k in index.match(question) if facts[k] != fact or question_key(seen[k]) == question_key(question)]
+            key, question, fact = f"{chunk_key}:{n}", item["question"], fact_id(item, chunk_key)
+            matches = index.match(question) if similar is None else [k for k in similar.get(key, ()) if k in seen]
+            same = [seen[k] for k in matches if seen[k][1] != fact or question_key(seen[k][0]) == question_key(question)]
             if same:
-                exact = [seen[k] for k in same if question_key(seen[k]) == question_key(question)]
-                other, reason = (exact[0], "duplicate") if exact else (seen[same[0]], "near_duplicate")
+                same.sort(key=lambda kept_item: kept_item[2])  # the first kept, however the matches were found
+                exact = [q for q, _, _ in same if question_key(q) == question_key(question)]
+                other, reason = (exact[0], "duplicate") if exact else (same[0][0], "near_duplicate")
                 outcome.rejects.append({"reason": reason, "detail": f"like: {other}"[:300], "chunk": chunk_key, "item": item})
                 continue
-            key = f"{chunk_key}:{n}"
-            index.add(key, question)
-            seen[key], facts[key] = question, fact
+            if similar is None:
+                index.add(key, question)
+            seen[key] = (question, fact, len(seen))
             kept.append(item)
         outcome.items[chunk_key] = kept
 

@@ -4,15 +4,22 @@
                                                                   generate.ingest + generate.chunk
                ─▶ repartition(ray.files_per_batch rows a block)   streamed, so every teacher actor gets work
                ─▶ map_batches(AskTeacher, concurrency=N)          teacher actors: generate.stage's prompts, cached
-                                                                  asks, repairs, validation and grounding
-               ─▶ driver: near-duplicates (+ judge, rewrites), exact dedup, split, write (generate.stage.save)
+                                                                  asks, repairs, validation and grounding, and
+                                                                  each item's MinHash signature and band keys
+               ─▶ materialize()                                   kept in Ray's object store (spilled to disk)
+    near-duplicates:  map_batches(band_rows)                      one row per band of every item
+               ─▶ repartition(keys=["band"]) ─▶ map_batches(pairs_in_block)   the pairs alike at the threshold
+               ─▶ driver: keeps the first of each group, in corpus order (+ judge, rewrites), exact dedup,
+                  split, write (generate.stage.save)
 
 Ray's part: placing tasks and actors on the cluster's CPUs and GPUs, streaming batches between
 them with backpressure, re-running lost tasks, the progress bars. Ours: the body of every step is
 the single-process stage's own function, so on the same corpus, config and seed the records, the
 split (hashes of seed and id: generate/split.py) and the manifest's counts are those of `distill
-gen` without Ray. Corpus-wide steps (near-duplicates, the split) run on the driver, which holds
-every chunk's text and every record.
+gen` without Ray. Near-duplicate search is spread: the actors sign their items, Ray groups the
+signatures by band key across the cluster and returns the pairs alike at the threshold (the same
+pairs MinHashLSH finds in one process: generate/dedup.py), so the driver holds no index. Deciding
+which item of a pair stays, the split and the writing run on the driver, which holds every record.
 
 Cache: each teacher actor writes its answers to a shard of its own (cache/<worker>.sqlite beside
 cache.sqlite, common/teacher/cache.py) and reads the run's cache and every shard, so a killed run,
@@ -29,6 +36,7 @@ import os
 import socket
 import time
 import uuid
+from collections import defaultdict
 from functools import cache
 from pathlib import Path
 
@@ -38,6 +46,7 @@ from common.teacher.cache import merge_shards
 from generate.chunk import Chunk, chunk_documents
 from generate.config import GenConfig
 from generate.curate import curate
+from generate.dedup import NUM_PERM, band_ranges, fingerprint, similar_pairs
 from generate.ingest import Document, Skipped, discover, fewer_collections, read_all, unique_files
 from generate.rewrites import rewrite, rewrite_prompts
 from generate.stage import Outcome, Plan, load_tokenizer, make_plan, prepare_out, run, sample_chunks, save
@@ -69,7 +78,9 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
             files = ray.data.from_items(sampled(cfg, files.take_all()))
         pool = teacher_pool(ray, cfg, str(out))
         asked = teacher_batches(files, cfg).map_batches(AskTeacher, batch_size=cfg.ray.files_per_batch, **pool)
-        plan, outcome = gather(cfg, out, task, asked.iter_rows(), links)
+        asked = asked.materialize()  # read twice: by the driver, and for the near-duplicate search
+        plan, outcome = gather(cfg, out, task, asked.select_columns(GATHERED).iter_rows(), links)
+        similar = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, sum(map(len, outcome.items.values())))
     finally:
         if ours:
             ray.shutdown()  # no actor writes a shard any more
@@ -77,7 +88,7 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
     with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:  # corpus-wide steps, as run_gen does them
         if cfg.rewrites and not outcome.interrupted:
             outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
-        curate(cfg, plan, outcome, teacher, show_progress)
+        curate(cfg, plan, outcome, teacher, show_progress, similar)
         outcome.structured_output.update(teacher.structured_output)
     return save(cfg, plan, outcome, started)
 
@@ -203,7 +214,7 @@ class AskTeacher:
             outcome = run(self.cfg, plan, self.teacher, show_progress=False)
         except UserError as exc:  # an unreachable teacher, a rejected key: the driver says it in one line
             failed = json.dumps({"user_error": str(exc)})
-            return {"files": ["[]"], "chunks": ["[]"], "outcome": [failed], "requests": [0]}
+            return {"files": ["[]"], "chunks": ["[]"], "outcome": [failed], "requests": [0], **signed({}, 0.0)}
         outcome.structured_output = self.teacher.structured_output
         outcome.schema_rendering = self.teacher.schema_rendering
         return {
@@ -211,6 +222,7 @@ class AskTeacher:
             "chunks": [json.dumps([[o, *astuple(c)] for o, c in chunks])],
             "outcome": [dump(outcome)],
             "requests": [len(plan.prompts)],  # the driver counts the run's requests from these, without planning again
+            **signed(outcome.items, self.cfg.near_dup_threshold),
         }
 
     def __del__(self):
@@ -228,6 +240,61 @@ def sampled(cfg: GenConfig, rows: list[dict]) -> list[dict]:
     for r in rows:
         r["chunks"] = json.dumps([c for c in json.loads(r["chunks"]) if f"{r['doc']}#{c[0]}" in kept])
     return rows
+
+
+# ---------------------------------------------------------------- near-duplicates, spread
+
+GATHERED = ["files", "chunks", "outcome", "requests"]  # what the driver reads of the actors' rows
+BAND_ROWS_PER_BLOCK = 500_000  # ~270 MB of rows a partition (a 9-byte band key, an item key, 512 bytes of signature)
+
+
+def signed(items: dict[str, list[dict]], threshold: float) -> dict:
+    """A batch's items as three columns for the near-duplicate search: their keys (curate's
+    `{chunk key}:{n}`, JSON), their signatures (128 uint32 each) and their band keys, end to end."""
+    keys, values, bands = [], [], []
+    for chunk_key, chunk_items in items.items():
+        for n, item in enumerate(chunk_items):
+            signature, item_bands = fingerprint(item["question"], threshold)
+            keys.append(f"{chunk_key}:{n}")
+            values.append(signature)
+            bands += item_bands
+    return {"sig_keys": [json.dumps(keys)], "sig_values": [b"".join(values)], "sig_bands": [b"".join(bands)]}
+
+
+def band_rows(batch: dict, threshold: float) -> dict:
+    """One row per band of every signed item: (band key, item key, signature)."""
+    per_item, size = len(band_ranges(threshold)), 4 * NUM_PERM
+    rows = {"band": [], "key": [], "values": []}
+    for keys, values, bands in zip(batch["sig_keys"], batch["sig_values"], batch["sig_bands"]):
+        for i, key in enumerate(json.loads(keys)):
+            for j in range(i * per_item, (i + 1) * per_item):
+                rows["band"].append(bands[j * 9 : (j + 1) * 9])
+                rows["key"].append(key)
+                rows["values"].append(values[i * size : (i + 1) * size])
+    return rows
+
+
+def pairs_in_block(block: dict, threshold: float) -> dict:
+    """The alike pairs among a partition's rows, which hold every row of their band keys."""
+    pairs = sorted(similar_pairs(zip(block["band"], block["key"], block["values"]), threshold))
+    return {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}
+
+
+def near_duplicate_pairs(ray, asked, threshold: float, items: int) -> dict[str, set[str]]:
+    """Every item key -> the keys of the items alike with it (curate.drop_near_duplicates's `similar`),
+    found by Ray: band rows hash-partitioned by band key, each partition searched by a task."""
+    if not items:
+        return {}
+    rows = items * len(band_ranges(threshold))
+    blocks = max(int(ray.cluster_resources().get("CPU", 1)), math.ceil(rows / BAND_ROWS_PER_BLOCK))
+    kwargs = {"fn_kwargs": {"threshold": threshold}}
+    bands = asked.select_columns(["sig_keys", "sig_values", "sig_bands"]).map_batches(band_rows, **kwargs)
+    pairs = bands.repartition(blocks, keys=["band"]).map_batches(pairs_in_block, batch_size=None, **kwargs)
+    similar = defaultdict(set)
+    for row in pairs.iter_rows():
+        similar[row["a"]].add(row["b"])
+        similar[row["b"]].add(row["a"])
+    return similar
 
 
 # ---------------------------------------------------------------- the driver

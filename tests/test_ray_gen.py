@@ -71,6 +71,12 @@ def records(out: Path) -> set[tuple[str, str]]:
 
 @pytest.mark.slow  # 85 s on the shared 2-core machine (load 15): actors start fresh Python processes
 def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, local_ray):
+    """Documents that repeat another's paragraph, as is and with a word changed: the repeats' questions are
+    dropped across teacher batches as the single-process run drops them."""
+    paragraph = (docs / "doc0.md").read_text().split("\n\n")[1]
+    (docs / "doc2.md").write_text((docs / "doc2.md").read_text() + "\n" + paragraph + "\n")
+    changed = paragraph.replace(" ", " also ", 1)
+    (docs / "doc3.md").write_text((docs / "doc3.md").read_text() + "\n" + changed + "\n")
     with FakeOpenAI() as server:
         single = gen(docs, tmp_path / "single", server.url)
         on_ray = gen(docs, tmp_path / "ray", server.url, "ray.teacher_workers=2", "ray.files_per_batch=1", "--ray")
@@ -82,6 +88,8 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
     assert records(tmp_path / "ray") == records(tmp_path / "single") and len(records(tmp_path / "single")) > 10
     for key in ("docs", "chunks", "requests", "sent", "accepted", "train", "test", "deduplicated"):
         assert on_ray["counts"][key] == single["counts"][key], key
+    assert on_ray["rejected"] == single["rejected"] and single["rejected"].get("duplicate", 0) > 0
+    assert single["rejected"].get("near_duplicate", 0) > 0
     assert on_ray["coverage"] == single["coverage"] and single["coverage"]["facts_listed"] > 0  # facts first, gathered
     assert not (tmp_path / "ray" / "cache").exists() or not list(
         (tmp_path / "ray" / "cache").glob("*.sqlite")
@@ -259,3 +267,46 @@ def test_a_small_corpus_is_read_in_enough_tasks_for_every_cpu():
     assert read_tasks(200, 64, two) == 4 and read_tasks(2000, 64, sixteen) == 32  # files_per_read decides
     assert read_tasks(20, 64, sixteen) == 3 and read_tasks(12, 64, two) == 2 and read_tasks(4, 64, two) == 1
     assert read_tasks(10, 1, two) == 10 and read_tasks(0, 64, Cluster({})) == 1
+
+
+def test_spread_near_duplicate_search_keeps_what_the_index_keeps(local_ray):
+    """Near-duplicates under Ray: the actors' signatures, partitioned by band key across 2 CPUs, give the
+    driver the pairs from which it keeps and drops the very items the one-process index does, with the same
+    rejects (repeats across batches, a chain a~b~c where c stays, phrasings of one fact that all stay)."""
+    import copy
+
+    import ray
+
+    from generate.collect import Outcome
+    from generate.curate import drop_near_duplicates
+    from generate.ray_stage import near_duplicate_pairs, signed
+
+    topics = ["the boiling point of water at sea level", "the capital city of Norway", "the speed of light in vacuum",
+              "the tallest mountain on Earth", "the author of the novel Middlemarch", "the year the Berlin Wall fell"]
+    outcome, batches = Outcome(), []
+    for b in range(4):  # four teacher batches of three chunks, every chunk asking of every topic
+        batch = {}
+        for c in range(3):
+            key = f"doc{b}.md#{c}"
+            batch[key] = [
+                {"question": f"{opening} {topic}?", "evidence": topic, "answer": f"{topic} ({b}{c})", "reasoning": "r"}
+                for topic in topics[(b + c) % 3 :: 2] for opening in ("What is", "what is", "Tell me what is")
+            ]  # fmt: skip
+            batch[key].append({"question": f"Is it {'one two three four five'[: 9 + 2 * c]}?", "evidence": "x",
+                               "answer": "yes", "reasoning": "r"})  # fmt: skip
+        outcome.items.update(copy.deepcopy(batch))
+        batches.append(signed(batch, 0.8))
+    chunk_keys = list(outcome.items)
+    items = sum(map(len, outcome.items.values()))
+    on_index, on_ray = copy.deepcopy(outcome), copy.deepcopy(outcome)
+    drop_near_duplicates(chunk_keys, on_index, 0.8)
+    rows = ray.data.from_items([{column: values[0] for column, values in batch.items()} for batch in batches])
+    similar = near_duplicate_pairs(ray, rows, 0.8, items)
+    drop_near_duplicates(chunk_keys, on_ray, 0.8, similar)
+    assert on_ray.items == on_index.items and on_ray.rejects == on_index.rejects
+    reasons = {r["reason"] for r in on_index.rejects}
+    assert reasons == {"duplicate", "near_duplicate"} and 0 < len(on_index.rejects) < items
+    asked = {key: [item["question"] for item in kept] for key, kept in on_index.items.items()}
+    assert "Is it one two three?" in asked["doc0.md#2"] and "Is it one two thr?" not in asked["doc0.md#1"]  # the chain
+    norway = {"What is the capital city of Norway?", "Tell me what is the capital city of Norway?"}
+    assert norway <= set(asked["doc0.md#1"])  # phrasings of one fact

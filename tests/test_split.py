@@ -122,6 +122,26 @@ def test_near_duplicate_index_finds_what_datasketchs_plain_index_finds():
     assert found > len(texts)  # the corpus holds near-duplicates to find
 
 
+def test_band_rows_pair_what_the_index_matches():
+    """The spread search (`distill gen --ray`) files each text under the band keys the index files it
+    under, and its pairs are exactly the index's matches, whichever partition a band lands in."""
+    from generate.dedup import fingerprint, similar_pairs
+
+    texts = [f"{opening} {topic}{end}" for topic in TOPICS for opening in ("What is", "what is", "Tell me what is")
+             for end in ("?", "??", "")]
+    index = NearDuplicates(0.8)
+    for n, text in enumerate(texts):
+        index.add(str(n), text)
+    rows = [(band, str(n), fingerprint(text, 0.8)[0]) for n, text in enumerate(texts) for band in fingerprint(text, 0.8)[1]]
+    for n, text in enumerate(texts):
+        assert [band[1:] for band in fingerprint(text, 0.8)[1]] == list(index.lsh.keys.get(str(n)))
+    by_band = sorted(rows)  # two partitions, split between band keys as a hash partition splits them
+    halves = [r for r in by_band if r[0][-1] % 2], [r for r in by_band if not r[0][-1] % 2]
+    pairs = similar_pairs(halves[0], 0.8) | similar_pairs(halves[1], 0.8)
+    expected = {tuple(sorted((str(n), k))) for n, text in enumerate(texts) for k in index.match(text) if k != str(n)}
+    assert pairs == expected and len(expected) > len(texts)
+
+
 # ---------------------------------------------------------------- knowledge: held-out phrasings
 
 
