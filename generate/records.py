@@ -38,3 +38,23 @@ def make_record(item: dict, chunk: Chunk, teacher: dict, task: str) -> dict:
         "teacher": dict(teacher),
         "task": task,
     }
+
+
+def light_record(item: dict, chunk: Chunk) -> dict:
+    """What the corpus-wide steps read of a record (dedup, near-twins, the split, coverage), with the
+    item and chunk it is made from: the full record is made only to be checked and written
+    (`full_record`), so a run never holds every record's context and messages at once."""
+    return {
+        "id": record_id(item, chunk),
+        "question": item["question"],
+        "evidence": item["evidence"],
+        "fact": fact_id(item, chunk.key),
+        "source": {"doc": chunk.doc, "chunk": chunk.index},
+        "made_from": (item, chunk),
+    }
+
+
+def full_record(light: dict, teacher: dict, task: str) -> dict:
+    """The dataset record of a light one, with its split if it has one."""
+    record = make_record(*light["made_from"], teacher, task)
+    return {**record, "split": light["split"]} if "split" in light else record

@@ -43,7 +43,7 @@ from generate.facts import (
     sentence_listing,
 )
 from generate.ingest import Document, Skipped, discover, read_all
-from generate.records import make_record
+from generate.records import full_record, light_record
 from generate.rewrites import rewrite, rewrite_prompts, text_rows
 from generate.split import describe_split, drop_near_twins, split
 from generate.tasks import Task, load_task, worst_case_tokens
@@ -197,28 +197,31 @@ def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool)
 
 def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
-    records, seen = [], {}
+    records, seen = [], {}  # light records (generate.records): a full one is made as it is checked or written
     for chunk in plan.chunks:
         for item in outcome.items.get(chunk.key, []):
             qkey = question_key(item["question"])
             if qkey in seen:
                 outcome.rejects.append({"reason": "duplicate", "detail": f"same question as {seen[qkey]}", "chunk": chunk.key, "item": item})
                 continue
-            record = make_record(item, chunk, teacher, plan.task.name)
+            record = light_record(item, chunk)
             seen[qkey] = record["id"]
             records.append(record)
+    del seen
     records, twins = drop_near_twins(records, cfg.near_twin_threshold)
     for record, like in twins:
-        twin = {k: record[k] for k in ("question", "reasoning", "answer", "evidence")}
+        item = record["made_from"][0]
+        twin = {k: item[k] for k in ("question", "reasoning", "answer", "evidence")}
         where = f"{record['source']['doc']}#{record['source']['chunk']}"
         outcome.rejects.append({"reason": "near_twin", "detail": f"like: {like}"[:300], "chunk": where, "item": twin})
     train, test, dropped = split(records, cfg.split_by, cfg.test_fraction, cfg.seed, cfg.near_dup_threshold)
-    for record in records:
+    for light in records:
+        record = full_record(light, teacher, plan.task.name)
         problems = schemas.errors("record", {**record, "split": "train"})
         if problems:  # a bug, not a user error: never write an invalid record
             raise RuntimeError(f"record {record['id']} violates record.schema.json: {problems[0]}")
-    write_jsonl(plan.out / "train.jsonl", train)
-    write_jsonl(plan.out / "test.jsonl", test)
+    write_jsonl(plan.out / "train.jsonl", (full_record(r, teacher, plan.task.name) for r in train))
+    write_jsonl(plan.out / "test.jsonl", (full_record(r, teacher, plan.task.name) for r in test))
     write_jsonl(plan.out / "rejects.jsonl", outcome.rejects)
     if cfg.export:  # export_dir reads the files back: skip it when there is nothing to export
         export_dir(plan.out, cfg.export)
