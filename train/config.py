@@ -30,6 +30,9 @@ class StageConfig(BaseModel):
         "auto", description="Compute dtype; auto: bfloat16 on GPUs that support it, else float16 on GPU, and bfloat16 autocast on CPUs with AVX512-BF16/AMX, else float32."
     )
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path (0 lets Unsloth use its fast kernels).")
+    lora_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="A new LoRA adapter's weights and so its gradients: float32 (Unsloth's and PEFT's default) or bfloat16, half the bytes, as plain TRL's QLoRA holds them (8B QLoRA r 32: 0.31 GiB less at the peak; docs/train.md). bfloat16 needs a GPU that computes in it."
+    )
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Linear layers that get LoRA adapters (all attention and MLP projections by default).",

@@ -135,8 +135,19 @@ def load_hf(spec: ModelSpec):
     elif spec.method != "full":
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config(spec.lora))
+        model = cast_adapter(get_peft_model(model, lora_config(spec.lora)), spec.lora)
     return model, AutoTokenizer.from_pretrained(spec.path)
+
+
+def cast_adapter(model, lora: LoraSettings):
+    """A new adapter's trainable weights in lora.dtype (PEFT and Unsloth make them float32), in place, before
+    any optimizer sees them: bfloat16 halves the adapter's weights and gradients (and the 8-bit Adam state
+    follows the weights)."""
+    if lora.dtype == "bfloat16":
+        for param in model.parameters():
+            if param.requires_grad and param.is_floating_point():
+                param.data = param.data.to(torch.bfloat16)
+    return model
 
 
 def load_hf_base(spec: ModelSpec):

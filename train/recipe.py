@@ -90,7 +90,12 @@ def choose_backend(cfg: BaseModel) -> tuple[str, str | None]:
 def model_spec(cfg: BaseModel, name: str, path: str, max_seq_length: int, adapter: str | None = None) -> ModelSpec:
     """What this run trains, from the config's model keys (dtype and LoRA settings) on this machine."""
     dtype, autocast = loading.resolve_dtype(cfg.dtype)
-    lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.target_modules))
+    lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.target_modules), cfg.lora_dtype)
+    if cfg.lora_dtype == "bfloat16" and dtype == torch.float16:
+        raise UserError(
+            "lora_dtype: bfloat16 needs a GPU that computes in bfloat16 (this one trains in float16); "
+            "use lora_dtype: float32"
+        )
     checkpointing = cfg.gradient_checkpointing
     return ModelSpec(name, path, cfg.method, dtype, autocast, max_seq_length, lora, checkpointing, cfg.seed, adapter)
 

@@ -20,6 +20,7 @@ class LoraSettings:
     alpha: int
     dropout: float
     targets: tuple[str, ...]
+    dtype: str = "float32"  # of the adapter's weights: float32 or bfloat16
 
 
 @dataclass(frozen=True)

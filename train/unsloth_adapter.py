@@ -104,7 +104,9 @@ def add_lora(model, spec: ModelSpec, checkpointing):
     """A new LoRA adapter (spec.lora) on an Unsloth-loaded base."""
     from unsloth import FastLanguageModel
 
-    return FastLanguageModel.get_peft_model(
+    from train.loading import cast_adapter
+
+    model = FastLanguageModel.get_peft_model(
         model,
         r=spec.lora.r,
         lora_alpha=spec.lora.alpha,
@@ -115,6 +117,7 @@ def add_lora(model, spec: ModelSpec, checkpointing):
         random_state=spec.seed,
         max_seq_length=spec.max_seq_length,
     )
+    return cast_adapter(model, spec.lora)
 
 
 def load_for_grpo(spec: ModelSpec, fast_inference: bool, vllm_memory: float):
