@@ -19,7 +19,7 @@ between two sizes (the fixed part cancels).
 `--ray`: the driver of `distill gen --ray` as it runs: a local Ray (every CPU) makes the rows in tasks,
 as the teacher actors do, with each item's signature and band keys (generate.ray_stage.signed), and keeps
 them in its object store; the driver reads them (gather), has Ray find the near-duplicate pairs
-(generate.ray_stage.near_duplicate_pairs) and keeps its index-free curation and the writing. The
+(generate.ray_stage.near_duplicate_pairs), decides, and has Ray write the records (ray_stage.Shards). The
 figure is the driver process's RSS, measured after Ray has started (Ray's own processes are not in it).
 
   python bench/driver_memory.py                         # 1,000 and 4,000 chunks (~2 min)
@@ -191,11 +191,11 @@ def one(a) -> None:
         }
     )
     (out / "data").mkdir()
-    similar, pairs_s = None, 0.0
+    similar, pairs_s, write = None, 0.0, None
     if a.ray:
         import ray
 
-        from generate.ray_stage import GATHERED, near_duplicate_pairs
+        from generate.ray_stage import GATHERED, Shards, near_duplicate_pairs
 
         ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
@@ -205,11 +205,14 @@ def one(a) -> None:
         asked = ray_rows(ray, a, chunks)
         started = time.time()
         made = started - made
-        plan, outcome = gather(cfg, out / "data", load_task(cfg.task), asked.select_columns(GATHERED).iter_rows(), [])
+        row_chunks = []
+        rows = asked.select_columns(GATHERED).iter_rows()
+        plan, outcome = gather(cfg, out / "data", load_task(cfg.task), rows, [], row_chunks)
         gathered = rss_mib()
         pairs_s = time.time()
         similar = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, sum(map(len, outcome.items.values())))
         pairs_s = time.time() - pairs_s
+        write = Shards(ray, asked, row_chunks).write
     else:
         base = rss_mib()
         started = time.time()
@@ -218,7 +221,9 @@ def one(a) -> None:
         gathered = rss_mib()
     with CachedTeacher(cfg.teacher, out / "data" / "cache.sqlite") as teacher:  # asked nothing: no judge, no rewrites
         curate(cfg, plan, outcome, teacher, False, similar)
-    manifest = save(cfg, plan, outcome, started)
+    writing = time.time()
+    manifest = save(cfg, plan, outcome, started, write)
+    writing = time.time() - writing
     records = manifest["counts"]["train"] + manifest["counts"]["test"]
     print(
         "RESULT "
@@ -232,6 +237,7 @@ def one(a) -> None:
                 "peak_mib": round(peak_mib() - base, 1),
                 "train_jsonl_mib": round((out / "data" / "train.jsonl").stat().st_size / 2**20, 1),
                 "seconds": round(time.time() - started, 1),
+                "save_seconds": round(writing, 1),
                 **({"ray_pairs_seconds": round(pairs_s, 1), "ray_rows_seconds": round(made, 1)} if a.ray else {}),
             }
         ),

@@ -10,7 +10,11 @@
     near-duplicates:  map_batches(band_rows)                      one row per band of every item
                ─▶ repartition(keys=["band"]) ─▶ map_batches(pairs_in_block)   the pairs alike at the threshold
                ─▶ driver: keeps the first of each group, in corpus order (+ judge, rewrites), exact dedup,
-                  split, write (generate.stage.save)
+                  near-twins, split: which items stay, on light records (generate.stage.save)
+    records:   map_batches(write_shard)                         each row's records made (its decisions from the
+                                                                  object store), checked, written as
+                                                                  shards/{train,test}-FIRST.jsonl
+               ─▶ driver: train.jsonl, test.jsonl (the shards joined in order), rejects, manifest
 
 Ray's part: placing tasks and actors on the cluster's CPUs and GPUs, streaming batches between
 them with backpressure, re-running lost tasks, the progress bars. Ours: the body of every step is
@@ -19,7 +23,8 @@ split (hashes of seed and id: generate/split.py) and the manifest's counts are t
 gen` without Ray. Near-duplicate search is spread: the actors sign their items, Ray groups the
 signatures by band key across the cluster and returns the pairs alike at the threshold (the same
 pairs MinHashLSH finds in one process: generate/dedup.py), so the driver holds no index. Deciding
-which item of a pair stays, the split and the writing run on the driver, which holds every record.
+which items stay and in which split runs on the driver, which holds every item and a light record of
+each; Ray makes and writes the full records (chunk text, messages) as shards.
 
 Cache: each teacher actor writes its answers to a shard of its own (cache/<worker>.sqlite beside
 cache.sqlite, common/teacher/cache.py) and reads the run's cache and every shard, so a killed run,
@@ -29,10 +34,12 @@ cache.sqlite when the pipeline ends. On a cluster, --out must be a folder every 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -41,6 +48,7 @@ from functools import cache
 from pathlib import Path
 
 from common.errors import UserError
+from common.io import write_atomic, write_jsonl
 from common.teacher.ask import CachedTeacher
 from common.teacher.cache import merge_shards
 from generate.chunk import Chunk, chunk_documents
@@ -48,8 +56,9 @@ from generate.config import GenConfig
 from generate.curate import curate
 from generate.dedup import NUM_PERM, band_ranges, fingerprint, similar_pairs
 from generate.ingest import Document, Skipped, discover, fewer_collections, read_all, unique_files
+from generate.records import make_record
 from generate.rewrites import rewrite, rewrite_prompts
-from generate.stage import Outcome, Plan, load_tokenizer, make_plan, prepare_out, run, sample_chunks, save
+from generate.stage import Outcome, Plan, checked, load_tokenizer, make_plan, prepare_out, run, sample_chunks, save
 from generate.tasks import load_task
 
 INSTALL = "pip install 'distill[ray]'"
@@ -65,7 +74,7 @@ def import_ray():
 
 
 def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
-    """The stage on Ray: same outputs as generate.stage.run_gen, written by the driver."""
+    """The stage on Ray: the outputs of generate.stage.run_gen, and the records also as shards (shards/)."""
     ray = import_ray()
     started = time.time()
     task = load_task(cfg.task, cfg.prompt_file, cfg.schema_file)
@@ -78,19 +87,21 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
             files = ray.data.from_items(sampled(cfg, files.take_all()))
         pool = teacher_pool(ray, cfg, str(out))
         asked = teacher_batches(files, cfg).map_batches(AskTeacher, batch_size=cfg.ray.files_per_batch, **pool)
-        asked = asked.materialize()  # read twice: by the driver, and for the near-duplicate search
-        plan, outcome = gather(cfg, out, task, asked.select_columns(GATHERED).iter_rows(), links)
+        asked = asked.materialize()  # read three times: by the driver, for the near-duplicates, for the records
+        row_chunks = []
+        plan, outcome = gather(cfg, out, task, asked.select_columns(GATHERED).iter_rows(), links, row_chunks)
         similar = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, sum(map(len, outcome.items.values())))
+        shards = Shards(ray, asked, row_chunks)
+        merge_shards(out / "cache.sqlite")  # the teacher actors have ended with their operator
+        with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:  # corpus-wide steps, as run_gen does them
+            if cfg.rewrites and not outcome.interrupted:
+                outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
+            curate(cfg, plan, outcome, teacher, show_progress, similar)
+            outcome.structured_output.update(teacher.structured_output)
+        return save(cfg, plan, outcome, started, shards.write)
     finally:
         if ours:
-            ray.shutdown()  # no actor writes a shard any more
-    merge_shards(out / "cache.sqlite")
-    with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:  # corpus-wide steps, as run_gen does them
-        if cfg.rewrites and not outcome.interrupted:
-            outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
-        curate(cfg, plan, outcome, teacher, show_progress, similar)
-        outcome.structured_output.update(teacher.structured_output)
-    return save(cfg, plan, outcome, started)
+            ray.shutdown()
 
 
 MIN_FILES_PER_READ = 8  # below this a task spent a quarter of its time on Ray's own overhead (2-core machine)
@@ -297,6 +308,72 @@ def near_duplicate_pairs(ray, asked, threshold: float, items: int) -> dict[str, 
     return similar
 
 
+# ---------------------------------------------------------------- the records, written by Ray
+
+
+class Shards:
+    """train.jsonl and test.jsonl written by Ray: the driver decides (save, on light records) and puts each
+    actor row's decisions (per chunk, a digest of every item that stays, with its split) in Ray's object store; a
+    task per row fetches its own, makes those records from the row's items and chunks, checks them and writes
+    `shards/{train,test}-FIRST.jsonl` (FIRST: the row's first file, in corpus order); the driver then joins
+    the shards in that order into train.jsonl and test.jsonl (the lines a run without Ray writes)."""
+
+    def __init__(self, ray, asked, row_chunks: list[tuple[int, list[str]]]):
+        self.ray, self.asked, self.row_chunks = ray, asked, row_chunks
+
+    def write(self, out: Path, train: list[dict], test: list[dict], teacher: dict, task: str) -> dict:
+        decided = {}
+        for light in train + test:
+            item, chunk = light["made_from"]
+            decided.setdefault(chunk.key, {})[digest(item)] = light["split"]
+        decisions = {
+            first: self.ray.put(json.dumps({key: decided[key] for key in keys if key in decided}))
+            for first, keys in self.row_chunks
+        }
+        staging = out / "shards.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        kwargs = {"staging": str(staging), "teacher": teacher, "task": task, "decisions": decisions}
+        rows = self.asked.select_columns(["files", "chunks", "outcome"])
+        written = rows.map_batches(write_shard, batch_size=1, fn_kwargs=kwargs).take_all()
+        firsts = sorted(int(r["first"]) for r in written)
+        for split in ("train", "test"):
+            write_atomic(out / f"{split}.jsonl", lines(staging / f"{split}-{first:07d}.jsonl" for first in firsts))
+        shutil.rmtree(out / "shards", ignore_errors=True)  # the last run's, replaced once the files are written
+        staging.rename(out / "shards")
+        return {"shards": "shards"}
+
+
+def digest(item: dict) -> str:
+    """An item by what its record is made of: two items alike in all of it make the same record."""
+    fields = json.dumps([item["question"], item["reasoning"], item["answer"], item["evidence"]])
+    return hashlib.sha256(fields.encode()).hexdigest()[:20]
+
+
+def write_shard(batch: dict, staging: str, teacher: dict, task: str, decisions: dict) -> dict:
+    """One actor row's records that stay, made, checked and written as its train and test shards."""
+    import ray
+
+    first = int(json.loads(batch["files"][0])[0][0])
+    decided, items = json.loads(ray.get(decisions[first])), json.loads(batch["outcome"][0])["items"]
+    parts = {"train": [], "test": []}
+    for _, doc, index, start, end, text in json.loads(batch["chunks"][0]):  # in corpus order
+        chunk = Chunk(doc, index, start, end, text)
+        for item in items.get(chunk.key, []):
+            split = decided.get(chunk.key, {}).pop(digest(item), None)  # an item repeated is written once
+            if split:
+                parts[split].append(checked({**make_record(item, chunk, teacher, task), "split": split}))
+    for split, records in parts.items():
+        write_jsonl(Path(staging) / f"{split}-{first:07d}.jsonl", records)
+    return {"first": [first]}
+
+
+def lines(paths):
+    for path in paths:
+        with open(path) as handle:
+            yield from handle
+
+
 # ---------------------------------------------------------------- the driver
 
 
@@ -307,14 +384,21 @@ def dump(outcome: Outcome) -> str:
     return json.dumps({name: getattr(outcome, name) for name in fields})
 
 
-def gather(cfg: GenConfig, out: Path, task, rows, links: list[Skipped]) -> tuple[Plan, Outcome]:
+def gather(
+    cfg: GenConfig, out: Path, task, rows, links: list[Skipped], row_chunks: list | None = None
+) -> tuple[Plan, Outcome]:
     """The batches' results as one Plan (chunks in corpus order) and one Outcome, as the single-process run has them.
-    The Plan counts the actors' requests rather than building them again (~4 ms a chunk on one core: docs/scale.md)."""
+    The Plan counts the actors' requests rather than building them again (~4 ms a chunk on one core: docs/scale.md).
+    `row_chunks` gets each row's first file (its ordinal) and chunk keys."""
     files, chunks, outcome, requests = {}, [], Outcome(), 0
     for row in rows:
         requests += int(row["requests"])
-        files.update({o: (doc, reason) for o, doc, reason in json.loads(row["files"])})
-        chunks += [(o, Chunk(*rest)) for o, *rest in json.loads(row["chunks"])]
+        row_files = json.loads(row["files"])  # empty in a row that reports a user error
+        files.update({o: (doc, reason) for o, doc, reason in row_files})
+        batch = [(o, Chunk(*rest)) for o, *rest in json.loads(row["chunks"])]
+        chunks += batch
+        if row_chunks is not None and row_files:  # (the row's first file, its chunks)
+            row_chunks.append((row_files[0][0], [chunk.key for _, chunk in batch]))
         part = json.loads(row["outcome"])
         if "user_error" in part:
             raise UserError(part["user_error"])

@@ -18,6 +18,7 @@ import random
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,7 +196,9 @@ def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool)
 # ---------------------------------------------------------------- save
 
 
-def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
+def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float, write: Callable | None = None) -> dict:
+    """Decide what is written (duplicates, near-twins, the split) on light records, then write train.jsonl and
+    test.jsonl (`write(train, test)`: under Ray, Ray writes them as shards), rejects, text and the manifest."""
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
     records, seen = [], {}  # light records (generate.records): a full one is made as it is checked or written
     for chunk in plan.chunks:
@@ -215,13 +218,7 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
         where = f"{record['source']['doc']}#{record['source']['chunk']}"
         outcome.rejects.append({"reason": "near_twin", "detail": f"like: {like}"[:300], "chunk": where, "item": twin})
     train, test, dropped = split(records, cfg.split_by, cfg.test_fraction, cfg.seed, cfg.near_dup_threshold)
-    for light in records:
-        record = full_record(light, teacher, plan.task.name)
-        problems = schemas.errors("record", {**record, "split": "train"})
-        if problems:  # a bug, not a user error: never write an invalid record
-            raise RuntimeError(f"record {record['id']} violates record.schema.json: {problems[0]}")
-    write_jsonl(plan.out / "train.jsonl", (full_record(r, teacher, plan.task.name) for r in train))
-    write_jsonl(plan.out / "test.jsonl", (full_record(r, teacher, plan.task.name) for r in test))
+    written = (write or write_records)(plan.out, train, test, teacher, plan.task.name)  # other files it wrote
     write_jsonl(plan.out / "rejects.jsonl", outcome.rejects)
     if cfg.export:  # export_dir reads the files back: skip it when there is nothing to export
         export_dir(plan.out, cfg.export)
@@ -241,9 +238,27 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
         manifest["coverage"]["items_asked"] = manifest["coverage"]["facts_listed"] * cfg.questions_per_fact
     if text:
         manifest["files"]["text"] = "text.jsonl"
+    manifest["files"].update(written or {})
     manifest["warnings"] = low_yield_warnings(manifest)
     write_json(plan.out / "manifest.json", manifest)
     return manifest
+
+
+def write_records(out: Path, train: list[dict], test: list[dict], teacher: dict, task: str) -> dict:
+    """train.jsonl and test.jsonl from light records, each full record made when it is checked and when it is
+    written; every record is checked before either file is replaced."""
+    for light in train + test:
+        checked(full_record(light, teacher, task))
+    write_jsonl(out / "train.jsonl", (full_record(r, teacher, task) for r in train))
+    write_jsonl(out / "test.jsonl", (full_record(r, teacher, task) for r in test))
+    return {}
+
+
+def checked(record: dict) -> dict:
+    problems = schemas.errors("record", record)
+    if problems:  # a bug, not a user error: never write an invalid record
+        raise RuntimeError(f"record {record['id']} violates record.schema.json: {problems[0]}")
+    return record
 
 
 def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dict:

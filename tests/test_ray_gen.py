@@ -90,6 +90,9 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
         assert on_ray["counts"][key] == single["counts"][key], key
     assert on_ray["rejected"] == single["rejected"] and single["rejected"].get("duplicate", 0) > 0
     assert single["rejected"].get("near_duplicate", 0) > 0
+    for name in ("train.jsonl", "test.jsonl"):  # written by Ray as shards, joined in corpus order
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+    assert len(list((tmp_path / "ray" / "shards").glob("train-*.jsonl"))) == 4  # one a teacher batch of one file
     assert on_ray["coverage"] == single["coverage"] and single["coverage"]["facts_listed"] > 0  # facts first, gathered
     assert not (tmp_path / "ray" / "cache").exists() or not list(
         (tmp_path / "ray" / "cache").glob("*.sqlite")
@@ -310,3 +313,57 @@ def test_spread_near_duplicate_search_keeps_what_the_index_keeps(local_ray):
     assert "Is it one two three?" in asked["doc0.md#2"] and "Is it one two thr?" not in asked["doc0.md#1"]  # the chain
     norway = {"What is the capital city of Norway?", "Tell me what is the capital city of Norway?"}
     assert norway <= set(asked["doc0.md#1"])  # phrasings of one fact
+
+
+def test_ray_writes_the_records_as_shards_and_the_same_files(local_ray, tmp_path):
+    """Under Ray the driver decides on light records and Ray writes the records, a shard per actor row:
+    train.jsonl and test.jsonl come out byte for byte as a run without Ray writes them (a question repeated
+    in a later row is written once; facts asked in three phrasings are split between the files)."""
+    import ray
+
+    from generate.chunk import Chunk
+    from generate.collect import Outcome
+    from generate.config import GenConfig
+    from generate.ray_stage import Shards, astuple, dump, gather
+    from generate.stage import save
+    from generate.tasks import load_task
+
+    rows = []
+    for first in (0, 2, 4):  # three actor rows of two files each, two chunks a file
+        files, chunks, outcome = [], [], Outcome()
+        for ordinal in (first, first + 1):
+            doc = f"docs/file{ordinal}.md"
+            files.append([ordinal, doc, ""])
+            for index in range(2):
+                text = f"The mill of town {ordinal}-{index} ground {100 + ordinal} sacks. It had {index + 3} stones."
+                chunk = Chunk(doc, index, 100 * index, 100 * index + len(text), text)
+                chunks.append([ordinal, *astuple(chunk)])
+                evidence = text.split(". ")[0] + "."
+                asked = [f"How many sacks did the mill of town {ordinal}-{index} grind?",
+                         f"What number of sacks was ground by the mill in town {ordinal}-{index}?",
+                         f"The mill of town {ordinal}-{index} ground how many sacks?",
+                         "What is the mill?"]  # fmt: skip
+                fact = {"reasoning": "Step 1: the text says so.", "answer": str(100 + ordinal), "evidence": evidence}
+                outcome.items[chunk.key] = [{"question": q, **fact} for q in asked]
+        rows.append({"files": json.dumps(files), "chunks": json.dumps(chunks), "outcome": dump(outcome), "requests": 4})
+    asked = ray.data.from_items(rows).materialize()
+    written = {}
+    for way in ("one process", "ray"):
+        out = tmp_path / way.replace(" ", "-")
+        out.mkdir()
+        cfg = GenConfig.model_validate({"inputs": [str(tmp_path)], "out": str(out), "teacher": {
+            "backend": "openai", "model": "none", "base_url": ["http://127.0.0.1:9/v1"]}})  # fmt: skip
+        row_chunks = []
+        plan, outcome = gather(cfg, out, load_task(cfg.task), iter(rows), [], row_chunks)
+        write = Shards(ray, asked, row_chunks).write if way == "ray" else None
+        written[way] = (save(cfg, plan, outcome, time.time(), write), out)
+    (single, plain), (on_ray, sharded) = written["one process"], written["ray"]
+    for name in ("train.jsonl", "test.jsonl"):
+        assert (sharded / name).read_bytes() == (plain / name).read_bytes()
+        shards = sorted((sharded / "shards").glob(f"{name.split('.')[0]}-*.jsonl"))
+        assert [p.name for p in shards] == [f"{name.split('.')[0]}-000000{n}.jsonl" for n in (0, 2, 4)]
+        assert b"".join(p.read_bytes() for p in shards) == (plain / name).read_bytes()
+    assert single["counts"]["train"] > single["counts"]["test"] > 0 and single["rejected"]["duplicate"] == 11
+    assert on_ray["counts"] == single["counts"] and on_ray["rejected"] == single["rejected"]
+    assert on_ray["files"]["shards"] == "shards"
+    assert not (sharded / "shards.tmp").exists() and "shards" not in single["files"]
