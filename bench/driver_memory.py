@@ -203,7 +203,7 @@ def one(a) -> None:
         base = rss_mib()
         made = time.time()
         asked = ray_rows(ray, a, chunks)
-        started = time.time()
+        started, cpu = time.time(), time.process_time()
         made = started - made
         row_chunks = []
         rows = asked.select_columns(GATHERED).iter_rows()
@@ -215,7 +215,7 @@ def one(a) -> None:
         write = Shards(ray, asked, row_chunks).write
     else:
         base = rss_mib()
-        started = time.time()
+        started, cpu = time.time(), time.process_time()
         rows = batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings)
         plan, outcome = gather(cfg, out / "data", load_task(cfg.task), rows, [])
         gathered = rss_mib()
@@ -238,6 +238,7 @@ def one(a) -> None:
                 "train_jsonl_mib": round((out / "data" / "train.jsonl").stat().st_size / 2**20, 1),
                 "seconds": round(time.time() - started, 1),
                 "save_seconds": round(writing, 1),
+                "driver_cpu_seconds": round(time.process_time() - cpu, 1),  # this process's, from gather on
                 **({"ray_pairs_seconds": round(pairs_s, 1), "ray_rows_seconds": round(made, 1)} if a.ray else {}),
             }
         ),
