@@ -15,6 +15,7 @@ save:  validate items, drop duplicates, split, write train/test/rejects.jsonl an
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -251,6 +252,7 @@ def write_records(out: Path, train: list[dict], test: list[dict], teacher: dict,
         checked(full_record(light, teacher, task))
     write_jsonl(out / "train.jsonl", (full_record(r, teacher, task) for r in train))
     write_jsonl(out / "test.jsonl", (full_record(r, teacher, task) for r in test))
+    shutil.rmtree(out / "shards", ignore_errors=True)  # a --ray run's shards of other files than these
     return {}
 
 

@@ -367,3 +367,13 @@ def test_ray_writes_the_records_as_shards_and_the_same_files(local_ray, tmp_path
     assert on_ray["counts"] == single["counts"] and on_ray["rejected"] == single["rejected"]
     assert on_ray["files"]["shards"] == "shards"
     assert not (sharded / "shards.tmp").exists() and "shards" not in single["files"]
+
+
+def test_a_run_without_ray_removes_the_shards_of_an_earlier_ray_run(tmp_path):
+    """Shards left by a --ray run would disagree with the train.jsonl a later run without Ray writes."""
+    from generate.stage import write_records
+
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "train-0000000.jsonl").write_text('{"id": "old"}\n')
+    assert write_records(tmp_path, [], [], {"backend": "openai", "model": "m"}, "qa") == {}
+    assert (tmp_path / "train.jsonl").read_text() == "" and not (tmp_path / "shards").exists()
