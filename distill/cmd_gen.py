@@ -96,9 +96,12 @@ def gen(args, config_path, as_json, quiet, flags, dry_run=False, ray_address=Non
 
 
 def ray_flags(address: str) -> dict:
-    """--ray [ADDRESS] as config keys; an address that is an existing path was an input taken by --ray."""
+    """--ray [ADDRESS] as config keys; an address that is an existing path was an input taken by --ray, one
+    with '=' and no scheme a setting (key=value; a Ray address is auto, host:port or ray://host:port)."""
     if address and Path(address).exists():
         raise UserError(f"--ray took the input {address} as a cluster address; put --ray last or write --ray=ADDRESS")
+    if "=" in address and "://" not in address:
+        raise UserError(f"--ray took the setting {address} as a cluster address; put --ray last or write --ray=ADDRESS")
     return {"ray": {"address": address} if address else {}}
 
 

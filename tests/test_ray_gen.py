@@ -251,6 +251,9 @@ def test_ray_flag_that_swallowed_an_input_says_so(docs, tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["gen", "--out", str(tmp_path / "out"), "--ray", str(docs)])
     assert done.value.code == 2 and "--ray=ADDRESS" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:  # a setting after --ray: no Ray would be joined at "max_chunks=5"
+        main(["gen", str(docs), "--out", str(tmp_path / "out"), "--ray", "max_chunks=5"])
+    assert done.value.code == 2 and "took the setting max_chunks=5" in capsys.readouterr().err
 
 
 def test_a_small_corpus_is_read_in_enough_tasks_for_every_cpu():
