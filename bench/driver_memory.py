@@ -17,9 +17,9 @@ imports and the corpus's sentences are loaded, so per-chunk and per-record costs
 between two sizes (the fixed part cancels).
 
 `--ray`: the driver of `distill gen --ray` as it runs: a local Ray (every CPU) makes the rows in tasks,
-as the teacher actors do, with each item's signature and band keys (generate.ray_stage.signed), and keeps
+as the teacher actors do, with each item's signature and band keys (generate.ray_corpus.signed), and keeps
 them in its object store; the driver reads them (gather), has Ray find the near-duplicate pairs
-(generate.ray_stage.near_duplicate_pairs), decides, and has Ray write the records (ray_stage.Shards). The
+(generate.ray_corpus.near_duplicate_pairs), decides, and has Ray write the records (ray_corpus.Shards). The
 figure is the driver process's RSS, measured after Ray has started (Ray's own processes are not in it).
 
   python bench/driver_memory.py                         # 1,000 and 4,000 chunks (~2 min)
@@ -125,8 +125,8 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
     from generate.chunk import Chunk
     from generate.collect import Outcome
     from generate.facts import sentence_facts
+    from generate.ray_corpus import signed as signed_columns
     from generate.ray_stage import astuple, dump
-    from generate.ray_stage import signed as signed_columns
 
     docs = [chunks[i : i + chunks_per_doc] for i in range(0, len(chunks), chunks_per_doc)]
     for first in range(0, len(docs), docs_per_batch) if first_docs is None else first_docs:
@@ -195,7 +195,8 @@ def one(a) -> None:
     if a.ray:
         import ray
 
-        from generate.ray_stage import GATHERED, Shards, near_duplicate_pairs
+        from generate.ray_corpus import Shards, near_duplicate_pairs
+        from generate.ray_stage import GATHERED
 
         ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip

@@ -285,7 +285,7 @@ def test_spread_near_duplicate_search_keeps_what_the_index_keeps(local_ray):
 
     from generate.collect import Outcome
     from generate.curate import drop_near_duplicates
-    from generate.ray_stage import near_duplicate_pairs, signed
+    from generate.ray_corpus import near_duplicate_pairs, signed
 
     topics = ["the boiling point of water at sea level", "the capital city of Norway", "the speed of light in vacuum",
               "the tallest mountain on Earth", "the author of the novel Middlemarch", "the year the Berlin Wall fell"]
@@ -327,7 +327,8 @@ def test_ray_writes_the_records_as_shards_and_the_same_files(local_ray, tmp_path
     from generate.chunk import Chunk
     from generate.collect import Outcome
     from generate.config import GenConfig
-    from generate.ray_stage import Shards, astuple, dump, gather
+    from generate.ray_corpus import Shards
+    from generate.ray_stage import astuple, dump, gather
     from generate.stage import save
     from generate.tasks import load_task
 

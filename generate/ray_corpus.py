@@ -1,0 +1,137 @@
+"""The corpus-wide steps of `distill gen --ray` that Ray runs after the teacher actors
+(generate/ray_stage.py): the near-duplicate search, spread by band key, and the records, made and
+written as shards from the driver's decisions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from common.io import write_atomic, write_jsonl
+from generate.chunk import Chunk
+from generate.dedup import NUM_PERM, band_ranges, fingerprint, similar_pairs
+from generate.records import make_record
+from generate.stage import checked
+
+# ---------------------------------------------------------------- near-duplicates, spread
+
+BAND_ROWS_PER_BLOCK = 500_000  # ~270 MB of rows a partition (a 9-byte band key, an item key, 512 bytes of signature)
+
+
+def signed(items: dict[str, list[dict]], threshold: float) -> dict:
+    """A batch's items as three columns for the near-duplicate search: their keys (curate's
+    `{chunk key}:{n}`, JSON), their signatures (128 uint32 each) and their band keys, end to end."""
+    keys, values, bands = [], [], []
+    for chunk_key, chunk_items in items.items():
+        for n, item in enumerate(chunk_items):
+            signature, item_bands = fingerprint(item["question"], threshold)
+            keys.append(f"{chunk_key}:{n}")
+            values.append(signature)
+            bands += item_bands
+    return {"sig_keys": [json.dumps(keys)], "sig_values": [b"".join(values)], "sig_bands": [b"".join(bands)]}
+
+
+def band_rows(batch: dict, threshold: float) -> dict:
+    """One row per band of every signed item: (band key, item key, signature)."""
+    per_item, size = len(band_ranges(threshold)), 4 * NUM_PERM
+    rows = {"band": [], "key": [], "values": []}
+    for keys, values, bands in zip(batch["sig_keys"], batch["sig_values"], batch["sig_bands"]):
+        for i, key in enumerate(json.loads(keys)):
+            for j in range(i * per_item, (i + 1) * per_item):
+                rows["band"].append(bands[j * 9 : (j + 1) * 9])
+                rows["key"].append(key)
+                rows["values"].append(values[i * size : (i + 1) * size])
+    return rows
+
+
+def pairs_in_block(block: dict, threshold: float) -> dict:
+    """The alike pairs among a partition's rows, which hold every row of their band keys."""
+    pairs = sorted(similar_pairs(zip(block["band"], block["key"], block["values"]), threshold))
+    return {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}
+
+
+def near_duplicate_pairs(ray, asked, threshold: float, items: int) -> dict[str, set[str]]:
+    """Every item key -> the keys of the items alike with it (curate.drop_near_duplicates's `similar`),
+    found by Ray: band rows hash-partitioned by band key, each partition searched by a task."""
+    if not items:
+        return {}
+    rows = items * len(band_ranges(threshold))
+    blocks = max(int(ray.cluster_resources().get("CPU", 1)), math.ceil(rows / BAND_ROWS_PER_BLOCK))
+    kwargs = {"fn_kwargs": {"threshold": threshold}}
+    bands = asked.select_columns(["sig_keys", "sig_values", "sig_bands"]).map_batches(band_rows, **kwargs)
+    pairs = bands.repartition(blocks, keys=["band"]).map_batches(pairs_in_block, batch_size=None, **kwargs)
+    similar = defaultdict(set)
+    for row in pairs.iter_rows():
+        similar[row["a"]].add(row["b"])
+        similar[row["b"]].add(row["a"])
+    return similar
+
+
+# ---------------------------------------------------------------- the records, written by Ray
+
+
+class Shards:
+    """train.jsonl and test.jsonl written by Ray: the driver decides (save, on light records) and puts each
+    actor row's decisions (per chunk, a digest of every item that stays, with its split) in Ray's object store; a
+    task per row fetches its own, makes those records from the row's items and chunks, checks them and writes
+    `shards/{train,test}-FIRST.jsonl` (FIRST: the row's first file, in corpus order); the driver then joins
+    the shards in that order into train.jsonl and test.jsonl (the lines a run without Ray writes)."""
+
+    def __init__(self, ray, asked, row_chunks: list[tuple[int, list[str]]]):
+        self.ray, self.asked, self.row_chunks = ray, asked, row_chunks
+
+    def write(self, out: Path, train: list[dict], test: list[dict], teacher: dict, task: str) -> dict:
+        decided = {}
+        for light in train + test:
+            item, chunk = light["made_from"]
+            decided.setdefault(chunk.key, {})[digest(item)] = light["split"]
+        decisions = {
+            first: self.ray.put(json.dumps({key: decided[key] for key in keys if key in decided}))
+            for first, keys in self.row_chunks
+        }
+        staging = out / "shards.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        kwargs = {"staging": str(staging), "teacher": teacher, "task": task, "decisions": decisions}
+        rows = self.asked.select_columns(["files", "chunks", "outcome"])
+        written = rows.map_batches(write_shard, batch_size=1, fn_kwargs=kwargs).take_all()
+        firsts = sorted(int(r["first"]) for r in written)
+        for split in ("train", "test"):
+            write_atomic(out / f"{split}.jsonl", lines(staging / f"{split}-{first:07d}.jsonl" for first in firsts))
+        shutil.rmtree(out / "shards", ignore_errors=True)  # the last run's, replaced once the files are written
+        staging.rename(out / "shards")
+        return {"shards": "shards"}
+
+
+def digest(item: dict) -> str:
+    """An item by what its record is made of: two items alike in all of it make the same record."""
+    fields = json.dumps([item["question"], item["reasoning"], item["answer"], item["evidence"]])
+    return hashlib.sha256(fields.encode()).hexdigest()[:20]
+
+
+def write_shard(batch: dict, staging: str, teacher: dict, task: str, decisions: dict) -> dict:
+    """One actor row's records that stay, made, checked and written as its train and test shards."""
+    import ray
+
+    first = int(json.loads(batch["files"][0])[0][0])
+    decided, items = json.loads(ray.get(decisions[first])), json.loads(batch["outcome"][0])["items"]
+    parts = {"train": [], "test": []}
+    for _, doc, index, start, end, text in json.loads(batch["chunks"][0]):  # in corpus order
+        chunk = Chunk(doc, index, start, end, text)
+        for item in items.get(chunk.key, []):
+            split = decided.get(chunk.key, {}).pop(digest(item), None)  # an item repeated is written once
+            if split:
+                parts[split].append(checked({**make_record(item, chunk, teacher, task), "split": split}))
+    for split, records in parts.items():
+        write_jsonl(Path(staging) / f"{split}-{first:07d}.jsonl", records)
+    return {"first": [first]}
+
+
+def lines(paths):
+    for path in paths:
+        with open(path) as handle:
+            yield from handle
