@@ -119,9 +119,9 @@ def questions(parts: tuple, phrasings: int) -> list[str]:
     return list(asked[:phrasings])
 
 
-def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings: int, first_docs=None, signed=False):
+def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings: int, first_docs=None, sign_at=None):
     """The rows AskTeacher returns (generate/ray_stage.py), one batch at a time (of the batches that start
-    at `first_docs`, every one by default), with the near-duplicate columns if `signed`."""
+    at `first_docs`, every one by default), with the near-duplicate columns signed at the threshold `sign_at`."""
     from generate.chunk import Chunk
     from generate.collect import Outcome
     from generate.facts import sentence_facts
@@ -154,19 +154,20 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
                 outcome.items[chunk.key] = items
                 outcome.counts["accepted"] += len(items)
         row = {"files": json.dumps(files), "chunks": json.dumps(rows), "outcome": dump(outcome), "requests": len(rows)}
-        yield {**row, **{k: v[0] for k, v in signed_columns(outcome.items, 0.8).items()}} if signed else row
+        signed = {} if sign_at is None else signed_columns(outcome.items, sign_at)
+        yield {**row, **{column: values[0] for column, values in signed.items()}}
 
 
 DOCS_PER_BATCH = 8
 
 
-def ray_rows(ray, a, chunks: list):
+def ray_rows(ray, a, chunks: list, threshold: float):
     """The actors' rows, made by Ray tasks and kept in Ray's object store, as `distill gen --ray` keeps them."""
     docs = -(-len(chunks) // a.chunks_per_doc)
 
     def make(batch: dict) -> dict:
         firsts = [int(x) for x in batch["id"]]
-        rows = list(batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings, firsts, signed=True))
+        rows = list(batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings, firsts, threshold))
         return {k: [r[k] for r in rows] for k in rows[0]}
 
     firsts = ray.data.from_items([{"id": first} for first in range(0, docs, DOCS_PER_BATCH)])
@@ -203,7 +204,7 @@ def one(a) -> None:
         ray.data.DataContext.get_current().enable_progress_bars = False
         base = rss_mib()
         made = time.time()
-        asked = ray_rows(ray, a, chunks)
+        asked = ray_rows(ray, a, chunks, cfg.near_dup_threshold)
         started, cpu = time.time(), time.process_time()
         made = started - made
         row_chunks = []

@@ -50,7 +50,7 @@ def band_rows(batch: dict, threshold: float) -> dict:
 
 def pairs_in_block(block: dict, threshold: float) -> dict:
     """The alike pairs among a partition's rows, which hold every row of their band keys."""
-    pairs = sorted(similar_pairs(zip(block["band"], block["key"], block["values"]), threshold))
+    pairs = similar_pairs(zip(block["band"], block["key"], block["values"]), threshold)
     return {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}
 
 

@@ -55,6 +55,5 @@ def light_record(item: dict, chunk: Chunk) -> dict:
 
 
 def full_record(light: dict, teacher: dict, task: str) -> dict:
-    """The dataset record of a light one, with its split if it has one."""
-    record = make_record(*light["made_from"], teacher, task)
-    return {**record, "split": light["split"]} if "split" in light else record
+    """The dataset record of a light one whose split is decided."""
+    return {**make_record(*light["made_from"], teacher, task), "split": light["split"]}
