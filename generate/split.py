@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from generate.dedup import NearDuplicates
 
@@ -63,60 +63,87 @@ def drop_near_twins(records: list[dict], threshold: float) -> tuple[list[dict], 
     return kept, dropped
 
 
-def _rank(seed: int, key: str) -> str:
+def rank(seed: int, key: str) -> str:
+    """Where a key (a document, a fact, a record id) falls in the seeded order of the split."""
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
-def _count(n: int, fraction: float) -> int:
+def held_count(n: int, fraction: float) -> int:
     """round(fraction * n), at least one when the fraction is positive and n >= 2."""
     if fraction <= 0 or n < 2:
         return 0
     return min(n - 1, max(1, round(fraction * n)))
 
 
-def _held_out(keys: list[str], fraction: float, seed: int) -> set[str]:
-    return set(sorted(keys, key=lambda k: _rank(seed, k))[: _count(len(keys), fraction)])
+def cutoff(ranks, k: int) -> str:
+    """The k-th smallest of the ranks ('' for k = 0): a key is held out when its rank is at most this.
+    Ranks are sha256 digests of distinct keys, so no two are equal. Under Ray the rows' ranks are too
+    many for one process and generate/ray_decide.py finds the same rank in two passes."""
+    return sorted(ranks)[k - 1] if k else ""
+
+
+def phrasing_depth(sizes: Counter, wanted: int) -> tuple[int, int]:
+    """(depth, k): held_out_phrasings takes one phrasing of every fact in each round (a fact's first
+    round takes its first phrasing, ...) while a fact keeps one in train; `wanted` phrasings are taken
+    by `depth` whole rounds and then the first `k` facts, in seeded order, of the next. `sizes`: how many
+    facts have each number of phrasings (2 or more)."""
+    depth = 0
+    while True:
+        round_size = sum(n for size, n in sizes.items() if size - 1 > depth)
+        if wanted <= round_size or not round_size:
+            return depth, min(wanted, round_size)
+        wanted -= round_size
+        depth += 1
+
+
+def held_phrasings(ids: list[str], fact_rank: str, depth: int, last: str, seed: int) -> list[str]:
+    """The phrasings of one fact held out (its ids first in seeded order): `depth` of them, plus one where
+    the fact is among the first of the next round (its rank at most `last`), never all of them."""
+    taken = min(len(ids) - 1, depth + (len(ids) - 1 > depth and fact_rank <= last))
+    return sorted(ids, key=lambda i: rank(seed, i))[:taken]
 
 
 def split(records: list[dict], mode: str, fraction: float, seed: int, threshold: float) -> tuple[list, list, int]:
     """(train, test, dropped): dropped counts test items removed as near-duplicates of train ones."""
     if mode == "document":
-        test_docs = _held_out(sorted({r["source"]["doc"] for r in records}), fraction, seed)
+        docs = {r["source"]["doc"] for r in records}
+        last = cutoff((rank(seed, d) for d in docs), held_count(len(docs), fraction))
+        test_docs = {d for d in docs if rank(seed, d) <= last}
         train = [r for r in records if r["source"]["doc"] not in test_docs]
         test = [r for r in records if r["source"]["doc"] in test_docs]
         return _mark(train, "train"), _mark(test, "test"), 0
     test_ids = held_out_phrasings(records, fraction, seed)
     if test_ids is not None:
         return _mark([r for r in records if r["id"] not in test_ids], "train"), _mark([r for r in records if r["id"] in test_ids], "test"), 0
-    test_ids = _held_out([r["id"] for r in records], fraction, seed)
-    train = [r for r in records if r["id"] not in test_ids]
+    last = cutoff((rank(seed, r["id"]) for r in records), held_count(len(records), fraction))
+    train = [r for r in records if rank(seed, r["id"]) > last]
     index = NearDuplicates(threshold)
     for r in train:
         index.add(r["id"], r["question"])
-    held = [r for r in records if r["id"] in test_ids]
+    held = [r for r in records if rank(seed, r["id"]) <= last]
     test = [r for r in held if not index.match(r["question"])]
     return _mark(train, "train"), _mark(test, "test"), len(held) - len(test)
+
+
+def fact_groups(records: list[dict]) -> dict[str, list[str]]:
+    """Each fact asked in two phrasings or more -> its records' ids."""
+    facts: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        if r.get("fact"):
+            facts[r["fact"]].append(r["id"])
+    return {fact: ids for fact, ids in facts.items() if len(ids) >= 2}
 
 
 def held_out_phrasings(records: list[dict], fraction: float, seed: int) -> set[str] | None:
     """Ids of the test records: about `fraction` of all records, taken one phrasing per fact in a
     seeded order of facts (a second one per fact only when every fact has given one), always
     leaving a fact at least one phrasing in train. None when no fact has two phrasings."""
-    facts: dict[str, list[str]] = defaultdict(list)
-    for r in records:
-        if r.get("fact"):
-            facts[r["fact"]].append(r["id"])
-    groups = [sorted(ids, key=lambda i: _rank(seed, i)) for _, ids in sorted(facts.items(), key=lambda kv: _rank(seed, kv[0])) if len(ids) >= 2]
+    groups = fact_groups(records)
     if not groups:
         return None
-    wanted, chosen = _count(len(records), fraction), set()
-    for depth in range(max(len(g) for g in groups) - 1):
-        for group in groups:
-            if len(chosen) == wanted:
-                return chosen
-            if depth < len(group) - 1:
-                chosen.add(group[depth])
-    return chosen
+    depth, k = phrasing_depth(Counter(map(len, groups.values())), held_count(len(records), fraction))
+    last = cutoff((rank(seed, f) for f, ids in groups.items() if len(ids) - 1 > depth), k)
+    return {i for fact, ids in groups.items() for i in held_phrasings(ids, rank(seed, fact), depth, last, seed)}
 
 
 def describe_split(train: list[dict], test: list[dict], mode: str, phrasings: int) -> dict:

@@ -196,3 +196,43 @@ def test_near_duplicates_are_dropped_across_facts_not_within_one():
     assert outcome.items["doc#0"] == same_fact  # alike phrasings of one fact stay; the exact repeat goes
     assert outcome.items["doc#1"] == []  # the same question for another fact (another chunk) goes
     assert sorted(r["reason"] for r in outcome.rejects) == ["duplicate", "duplicate", "near_duplicate"]
+
+
+def reference_held_out(records: list[dict], fraction: float, seed: int) -> set[str] | None:
+    """The phrasing split as it was written before it became rules a Ray row can apply (a round of one
+    phrasing per fact at a time, in seeded order): the rules must hold out exactly these."""
+    from collections import defaultdict
+
+    def rank(key):
+        return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+    facts = defaultdict(list)
+    for r in records:
+        facts[r["fact"]].append(r["id"])
+    groups = [sorted(ids, key=rank) for _, ids in sorted(facts.items(), key=lambda kv: rank(kv[0])) if len(ids) >= 2]
+    if not groups:
+        return None
+    wanted = 0 if fraction <= 0 or len(records) < 2 else min(len(records) - 1, max(1, round(fraction * len(records))))
+    chosen = set()
+    for depth in range(max(len(g) for g in groups) - 1):
+        for group in groups:
+            if len(chosen) == wanted:
+                return chosen
+            if depth < len(group) - 1:
+                chosen.add(group[depth])
+    return chosen
+
+
+def test_phrasing_rules_hold_out_what_the_rounds_did():
+    """Facts of 1 to 5 phrasings, fractions that end inside a round, at its end, or past every round."""
+    import random
+
+    from generate.split import held_out_phrasings
+
+    rng = random.Random(5)
+    for case in range(300):
+        records = []
+        for f in range(rng.randint(1, 12)):
+            records += [{"id": f"r{case}-{f}-{p}", "fact": f"f{case}-{f}"} for p in range(rng.randint(1, 5))]
+        fraction, seed = rng.choice([0.0, 0.05, 0.1, 0.3, 0.5, 0.7, 0.95]), rng.randint(0, 3)
+        assert held_out_phrasings(records, fraction, seed) == reference_held_out(records, fraction, seed), case
