@@ -5,14 +5,11 @@
 2. Optionally (`min_score`), the teacher judges every remaining item 1-5 for faithfulness to
    its chunk and usefulness; items scoring below `min_score` on either are dropped. Judge
    requests go through the same cache as generation, so a rerun asks nothing twice.
-3. `coverage` reports, per chunk, what survived: chunks left without items and the items
-   lost at each stage (requests rejected, grounding, deduplication, judge, split).
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from functools import cache
 from pathlib import Path
 
@@ -35,12 +32,6 @@ JUDGE_SCHEMA = {
     "required": ["why", "injection", "faithfulness", "usefulness"],
     "additionalProperties": False,
 }
-STAGES = {
-    "grounding": ("ungrounded",),
-    "dedup": ("duplicate", "near_duplicate", "near_twin"),
-    "judge": ("injection", "low_score", "judge_invalid", "not_judged"),
-}
-EMPTY_CHUNKS_LISTED = 100
 FIELD = re.compile(r"\{(chunk|fence|question|evidence|reasoning|answer)\}")
 
 
@@ -137,33 +128,3 @@ def verdict(response: Response | None, min_score: int) -> tuple[str, str]:
     if min(output["faithfulness"], output["usefulness"]) < min_score:
         return "low_score", f"{scores}: {output['why']}"[:400]
     return "", ""
-
-
-# ---------------------------------------------------------------- coverage
-
-
-def coverage(plan, outcome, records: list[dict], pairs_per_chunk: int, split_dropped: int) -> dict:
-    """Per-chunk view of what survived: chunks without items, and items lost at each stage."""
-    written = Counter(f"{r['source']['doc']}#{r['source']['chunk']}" for r in records)
-    reasons: dict[str, Counter] = {}
-    for reject in outcome.rejects:
-        reasons.setdefault(reject["chunk"], Counter())[reject["reason"]] += 1
-    empty = [c.key for c in plan.chunks if not written[c.key]]
-    rejected = Counter(r["reason"] for r in outcome.rejects)
-    request_rejects = sum(1 for r in outcome.rejects if "item" not in r and "fact" not in r)
-    lost = {"request": request_rejects * pairs_per_chunk}
-    lost.update({stage: sum(rejected[r] for r in names) for stage, names in STAGES.items()})
-    lost["split"] = split_dropped
-    return {
-        "chunks": len(plan.chunks),
-        "chunks_with_items": len(plan.chunks) - len(empty),
-        "chunks_without_items": len(empty),
-        "items_per_chunk": dict(sorted(Counter(str(written[c.key]) for c in plan.chunks).items())),
-        "items_asked": plan.request_count * pairs_per_chunk,
-        "items_lost": lost,
-        "empty_chunks": [
-            {"chunk": key, "reason": reasons[key].most_common(1)[0][0] if key in reasons else "not_answered"}
-            for key in empty[:EMPTY_CHUNKS_LISTED]
-        ],
-    }
-

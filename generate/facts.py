@@ -34,7 +34,6 @@ FACT_CHARS = 160  # bound of a fact's statement
 # a shorter sentence (a label, a fragment: "See below.") is not a factual sentence; "Steiskrostel has 3133
 # inhabitants." is (at 5, such facts were neither counted nor, with span answers, asked: bench/knowledge.py)
 MIN_WORDS = 4
-UNCOVERED_LISTED = 20  # uncovered sentences named in the manifest
 TEMPLATE = Path(__file__).parent / "prompts" / "facts.txt"
 
 
@@ -111,26 +110,6 @@ def factual_sentences(text: str) -> list[str]:
 def covers(evidence: str, sentence: str) -> bool:
     quote = normalize_space(evidence).casefold()
     return bool(quote) and (sentence.casefold() in quote or quote in sentence.casefold())
-
-
-def sentence_coverage(chunks, train: list[dict], listed: dict[str, list[dict]] | None) -> dict:
-    """Factual sentences of the chunks covered by the evidence of training items (a sentence shared
-    by two overlapping chunks counts once per document), and facts listed vs facts taught."""
-    evidence: dict[str, list[str]] = {}
-    for record in train:
-        evidence.setdefault(record["source"]["doc"], []).append(record["evidence"])
-    sentences = {(chunk.doc, s) for chunk in chunks for s in factual_sentences(chunk.text)}
-    uncovered = sorted((doc, s) for doc, s in sentences if not any(covers(e, s) for e in evidence.get(doc, [])))
-    found = {
-        "factual_sentences": len(sentences),
-        "sentences_covered": len(sentences) - len(uncovered),
-        "sentence_coverage": round((len(sentences) - len(uncovered)) / len(sentences), 4) if sentences else None,
-        "facts_taught": len({r["fact"] for r in train if r.get("fact")}),
-        "uncovered_sentences": [{"doc": doc, "sentence": s[:200]} for doc, s in uncovered[:UNCOVERED_LISTED]],
-    }
-    if listed is not None:
-        found["facts_listed"] = sum(len(facts) for facts in listed.values())
-    return found
 
 
 def facts_note(facts: list[dict]) -> str:

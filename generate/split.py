@@ -146,16 +146,5 @@ def held_out_phrasings(records: list[dict], fraction: float, seed: int) -> set[s
     return {i for fact, ids in groups.items() for i in held_phrasings(ids, rank(seed, fact), depth, last, seed)}
 
 
-def describe_split(train: list[dict], test: list[dict], mode: str, phrasings: int) -> dict:
-    """What the split holds out, for the manifest: facts, and how many of the test's are taught."""
-    taught = {r["fact"] for r in train if r.get("fact")}
-    tested = {r["fact"] for r in test if r.get("fact")}
-    if mode == "document":
-        held_out = "documents"
-    else:
-        held_out = "phrasings" if tested and tested <= taught else "items"
-    return {"phrasings_asked": phrasings, "facts": len(taught | tested), "facts_in_test": len(tested), "test_facts_taught": len(tested & taught), "held_out": held_out}
-
-
 def _mark(records: list[dict], name: str) -> list[dict]:
     return [{**r, "split": name} for r in records]

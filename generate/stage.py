@@ -18,7 +18,6 @@ import random
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +32,14 @@ from common.versions import versions
 from generate.chunk import Chunk, chunk_documents
 from generate.collect import Collector, FactCollector, Outcome, ask_all
 from generate.config import GenConfig
-from generate.curate import coverage, curate
+from generate.curate import curate
 from generate.export import export_dir
-from generate.facts import (
-    batches,
-    facts_note,
-    factual_sentences,
-    listing_messages,
-    listing_schema,
-    sentence_coverage,
-    sentence_listing,
-)
+from generate.facts import batches, facts_note, factual_sentences, listing_messages, listing_schema, sentence_listing
 from generate.ingest import Document, Skipped, discover, read_all
 from generate.records import full_record, light_record
 from generate.rewrites import rewrite, rewrite_prompts, text_rows
-from generate.split import describe_split, drop_near_twins, split
+from generate.split import drop_near_twins, split
+from generate.tally import Tally, coverage, describe_split, tally
 from generate.tasks import Task, load_task, worst_case_tokens
 from generate.validate import question_key
 from generate.verdict import low_yield_warnings
@@ -201,45 +193,56 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float, write: Ca
     """Decide what is written (duplicates, near-twins, the split) on light records, then write train.jsonl and
     test.jsonl (`write(train, test)`: under Ray, Ray writes them as shards), rejects, text and the manifest."""
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
-    records, seen = [], {}  # light records (generate.records): a full one is made as it is checked or written
-    for chunk in plan.chunks:
-        for item in outcome.items.get(chunk.key, []):
-            qkey = question_key(item["question"])
-            if qkey in seen:
-                outcome.rejects.append({"reason": "duplicate", "detail": f"same question as {seen[qkey]}", "chunk": chunk.key, "item": item})
-                continue
-            record = light_record(item, chunk)
-            seen[qkey] = record["id"]
-            records.append(record)
-    del seen
-    records, twins = drop_near_twins(records, cfg.near_twin_threshold)
-    for record, like in twins:
-        item = record["made_from"][0]
-        twin = {k: item[k] for k in ("question", "reasoning", "answer", "evidence")}
-        where = f"{record['source']['doc']}#{record['source']['chunk']}"
-        outcome.rejects.append({"reason": "near_twin", "detail": f"like: {like}"[:300], "chunk": where, "item": twin})
+    records = decided_records(plan.chunks, outcome.items, outcome.rejects, cfg.near_twin_threshold)
     train, test, dropped = split(records, cfg.split_by, cfg.test_fraction, cfg.seed, cfg.near_dup_threshold)
     written = (write or write_records)(plan.out, train, test, teacher, plan.task.name)  # other files it wrote
     write_jsonl(plan.out / "rejects.jsonl", outcome.rejects)
-    if cfg.export:  # export_dir reads the files back: skip it when there is nothing to export
-        export_dir(plan.out, cfg.export)
     text = []
     if cfg.rewrites:
         held_out_docs = {r["source"]["doc"] for r in test} if cfg.split_by == "document" else set()
         text = text_rows(plan.chunks, outcome.text, held_out_docs)
         write_jsonl(plan.out / "text.jsonl", text)
-    manifest = build_manifest(cfg, plan, outcome, started, len(train), len(test), dropped)
-    manifest["counts"]["text"] = len(text)
+    counted = tally(plan.chunks, range(len(plan.chunks)), outcome.items, outcome.rejects, train, test, dropped, outcome.facts)
+    return finish(cfg, plan, outcome, counted, started, {**({"text": "text.jsonl"} if text else {}), **written}, len(text))
+
+
+def decided_records(chunks: list[Chunk], items: dict[str, list[dict]], rejects: list, twin_threshold: float) -> list[dict]:
+    """The light records (generate.records) of the chunks' items, in corpus order, less exact repeats of a question
+    and near-twin phrasings of a fact, each with its reject added to `rejects`."""
+    records, seen = [], {}
+    for chunk in chunks:
+        for item in items.get(chunk.key, []):
+            qkey = question_key(item["question"])
+            if qkey in seen:
+                rejects.append({"reason": "duplicate", "detail": f"same question as {seen[qkey]}", "chunk": chunk.key, "item": item})
+                continue
+            record = light_record(item, chunk)
+            seen[qkey] = record["id"]
+            records.append(record)
+    del seen
+    records, twins = drop_near_twins(records, twin_threshold)
+    for record, like in twins:
+        item = record["made_from"][0]
+        twin = {k: item[k] for k in ("question", "reasoning", "answer", "evidence")}
+        where = f"{record['source']['doc']}#{record['source']['chunk']}"
+        rejects.append({"reason": "near_twin", "detail": f"like: {like}"[:300], "chunk": where, "item": twin})
+    return records
+
+
+def finish(cfg: GenConfig, plan: Plan, outcome: Outcome, counted: Tally, started: float, files: dict, text: int = 0) -> dict:
+    """The exports and the manifest, written last, from the tally of what was written (`text`: rows of text.jsonl)."""
+    if cfg.export:  # export_dir reads the files back: skip it when there is nothing to export
+        export_dir(plan.out, cfg.export)
+    manifest = build_manifest(cfg, plan, outcome, counted, started)
+    manifest["counts"]["text"] = text
     manifest["answers"] = "span" if cfg.extractive else "free"
-    manifest["facts"] = describe_split(train, test, cfg.split_by, cfg.questions_per_fact)
+    manifest["facts"] = describe_split(counted, cfg.split_by, cfg.questions_per_fact)
     per_request = cfg.facts_per_request * cfg.questions_per_fact
-    manifest["coverage"] = coverage(plan, outcome, train + test, per_request, dropped)
-    manifest["coverage"].update(sentence_coverage(plan.chunks, train, outcome.facts))
+    asked = plan.request_count * per_request
     if outcome.facts is not None:  # facts first: every listed fact is asked
-        manifest["coverage"]["items_asked"] = manifest["coverage"]["facts_listed"] * cfg.questions_per_fact
-    if text:
-        manifest["files"]["text"] = "text.jsonl"
-    manifest["files"].update(written or {})
+        asked = (counted.facts_listed or 0) * cfg.questions_per_fact
+    manifest["coverage"] = coverage(counted, asked, per_request)
+    manifest["files"].update(files)
     manifest["warnings"] = low_yield_warnings(manifest)
     write_json(plan.out / "manifest.json", manifest)
     return manifest
@@ -263,16 +266,16 @@ def checked(record: dict) -> dict:
     return record
 
 
-def build_manifest(cfg, plan, outcome, started, n_train, n_test, dropped) -> dict:
-    rejected = Counter(r["reason"] for r in outcome.rejects)
+def build_manifest(cfg, plan, outcome, counted: Tally, started) -> dict:
+    rejected, n_train, n_test, dropped = counted.rejected, counted.train, counted.test, counted.dropped
     counts = {
         "files": len(plan.docs) + len(plan.skipped),
         "docs": len(plan.docs),
         "files_skipped": len(plan.skipped),
-        "chunks": len(plan.chunks),
+        "chunks": counted.chunks,
         **{k: outcome.counts.get(k, 0) for k in ("requests", "cache_hits", "sent", "repairs", "failed_requests", "finish_length", "judge_cache_hits", "judge_sent", "rewrites_cut")},
         "rewrites": len(outcome.text),
-        "answered": len(outcome.items),
+        "answered": counted.answered,
         "accepted": n_train + n_test + dropped,
         "train": n_train,
         "test": n_test,
