@@ -18,9 +18,10 @@ between two sizes (the fixed part cancels).
 
 `--ray`: the driver of `distill gen --ray` as it runs: a local Ray (every CPU) makes the rows in tasks,
 as the teacher actors do, with each item's signature and band keys (generate.ray_corpus.signed), and keeps
-them in its object store; the driver reads them (gather), has Ray find the near-duplicate pairs
-(generate.ray_corpus.near_duplicate_pairs), decides, and has Ray write the records (ray_corpus.Shards). The
-figure is the driver process's RSS, measured after Ray has started (Ray's own processes are not in it).
+them in its object store; the driver reads their counters (gather), has Ray find the near-duplicate pairs
+(generate.ray_corpus.near_duplicate_pairs), and has Ray decide and write the records row by row
+(generate.ray_decide.decide). The figure is the driver process's RSS, measured after Ray has started (Ray's
+own processes are not in it).
 
   python bench/driver_memory.py                         # 1,000 and 4,000 chunks (~2 min)
   python bench/driver_memory.py --ray                   # the same through a local Ray
@@ -126,11 +127,11 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
     from generate.collect import Outcome
     from generate.facts import sentence_facts
     from generate.ray_corpus import signed as signed_columns
-    from generate.ray_stage import astuple, dump
+    from generate.ray_stage import astuple, summary
 
     docs = [chunks[i : i + chunks_per_doc] for i in range(0, len(chunks), chunks_per_doc)]
     for first in range(0, len(docs), docs_per_batch) if first_docs is None else first_docs:
-        files, rows, outcome = [], [], Outcome(facts={})
+        files, rows, outcome, places = [], [], Outcome(facts={}), {}
         for ordinal in range(first, min(first + docs_per_batch, len(docs))):
             doc = f"docs/file-{ordinal:07d}.md"
             files.append([ordinal, doc, ""])
@@ -140,6 +141,7 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
                 chunk = Chunk(doc, index, start, start + len(text), text)
                 start += len(text)
                 rows.append([ordinal, *astuple(chunk)])
+                places[chunk.key] = (ordinal, index)
                 outcome.facts[chunk.key] = sentence_facts(text)
                 items = [
                     {
@@ -153,8 +155,10 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
                 ]
                 outcome.items[chunk.key] = items
                 outcome.counts["accepted"] += len(items)
-        row = {"files": json.dumps(files), "chunks": json.dumps(rows), "outcome": dump(outcome), "requests": len(rows)}
-        signed = {} if sign_at is None else signed_columns(outcome.items, sign_at)
+        asked = json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": outcome.facts})
+        row = {"files": json.dumps(files), "chunks": json.dumps(rows), "outcome": asked, "summary": summary(outcome)}
+        row["requests"] = len(rows)
+        signed = {} if sign_at is None else signed_columns(outcome.items, sign_at, places, first)
         yield {**row, **{column: values[0] for column, values in signed.items()}}
 
 
@@ -192,11 +196,12 @@ def one(a) -> None:
         }
     )
     (out / "data").mkdir()
-    similar, pairs_s, write = None, 0.0, None
+    pairs_s = 0.0
     if a.ray:
         import ray
 
-        from generate.ray_corpus import Shards, near_duplicate_pairs
+        from generate.ray_corpus import near_duplicate_pairs
+        from generate.ray_decide import decide
         from generate.ray_stage import GATHERED
 
         ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
@@ -207,33 +212,33 @@ def one(a) -> None:
         asked = ray_rows(ray, a, chunks, cfg.near_dup_threshold)
         started, cpu = time.time(), time.process_time()
         made = started - made
-        row_chunks = []
         rows = asked.select_columns(GATHERED).iter_rows()
-        plan, outcome = gather(cfg, out / "data", load_task(cfg.task), rows, [], row_chunks)
+        plan, outcome, items = gather(cfg, out / "data", load_task(cfg.task), rows, [])
         gathered = rss_mib()
         pairs_s = time.time()
-        similar = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, sum(map(len, outcome.items.values())))
+        pairs = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, items)
         pairs_s = time.time() - pairs_s
-        write = Shards(ray, asked, row_chunks).write
+        writing = time.time()
+        manifest = decide(ray, cfg, plan, outcome, asked, pairs, started)
     else:
         base = rss_mib()
         started, cpu = time.time(), time.process_time()
         rows = batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings)
-        plan, outcome = gather(cfg, out / "data", load_task(cfg.task), rows, [])
+        plan, outcome, _ = gather(cfg, out / "data", load_task(cfg.task), rows, [])
         gathered = rss_mib()
-    with CachedTeacher(cfg.teacher, out / "data" / "cache.sqlite") as teacher:  # asked nothing: no judge, no rewrites
-        curate(cfg, plan, outcome, teacher, False, similar)
-    writing = time.time()
-    manifest = save(cfg, plan, outcome, started, write)
+        with CachedTeacher(cfg.teacher, out / "data" / "cache.sqlite") as teacher:  # asked nothing: no judge
+            curate(cfg, plan, outcome, teacher, False)
+        writing = time.time()
+        manifest = save(cfg, plan, outcome, started)
     writing = time.time() - writing
     records = manifest["counts"]["train"] + manifest["counts"]["test"]
     print(
         "RESULT "
         + json.dumps(
             {
-                "chunks": len(plan.chunks),
+                "chunks": manifest["counts"]["chunks"],
                 "records": records,
-                "text_mib": round(sum(len(c.text) for c in plan.chunks) / 2**20, 1),
+                "text_mib": round(sum(len(s) + 1 for c in chunks for s, _ in c) / 2**20, 1),
                 "base_mib": round(base, 1),
                 "after_gather_mib": round(gathered - base, 1),
                 "peak_mib": round(peak_mib() - base, 1),

@@ -10,37 +10,54 @@ import math
 import shutil
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from common.io import write_atomic, write_jsonl
 from generate.chunk import Chunk
 from generate.dedup import NUM_PERM, band_ranges, fingerprint, similar_pairs
-from generate.records import make_record
+from generate.records import fact_id, make_record
 from generate.stage import checked
+from generate.validate import question_key
 
 # ---------------------------------------------------------------- near-duplicates, spread
 
 BAND_ROWS_PER_BLOCK = 500_000  # ~270 MB of rows a partition (a 9-byte band key, an item key, 512 bytes of signature)
 
 
-def signed(items: dict[str, list[dict]], threshold: float) -> dict:
-    """A batch's items as three columns for the near-duplicate search: their keys (curate's
-    `{chunk key}:{n}`, JSON), their signatures (128 uint32 each) and their band keys, end to end."""
-    keys, values, bands = [], [], []
+def signed(items: dict[str, list[dict]], threshold: float, places: dict[str, tuple[int, int]], first: int) -> dict:
+    """A batch's items as three columns for the near-duplicate search: what the search tells of each item
+    (`Meta`, JSON), their signatures (128 uint32 each) and their band keys, end to end. `places`: each chunk's
+    file ordinal and index; `first`: the batch's first file."""
+    metas, values, bands = [], [], []
     for chunk_key, chunk_items in items.items():
         for n, item in enumerate(chunk_items):
             signature, item_bands = fingerprint(item["question"], threshold)
-            keys.append(f"{chunk_key}:{n}")
+            metas.append([*places[chunk_key], n, first, fact_id(item, chunk_key), item["question"], f"{chunk_key}:{n}"])
             values.append(signature)
             bands += item_bands
-    return {"sig_keys": [json.dumps(keys)], "sig_values": [b"".join(values)], "sig_bands": [b"".join(bands)]}
+    return {"sig_keys": [json.dumps(metas)], "sig_values": [b"".join(values)], "sig_bands": [b"".join(bands)]}
+
+
+class Meta(NamedTuple):
+    """An item as the near-duplicate search returns it: its place in the corpus (file ordinal, chunk index, n-th
+    item of the chunk), its batch's first file, its fact, question, and curate's key (`{chunk key}:{n}`)."""
+
+    ordinal: int
+    index: int
+    n: int
+    first: int
+    fact: str
+    question: str
+    key: str
 
 
 def band_rows(batch: dict, threshold: float) -> dict:
-    """One row per band of every signed item: (band key, item key, signature)."""
+    """One row per band of every signed item: (band key, the item's Meta as JSON, signature)."""
     per_item, size = len(band_ranges(threshold)), 4 * NUM_PERM
     rows = {"band": [], "key": [], "values": []}
-    for keys, values, bands in zip(batch["sig_keys"], batch["sig_values"], batch["sig_bands"]):
-        for i, key in enumerate(json.loads(keys)):
+    for metas, values, bands in zip(batch["sig_keys"], batch["sig_values"], batch["sig_bands"]):
+        for i, meta in enumerate(json.loads(metas)):
+            key = json.dumps(meta)
             for j in range(i * per_item, (i + 1) * per_item):
                 rows["band"].append(bands[j * 9 : (j + 1) * 9])
                 rows["key"].append(key)
@@ -49,25 +66,38 @@ def band_rows(batch: dict, threshold: float) -> dict:
 
 
 def pairs_in_block(block: dict, threshold: float) -> dict:
-    """The alike pairs among a partition's rows, which hold every row of their band keys."""
-    pairs = similar_pairs(zip(block["band"], block["key"], block["values"]), threshold)
-    return {"a": [a for a, _ in pairs], "b": [b for _, b in pairs]}
+    """The alike pairs among a partition's rows, which hold every row of their band keys, that curation acts
+    on: of two facts, or the same question (a fact's own phrasings may be alike: curate.drop_near_duplicates)."""
+    pairs = {"a": [], "b": [], "exact": []}
+    for a, b in similar_pairs(zip(block["band"], block["key"], block["values"]), threshold):
+        x, y = Meta(*json.loads(a)), Meta(*json.loads(b))
+        exact = question_key(x.question) == question_key(y.question)
+        if x.fact != y.fact or exact:
+            pairs["a"].append(a)
+            pairs["b"].append(b)
+            pairs["exact"].append(exact)
+    return pairs
 
 
-def near_duplicate_pairs(ray, asked, threshold: float, items: int) -> dict[str, set[str]]:
-    """Every item key -> the keys of the items alike with it (curate.drop_near_duplicates's `similar`),
-    found by Ray: band rows hash-partitioned by band key, each partition searched by a task."""
+def near_duplicate_pairs(ray, asked, threshold: float, items: int) -> list[tuple[Meta, Meta, bool]]:
+    """The pairs of items alike at the threshold that curation acts on, (a, b, same question), found by Ray:
+    band rows hash-partitioned by band key, each partition searched by a task."""
     if not items:
-        return {}
+        return []
     rows = items * len(band_ranges(threshold))
     blocks = max(int(ray.cluster_resources().get("CPU", 1)), math.ceil(rows / BAND_ROWS_PER_BLOCK))
     kwargs = {"fn_kwargs": {"threshold": threshold}}
     bands = asked.select_columns(["sig_keys", "sig_values", "sig_bands"]).map_batches(band_rows, **kwargs)
     pairs = bands.repartition(blocks, keys=["band"]).map_batches(pairs_in_block, batch_size=None, **kwargs)
+    return [(Meta(*json.loads(row["a"])), Meta(*json.loads(row["b"])), bool(row["exact"])) for row in pairs.iter_rows()]
+
+
+def similar_keys(pairs: list[tuple[Meta, Meta, bool]]) -> dict[str, set[str]]:
+    """curate.drop_near_duplicates's `similar`: every item key -> the keys of the items alike with it."""
     similar = defaultdict(set)
-    for row in pairs.iter_rows():
-        similar[row["a"]].add(row["b"])
-        similar[row["b"]].add(row["a"])
+    for a, b, _ in pairs:
+        similar[a.key].add(b.key)
+        similar[b.key].add(a.key)
     return similar
 
 
@@ -99,11 +129,7 @@ class Shards:
         kwargs = {"staging": str(staging), "teacher": teacher, "task": task, "decisions": decisions}
         rows = self.asked.select_columns(["files", "chunks", "outcome"])
         written = rows.map_batches(write_shard, batch_size=1, fn_kwargs=kwargs).take_all()
-        firsts = sorted(int(r["first"]) for r in written)
-        for split in ("train", "test"):
-            write_atomic(out / f"{split}.jsonl", lines(staging / f"{split}-{first:07d}.jsonl" for first in firsts))
-        shutil.rmtree(out / "shards", ignore_errors=True)  # the last run's, replaced once the files are written
-        staging.rename(out / "shards")
+        join_shards(out, staging, sorted(int(r["first"]) for r in written), ("train", "test"))
         return {"shards": "shards"}
 
 
@@ -129,6 +155,15 @@ def write_shard(batch: dict, staging: str, teacher: dict, task: str, decisions: 
     for split, records in parts.items():
         write_jsonl(Path(staging) / f"{split}-{first:07d}.jsonl", records)
     return {"first": [first]}
+
+
+def join_shards(out: Path, staging: Path, firsts: list[int], names: tuple[str, ...]) -> None:
+    """OUT/NAME.jsonl from the shards NAME-FIRST.jsonl, in the order of `firsts`; then the staged shards
+    replace the last run's shards/."""
+    for name in names:
+        write_atomic(out / f"{name}.jsonl", lines(staging / f"{name}-{first:07d}.jsonl" for first in firsts))
+    shutil.rmtree(out / "shards", ignore_errors=True)  # the last run's, replaced once the files are written
+    staging.rename(out / "shards")
 
 
 def lines(paths):

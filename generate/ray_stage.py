@@ -51,7 +51,8 @@ from generate.chunk import Chunk, chunk_documents
 from generate.config import GenConfig
 from generate.curate import curate
 from generate.ingest import Document, Skipped, discover, fewer_collections, read_all, unique_files
-from generate.ray_corpus import Shards, near_duplicate_pairs, signed
+from generate.ray_corpus import Shards, near_duplicate_pairs, signed, similar_keys
+from generate.ray_decide import decide, spreads
 from generate.rewrites import rewrite, rewrite_prompts
 from generate.stage import Outcome, Plan, load_tokenizer, make_plan, prepare_out, run, sample_chunks, save
 from generate.tasks import load_task
@@ -82,21 +83,32 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
             files = ray.data.from_items(sampled(cfg, files.take_all()))
         pool = teacher_pool(ray, cfg, str(out))
         asked = teacher_batches(files, cfg).map_batches(AskTeacher, batch_size=cfg.ray.files_per_batch, **pool)
-        asked = asked.materialize()  # read three times: by the driver, for the near-duplicates, for the records
-        row_chunks = []
-        plan, outcome = gather(cfg, out, task, asked.select_columns(GATHERED).iter_rows(), links, row_chunks)
-        similar = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, sum(map(len, outcome.items.values())))
-        shards = Shards(ray, asked, row_chunks)
+        asked = asked.materialize()  # read again: by the driver, for the near-duplicates, for the decisions
+        plan, outcome, items = gather(cfg, out, task, asked.select_columns(GATHERED).iter_rows(), links)
+        pairs = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, items)
         merge_shards(out / "cache.sqlite")  # the teacher actors have ended with their operator
-        with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:  # corpus-wide steps, as run_gen does them
-            if cfg.rewrites and not outcome.interrupted:
-                outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
-            curate(cfg, plan, outcome, teacher, show_progress, similar)
-            outcome.structured_output.update(teacher.structured_output)
-        return save(cfg, plan, outcome, started, shards.write)
+        if spreads(cfg):
+            manifest = decide(ray, cfg, plan, outcome, asked, pairs, started)
+            if manifest is not None:
+                return manifest
+        return decide_on_driver(ray, cfg, task, out, links, asked, pairs, started, show_progress)
     finally:
         if ours:
             ray.shutdown()
+
+
+def decide_on_driver(ray, cfg, task, out: Path, links, asked, pairs: list, started: float, show_progress: bool) -> dict:
+    """The decisions Ray cannot make (ray_decide.spreads) on the driver, with every item, as run_gen makes them;
+    Ray writes the records."""
+    row_chunks = []
+    columns = GATHERED + ["chunks", "outcome"]
+    plan, outcome, _ = gather(cfg, out, task, asked.select_columns(columns).iter_rows(), links, row_chunks)
+    with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:  # corpus-wide steps, as run_gen does them
+        if cfg.rewrites and not outcome.interrupted:
+            outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
+        curate(cfg, plan, outcome, teacher, show_progress, similar_keys(pairs))
+        outcome.structured_output.update(teacher.structured_output)
+    return save(cfg, plan, outcome, started, Shards(ray, asked, row_chunks).write)
 
 
 MIN_FILES_PER_READ = 8  # below this a task spent a quarter of its time on Ray's own overhead (2-core machine)
@@ -220,15 +232,18 @@ class AskTeacher:
             outcome = run(self.cfg, plan, self.teacher, show_progress=False)
         except UserError as exc:  # an unreachable teacher, a rejected key: the driver says it in one line
             failed = json.dumps({"user_error": str(exc)})
-            return {"files": ["[]"], "chunks": ["[]"], "outcome": [failed], "requests": [0], **signed({}, 0.0)}
+            empty = {"files": ["[]"], "chunks": ["[]"], "outcome": ["{}"], "requests": [0]}
+            return {**empty, "summary": [failed], **signed({}, 0.0, {}, 0)}
         outcome.structured_output = self.teacher.structured_output
         outcome.schema_rendering = self.teacher.schema_rendering
+        places = {c.key: (o, c.index) for o, c in chunks}
         return {
             "files": [json.dumps(files)],
             "chunks": [json.dumps([[o, *astuple(c)] for o, c in chunks])],
-            "outcome": [dump(outcome)],
+            "outcome": [json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": outcome.facts})],
+            "summary": [summary(outcome)],
             "requests": [len(plan.prompts)],  # the driver counts the run's requests from these, without planning again
-            **signed(outcome.items, self.cfg.near_dup_threshold),
+            **signed(outcome.items, self.cfg.near_dup_threshold, places, files[0][0] if files else 0),
         }
 
     def __del__(self):
@@ -250,44 +265,51 @@ def sampled(cfg: GenConfig, rows: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------- the driver
 
-GATHERED = ["files", "chunks", "outcome", "requests"]  # what the driver reads of the actors' rows
+GATHERED = ["files", "requests", "summary"]  # what the driver reads of the actors' rows (+ "chunks", "outcome": items)
 
 
-def dump(outcome: Outcome) -> str:
-    fields = ("items", "rejects", "counts", "tokens", "interrupted", "last_error", "structured_output")
-    fields += ("schema_rendering",)
-    fields += ("facts",)
-    return json.dumps({name: getattr(outcome, name) for name in fields})
+def summary(outcome: Outcome) -> str:
+    """What the driver adds up of a batch's outcome: its counters, not its items."""
+    fields = ("counts", "tokens", "interrupted", "last_error", "structured_output", "schema_rendering")
+    counters = {name: getattr(outcome, name) for name in fields}
+    items = sum(map(len, outcome.items.values()))
+    return json.dumps({**counters, "listed": outcome.facts is not None, "items": items})
 
 
 def gather(
     cfg: GenConfig, out: Path, task, rows, links: list[Skipped], row_chunks: list | None = None
-) -> tuple[Plan, Outcome]:
-    """The batches' results as one Plan (chunks in corpus order) and one Outcome, as the single-process run has them.
-    The Plan counts the actors' requests rather than building them again (~4 ms a chunk on one core: docs/scale.md).
-    `row_chunks` gets each row's first file (its ordinal) and chunk keys."""
-    files, chunks, outcome, requests = {}, [], Outcome(), 0
+) -> tuple[Plan, Outcome, int]:
+    """The batches' results as one Plan and one Outcome, as the single-process run has them, and the number of
+    items the actors signed. Rows with "chunks" and "outcome" give the items and the chunks in corpus order
+    (`row_chunks` gets each row's first file and chunk keys); without them, the counters alone (ray_decide).
+    The Plan counts the actors' requests rather than building them again (~4 ms a chunk on one core: docs/scale.md)."""
+    files, chunks, outcome, requests, items = {}, [], Outcome(), 0, 0
     for row in rows:
         requests += int(row["requests"])
         row_files = json.loads(row["files"])  # empty in a row that reports a user error
         files.update({o: (doc, reason) for o, doc, reason in row_files})
-        batch = [(o, Chunk(*rest)) for o, *rest in json.loads(row["chunks"])]
-        chunks += batch
-        if row_chunks is not None and row_files:  # (the row's first file, its chunks)
-            row_chunks.append((row_files[0][0], [chunk.key for _, chunk in batch]))
-        part = json.loads(row["outcome"])
+        part = json.loads(row["summary"])
         if "user_error" in part:
             raise UserError(part["user_error"])
-        outcome.items.update(part["items"])
-        outcome.rejects += part["rejects"]
+        items += part["items"]
         outcome.counts.update(part["counts"])
         outcome.tokens.update(part["tokens"])
         outcome.interrupted |= part["interrupted"]
         outcome.last_error = part["last_error"] or outcome.last_error
         outcome.structured_output.update(part["structured_output"])
         outcome.schema_rendering.update(part["schema_rendering"])
-        if part["facts"] is not None:  # facts first: each batch's listings
-            outcome.facts = {**(outcome.facts or {}), **part["facts"]}
+        if part["listed"]:  # facts first: each batch's listings
+            outcome.facts = outcome.facts or {}
+        if "outcome" in row:
+            batch = [(o, Chunk(*rest)) for o, *rest in json.loads(row["chunks"])]
+            chunks += batch
+            if row_chunks is not None:  # (the row's first file, its chunks)
+                row_chunks.append((row_files[0][0], [chunk.key for _, chunk in batch]))
+            part = json.loads(row["outcome"])
+            outcome.items.update(part["items"])
+            outcome.rejects += part["rejects"]
+            if part["facts"] is not None:
+                outcome.facts.update(part["facts"])
     docs = [
         Document(doc, "") for _, (doc, reason) in sorted(files.items()) if not reason
     ]  # texts stay with the workers
@@ -301,4 +323,4 @@ def gather(
     ordered = [c for _, c in sorted(chunks, key=lambda oc: (oc[0], oc[1].index))]
     if cfg.max_chunks:  # sample_chunks leaves a sample in (doc, index) order
         ordered.sort(key=lambda c: (c.doc, c.index))
-    return Plan(out, docs, skipped, ordered, task, [], cfg.facts_first, counted=requests), outcome
+    return Plan(out, docs, skipped, ordered, task, [], cfg.facts_first, counted=requests), outcome, items

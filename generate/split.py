@@ -105,15 +105,10 @@ def held_phrasings(ids: list[str], fact_rank: str, depth: int, last: str, seed: 
 
 def split(records: list[dict], mode: str, fraction: float, seed: int, threshold: float) -> tuple[list, list, int]:
     """(train, test, dropped): dropped counts test items removed as near-duplicates of train ones."""
-    if mode == "document":
-        docs = {r["source"]["doc"] for r in records}
-        last = cutoff((rank(seed, d) for d in docs), held_count(len(docs), fraction))
-        test_docs = {d for d in docs if rank(seed, d) <= last}
-        train = [r for r in records if r["source"]["doc"] not in test_docs]
-        test = [r for r in records if r["source"]["doc"] in test_docs]
-        return _mark(train, "train"), _mark(test, "test"), 0
-    test_ids = held_out_phrasings(records, fraction, seed)
-    if test_ids is not None:
+    rule = rounds(shape(records), mode, fraction)
+    if rule is not None:
+        depth, k = rule
+        test_ids = held_out(records, mode, seed, depth, cutoff(ranked(records, mode, seed, depth), k))
         return _mark([r for r in records if r["id"] not in test_ids], "train"), _mark([r for r in records if r["id"] in test_ids], "test"), 0
     last = cutoff((rank(seed, r["id"]) for r in records), held_count(len(records), fraction))
     train = [r for r in records if rank(seed, r["id"]) > last]
@@ -134,16 +129,48 @@ def fact_groups(records: list[dict]) -> dict[str, list[str]]:
     return {fact: ids for fact, ids in facts.items() if len(ids) >= 2}
 
 
+def shape(records: list[dict]) -> Counter:
+    """What the split's counts are made of, as counts that add up over parts of the corpus (each document and
+    fact lies in one part): records, documents, and facts of each number of phrasings (2 or more)."""
+    counts = Counter({"records": len(records), "docs": len({r["source"]["doc"] for r in records})})
+    counts.update(f"phrasings={len(ids)}" for ids in fact_groups(records).values())
+    return counts
+
+
+def rounds(counts: Counter, mode: str, fraction: float) -> tuple[int, int] | None:
+    """(depth, k): the records held out are those of the first k ranked keys (`ranked`), beyond `depth` whole
+    rounds of phrasings (item); None where no fact has two phrasings (whole items are held out, `split`)."""
+    if mode == "document":
+        return 0, held_count(counts["docs"], fraction)
+    sizes = Counter({int(key.split("=")[1]): n for key, n in counts.items() if key.startswith("phrasings=")})
+    return phrasing_depth(sizes, held_count(counts["records"], fraction)) if sizes else None
+
+
+def ranked(records: list[dict], mode: str, seed: int, depth: int) -> list[str]:
+    """The ranks that the cutoff is the k-th of: of the documents (document), of the facts with phrasings
+    left beyond `depth` rounds (item)."""
+    if mode == "document":
+        return [rank(seed, doc) for doc in {r["source"]["doc"] for r in records}]
+    return [rank(seed, fact) for fact, ids in fact_groups(records).items() if len(ids) - 1 > depth]
+
+
+def held_out(records: list[dict], mode: str, seed: int, depth: int, last: str) -> set[str]:
+    """Ids of the test records under the rule (depth, last): a document or a fact's next phrasing is held out
+    when its rank is at most `last`."""
+    if mode == "document":
+        return {r["id"] for r in records if rank(seed, r["source"]["doc"]) <= last}
+    return {i for fact, ids in fact_groups(records).items() for i in held_phrasings(ids, rank(seed, fact), depth, last, seed)}
+
+
 def held_out_phrasings(records: list[dict], fraction: float, seed: int) -> set[str] | None:
     """Ids of the test records: about `fraction` of all records, taken one phrasing per fact in a
     seeded order of facts (a second one per fact only when every fact has given one), always
     leaving a fact at least one phrasing in train. None when no fact has two phrasings."""
-    groups = fact_groups(records)
-    if not groups:
+    rule = rounds(shape(records), "item", fraction)
+    if rule is None:
         return None
-    depth, k = phrasing_depth(Counter(map(len, groups.values())), held_count(len(records), fraction))
-    last = cutoff((rank(seed, f) for f, ids in groups.items() if len(ids) - 1 > depth), k)
-    return {i for fact, ids in groups.items() for i in held_phrasings(ids, rank(seed, fact), depth, last, seed)}
+    depth, k = rule
+    return held_out(records, "item", seed, depth, cutoff(ranked(records, "item", seed, depth), k))
 
 
 def _mark(records: list[dict], name: str) -> list[dict]:

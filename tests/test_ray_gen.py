@@ -69,17 +69,21 @@ def records(out: Path) -> set[tuple[str, str]]:
     }
 
 
-@pytest.mark.slow  # 85 s on the shared 2-core machine (load 15): actors start fresh Python processes
-def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, local_ray):
+@pytest.mark.slow  # 85 s a case on the shared 2-core machine (load 15): actors start fresh Python processes
+@pytest.mark.parametrize("settings", [[], ["phrasings=1"]])
+def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, local_ray, settings):
     """Documents that repeat another's paragraph, as is and with a word changed: the repeats' questions are
-    dropped across teacher batches as the single-process run drops them."""
+    dropped across teacher batches as the single-process run drops them. By default Ray decides which items
+    stay and their split (ray_decide); with one phrasing a fact, the driver does (the held-out items are
+    compared with every train one)."""
     paragraph = (docs / "doc0.md").read_text().split("\n\n")[1]
     (docs / "doc2.md").write_text((docs / "doc2.md").read_text() + "\n" + paragraph + "\n")
     changed = paragraph.replace(" ", " also ", 1)
     (docs / "doc3.md").write_text((docs / "doc3.md").read_text() + "\n" + changed + "\n")
     with FakeOpenAI() as server:
-        single = gen(docs, tmp_path / "single", server.url)
-        on_ray = gen(docs, tmp_path / "ray", server.url, "ray.teacher_workers=2", "ray.files_per_batch=1", "--ray")
+        single = gen(docs, tmp_path / "single", server.url, *settings)
+        spread = ("ray.teacher_workers=2", "ray.files_per_batch=1", "--ray")
+        on_ray = gen(docs, tmp_path / "ray", server.url, *settings, *spread)
         assert (
             max(server.answered.values()) == 2
         )  # each prompt once per run: the Ray run shares no cache with the first
@@ -93,7 +97,11 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
     for name in ("train.jsonl", "test.jsonl"):  # written by Ray as shards, joined in corpus order
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
     assert len(list((tmp_path / "ray" / "shards").glob("train-*.jsonl"))) == 4  # one a teacher batch of one file
-    assert on_ray["coverage"] == single["coverage"] and single["coverage"]["facts_listed"] > 0  # facts first, gathered
+    decided_in_ray = len(list((tmp_path / "ray" / "shards").glob("rejects-*.jsonl"))) == 4
+    assert decided_in_ray == (not settings)
+    for key in ("coverage", "facts", "warnings"):
+        assert on_ray[key] == single[key], key
+    assert single["coverage"]["facts_listed"] > 0  # facts first, gathered
     assert not (tmp_path / "ray" / "cache").exists() or not list(
         (tmp_path / "ray" / "cache").glob("*.sqlite")
     )  # merged
@@ -117,6 +125,7 @@ def test_the_driver_counts_the_actors_requests_without_planning_them_again(tmp_p
     """Building every request schema again on the driver cost ~4 ms a chunk on one core (docs/scale.md)."""
     import generate.ray_stage as ray_stage
     import generate.stage as stage
+    from generate.collect import Outcome
     from generate.config import GenConfig
     from generate.tasks import load_task
 
@@ -126,14 +135,14 @@ def test_the_driver_counts_the_actors_requests_without_planning_them_again(tmp_p
     for module, name in ((ray_stage, "make_plan"), (stage, "item_prompts"), (stage, "chunk_prompts")):
         monkeypatch.setattr(module, name, planned)
     cfg = GenConfig.model_validate({"inputs": [str(tmp_path)]})
-    nothing = {"items": {}, "rejects": [], "counts": {}, "tokens": {}, "interrupted": False, "last_error": None}
-    outcome = json.dumps({**nothing, "structured_output": {}, "schema_rendering": {}, "facts": None})
+    summary = ray_stage.summary(Outcome())
+    outcome = json.dumps({"items": {}, "rejects": [], "facts": None})
     rows = [
         {"files": json.dumps([[o, doc, ""]]), "chunks": json.dumps([[o, doc, 0, 0, 5, "Words"]]), "outcome": outcome}
-        | {"requests": n}
+        | {"requests": n, "summary": summary}
         for o, doc, n in ((1, "b.md", 2), (0, "a.md", 3))
     ]
-    plan, _ = ray_stage.gather(cfg, tmp_path, load_task(cfg.task), rows, [])
+    plan, _, _ = ray_stage.gather(cfg, tmp_path, load_task(cfg.task), rows, [])
     assert plan.request_count == 5 and [c.doc for c in plan.chunks] == ["a.md", "b.md"]
     assert plan.facts_first == cfg.facts_first
 
@@ -285,7 +294,8 @@ def test_spread_near_duplicate_search_keeps_what_the_index_keeps(local_ray):
 
     from generate.collect import Outcome
     from generate.curate import drop_near_duplicates
-    from generate.ray_corpus import near_duplicate_pairs, signed
+    from generate.ray_corpus import near_duplicate_pairs, signed, similar_keys
+    from generate.ray_decide import near_duplicate_rejects
 
     topics = ["the boiling point of water at sea level", "the capital city of Norway", "the speed of light in vacuum",
               "the tallest mountain on Earth", "the author of the novel Middlemarch", "the year the Berlin Wall fell"]
@@ -301,15 +311,22 @@ def test_spread_near_duplicate_search_keeps_what_the_index_keeps(local_ray):
             batch[key].append({"question": f"Is it {'one two three four five'[: 9 + 2 * c]}?", "evidence": "x",
                                "answer": "yes", "reasoning": "r"})  # fmt: skip
         outcome.items.update(copy.deepcopy(batch))
-        batches.append(signed(batch, 0.8))
+        batches.append(signed(batch, 0.8, {key: (b, int(key[-1])) for key in batch}, b))
     chunk_keys = list(outcome.items)
     items = sum(map(len, outcome.items.values()))
     on_index, on_ray = copy.deepcopy(outcome), copy.deepcopy(outcome)
     drop_near_duplicates(chunk_keys, on_index, 0.8)
     rows = ray.data.from_items([{column: values[0] for column, values in batch.items()} for batch in batches])
-    similar = near_duplicate_pairs(ray, rows, 0.8, items)
-    drop_near_duplicates(chunk_keys, on_ray, 0.8, similar)
+    pairs = near_duplicate_pairs(ray, rows, 0.8, items)
+    drop_near_duplicates(chunk_keys, on_ray, 0.8, similar_keys(pairs))
     assert on_ray.items == on_index.items and on_ray.rejects == on_index.rejects
+    by_row = near_duplicate_rejects(pairs)  # the driver's decisions from the pairs alone (ray_decide)
+    decided = {
+        f"{r['chunk']}:{outcome.items[r['chunk']].index(r['item'])}": [r["reason"], r["detail"][6:]]
+        for r in on_index.rejects
+    }
+    assert {key: why for row in by_row.values() for key, why in row.items()} == decided
+    assert set(by_row) == {int(r["chunk"][3]) for r in on_index.rejects}  # each row's, by its first file
     reasons = {r["reason"] for r in on_index.rejects}
     assert reasons == {"duplicate", "near_duplicate"} and 0 < len(on_index.rejects) < items
     asked = {key: [item["question"] for item in kept] for key, kept in on_index.items.items()}
@@ -318,59 +335,95 @@ def test_spread_near_duplicate_search_keeps_what_the_index_keeps(local_ray):
     assert norway <= set(asked["doc0.md#1"])  # phrasings of one fact
 
 
-def test_ray_writes_the_records_as_shards_and_the_same_files(local_ray, tmp_path):
-    """Under Ray the driver decides on light records and Ray writes the records, a shard per actor row:
-    train.jsonl and test.jsonl come out byte for byte as a run without Ray writes them (a question repeated
-    in a later row is written once; facts asked in three phrasings are split between the files)."""
-    import ray
+TOWNS = ["Aberdeen", "Bexleyheath", "Carrickfergus", "Dunfermline", "Enniskillen", "Fishguard", "Glastonbury",
+         "Haverfordwest", "Inverness", "Jedburgh", "Kirkcaldy", "Llandudno"]  # fmt: skip
 
+
+def mill_rows(signed_at: float) -> list[dict]:
+    """Three teacher actors' rows of two files each, two chunks a file: every chunk asks its fact in three alike
+    phrasings, and every chunk asks "What is the mill?" again (repeated across rows)."""
     from generate.chunk import Chunk
     from generate.collect import Outcome
-    from generate.config import GenConfig
-    from generate.ray_corpus import Shards
-    from generate.ray_stage import astuple, dump, gather
-    from generate.stage import save
-    from generate.tasks import load_task
+    from generate.ray_corpus import signed
+    from generate.ray_stage import astuple, summary
 
     rows = []
-    for first in (0, 2, 4):  # three actor rows of two files each, two chunks a file
-        files, chunks, outcome = [], [], Outcome()
+    for first in (0, 2, 4):
+        files, chunks, outcome, places = [], [], Outcome(), {}
         for ordinal in (first, first + 1):
             doc = f"docs/file{ordinal}.md"
             files.append([ordinal, doc, ""])
             for index in range(2):
-                text = f"The mill of town {ordinal}-{index} ground {100 + ordinal} sacks. It had {index + 3} stones."
+                town = TOWNS[2 * ordinal + index]
+                text = f"The mill of {town} ground {100 + ordinal} sacks. It had {index + 3} stones."
                 chunk = Chunk(doc, index, 100 * index, 100 * index + len(text), text)
                 chunks.append([ordinal, *astuple(chunk)])
+                places[chunk.key] = (ordinal, index)
                 evidence = text.split(". ")[0] + "."
-                asked = [f"How many sacks did the mill of town {ordinal}-{index} grind?",
-                         f"What number of sacks was ground by the mill in town {ordinal}-{index}?",
-                         f"The mill of town {ordinal}-{index} ground how many sacks?",
+                asked = [f"How many sacks did the mill of {town} grind?",
+                         f"What number of sacks was ground by the mill in {town}?",
+                         f"Sacks ground at {town}'s mill: how many?",
                          "What is the mill?"]  # fmt: skip
                 fact = {"reasoning": "Step 1: the text says so.", "answer": str(100 + ordinal), "evidence": evidence}
                 outcome.items[chunk.key] = [{"question": q, **fact} for q in asked]
-        rows.append({"files": json.dumps(files), "chunks": json.dumps(chunks), "outcome": dump(outcome), "requests": 4})
+        items = json.dumps({"items": outcome.items, "rejects": [], "facts": None})
+        rows.append({"files": json.dumps(files), "chunks": json.dumps(chunks), "outcome": items,
+                     "summary": summary(outcome), "requests": 4, **{
+                         k: v[0] for k, v in signed(outcome.items, signed_at, places, first).items()}})  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize("settings", [{}, {"test_fraction": 0.5}, {"split_by": "document", "test_fraction": 0.34}])
+def test_ray_decides_and_writes_the_records_a_run_without_ray_writes(local_ray, tmp_path, settings):
+    """Three ways to the same train.jsonl and test.jsonl, byte for byte, and the same manifest: one process;
+    Ray writing the records the driver decided (Shards); Ray deciding them row by row from the near-duplicate
+    pairs and a cutoff rank found in two passes (ray_decide.decide), the driver holding no item. The question
+    repeated in later rows is written once; a test fraction of 0.5 holds out a second phrasing of some facts."""
+    import ray
+
+    from generate.config import GenConfig
+    from generate.curate import drop_near_duplicates
+    from generate.ray_corpus import Shards, near_duplicate_pairs, similar_keys
+    from generate.ray_decide import decide
+    from generate.ray_stage import GATHERED, gather
+    from generate.stage import save
+    from generate.tasks import load_task
+
+    rows = mill_rows(0.8)
     asked = ray.data.from_items(rows).materialize()
     written = {}
-    for way in ("one process", "ray"):
+    for way in ("one process", "ray writes", "ray decides"):
         out = tmp_path / way.replace(" ", "-")
         out.mkdir()
-        cfg = GenConfig.model_validate({"inputs": [str(tmp_path)], "out": str(out), "teacher": {
+        cfg = GenConfig.model_validate({"inputs": [str(tmp_path)], "out": str(out), **settings, "teacher": {
             "backend": "openai", "model": "none", "base_url": ["http://127.0.0.1:9/v1"]}})  # fmt: skip
-        row_chunks = []
-        plan, outcome = gather(cfg, out, load_task(cfg.task), iter(rows), [], row_chunks)
-        write = Shards(ray, asked, row_chunks).write if way == "ray" else None
+        task, row_chunks = load_task(cfg.task), []
+        if way == "ray decides":
+            plan, outcome, items = gather(cfg, out, task, iter([{k: r[k] for k in GATHERED} for r in rows]), [])
+            pairs = near_duplicate_pairs(ray, asked, 0.8, items)
+            assert not outcome.items and not plan.chunks  # the driver holds counters only
+            written[way] = (decide(ray, cfg, plan, outcome, asked, pairs, time.time()), out)
+            continue
+        plan, outcome, _ = gather(cfg, out, task, iter(rows), [], row_chunks)
+        similar = similar_keys(near_duplicate_pairs(ray, asked, 0.8, 48)) if way == "ray writes" else None
+        drop_near_duplicates([c.key for c in plan.chunks], outcome, 0.8, similar)
+        write = Shards(ray, asked, row_chunks).write if way == "ray writes" else None
         written[way] = (save(cfg, plan, outcome, time.time(), write), out)
-    (single, plain), (on_ray, sharded) = written["one process"], written["ray"]
-    for name in ("train.jsonl", "test.jsonl"):
-        assert (sharded / name).read_bytes() == (plain / name).read_bytes()
-        shards = sorted((sharded / "shards").glob(f"{name.split('.')[0]}-*.jsonl"))
-        assert [p.name for p in shards] == [f"{name.split('.')[0]}-000000{n}.jsonl" for n in (0, 2, 4)]
-        assert b"".join(p.read_bytes() for p in shards) == (plain / name).read_bytes()
-    assert single["counts"]["train"] > single["counts"]["test"] > 0 and single["rejected"]["duplicate"] == 11
-    assert on_ray["counts"] == single["counts"] and on_ray["rejected"] == single["rejected"]
-    assert on_ray["files"]["shards"] == "shards"
-    assert not (sharded / "shards.tmp").exists() and "shards" not in single["files"]
+    single, plain = written["one process"]
+    assert single["counts"]["train"] > single["counts"]["test"] > 0 and single["rejected"] == {"duplicate": 11}, single
+    for way in ("ray writes", "ray decides"):
+        on_ray, sharded = written[way]
+        for name in ("train.jsonl", "test.jsonl"):
+            assert (sharded / name).read_bytes() == (plain / name).read_bytes(), (way, name)
+            shards = sorted((sharded / "shards").glob(f"{name.split('.')[0]}-*.jsonl"))
+            assert [p.name for p in shards] == [f"{name.split('.')[0]}-000000{n}.jsonl" for n in (0, 2, 4)]
+            assert b"".join(p.read_bytes() for p in shards) == (plain / name).read_bytes()
+        for key in ("status", "counts", "rejected", "coverage", "facts", "warnings"):
+            assert on_ray[key] == single[key], (way, key)
+        assert on_ray["files"]["shards"] == "shards" and not (sharded / "shards.tmp").exists()
+    rejects = [json.loads(line) for line in (written["ray decides"][1] / "rejects.jsonl").read_text().splitlines()]
+    assert [r["detail"] for r in rejects] == ["like: What is the mill?"] * 11  # named by the driver's decision
+    assert "shards" not in single["files"]
 
 
 def test_a_run_without_ray_removes_the_shards_of_an_earlier_ray_run(tmp_path):

@@ -233,6 +233,6 @@ def test_phrasing_rules_hold_out_what_the_rounds_did():
     for case in range(300):
         records = []
         for f in range(rng.randint(1, 12)):
-            records += [{"id": f"r{case}-{f}-{p}", "fact": f"f{case}-{f}"} for p in range(rng.randint(1, 5))]
+            records += [{"id": f"r{case}-{f}-{p}", "fact": f"f{case}-{f}", "source": {"doc": "d"}} for p in range(rng.randint(1, 5))]
         fraction, seed = rng.choice([0.0, 0.05, 0.1, 0.3, 0.5, 0.7, 0.95]), rng.randint(0, 3)
         assert held_out_phrasings(records, fraction, seed) == reference_held_out(records, fraction, seed), case

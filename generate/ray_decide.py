@@ -1,0 +1,187 @@
+"""`distill gen --ray`: which items stay, and in which split, decided row by row in Ray, so that the
+driver holds no item, no chunk and no record (generate/ray_stage.py runs it after the teacher actors).
+
+    pairs (ray_corpus.near_duplicate_pairs) ─▶ driver: near_duplicate_rejects   the paired items, in corpus order:
+                                                        kept unless a kept one before it is alike (curate's rule)
+    rows ─ map(count_row)          each row's records decided (stage.decided_records: exact repeats, near-twins)
+                                   and counted (split.shape) ─▶ driver: split.rounds, the k of the cutoff
+         ─ map(rank_histogram) ─ map(ranks_in_bucket)     the k-th smallest rank (split.cutoff) in two passes
+         ─ map(write_row)          the row's records split (split.held_out), made, checked and written as
+                                   shards/{train,test,rejects}-FIRST.jsonl; its tally (generate/tally.py)
+         ─▶ driver: train.jsonl, test.jsonl, rejects.jsonl (the shards joined in corpus order), the tallies
+                    added up, the manifest (stage.finish)
+
+Why row by row gives the single-process result: a row holds whole files, and the steps after the
+near-duplicates look within a fact (near-twins), a chunk or a document, each inside one row; exact
+repeats of a question across rows are near-duplicate pairs too (their signatures are equal). What spans
+the corpus are the pairs (found by Ray, decided on the driver from the pairs alone) and the split's
+cutoff, a k-th smallest rank that the driver finds from two small passes (a histogram of the ranks'
+first hex digits, then the ranks of one bucket). Per row Ray re-decides its records in every pass
+rather than storing them.
+
+Not spread (the driver decides, holding every item: ray_stage.run_gen_ray): the judge (min_score) and
+rewrites, which ask the teacher on the driver; max_chunks, whose sample is drawn there; and item splits
+where no fact has two phrasings, which compare each held-out item with every train one.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import NamedTuple
+
+from common.io import write_jsonl
+from generate.chunk import Chunk
+from generate.config import GenConfig
+from generate.ray_corpus import Meta, join_shards
+from generate.records import full_record
+from generate.split import held_out, ranked, rounds, shape
+from generate.stage import checked, decided_records, finish
+from generate.tally import Tally, tally
+
+ROW = ["files", "chunks", "outcome"]  # what a row's decisions are made from
+PREFIX = 4  # hex digits of a rank counted in the first pass: 65,536 buckets
+
+
+def spreads(cfg: GenConfig) -> bool:
+    """Whether Ray can make this run's decisions (see the module's docstring for what it cannot)."""
+    return cfg.min_score is None and not cfg.rewrites and not cfg.max_chunks
+
+
+def decide(ray, cfg: GenConfig, plan, outcome, asked, pairs: list, started: float) -> dict | None:
+    """Decide and write the records in Ray; the manifest, or None where the split needs the driver."""
+    rejected = {first: ray.put(json.dumps(keys)) for first, keys in near_duplicate_rejects(pairs).items()}
+    rows = asked.select_columns(ROW)
+    base = {"cfg": cfg.model_dump(mode="json"), "rejected": rejected}
+    counts = sum((Counter(json.loads(r["shape"])) for r in over(rows, count_row, base)), Counter())
+    rule = rounds(counts, cfg.split_by, cfg.test_fraction)
+    if rule is None:
+        return None
+    depth, k = rule
+    last = kth_rank(rows, {**base, "depth": depth}, k)
+    staging = plan.out / "shards.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
+    written = {"staging": str(staging), "teacher": teacher, "task": plan.task.name}
+    done = over(rows, write_row, {**base, "depth": depth, "last": last, **written})
+    firsts = sorted(int(r["first"]) for r in done)
+    join_shards(plan.out, staging, firsts, ("train", "test", "rejects"))
+    counted = sum((pickle.loads(r["tally"]) for r in done), Tally())
+    return finish(cfg, plan, outcome, counted, started, {"shards": "shards"})
+
+
+def over(rows, fn, kwargs: dict) -> list[dict]:
+    """fn's row of every row (a Ray task per block, the rows one at a time)."""
+    return rows.map_batches(fn, batch_size=1, fn_kwargs=kwargs).take_all()
+
+
+def kth_rank(rows, kwargs: dict, k: int) -> str:
+    """split.cutoff over every row's ranked keys: the bucket (first PREFIX hex digits) that holds the k-th
+    smallest, then that bucket's ranks."""
+    if not k:
+        return ""
+    buckets = Counter()
+    for r in over(rows, rank_histogram, kwargs):
+        buckets.update(json.loads(r["buckets"]))
+    for bucket in sorted(buckets):
+        if k <= buckets[bucket]:
+            break
+        k -= buckets[bucket]
+    found = over(rows, ranks_in_bucket, {**kwargs, "bucket": bucket})
+    return sorted(rank for r in found for rank in json.loads(r["ranks"]))[k - 1]
+
+
+def near_duplicate_rejects(pairs: list[tuple[Meta, Meta, bool]]) -> dict[int, dict[str, list[str]]]:
+    """curate.drop_near_duplicates on the pairs alone: in corpus order, an item stays unless an item kept
+    before it is alike, and then it names the first such one (one with the same question first). Items in
+    no pair stay. Returns each row's (by its first file) rejects: item key -> [reason, the question it is like]."""
+    metas, alike = {}, defaultdict(list)
+    for a, b, exact in pairs:
+        metas[a[:3]], metas[b[:3]] = a, b
+        alike[a[:3]].append((b[:3], exact))
+        alike[b[:3]].append((a[:3], exact))
+    kept, rejected = set(), defaultdict(dict)
+    for place in sorted(metas):
+        before = sorted((other, exact) for other, exact in alike[place] if other in kept)
+        if not before:
+            kept.add(place)
+            continue
+        same = [other for other, exact in before if exact]
+        like, reason = (same[0], "duplicate") if same else (before[0][0], "near_duplicate")
+        rejected[metas[place].first][metas[place].key] = [reason, metas[like].question]
+    return rejected
+
+
+# ---------------------------------------------------------------- in the Ray tasks
+
+
+class Row(NamedTuple):
+    first: int  # the row's first file
+    cfg: GenConfig
+    chunks: list[tuple[int, Chunk]]  # (file ordinal, chunk), in corpus order
+    items: dict[str, list[dict]]  # chunk key -> the items left by the near-duplicate decisions
+    rejects: list[dict]  # the teacher actor's, the near-duplicates', exact repeats' and near-twins'
+    records: list[dict]  # light records (generate.records), in corpus order
+    facts: dict | None  # facts first: each chunk's listed facts
+
+
+def decided(batch: dict, cfg: dict, rejected: dict) -> Row:
+    """A row's records as a run without Ray decides them, given the driver's near-duplicate rejects."""
+    import ray
+
+    gen = GenConfig.model_validate(cfg)
+    first = int(json.loads(batch["files"][0])[0][0])
+    part = json.loads(batch["outcome"][0])
+    chunks = [(o, Chunk(d, i, a, b, t)) for o, d, i, a, b, t in json.loads(batch["chunks"][0])]
+    drop = json.loads(ray.get(rejected[first])) if first in rejected else {}
+    items, rejects = {}, part["rejects"]
+    for key, asked in part["items"].items():
+        items[key] = []
+        for n, item in enumerate(asked):
+            why = drop.get(f"{key}:{n}")
+            if why:
+                rejects.append({"reason": why[0], "detail": f"like: {why[1]}"[:300], "chunk": key, "item": item})
+            else:
+                items[key].append(item)
+    records = decided_records([c for _, c in chunks], items, rejects, gen.near_twin_threshold)
+    return Row(first, gen, chunks, items, rejects, records, part["facts"])
+
+
+def count_row(batch: dict, cfg: dict, rejected: dict) -> dict:
+    return {"shape": [json.dumps(shape(decided(batch, cfg, rejected).records))]}
+
+
+def rank_histogram(batch: dict, cfg: dict, rejected: dict, depth: int) -> dict:
+    row = decided(batch, cfg, rejected)
+    ranks = ranked(row.records, row.cfg.split_by, row.cfg.seed, depth)
+    return {"buckets": [json.dumps(Counter(rank[:PREFIX] for rank in ranks))]}
+
+
+def ranks_in_bucket(batch: dict, cfg: dict, rejected: dict, depth: int, bucket: str) -> dict:
+    row = decided(batch, cfg, rejected)
+    ranks = ranked(row.records, row.cfg.split_by, row.cfg.seed, depth)
+    return {"ranks": [json.dumps([rank for rank in ranks if rank.startswith(bucket)])]}
+
+
+def write_row(
+    batch: dict, cfg: dict, rejected: dict, depth: int, last: str, staging: str, teacher: dict, task: str
+) -> dict:
+    """The row's records split, made, checked and written with its rejects as its shards; its tally."""
+    row = decided(batch, cfg, rejected)
+    test_ids = held_out(row.records, row.cfg.split_by, row.cfg.seed, depth, last)
+    parts = {"train": [], "test": []}
+    for light in row.records:
+        split = "test" if light["id"] in test_ids else "train"
+        parts[split].append({**light, "split": split})
+    for split, lights in parts.items():
+        records = (checked(full_record(light, teacher, task)) for light in lights)
+        write_jsonl(Path(staging) / f"{split}-{row.first:07d}.jsonl", records)
+    write_jsonl(Path(staging) / f"rejects-{row.first:07d}.jsonl", row.rejects)
+    order = [(o, chunk.index) for o, chunk in row.chunks]
+    chunks = [chunk for _, chunk in row.chunks]
+    counted = tally(chunks, order, row.items, row.rejects, parts["train"], parts["test"], 0, row.facts)
+    return {"first": [row.first], "tally": [pickle.dumps(counted)]}
