@@ -3,9 +3,10 @@ driver holds no item, no chunk and no record (generate/ray_stage.py runs it afte
 
     pairs (ray_corpus.near_duplicate_pairs) ─▶ driver: near_duplicate_rejects   the paired items, in corpus order:
                                                         kept unless a kept one before it is alike (curate's rule)
-    rows ─ map(count_row)          each row's records decided (stage.decided_records: exact repeats, near-twins)
-                                   and counted (split.shape) ─▶ driver: split.rounds, the k of the cutoff
-         ─ map(rank_histogram) ─ map(ranks_in_bucket)     the k-th smallest rank (split.cutoff) in two passes
+    rows ─ map(count_row)          each row's records decided (stage.decided_records: exact repeats, near-twins),
+                                   counted (split.shape) and their ranks' first hex digits counted
+         ─▶ driver: split.rounds (the rule, the k of the cutoff), the bucket of the k-th smallest rank
+         ─ map(ranks_in_bucket)    that bucket's ranks ─▶ driver: the cutoff (split.cutoff)
          ─ map(write_row)          the row's records split (split.held_out), made, checked and written as
                                    shards/{train,test,rejects}-FIRST.jsonl; its tally (generate/tally.py)
          ─▶ driver: train.jsonl, test.jsonl, rejects.jsonl (the shards joined in corpus order), the tallies
@@ -16,12 +17,11 @@ near-duplicates look within a fact (near-twins), a chunk or a document, each ins
 repeats of a question across rows are near-duplicate pairs too (their signatures are equal). What spans
 the corpus are the pairs (found by Ray, decided on the driver from the pairs alone) and the split's
 cutoff, a k-th smallest rank that the driver finds from two small passes (a histogram of the ranks'
-first hex digits, then the ranks of one bucket). Per row Ray re-decides its records in every pass
-rather than storing them.
+first hex digits, counted with the rows' other counts, then the ranks of one bucket). Per row Ray
+re-decides its records in every pass (three) rather than storing them.
 
-Not spread (the driver decides, holding every item: ray_stage.run_gen_ray): the judge (min_score) and
-rewrites, which ask the teacher on the driver; max_chunks, whose sample is drawn there; and item splits
-where no fact has two phrasings, which compare each held-out item with every train one.
+Not spread (the driver decides, holding every item: ray_stage.decide_on_driver): the judge (min_score) and
+rewrites, which ask the teacher on the driver, and max_chunks, whose sample is drawn there.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from generate.chunk import Chunk
 from generate.config import GenConfig
 from generate.ray_corpus import Meta, join_shards
 from generate.records import full_record
-from generate.split import held_out, ranked, rounds, shape
+from generate.split import Rule, fact_groups, held_out, rank, ranked, rounds, shape
 from generate.stage import checked, decided_records, finish
 from generate.tally import Tally, tally
 
@@ -51,23 +51,24 @@ def spreads(cfg: GenConfig) -> bool:
     return cfg.min_score is None and not cfg.rewrites and not cfg.max_chunks
 
 
-def decide(ray, cfg: GenConfig, plan, outcome, asked, pairs: list, started: float) -> dict | None:
-    """Decide and write the records in Ray; the manifest, or None where the split needs the driver."""
+def decide(ray, cfg: GenConfig, plan, outcome, asked, pairs: list, started: float) -> dict:
+    """Decide and write the records in Ray; the manifest."""
     rejected = {first: ray.put(json.dumps(keys)) for first, keys in near_duplicate_rejects(pairs).items()}
     rows = asked.select_columns(ROW)
     base = {"cfg": cfg.model_dump(mode="json"), "rejected": rejected}
-    counts = sum((Counter(json.loads(r["shape"])) for r in over(rows, count_row, base)), Counter())
+    counts, buckets = Counter(), Counter()
+    for r in over(rows, count_row, base):
+        counts.update(json.loads(r["shape"]))
+        buckets.update(json.loads(r["buckets"]))
     rule = rounds(counts, cfg.split_by, cfg.test_fraction)
-    if rule is None:
-        return None
-    depth, k = rule
-    last = kth_rank(rows, {**base, "depth": depth}, k)
+    split = {"unit": rule.unit, "depth": rule.depth}
+    split["last"] = kth_rank(rows, {**base, **split}, rule, buckets)
     staging = plan.out / "shards.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
     written = {"staging": str(staging), "teacher": teacher, "task": plan.task.name}
-    done = over(rows, write_row, {**base, "depth": depth, "last": last, **written})
+    done = over(rows, write_row, {**base, **split, **written})
     firsts = sorted(int(r["first"]) for r in done)
     join_shards(plan.out, staging, firsts, ("train", "test", "rejects"))
     counted = sum((pickle.loads(r["tally"]) for r in done), Tally())
@@ -79,14 +80,16 @@ def over(rows, fn, kwargs: dict) -> list[dict]:
     return rows.map_batches(fn, batch_size=1, fn_kwargs=kwargs).take_all()
 
 
-def kth_rank(rows, kwargs: dict, k: int) -> str:
-    """split.cutoff over every row's ranked keys: the bucket (first PREFIX hex digits) that holds the k-th
-    smallest, then that bucket's ranks."""
+def kth_rank(rows, kwargs: dict, rule: Rule, classes: Counter) -> str:
+    """split.cutoff over every row's ranked keys (`rule`'s): the bucket (first PREFIX hex digits) that holds the
+    k-th smallest, from the rows' histograms (count_row), then that bucket's ranks."""
+    k, buckets = rule.k, Counter()
     if not k:
         return ""
-    buckets = Counter()
-    for r in over(rows, rank_histogram, kwargs):
-        buckets.update(json.loads(r["buckets"]))
+    for key, n in classes.items():
+        kind, bucket = key.split(":")
+        if kind == rule.unit or (rule.unit == "phrasings" and kind.isdigit() and int(kind) - 1 > rule.depth):
+            buckets[bucket] += n
     for bucket in sorted(buckets):
         if k <= buckets[bucket]:
             break
@@ -152,30 +155,40 @@ def decided(batch: dict, cfg: dict, rejected: dict) -> Row:
 
 
 def count_row(batch: dict, cfg: dict, rejected: dict) -> dict:
-    return {"shape": [json.dumps(shape(decided(batch, cfg, rejected).records))]}
-
-
-def rank_histogram(batch: dict, cfg: dict, rejected: dict, depth: int) -> dict:
+    """The row's counts for the split (split.shape) and a histogram of the first PREFIX hex digits of the ranks
+    its rule may cut among, by kind: documents, facts of N phrasings ("N"), and records ("items", counted
+    where no fact of the row has two phrasings: only where none of the corpus has are they the unit)."""
     row = decided(batch, cfg, rejected)
-    ranks = ranked(row.records, row.cfg.split_by, row.cfg.seed, depth)
-    return {"buckets": [json.dumps(Counter(rank[:PREFIX] for rank in ranks))]}
+    records, seed = row.records, row.cfg.seed
+    buckets = Counter()
+    if row.cfg.split_by == "document":
+        buckets.update(f"documents:{r[:PREFIX]}" for r in ranked(records, "documents", seed, 0))
+    else:
+        groups = fact_groups(records)
+        buckets.update(f"{len(ids)}:{rank(seed, fact)[:PREFIX]}" for fact, ids in groups.items())
+        if not groups:
+            buckets.update(f"items:{r[:PREFIX]}" for r in ranked(records, "items", seed, 0))
+    return {"shape": [json.dumps(shape(records))], "buckets": [json.dumps(buckets)]}
 
 
-def ranks_in_bucket(batch: dict, cfg: dict, rejected: dict, depth: int, bucket: str) -> dict:
+def ranks_in_bucket(batch: dict, cfg: dict, rejected: dict, unit: str, depth: int, bucket: str) -> dict:
     row = decided(batch, cfg, rejected)
-    ranks = ranked(row.records, row.cfg.split_by, row.cfg.seed, depth)
+    ranks = ranked(row.records, unit, row.cfg.seed, depth)
     return {"ranks": [json.dumps([rank for rank in ranks if rank.startswith(bucket)])]}
 
 
 def write_row(
-    batch: dict, cfg: dict, rejected: dict, depth: int, last: str, staging: str, teacher: dict, task: str
+    batch: dict, cfg: dict, rejected: dict, unit: str, depth: int, last: str, staging: str, teacher: dict, task: str
 ) -> dict:
-    """The row's records split, made, checked and written with its rejects as its shards; its tally."""
+    """The row's records split, made, checked and written with its rejects as its shards; its tally. Where whole
+    items are held out, the run without Ray drops a test item alike with a train one (split.unlike); none is
+    left to drop: every item is then its own fact, and curation has already dropped every item alike with an
+    item of another fact kept before it, at the same threshold and with the same signatures."""
     row = decided(batch, cfg, rejected)
-    test_ids = held_out(row.records, row.cfg.split_by, row.cfg.seed, depth, last)
+    held = held_out(row.records, unit, row.cfg.seed, depth, last)
     parts = {"train": [], "test": []}
     for light in row.records:
-        split = "test" if light["id"] in test_ids else "train"
+        split = "test" if light["id"] in held else "train"
         parts[split].append({**light, "split": split})
     for split, lights in parts.items():
         records = (checked(full_record(light, teacher, task)) for light in lights)

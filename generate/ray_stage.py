@@ -7,14 +7,13 @@
                                                                   asks, repairs, validation and grounding, and
                                                                   each item's MinHash signature and band keys
                ─▶ materialize()                                   kept in Ray's object store (spilled to disk)
+    driver:    the rows' counters (gather: files, requests, tokens; no item)
     near-duplicates:  map_batches(band_rows)                      one row per band of every item
                ─▶ repartition(keys=["band"]) ─▶ map_batches(pairs_in_block)   the pairs alike at the threshold
-               ─▶ driver: keeps the first of each group, in corpus order (+ judge, rewrites), exact dedup,
-                  near-twins, split: which items stay, on light records (generate.stage.save)
-    records:   map_batches(write_shard)                         each row's records made (its decisions from the
-                                                                  object store), checked, written as
-                                                                  shards/{train,test}-FIRST.jsonl
-               ─▶ driver: train.jsonl, test.jsonl (the shards joined in order), rejects, manifest
+    decisions and records (generate/ray_decide.py): the driver keeps the first of each group of pairs in
+               corpus order; Ray decides each row's records (exact repeats, near-twins), counts them for the
+               split's cutoff, and writes them split as shards/{train,test,rejects}-FIRST.jsonl; the driver
+               joins the shards in corpus order and adds up the rows' tallies into the manifest
 
 Ray's part: placing tasks and actors on the cluster's CPUs and GPUs, streaming batches between
 them with backpressure, re-running lost tasks, the progress bars. Ours: the body of every step is
@@ -22,9 +21,10 @@ the single-process stage's own function, so on the same corpus, config and seed 
 split (hashes of seed and id: generate/split.py) and the manifest's counts are those of `distill
 gen` without Ray. Near-duplicate search is spread: the actors sign their items, Ray groups the
 signatures by band key across the cluster and returns the pairs alike at the threshold (the same
-pairs MinHashLSH finds in one process: generate/dedup.py), so the driver holds no index. Deciding
-which items stay and in which split runs on the driver, which holds every item and a light record of
-each; Ray makes and writes the full records (chunk text, messages) as shards.
+pairs MinHashLSH finds in one process: generate/dedup.py), so the driver holds no index, and no item.
+Where Ray cannot decide (the judge and rewrites ask the teacher on the driver; max_chunks samples
+there),
+`decide_on_driver` gathers every item as before and Ray writes the records it decides.
 
 Cache: each teacher actor writes its answers to a shard of its own (cache/<worker>.sqlite beside
 cache.sqlite, common/teacher/cache.py) and reads the run's cache and every shard, so a killed run,
@@ -88,9 +88,7 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
         pairs = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, items)
         merge_shards(out / "cache.sqlite")  # the teacher actors have ended with their operator
         if spreads(cfg):
-            manifest = decide(ray, cfg, plan, outcome, asked, pairs, started)
-            if manifest is not None:
-                return manifest
+            return decide(ray, cfg, plan, outcome, asked, pairs, started)
         return decide_on_driver(ray, cfg, task, out, links, asked, pairs, started, show_progress)
     finally:
         if ours:

@@ -21,6 +21,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from typing import NamedTuple
 
 from generate.dedup import NearDuplicates
 
@@ -104,20 +105,23 @@ def held_phrasings(ids: list[str], fact_rank: str, depth: int, last: str, seed: 
 
 
 def split(records: list[dict], mode: str, fraction: float, seed: int, threshold: float) -> tuple[list, list, int]:
-    """(train, test, dropped): dropped counts test items removed as near-duplicates of train ones."""
+    """(train, test, dropped): dropped counts held-out items removed as near-duplicates of train ones."""
     rule = rounds(shape(records), mode, fraction)
-    if rule is not None:
-        depth, k = rule
-        test_ids = held_out(records, mode, seed, depth, cutoff(ranked(records, mode, seed, depth), k))
-        return _mark([r for r in records if r["id"] not in test_ids], "train"), _mark([r for r in records if r["id"] in test_ids], "test"), 0
-    last = cutoff((rank(seed, r["id"]) for r in records), held_count(len(records), fraction))
-    train = [r for r in records if rank(seed, r["id"]) > last]
+    last = cutoff(ranked(records, rule.unit, seed, rule.depth), rule.k)
+    test_ids = held_out(records, rule.unit, seed, rule.depth, last)
+    train = [r for r in records if r["id"] not in test_ids]
+    held = [r for r in records if r["id"] in test_ids]
+    test = unlike(held, train, threshold) if rule.unit == "items" else held
+    return _mark(train, "train"), _mark(test, "test"), len(held) - len(test)
+
+
+def unlike(held: list[dict], train: list[dict], threshold: float) -> list[dict]:
+    """The held-out items whose question no train question nearly duplicates: where whole items are held out,
+    a test question must not be a train one reworded."""
     index = NearDuplicates(threshold)
     for r in train:
         index.add(r["id"], r["question"])
-    held = [r for r in records if rank(seed, r["id"]) <= last]
-    test = [r for r in held if not index.match(r["question"])]
-    return _mark(train, "train"), _mark(test, "test"), len(held) - len(test)
+    return [r for r in held if not index.match(r["question"])]
 
 
 def fact_groups(records: list[dict]) -> dict[str, list[str]]:
@@ -137,29 +141,45 @@ def shape(records: list[dict]) -> Counter:
     return counts
 
 
-def rounds(counts: Counter, mode: str, fraction: float) -> tuple[int, int] | None:
-    """(depth, k): the records held out are those of the first k ranked keys (`ranked`), beyond `depth` whole
-    rounds of phrasings (item); None where no fact has two phrasings (whole items are held out, `split`)."""
+class Rule(NamedTuple):
+    """What the split holds out: the records of the first k keys in seeded order (`ranked`) of its unit:
+    documents (document mode), facts' next phrasings beyond `depth` whole rounds (item mode), or whole items
+    (item mode where no fact has two phrasings)."""
+
+    unit: str  # documents | phrasings | items
+    depth: int
+    k: int
+
+
+def rounds(counts: Counter, mode: str, fraction: float) -> Rule:
+    """The rule of a corpus of these counts (`shape`)."""
     if mode == "document":
-        return 0, held_count(counts["docs"], fraction)
+        return Rule("documents", 0, held_count(counts["docs"], fraction))
     sizes = Counter({int(key.split("=")[1]): n for key, n in counts.items() if key.startswith("phrasings=")})
-    return phrasing_depth(sizes, held_count(counts["records"], fraction)) if sizes else None
+    if not sizes:
+        return Rule("items", 0, held_count(counts["records"], fraction))
+    return Rule("phrasings", *phrasing_depth(sizes, held_count(counts["records"], fraction)))
 
 
-def ranked(records: list[dict], mode: str, seed: int, depth: int) -> list[str]:
-    """The ranks that the cutoff is the k-th of: of the documents (document), of the facts with phrasings
-    left beyond `depth` rounds (item)."""
-    if mode == "document":
+def ranked(records: list[dict], unit: str, seed: int, depth: int) -> list[str]:
+    """The ranks that the cutoff is the k-th of: of the documents, of the facts with phrasings left beyond
+    `depth` rounds, or of the records."""
+    if unit == "documents":
         return [rank(seed, doc) for doc in {r["source"]["doc"] for r in records}]
-    return [rank(seed, fact) for fact, ids in fact_groups(records).items() if len(ids) - 1 > depth]
+    if unit == "phrasings":
+        return [rank(seed, fact) for fact, ids in fact_groups(records).items() if len(ids) - 1 > depth]
+    return [rank(seed, r["id"]) for r in records]
 
 
-def held_out(records: list[dict], mode: str, seed: int, depth: int, last: str) -> set[str]:
-    """Ids of the test records under the rule (depth, last): a document or a fact's next phrasing is held out
-    when its rank is at most `last`."""
-    if mode == "document":
+def held_out(records: list[dict], unit: str, seed: int, depth: int, last: str) -> set[str]:
+    """Ids of the records held out under the rule: those whose document, fact's next phrasing or own id ranks
+    at most `last`."""
+    if unit == "documents":
         return {r["id"] for r in records if rank(seed, r["source"]["doc"]) <= last}
-    return {i for fact, ids in fact_groups(records).items() for i in held_phrasings(ids, rank(seed, fact), depth, last, seed)}
+    if unit == "phrasings":
+        groups = fact_groups(records).items()
+        return {i for fact, ids in groups for i in held_phrasings(ids, rank(seed, fact), depth, last, seed)}
+    return {r["id"] for r in records if rank(seed, r["id"]) <= last}
 
 
 def held_out_phrasings(records: list[dict], fraction: float, seed: int) -> set[str] | None:
@@ -167,10 +187,9 @@ def held_out_phrasings(records: list[dict], fraction: float, seed: int) -> set[s
     seeded order of facts (a second one per fact only when every fact has given one), always
     leaving a fact at least one phrasing in train. None when no fact has two phrasings."""
     rule = rounds(shape(records), "item", fraction)
-    if rule is None:
+    if rule.unit != "phrasings":
         return None
-    depth, k = rule
-    return held_out(records, "item", seed, depth, cutoff(ranked(records, "item", seed, depth), k))
+    return held_out(records, rule.unit, seed, rule.depth, cutoff(ranked(records, rule.unit, seed, rule.depth), rule.k))
 
 
 def _mark(records: list[dict], name: str) -> list[dict]:

@@ -70,12 +70,12 @@ def records(out: Path) -> set[tuple[str, str]]:
 
 
 @pytest.mark.slow  # 85 s a case on the shared 2-core machine (load 15): actors start fresh Python processes
-@pytest.mark.parametrize("settings", [[], ["phrasings=1"]])
+@pytest.mark.parametrize("settings", [[], ["phrasings=1"], ["max_chunks=1000"]])
 def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, local_ray, settings):
     """Documents that repeat another's paragraph, as is and with a word changed: the repeats' questions are
-    dropped across teacher batches as the single-process run drops them. By default Ray decides which items
-    stay and their split (ray_decide); with one phrasing a fact, the driver does (the held-out items are
-    compared with every train one)."""
+    dropped across teacher batches as the single-process run drops them. Ray decides which items stay and their
+    split (ray_decide), with one phrasing a fact as with three; under max_chunks (sampled on the driver), the
+    driver decides."""
     paragraph = (docs / "doc0.md").read_text().split("\n\n")[1]
     (docs / "doc2.md").write_text((docs / "doc2.md").read_text() + "\n" + paragraph + "\n")
     changed = paragraph.replace(" ", " also ", 1)
@@ -98,7 +98,7 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
     assert len(list((tmp_path / "ray" / "shards").glob("train-*.jsonl"))) == 4  # one a teacher batch of one file
     decided_in_ray = len(list((tmp_path / "ray" / "shards").glob("rejects-*.jsonl"))) == 4
-    assert decided_in_ray == (not settings)
+    assert decided_in_ray == (settings != ["max_chunks=1000"])
     for key in ("coverage", "facts", "warnings"):
         assert on_ray[key] == single[key], key
     assert single["coverage"]["facts_listed"] > 0  # facts first, gathered
@@ -339,9 +339,9 @@ TOWNS = ["Aberdeen", "Bexleyheath", "Carrickfergus", "Dunfermline", "Enniskillen
          "Haverfordwest", "Inverness", "Jedburgh", "Kirkcaldy", "Llandudno"]  # fmt: skip
 
 
-def mill_rows(signed_at: float) -> list[dict]:
-    """Three teacher actors' rows of two files each, two chunks a file: every chunk asks its fact in three alike
-    phrasings, and every chunk asks "What is the mill?" again (repeated across rows)."""
+def mill_rows(signed_at: float, phrasings: int = 3) -> list[dict]:
+    """Three teacher actors' rows of two files each, two chunks a file: every chunk asks its fact in (up to)
+    three alike phrasings, and every chunk asks "What is the mill?" again (repeated across rows)."""
     from generate.chunk import Chunk
     from generate.collect import Outcome
     from generate.ray_corpus import signed
@@ -362,10 +362,11 @@ def mill_rows(signed_at: float) -> list[dict]:
                 evidence = text.split(". ")[0] + "."
                 asked = [f"How many sacks did the mill of {town} grind?",
                          f"What number of sacks was ground by the mill in {town}?",
-                         f"Sacks ground at {town}'s mill: how many?",
-                         "What is the mill?"]  # fmt: skip
+                         f"Sacks ground at {town}'s mill: how many?"][:phrasings]  # fmt: skip
                 fact = {"reasoning": "Step 1: the text says so.", "answer": str(100 + ordinal), "evidence": evidence}
+                stones = {"reasoning": "Step 1: it says so.", "answer": str(index + 3), "evidence": text.split(". ")[1]}
                 outcome.items[chunk.key] = [{"question": q, **fact} for q in asked]
+                outcome.items[chunk.key].append({"question": "What is the mill?", **stones})
         items = json.dumps({"items": outcome.items, "rejects": [], "facts": None})
         rows.append({"files": json.dumps(files), "chunks": json.dumps(chunks), "outcome": items,
                      "summary": summary(outcome), "requests": 4, **{
@@ -373,12 +374,16 @@ def mill_rows(signed_at: float) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("settings", [{}, {"test_fraction": 0.5}, {"split_by": "document", "test_fraction": 0.34}])
-def test_ray_decides_and_writes_the_records_a_run_without_ray_writes(local_ray, tmp_path, settings):
+@pytest.mark.parametrize(
+    "settings, phrasings",
+    [({}, 3), ({"test_fraction": 0.5}, 3), ({"split_by": "document", "test_fraction": 0.34}, 3), ({}, 1)],
+)
+def test_ray_decides_and_writes_the_records_a_run_without_ray_writes(local_ray, tmp_path, settings, phrasings):
     """Three ways to the same train.jsonl and test.jsonl, byte for byte, and the same manifest: one process;
     Ray writing the records the driver decided (Shards); Ray deciding them row by row from the near-duplicate
     pairs and a cutoff rank found in two passes (ray_decide.decide), the driver holding no item. The question
-    repeated in later rows is written once; a test fraction of 0.5 holds out a second phrasing of some facts."""
+    repeated in later rows is written once; a test fraction of 0.5 holds out a second phrasing of some facts;
+    with one phrasing a fact, whole items are held out."""
     import ray
 
     from generate.config import GenConfig
@@ -389,7 +394,7 @@ def test_ray_decides_and_writes_the_records_a_run_without_ray_writes(local_ray, 
     from generate.stage import save
     from generate.tasks import load_task
 
-    rows = mill_rows(0.8)
+    rows = mill_rows(0.8, phrasings)
     asked = ray.data.from_items(rows).materialize()
     written = {}
     for way in ("one process", "ray writes", "ray decides"):
@@ -405,12 +410,15 @@ def test_ray_decides_and_writes_the_records_a_run_without_ray_writes(local_ray, 
             written[way] = (decide(ray, cfg, plan, outcome, asked, pairs, time.time()), out)
             continue
         plan, outcome, _ = gather(cfg, out, task, iter(rows), [], row_chunks)
-        similar = similar_keys(near_duplicate_pairs(ray, asked, 0.8, 48)) if way == "ray writes" else None
+        pairs = near_duplicate_pairs(ray, asked, 0.8, 12 * (phrasings + 1))
+        similar = similar_keys(pairs) if way == "ray writes" else None
         drop_near_duplicates([c.key for c in plan.chunks], outcome, 0.8, similar)
         write = Shards(ray, asked, row_chunks).write if way == "ray writes" else None
         written[way] = (save(cfg, plan, outcome, time.time(), write), out)
     single, plain = written["one process"]
     assert single["counts"]["train"] > single["counts"]["test"] > 0 and single["rejected"] == {"duplicate": 11}, single
+    unit = "documents" if "split_by" in settings else "phrasings" if phrasings > 1 else "items"
+    assert single["facts"]["held_out"] == unit
     for way in ("ray writes", "ray decides"):
         on_ray, sharded = written[way]
         for name in ("train.jsonl", "test.jsonl"):
