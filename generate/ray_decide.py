@@ -20,8 +20,10 @@ cutoff, a k-th smallest rank that the driver finds from two small passes (a hist
 first hex digits, counted with the rows' other counts, then the ranks of one bucket). Per row Ray
 re-decides its records in every pass (three) rather than storing them.
 
-Not spread (the driver decides, holding every item: ray_stage.decide_on_driver): the judge (min_score) and
-rewrites, which ask the teacher on the driver, and max_chunks, whose sample is drawn there.
+The judge (min_score) scores the items left by the near-duplicate decisions in a pool of teacher actors,
+a row at a time (ray_stage.judge_rows), before the rows are decided. Not spread (the driver decides,
+holding every item: ray_stage.decide_on_driver): rewrites, which ask the teacher on the driver, and
+max_chunks, whose sample is drawn there.
 """
 
 from __future__ import annotations
@@ -48,13 +50,17 @@ PREFIX = 4  # hex digits of a rank counted in the first pass: 65,536 buckets
 
 def spreads(cfg: GenConfig) -> bool:
     """Whether Ray can make this run's decisions (see the module's docstring for what it cannot)."""
-    return cfg.min_score is None and not cfg.rewrites and not cfg.max_chunks
+    return not cfg.rewrites and not cfg.max_chunks
 
 
-def decide(ray, cfg: GenConfig, plan, outcome, asked, pairs: list, started: float) -> dict:
-    """Decide and write the records in Ray; the manifest."""
-    rejected = {first: ray.put(json.dumps(keys)) for first, keys in near_duplicate_rejects(pairs).items()}
-    rows = asked.select_columns(ROW)
+def spread_rejects(ray, pairs: list[tuple[Meta, Meta, bool]]) -> dict:
+    """The driver's near-duplicate rejects (near_duplicate_rejects), one object in Ray's store a row, by first file."""
+    return {first: ray.put(json.dumps(keys)) for first, keys in near_duplicate_rejects(pairs).items()}
+
+
+def decide(ray, cfg: GenConfig, plan, outcome, rows, rejected: dict, started: float) -> dict:
+    """Decide and write the records of the rows (ROW's columns) in Ray, given their near-duplicate rejects
+    (spread_rejects; none where the rows' items are already curated: ray_stage.judge_rows); the manifest."""
     base = {"cfg": cfg.model_dump(mode="json"), "rejected": rejected}
     counts, buckets = Counter(), Counter()
     for r in over(rows, count_row, base):
@@ -126,14 +132,14 @@ class Row(NamedTuple):
     first: int  # the row's first file
     cfg: GenConfig
     chunks: list[tuple[int, Chunk]]  # (file ordinal, chunk), in corpus order
-    items: dict[str, list[dict]]  # chunk key -> the items left by the near-duplicate decisions
-    rejects: list[dict]  # the teacher actor's, the near-duplicates', exact repeats' and near-twins'
-    records: list[dict]  # light records (generate.records), in corpus order
+    items: dict[str, list[dict]]  # chunk key -> the items left by the near-duplicate decisions (and the judge)
+    rejects: list[dict]  # the teacher actor's, the near-duplicates', (the judge's,) exact repeats' and near-twins'
     facts: dict | None  # facts first: each chunk's listed facts
+    records: list[dict] | None = None  # light records (generate.records), in corpus order
 
 
-def decided(batch: dict, cfg: dict, rejected: dict) -> Row:
-    """A row's records as a run without Ray decides them, given the driver's near-duplicate rejects."""
+def without_near_duplicates(batch: dict, cfg: dict, rejected: dict) -> Row:
+    """A row's items less the driver's near-duplicate rejects (with their rejects), as curation leaves them."""
     import ray
 
     gen = GenConfig.model_validate(cfg)
@@ -150,8 +156,14 @@ def decided(batch: dict, cfg: dict, rejected: dict) -> Row:
                 rejects.append({"reason": why[0], "detail": f"like: {why[1]}"[:300], "chunk": key, "item": item})
             else:
                 items[key].append(item)
-    records = decided_records([c for _, c in chunks], items, rejects, gen.near_twin_threshold)
-    return Row(first, gen, chunks, items, rejects, records, part["facts"])
+    return Row(first, gen, chunks, items, rejects, part["facts"])
+
+
+def decided(batch: dict, cfg: dict, rejected: dict) -> Row:
+    """A row's records as a run without Ray decides them, given the driver's near-duplicate rejects."""
+    row = without_near_duplicates(batch, cfg, rejected)
+    chunks = [c for _, c in row.chunks]
+    return row._replace(records=decided_records(chunks, row.items, row.rejects, row.cfg.near_twin_threshold))
 
 
 def count_row(batch: dict, cfg: dict, rejected: dict) -> dict:

@@ -43,16 +43,17 @@ import time
 import uuid
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
 from common.errors import UserError
 from common.teacher.ask import CachedTeacher
 from common.teacher.cache import merge_shards
 from generate.chunk import Chunk, chunk_documents
 from generate.config import GenConfig
-from generate.curate import curate
+from generate.curate import curate, judge
 from generate.ingest import Document, Skipped, discover, fewer_collections, read_all, unique_files
 from generate.ray_corpus import Shards, near_duplicate_pairs, signed, similar_keys
-from generate.ray_decide import decide, spreads
+from generate.ray_decide import ROW, decide, spread_rejects, spreads, without_near_duplicates
 from generate.rewrites import rewrite, rewrite_prompts
 from generate.stage import Outcome, Plan, load_tokenizer, make_plan, prepare_out, run, sample_chunks, save
 from generate.tasks import load_task
@@ -86,10 +87,14 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
         asked = asked.materialize()  # read again: by the driver, for the near-duplicates, for the decisions
         plan, outcome, items = gather(cfg, out, task, asked.select_columns(GATHERED).iter_rows(), links)
         pairs = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, items)
-        merge_shards(out / "cache.sqlite")  # the teacher actors have ended with their operator
-        if spreads(cfg):
-            return decide(ray, cfg, plan, outcome, asked, pairs, started)
-        return decide_on_driver(ray, cfg, task, out, links, asked, pairs, started, show_progress)
+        if not spreads(cfg):
+            merge_shards(out / "cache.sqlite")  # the teacher actors have ended with their operator
+            return decide_on_driver(ray, cfg, task, out, links, asked, pairs, started, show_progress)
+        rows, rejected = asked.select_columns(ROW), spread_rejects(ray, pairs)
+        if cfg.min_score is not None and not outcome.interrupted:
+            rows, rejected = judge_rows(ray, cfg, out, rows, rejected, outcome), {}
+        merge_shards(out / "cache.sqlite")  # the teacher actors (and judges) have ended with their operators
+        return decide(ray, cfg, plan, outcome, rows, rejected, started)
     finally:
         if ours:
             ray.shutdown()
@@ -215,8 +220,7 @@ class AskTeacher:
         self.cfg = GenConfig.model_validate(cfg)
         self.out = Path(out)
         self.task = load_task(self.cfg.task, self.cfg.prompt_file, self.cfg.schema_file)
-        shard = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.teacher = CachedTeacher(self.cfg.teacher, self.out / "cache.sqlite", shard=shard)
+        self.teacher = CachedTeacher(self.cfg.teacher, self.out / "cache.sqlite", shard=shard_name())
 
     def __call__(self, batch: dict) -> dict:
         files = [[int(o), str(d), str(s)] for o, d, s in zip(batch["ordinal"], batch["doc"], batch["skipped"])]
@@ -248,6 +252,45 @@ class AskTeacher:
         self.teacher.close()
 
 
+class JudgeTeacher:
+    """A judge actor (min_score): its own backend and cache shard; judges a row's items left by the near-duplicate
+    decisions as curate.judge does, and returns the row with its items curated."""
+
+    def __init__(self, cfg: dict, out: str):
+        self.raw, self.cfg = cfg, GenConfig.model_validate(cfg)
+        self.teacher = CachedTeacher(self.cfg.teacher, Path(out) / "cache.sqlite", shard=shard_name())
+
+    def __call__(self, batch: dict, rejected: dict) -> dict:
+        row = without_near_duplicates(batch, self.raw, rejected)
+        outcome = Outcome(items=row.items, rejects=row.rejects)
+        try:
+            judge(self.cfg, SimpleNamespace(chunks=[c for _, c in row.chunks]), outcome, self.teacher, False)
+        except UserError as exc:  # as AskTeacher: the driver says it in one line
+            return {"files": batch["files"], "chunks": batch["chunks"], "outcome": ["{}"], "summary": [
+                json.dumps({"user_error": str(exc)})]}  # fmt: skip
+        outcome.structured_output = self.teacher.structured_output
+        curated = json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": row.facts})
+        return {"files": batch["files"], "chunks": batch["chunks"], "outcome": [curated], "summary": [summary(outcome)]}
+
+    def __del__(self):
+        self.teacher.close()
+
+
+def judge_rows(ray, cfg: GenConfig, out: Path, rows, rejected: dict, outcome: Outcome):
+    """The rows with their items judged by a pool of judge actors (teacher_pool's), the judges' counters added to
+    `outcome`; materialized, as the decisions read them three times."""
+    pool = teacher_pool(ray, cfg, str(out))
+    judged = rows.map_batches(JudgeTeacher, batch_size=1, fn_kwargs={"rejected": rejected}, **pool).materialize()
+    for row in judged.select_columns(["summary"]).iter_rows():
+        add_summary(outcome, json.loads(row["summary"]))
+    return judged.select_columns(ROW)
+
+
+def shard_name() -> str:
+    """A teacher actor's cache shard: its host, process and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def astuple(chunk: Chunk) -> list:
     return [chunk.doc, chunk.index, chunk.start, chunk.end, chunk.text]
 
@@ -274,6 +317,21 @@ def summary(outcome: Outcome) -> str:
     return json.dumps({**counters, "listed": outcome.facts is not None, "items": items})
 
 
+def add_summary(outcome: Outcome, part: dict) -> int:
+    """A row's summary added to the run's counters (a user error met in the actor raised); its items."""
+    if "user_error" in part:
+        raise UserError(part["user_error"])
+    outcome.counts.update(part["counts"])
+    outcome.tokens.update(part["tokens"])
+    outcome.interrupted |= part["interrupted"]
+    outcome.last_error = part["last_error"] or outcome.last_error
+    outcome.structured_output.update(part["structured_output"])
+    outcome.schema_rendering.update(part["schema_rendering"])
+    if part["listed"]:  # facts first: each batch's listings
+        outcome.facts = outcome.facts or {}
+    return part["items"]
+
+
 def gather(
     cfg: GenConfig, out: Path, task, rows, links: list[Skipped], row_chunks: list | None = None
 ) -> tuple[Plan, Outcome, int]:
@@ -286,18 +344,7 @@ def gather(
         requests += int(row["requests"])
         row_files = json.loads(row["files"])  # empty in a row that reports a user error
         files.update({o: (doc, reason) for o, doc, reason in row_files})
-        part = json.loads(row["summary"])
-        if "user_error" in part:
-            raise UserError(part["user_error"])
-        items += part["items"]
-        outcome.counts.update(part["counts"])
-        outcome.tokens.update(part["tokens"])
-        outcome.interrupted |= part["interrupted"]
-        outcome.last_error = part["last_error"] or outcome.last_error
-        outcome.structured_output.update(part["structured_output"])
-        outcome.schema_rendering.update(part["schema_rendering"])
-        if part["listed"]:  # facts first: each batch's listings
-            outcome.facts = outcome.facts or {}
+        items += add_summary(outcome, json.loads(row["summary"]))
         if "outcome" in row:
             batch = [(o, Chunk(*rest)) for o, *rest in json.loads(row["chunks"])]
             chunks += batch

@@ -70,12 +70,12 @@ def records(out: Path) -> set[tuple[str, str]]:
 
 
 @pytest.mark.slow  # 85 s a case on the shared 2-core machine (load 15): actors start fresh Python processes
-@pytest.mark.parametrize("settings", [[], ["phrasings=1"], ["max_chunks=1000"]])
+@pytest.mark.parametrize("settings", [[], ["phrasings=1"], ["min_score=3"], ["max_chunks=1000"]])
 def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, local_ray, settings):
     """Documents that repeat another's paragraph, as is and with a word changed: the repeats' questions are
     dropped across teacher batches as the single-process run drops them. Ray decides which items stay and their
-    split (ray_decide), with one phrasing a fact as with three; under max_chunks (sampled on the driver), the
-    driver decides."""
+    split (ray_decide), with one phrasing a fact as with three, and judge actors score the items (min_score);
+    under max_chunks (sampled on the driver), the driver decides."""
     paragraph = (docs / "doc0.md").read_text().split("\n\n")[1]
     (docs / "doc2.md").write_text((docs / "doc2.md").read_text() + "\n" + paragraph + "\n")
     changed = paragraph.replace(" ", " also ", 1)
@@ -432,6 +432,59 @@ def test_ray_decides_and_writes_the_records_a_run_without_ray_writes(local_ray, 
     rejects = [json.loads(line) for line in (written["ray decides"][1] / "rejects.jsonl").read_text().splitlines()]
     assert [r["detail"] for r in rejects] == ["like: What is the mill?"] * 11  # named by the driver's decision
     assert "shards" not in single["files"]
+
+
+def test_ray_judges_the_items_as_a_run_without_ray_judges_them(local_ray, tmp_path):
+    """min_score under Ray: judge actors score each row's items left by the near-duplicate decisions (the repeated
+    question is not judged twice), the scores keep or drop the same items as curate.judge in one process, and the
+    records, rejects and manifest come out the same; a rerun is answered from the cache."""
+    import zlib
+
+    import ray
+
+    from common.teacher.ask import CachedTeacher
+    from generate.config import GenConfig
+    from generate.curate import curate
+    from generate.ray_corpus import near_duplicate_pairs
+    from generate.ray_decide import ROW, decide, spread_rejects
+    from generate.ray_stage import GATHERED, gather, judge_rows
+    from generate.stage import save
+    from generate.tasks import load_task
+
+    def half_judged(call):  # a judge that scores half the items 2 (dropped at min_score 3), by their prompt
+        text = call.body["messages"][-1]["content"]
+        return Reply(good_json(call, score=2 if zlib.crc32(text.encode()) % 2 else 5))
+
+    rows = mill_rows(0.8)
+    asked = ray.data.from_items(rows).materialize()
+    written = {}
+    with FakeOpenAI(half_judged) as server:
+        for way in ("one process", "ray"):
+            out = tmp_path / way.replace(" ", "-")
+            out.mkdir()
+            cfg = GenConfig.model_validate({"inputs": [str(tmp_path)], "out": str(out), "min_score": 3, "teacher": {
+                "backend": "openai", "model": "teacher", "base_url": [server.url], "backoff_s": 0.001},
+                **({"ray": {"teacher_workers": 2}} if way == "ray" else {})})  # fmt: skip
+            task = load_task(cfg.task)
+            if way == "ray":
+                plan, outcome, items = gather(cfg, out, task, iter([{k: r[k] for k in GATHERED} for r in rows]), [])
+                rejected = spread_rejects(ray, near_duplicate_pairs(ray, asked, 0.8, items))
+                judged = judge_rows(ray, cfg, out, asked.select_columns(ROW), rejected, outcome)
+                written[way] = (decide(ray, cfg, plan, outcome, judged, {}, time.time()), out)
+                continue
+            plan, outcome, _ = gather(cfg, out, task, iter(rows), [])
+            with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:
+                curate(cfg, plan, outcome, teacher, False)
+            written[way] = (save(cfg, plan, outcome, time.time()), out)
+        judged_prompts = sum(1 for b in server.bodies if "reviewer" in b["messages"][0]["content"])
+    (single, plain), (on_ray, sharded) = written["one process"], written["ray"]
+    assert judged_prompts == 2 * 37  # each run judged the 36 phrasings and "What is the mill?" once
+    assert single["rejected"]["low_score"] > 5 and single["counts"]["train"] > single["counts"]["test"] > 0
+    assert single["counts"]["judge_sent"] == 37 and on_ray["counts"]["judge_sent"] == 37
+    for name in ("train.jsonl", "test.jsonl"):
+        assert (sharded / name).read_bytes() == (plain / name).read_bytes(), name
+    for key in ("status", "counts", "rejected", "coverage", "facts", "warnings"):
+        assert on_ray[key] == single[key], key
 
 
 def test_a_run_without_ray_removes_the_shards_of_an_earlier_ray_run(tmp_path):
