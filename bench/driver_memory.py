@@ -155,7 +155,7 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
                 ]
                 outcome.items[chunk.key] = items
                 outcome.counts["accepted"] += len(items)
-        asked = json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": outcome.facts})
+        asked = json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": outcome.facts, "text": []})
         row = {"files": json.dumps(files), "chunks": json.dumps(rows), "outcome": asked, "summary": summary(outcome)}
         row["requests"] = len(rows)
         signed = {} if sign_at is None else signed_columns(outcome.items, sign_at, places, first)

@@ -21,9 +21,9 @@ first hex digits, counted with the rows' other counts, then the ranks of one buc
 re-decides its records in every pass (three) rather than storing them.
 
 The judge (min_score) scores the items left by the near-duplicate decisions in a pool of teacher actors,
-a row at a time (ray_stage.judge_rows), before the rows are decided. Not spread (the driver decides,
-holding every item: ray_stage.decide_on_driver): rewrites, which ask the teacher on the driver, and
-max_chunks, whose sample is drawn there.
+a row at a time (ray_stage.judge_rows), before the rows are decided; the teacher actors write the
+rewrites (rewrites: N), which write_row writes as text shards. Not spread (the driver decides, holding
+every item: ray_stage.decide_on_driver): max_chunks, whose sample is drawn there.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from generate.chunk import Chunk
 from generate.config import GenConfig
 from generate.ray_corpus import Meta, join_shards
 from generate.records import full_record
+from generate.rewrites import text_rows
 from generate.split import Rule, fact_groups, held_out, rank, ranked, rounds, shape
 from generate.stage import checked, decided_records, finish
 from generate.tally import Tally, tally
@@ -50,7 +51,7 @@ PREFIX = 4  # hex digits of a rank counted in the first pass: 65,536 buckets
 
 def spreads(cfg: GenConfig) -> bool:
     """Whether Ray can make this run's decisions (see the module's docstring for what it cannot)."""
-    return not cfg.rewrites and not cfg.max_chunks
+    return not cfg.max_chunks
 
 
 def spread_rejects(ray, pairs: list[tuple[Meta, Meta, bool]]) -> dict:
@@ -76,9 +77,11 @@ def decide(ray, cfg: GenConfig, plan, outcome, rows, rejected: dict, started: fl
     written = {"staging": str(staging), "teacher": teacher, "task": plan.task.name}
     done = over(rows, write_row, {**base, **split, **written})
     firsts = sorted(int(r["first"]) for r in done)
-    join_shards(plan.out, staging, firsts, ("train", "test", "rejects"))
+    text = ("text",) if cfg.rewrites else ()
+    join_shards(plan.out, staging, firsts, ("train", "test", "rejects", *text))
     counted = sum((pickle.loads(r["tally"]) for r in done), Tally())
-    return finish(cfg, plan, outcome, counted, started, {"shards": "shards"})
+    files = {**{name: f"{name}.jsonl" for name in text}, "shards": "shards"}
+    return finish(cfg, plan, outcome, counted, started, files)
 
 
 def over(rows, fn, kwargs: dict) -> list[dict]:
@@ -135,6 +138,7 @@ class Row(NamedTuple):
     items: dict[str, list[dict]]  # chunk key -> the items left by the near-duplicate decisions (and the judge)
     rejects: list[dict]  # the teacher actor's, the near-duplicates', (the judge's,) exact repeats' and near-twins'
     facts: dict | None  # facts first: each chunk's listed facts
+    text: list[dict]  # the teacher's rewrites of the row's chunks (text rows)
     records: list[dict] | None = None  # light records (generate.records), in corpus order
 
 
@@ -156,7 +160,7 @@ def without_near_duplicates(batch: dict, cfg: dict, rejected: dict) -> Row:
                 rejects.append({"reason": why[0], "detail": f"like: {why[1]}"[:300], "chunk": key, "item": item})
             else:
                 items[key].append(item)
-    return Row(first, gen, chunks, items, rejects, part["facts"])
+    return Row(first, gen, chunks, items, rejects, part["facts"], part["text"])
 
 
 def decided(batch: dict, cfg: dict, rejected: dict) -> Row:
@@ -208,5 +212,11 @@ def write_row(
     write_jsonl(Path(staging) / f"rejects-{row.first:07d}.jsonl", row.rejects)
     order = [(o, chunk.index) for o, chunk in row.chunks]
     chunks = [chunk for _, chunk in row.chunks]
-    counted = tally(chunks, order, row.items, row.rejects, parts["train"], parts["test"], 0, row.facts)
+    text = []
+    if row.cfg.rewrites:  # the chunks and their rewrites, held-out documents left out (as stage.save writes them)
+        held_docs = {r["source"]["doc"] for r in parts["test"]} if row.cfg.split_by == "document" else set()
+        text = text_rows(chunks, row.text, held_docs)
+        write_jsonl(Path(staging) / f"text-{row.first:07d}.jsonl", text)
+    train, test = parts["train"], parts["test"]
+    counted = tally(chunks, order, row.items, row.rejects, train, test, 0, row.facts, len(row.text), len(text))
     return {"first": [row.first], "tally": [pickle.dumps(counted)]}

@@ -22,8 +22,8 @@ split (hashes of seed and id: generate/split.py) and the manifest's counts are t
 gen` without Ray. Near-duplicate search is spread: the actors sign their items, Ray groups the
 signatures by band key across the cluster and returns the pairs alike at the threshold (the same
 pairs MinHashLSH finds in one process: generate/dedup.py), so the driver holds no index, and no item.
-Where Ray cannot decide (the judge and rewrites ask the teacher on the driver; max_chunks samples
-there),
+The teacher actors also write the rewrites of their chunks (rewrites: N), and judge actors score the
+items (min_score: N) before the decisions. Where Ray cannot decide (max_chunks samples on the driver),
 `decide_on_driver` gathers every item as before and Ray writes the records it decides.
 
 Cache: each teacher actor writes its answers to a shard of its own (cache/<worker>.sqlite beside
@@ -107,8 +107,6 @@ def decide_on_driver(ray, cfg, task, out: Path, links, asked, pairs: list, start
     columns = GATHERED + ["chunks", "outcome"]
     plan, outcome, _ = gather(cfg, out, task, asked.select_columns(columns).iter_rows(), links, row_chunks)
     with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:  # corpus-wide steps, as run_gen does them
-        if cfg.rewrites and not outcome.interrupted:
-            outcome.text = rewrite(rewrite_prompts(plan.chunks, cfg.rewrites), teacher, outcome, show_progress)
         curate(cfg, plan, outcome, teacher, show_progress, similar_keys(pairs))
         outcome.structured_output.update(teacher.structured_output)
     return save(cfg, plan, outcome, started, Shards(ray, asked, row_chunks).write)
@@ -236,13 +234,16 @@ class AskTeacher:
             failed = json.dumps({"user_error": str(exc)})
             empty = {"files": ["[]"], "chunks": ["[]"], "outcome": ["{}"], "requests": [0]}
             return {**empty, "summary": [failed], **signed({}, 0.0, {}, 0)}
+        if self.cfg.rewrites and not outcome.interrupted:  # continued-pretraining text, as run_gen asks it
+            prompts = rewrite_prompts([c for _, c in chunks], self.cfg.rewrites)
+            outcome.text = rewrite(prompts, self.teacher, outcome, False)
         outcome.structured_output = self.teacher.structured_output
         outcome.schema_rendering = self.teacher.schema_rendering
         places = {c.key: (o, c.index) for o, c in chunks}
         return {
             "files": [json.dumps(files)],
             "chunks": [json.dumps([[o, *astuple(c)] for o, c in chunks])],
-            "outcome": [json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": outcome.facts})],
+            "outcome": [json.dumps({name: getattr(outcome, name) for name in ("items", "rejects", "facts", "text")})],
             "summary": [summary(outcome)],
             "requests": [len(plan.prompts)],  # the driver counts the run's requests from these, without planning again
             **signed(outcome.items, self.cfg.near_dup_threshold, places, files[0][0] if files else 0),
@@ -269,7 +270,7 @@ class JudgeTeacher:
             return {"files": batch["files"], "chunks": batch["chunks"], "outcome": ["{}"], "summary": [
                 json.dumps({"user_error": str(exc)})]}  # fmt: skip
         outcome.structured_output = self.teacher.structured_output
-        curated = json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": row.facts})
+        curated = json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": row.facts, "text": row.text})
         return {"files": batch["files"], "chunks": batch["chunks"], "outcome": [curated], "summary": [summary(outcome)]}
 
     def __del__(self):
@@ -353,6 +354,7 @@ def gather(
             part = json.loads(row["outcome"])
             outcome.items.update(part["items"])
             outcome.rejects += part["rejects"]
+            outcome.text += part["text"]  # the actors' rewrites
             if part["facts"] is not None:
                 outcome.facts.update(part["facts"])
     docs = [

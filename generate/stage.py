@@ -202,8 +202,9 @@ def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float, write: Ca
         held_out_docs = {r["source"]["doc"] for r in test} if cfg.split_by == "document" else set()
         text = text_rows(plan.chunks, outcome.text, held_out_docs)
         write_jsonl(plan.out / "text.jsonl", text)
-    counted = tally(plan.chunks, range(len(plan.chunks)), outcome.items, outcome.rejects, train, test, dropped, outcome.facts)
-    return finish(cfg, plan, outcome, counted, started, {**({"text": "text.jsonl"} if text else {}), **written}, len(text))
+    order = range(len(plan.chunks))
+    counted = tally(plan.chunks, order, outcome.items, outcome.rejects, train, test, dropped, outcome.facts, len(outcome.text), len(text))
+    return finish(cfg, plan, outcome, counted, started, {**({"text": "text.jsonl"} if text else {}), **written})
 
 
 def decided_records(chunks: list[Chunk], items: dict[str, list[dict]], rejects: list, twin_threshold: float) -> list[dict]:
@@ -229,12 +230,12 @@ def decided_records(chunks: list[Chunk], items: dict[str, list[dict]], rejects: 
     return records
 
 
-def finish(cfg: GenConfig, plan: Plan, outcome: Outcome, counted: Tally, started: float, files: dict, text: int = 0) -> dict:
-    """The exports and the manifest, written last, from the tally of what was written (`text`: rows of text.jsonl)."""
+def finish(cfg: GenConfig, plan: Plan, outcome: Outcome, counted: Tally, started: float, files: dict) -> dict:
+    """The exports and the manifest, written last, from the tally of what was written."""
     if cfg.export:  # export_dir reads the files back: skip it when there is nothing to export
         export_dir(plan.out, cfg.export)
     manifest = build_manifest(cfg, plan, outcome, counted, started)
-    manifest["counts"]["text"] = text
+    manifest["counts"]["text"] = counted.text
     manifest["answers"] = "span" if cfg.extractive else "free"
     manifest["facts"] = describe_split(counted, cfg.split_by, cfg.questions_per_fact)
     per_request = cfg.facts_per_request * cfg.questions_per_fact
@@ -274,7 +275,7 @@ def build_manifest(cfg, plan, outcome, counted: Tally, started) -> dict:
         "files_skipped": len(plan.skipped),
         "chunks": counted.chunks,
         **{k: outcome.counts.get(k, 0) for k in ("requests", "cache_hits", "sent", "repairs", "failed_requests", "finish_length", "judge_cache_hits", "judge_sent", "rewrites_cut")},
-        "rewrites": len(outcome.text),
+        "rewrites": counted.rewrites,
         "answered": counted.answered,
         "accepted": n_train + n_test + dropped,
         "train": n_train,

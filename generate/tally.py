@@ -43,6 +43,8 @@ class Tally:
     covered: int = 0
     uncovered: list = field(default_factory=list)  # (doc, sentence), the first in that order
     facts_listed: int | None = None
+    rewrites: int = 0  # the teacher's rewrites of the chunks (rewrites: N)
+    text: int = 0  # rows of text.jsonl
 
     def __add__(self, other: Tally) -> Tally:
         summed = {}
@@ -59,9 +61,12 @@ class Tally:
         return Tally(**summed)
 
 
-def tally(chunks, order, items: dict, rejects: list[dict], train, test, dropped: int, listed) -> Tally:
+def tally(
+    chunks, order, items: dict, rejects: list[dict], train, test, dropped: int, listed, rewrites: int = 0, text: int = 0
+) -> Tally:
     """The tally of these chunks (`order`: each one's place in the corpus, to list the first empty ones),
-    their answered items, rejects and written records (light or full), and the facts listed for them."""
+    their answered items, rejects and written records (light or full), the facts listed for them, their
+    rewrites and the rows of text.jsonl written of them."""
     written = Counter(f"{r['source']['doc']}#{r['source']['chunk']}" for r in train + test)
     reasons: dict[str, Counter] = {}
     for reject in rejects:
@@ -92,6 +97,8 @@ def tally(chunks, order, items: dict, rejects: list[dict], train, test, dropped:
         covered=len(sentences) - len(uncovered),
         uncovered=uncovered[:UNCOVERED_LISTED],
         facts_listed=None if listed is None else sum(len(facts) for facts in listed.values()),
+        rewrites=rewrites,
+        text=text,
     )
 
 

@@ -70,12 +70,15 @@ def records(out: Path) -> set[tuple[str, str]]:
 
 
 @pytest.mark.slow  # 85 s a case on the shared 2-core machine (load 15): actors start fresh Python processes
-@pytest.mark.parametrize("settings", [[], ["phrasings=1"], ["min_score=3"], ["max_chunks=1000"]])
+@pytest.mark.parametrize(
+    "settings", [[], ["phrasings=1"], ["min_score=3"], ["rewrites=1", "split_by=document"], ["max_chunks=1000"]]
+)
 def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, local_ray, settings):
     """Documents that repeat another's paragraph, as is and with a word changed: the repeats' questions are
     dropped across teacher batches as the single-process run drops them. Ray decides which items stay and their
-    split (ray_decide), with one phrasing a fact as with three, and judge actors score the items (min_score);
-    under max_chunks (sampled on the driver), the driver decides."""
+    split (ray_decide), with one phrasing a fact as with three, judge actors score the items (min_score), the
+    teacher actors write the rewrites (text.jsonl, a held-out document's left out); under max_chunks (sampled
+    on the driver), the driver decides."""
     paragraph = (docs / "doc0.md").read_text().split("\n\n")[1]
     (docs / "doc2.md").write_text((docs / "doc2.md").read_text() + "\n" + paragraph + "\n")
     changed = paragraph.replace(" ", " also ", 1)
@@ -101,6 +104,10 @@ def test_ray_run_writes_the_single_process_records_and_split(docs, tmp_path, loc
     assert decided_in_ray == (settings != ["max_chunks=1000"])
     for key in ("coverage", "facts", "warnings"):
         assert on_ray[key] == single[key], key
+    if "rewrites=1" in settings:
+        assert (tmp_path / "ray" / "text.jsonl").read_bytes() == (tmp_path / "single" / "text.jsonl").read_bytes()
+        assert 0 < on_ray["counts"]["text"] == single["counts"]["text"] and on_ray["counts"]["rewrites"] > 0
+        return  # split by document: no facts listed
     assert single["coverage"]["facts_listed"] > 0  # facts first, gathered
     assert not (tmp_path / "ray" / "cache").exists() or not list(
         (tmp_path / "ray" / "cache").glob("*.sqlite")
@@ -136,7 +143,7 @@ def test_the_driver_counts_the_actors_requests_without_planning_them_again(tmp_p
         monkeypatch.setattr(module, name, planned)
     cfg = GenConfig.model_validate({"inputs": [str(tmp_path)]})
     summary = ray_stage.summary(Outcome())
-    outcome = json.dumps({"items": {}, "rejects": [], "facts": None})
+    outcome = json.dumps({"items": {}, "rejects": [], "facts": None, "text": []})
     rows = [
         {"files": json.dumps([[o, doc, ""]]), "chunks": json.dumps([[o, doc, 0, 0, 5, "Words"]]), "outcome": outcome}
         | {"requests": n, "summary": summary}
@@ -367,7 +374,7 @@ def mill_rows(signed_at: float, phrasings: int = 3) -> list[dict]:
                 stones = {"reasoning": "Step 1: it says so.", "answer": str(index + 3), "evidence": text.split(". ")[1]}
                 outcome.items[chunk.key] = [{"question": q, **fact} for q in asked]
                 outcome.items[chunk.key].append({"question": "What is the mill?", **stones})
-        items = json.dumps({"items": outcome.items, "rejects": [], "facts": None})
+        items = json.dumps({"items": outcome.items, "rejects": [], "facts": None, "text": []})
         rows.append({"files": json.dumps(files), "chunks": json.dumps(chunks), "outcome": items,
                      "summary": summary(outcome), "requests": 4, **{
                          k: v[0] for k, v in signed(outcome.items, signed_at, places, first).items()}})  # fmt: skip
@@ -389,7 +396,7 @@ def test_ray_decides_and_writes_the_records_a_run_without_ray_writes(local_ray, 
     from generate.config import GenConfig
     from generate.curate import drop_near_duplicates
     from generate.ray_corpus import Shards, near_duplicate_pairs, similar_keys
-    from generate.ray_decide import decide
+    from generate.ray_decide import ROW, decide, spread_rejects
     from generate.ray_stage import GATHERED, gather
     from generate.stage import save
     from generate.tasks import load_task
@@ -407,7 +414,8 @@ def test_ray_decides_and_writes_the_records_a_run_without_ray_writes(local_ray, 
             plan, outcome, items = gather(cfg, out, task, iter([{k: r[k] for k in GATHERED} for r in rows]), [])
             pairs = near_duplicate_pairs(ray, asked, 0.8, items)
             assert not outcome.items and not plan.chunks  # the driver holds counters only
-            written[way] = (decide(ray, cfg, plan, outcome, asked, pairs, time.time()), out)
+            rejected = spread_rejects(ray, pairs)
+            written[way] = (decide(ray, cfg, plan, outcome, asked.select_columns(ROW), rejected, time.time()), out)
             continue
         plan, outcome, _ = gather(cfg, out, task, iter(rows), [], row_chunks)
         pairs = near_duplicate_pairs(ray, asked, 0.8, 12 * (phrasings + 1))
