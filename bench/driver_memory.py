@@ -55,6 +55,40 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def status_mib() -> dict[str, float]:
+    """This process's resident memory by kind (RssAnon: its own heap; RssShmem: shared memory it has touched,
+    such as Ray's object store blocks it reads, which the object store owns and may spill)."""
+    found = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key = line.split(":")[0]
+        if key in ("RssAnon", "RssFile", "RssShmem"):
+            found[key] = int(line.split()[1]) / 1024
+    return found
+
+
+class Sampler:
+    """The peak of each kind of resident memory, sampled every 20 ms on a thread (the kernel keeps the peak of
+    the total alone)."""
+
+    def __init__(self):
+        import threading
+
+        self.peak: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            for key, mib in status_mib().items():
+                self.peak[key] = max(self.peak.get(key, 0.0), mib)
+
+    def done(self) -> dict[str, float]:
+        self.stop.set()
+        self.thread.join()
+        return self.peak
+
+
 NOUNS = (
     "harbour",
     "archive",
@@ -201,13 +235,13 @@ def one(a) -> None:
         import ray
 
         from generate.ray_corpus import near_duplicate_pairs
-        from generate.ray_decide import decide
+        from generate.ray_decide import ROW, decide, spread_rejects
         from generate.ray_stage import GATHERED
 
         ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
         ray.data.DataContext.get_current().enable_progress_bars = False
-        base = rss_mib()
+        base, base_kinds, sampler = rss_mib(), status_mib(), Sampler()
         made = time.time()
         asked = ray_rows(ray, a, chunks, cfg.near_dup_threshold)
         started, cpu = time.time(), time.process_time()
@@ -219,9 +253,9 @@ def one(a) -> None:
         pairs = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, items)
         pairs_s = time.time() - pairs_s
         writing = time.time()
-        manifest = decide(ray, cfg, plan, outcome, asked, pairs, started)
+        manifest = decide(ray, cfg, plan, outcome, asked.select_columns(ROW), spread_rejects(ray, pairs), started)
     else:
-        base = rss_mib()
+        base, base_kinds, sampler = rss_mib(), status_mib(), Sampler()
         started, cpu = time.time(), time.process_time()
         rows = batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings)
         plan, outcome, _ = gather(cfg, out / "data", load_task(cfg.task), rows, [])
@@ -231,6 +265,7 @@ def one(a) -> None:
         writing = time.time()
         manifest = save(cfg, plan, outcome, started)
     writing = time.time() - writing
+    kinds = sampler.done()
     records = manifest["counts"]["train"] + manifest["counts"]["test"]
     print(
         "RESULT "
@@ -242,6 +277,8 @@ def one(a) -> None:
                 "base_mib": round(base, 1),
                 "after_gather_mib": round(gathered - base, 1),
                 "peak_mib": round(peak_mib() - base, 1),
+                "peak_anon_mib": round(kinds["RssAnon"] - base_kinds["RssAnon"], 1),  # the process's own heap
+                "peak_shmem_mib": round(kinds["RssShmem"] - base_kinds["RssShmem"], 1),  # object store pages read
                 "train_jsonl_mib": round((out / "data" / "train.jsonl").stat().st_size / 2**20, 1),
                 "seconds": round(time.time() - started, 1),
                 "save_seconds": round(writing, 1),
@@ -294,8 +331,9 @@ def main() -> None:
         per_chunk = (large["peak_mib"] - small["peak_mib"]) * 2**10 / (large["chunks"] - small["chunks"])
         per_record = (large["peak_mib"] - small["peak_mib"]) * 2**10 / (large["records"] - small["records"])
         records, text = large["records"] / large["chunks"], large["text_mib"] * 2**10 / large["chunks"]
-        print(f"peak per chunk {per_chunk:.1f} KiB, per record {per_record:.2f} KiB "
-              f"({records:.1f} records a chunk, {text:.2f} KiB of text a chunk)")
+        anon = (large["peak_anon_mib"] - small["peak_anon_mib"]) * 2**10 / (large["records"] - small["records"])
+        print(f"peak per chunk {per_chunk:.1f} KiB, per record {per_record:.2f} KiB, of it the process's own heap "
+              f"(RssAnon) {anon:.2f} KiB ({records:.1f} records a chunk, {text:.2f} KiB of text a chunk)")
 
 
 if __name__ == "__main__":

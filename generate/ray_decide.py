@@ -75,18 +75,20 @@ def decide(ray, cfg: GenConfig, plan, outcome, rows, rejected: dict, started: fl
     staging.mkdir()
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
     written = {"staging": str(staging), "teacher": teacher, "task": plan.task.name}
-    done = over(rows, write_row, {**base, **split, **written})
-    firsts = sorted(int(r["first"]) for r in done)
+    firsts, counted = [], Tally()
+    for r in over(rows, write_row, {**base, **split, **written}):
+        firsts.append(int(r["first"]))
+        counted += pickle.loads(r["tally"])
     text = ("text",) if cfg.rewrites else ()
-    join_shards(plan.out, staging, firsts, ("train", "test", "rejects", *text))
-    counted = sum((pickle.loads(r["tally"]) for r in done), Tally())
+    join_shards(plan.out, staging, sorted(firsts), ("train", "test", "rejects", *text))
     files = {**{name: f"{name}.jsonl" for name in text}, "shards": "shards"}
     return finish(cfg, plan, outcome, counted, started, files)
 
 
-def over(rows, fn, kwargs: dict) -> list[dict]:
-    """fn's row of every row (a Ray task per block, the rows one at a time)."""
-    return rows.map_batches(fn, batch_size=1, fn_kwargs=kwargs).take_all()
+def over(rows, fn, kwargs: dict):
+    """fn's row of every row (a Ray task per block, the rows one at a time), streamed to the driver, which adds
+    them up as they come rather than holding them all."""
+    return rows.map_batches(fn, batch_size=1, fn_kwargs=kwargs).iter_rows()
 
 
 def kth_rank(rows, kwargs: dict, rule: Rule, classes: Counter) -> str:
