@@ -1,10 +1,10 @@
-"""Memory of the `distill gen --ray` driver: what the corpus-wide steps hold, per chunk and per record.
+"""Memory of the corpus-wide steps of `distill gen`, per chunk and per record: in one process, or on the
+`--ray` driver.
 
-The Ray driver gathers every batch's results (generate.ray_stage.gather), removes near-duplicates
-(generate.curate.curate) and writes the outputs (generate.stage.save) in one process, as the
-single-process run does after its teacher calls. This bench feeds that code the rows teacher actors
-return, made without Ray or a teacher: chunks of `--chunk-chars` characters, each a run of distinct
-factual sentences ("The harbour of Kelomira handled 4312 tonnes in 1923, after ..."), facts first with span answers
+In one process (the default mode), the run holds every chunk and item after its teacher calls
+(`single_process`), removes near-duplicates (generate.curate.curate) and writes the outputs
+(generate.stage.save). This bench feeds that code the rows teacher actors return, made without Ray or a
+teacher: chunks of `--chunk-chars` characters, each a run of distinct factual sentences ("The harbour of Kelomira handled 4312 tonnes in 1923, after ..."), facts first with span answers
 as `distill gen` plans them (generate.facts.sentence_facts: one fact per factual sentence), `--phrasings`
 questions a fact (alike within a fact, unlike between facts, as a teacher writes them), each record's
 fields about as long as the embedded teacher's (a question of ~50 characters, a short answer, the
@@ -199,6 +199,27 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
 DOCS_PER_BATCH = 8
 
 
+def single_process(cfg, out: Path, task, rows):
+    """The Plan and Outcome a run without Ray holds after its teacher calls, from the actors' rows (in corpus
+    order): every chunk and every item, as generate.stage.run_gen has them before curation."""
+    from generate.chunk import Chunk
+    from generate.collect import Outcome
+    from generate.ingest import Document
+    from generate.stage import Plan
+
+    docs, chunks, outcome, requests = [], [], Outcome(), 0
+    for row in rows:
+        docs += [Document(doc, "") for _, doc, reason in json.loads(row["files"]) if not reason]
+        chunks += [Chunk(*rest) for _, *rest in json.loads(row["chunks"])]
+        part = json.loads(row["outcome"])
+        outcome.items.update(part["items"])
+        outcome.rejects += part["rejects"]
+        if part["facts"] is not None:
+            outcome.facts = {**(outcome.facts or {}), **part["facts"]}
+        requests += int(row["requests"])
+    return Plan(out, docs, [], chunks, task, [], cfg.facts_first, counted=requests), outcome
+
+
 def ray_rows(ray, a, chunks: list, threshold: float):
     """The actors' rows, made by Ray tasks and kept in Ray's object store, as `distill gen --ray` keeps them."""
     docs = -(-len(chunks) // a.chunks_per_doc)
@@ -216,7 +237,6 @@ def one(a) -> None:
     from common.teacher.ask import CachedTeacher
     from generate.config import GenConfig
     from generate.curate import curate
-    from generate.ray_stage import gather
     from generate.stage import save
     from generate.tasks import load_task
 
@@ -236,7 +256,7 @@ def one(a) -> None:
 
         from generate.ray_corpus import near_duplicate_pairs
         from generate.ray_decide import ROW, decide, spread_rejects
-        from generate.ray_stage import GATHERED
+        from generate.ray_stage import GATHERED, gather
 
         ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
@@ -258,7 +278,7 @@ def one(a) -> None:
         base, base_kinds, sampler = rss_mib(), status_mib(), Sampler()
         started, cpu = time.time(), time.process_time()
         rows = batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings)
-        plan, outcome, _ = gather(cfg, out / "data", load_task(cfg.task), rows, [])
+        plan, outcome = single_process(cfg, out / "data", load_task(cfg.task), rows)
         gathered = rss_mib()
         with CachedTeacher(cfg.teacher, out / "data" / "cache.sqlite") as teacher:  # asked nothing: no judge
             curate(cfg, plan, outcome, teacher, False)

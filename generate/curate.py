@@ -35,10 +35,9 @@ JUDGE_SCHEMA = {
 FIELD = re.compile(r"\{(chunk|fence|question|evidence|reasoning|answer)\}")
 
 
-def curate(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool, similar: dict | None = None) -> None:
-    """Dedup then judge, in place on `outcome` (items removed, rejects added with their reason).
-    `similar`: the near-duplicate pairs found elsewhere (Ray), instead of an index in this process."""
-    drop_near_duplicates([chunk.key for chunk in plan.chunks], outcome, cfg.near_dup_threshold, similar)
+def curate(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool) -> None:
+    """Dedup then judge, in place on `outcome` (items removed, rejects added with their reason)."""
+    drop_near_duplicates([chunk.key for chunk in plan.chunks], outcome, cfg.near_dup_threshold)
     if cfg.min_score is not None and not outcome.interrupted:
         judge(cfg, plan, outcome, teacher, show_progress)
 
@@ -46,12 +45,10 @@ def curate(cfg, plan, outcome, teacher: CachedTeacher, show_progress: bool, simi
 # ---------------------------------------------------------------- near-duplicates
 
 
-def drop_near_duplicates(chunk_keys: list[str], outcome, threshold: float, similar: dict | None = None) -> None:
+def drop_near_duplicates(chunk_keys: list[str], outcome, threshold: float) -> None:
     """Keep the first of every group of near-duplicate questions, in the order of `chunk_keys`.
     The phrasings of one fact are meant to be alike: among them only exact repeats are dropped.
-    An item's key is `{chunk key}:{its place in the chunk's items}`; `similar` maps a key to the keys of
-    every item whose question is at or above the threshold from it (generate.dedup.similar_pairs), and
-    replaces the index: both find, for each item, the kept items before it that match."""
+    Under Ray the driver decides the same from the pairs Ray finds (generate.ray_decide.near_duplicate_rejects)."""
     index, seen = NearDuplicates(threshold), {}  # the kept items so far: key -> (question, fact, place)
     for chunk_key in chunk_keys:
         if chunk_key not in outcome.items:
@@ -59,16 +56,14 @@ def drop_near_duplicates(chunk_keys: list[str], outcome, threshold: float, simil
         kept = []
         for n, item in enumerate(outcome.items[chunk_key]):
             key, question, fact = f"{chunk_key}:{n}", item["question"], fact_id(item, chunk_key)
-            matches = index.match(question) if similar is None else [k for k in similar.get(key, ()) if k in seen]
-            same = [seen[k] for k in matches if seen[k][1] != fact or question_key(seen[k][0]) == question_key(question)]
+            same = [seen[k] for k in index.match(question) if seen[k][1] != fact or question_key(seen[k][0]) == question_key(question)]
             if same:
-                same.sort(key=lambda kept_item: kept_item[2])  # the first kept, however the matches were found
+                same.sort(key=lambda kept_item: kept_item[2])  # the first kept
                 exact = [q for q, _, _ in same if question_key(q) == question_key(question)]
                 other, reason = (exact[0], "duplicate") if exact else (same[0][0], "near_duplicate")
                 outcome.rejects.append({"reason": reason, "detail": f"like: {other}"[:300], "chunk": chunk_key, "item": item})
                 continue
-            if similar is None:
-                index.add(key, question)
+            index.add(key, question)
             seen[key] = (question, fact, len(seen))
             kept.append(item)
         outcome.items[chunk_key] = kept

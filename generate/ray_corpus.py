@@ -1,22 +1,17 @@
-"""The corpus-wide steps of `distill gen --ray` that Ray runs after the teacher actors
-(generate/ray_stage.py): the near-duplicate search, spread by band key, and the records, made and
-written as shards from the driver's decisions."""
+"""The near-duplicate search of `distill gen --ray`, spread by band key, which Ray runs after the teacher
+actors (generate/ray_stage.py), and the joining of the shards Ray writes (generate/ray_decide.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
-from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-from common.io import write_atomic, write_jsonl
-from generate.chunk import Chunk
+from common.io import write_atomic
 from generate.dedup import NUM_PERM, band_ranges, fingerprint, similar_pairs
-from generate.records import fact_id, make_record
-from generate.stage import checked
+from generate.records import fact_id
 from generate.validate import question_key
 
 # ---------------------------------------------------------------- near-duplicates, spread
@@ -92,69 +87,7 @@ def near_duplicate_pairs(ray, asked, threshold: float, items: int) -> list[tuple
     return [(Meta(*json.loads(row["a"])), Meta(*json.loads(row["b"])), bool(row["exact"])) for row in pairs.iter_rows()]
 
 
-def similar_keys(pairs: list[tuple[Meta, Meta, bool]]) -> dict[str, set[str]]:
-    """curate.drop_near_duplicates's `similar`: every item key -> the keys of the items alike with it."""
-    similar = defaultdict(set)
-    for a, b, _ in pairs:
-        similar[a.key].add(b.key)
-        similar[b.key].add(a.key)
-    return similar
-
-
-# ---------------------------------------------------------------- the records, written by Ray
-
-
-class Shards:
-    """train.jsonl and test.jsonl written by Ray: the driver decides (save, on light records) and puts each
-    actor row's decisions (per chunk, a digest of every item that stays, with its split) in Ray's object store; a
-    task per row fetches its own, makes those records from the row's items and chunks, checks them and writes
-    `shards/{train,test}-FIRST.jsonl` (FIRST: the row's first file, in corpus order); the driver then joins
-    the shards in that order into train.jsonl and test.jsonl (the lines a run without Ray writes)."""
-
-    def __init__(self, ray, asked, row_chunks: list[tuple[int, list[str]]]):
-        self.ray, self.asked, self.row_chunks = ray, asked, row_chunks
-
-    def write(self, out: Path, train: list[dict], test: list[dict], teacher: dict, task: str) -> dict:
-        decided = {}
-        for light in train + test:
-            item, chunk = light["made_from"]
-            decided.setdefault(chunk.key, {})[digest(item)] = light["split"]
-        decisions = {
-            first: self.ray.put(json.dumps({key: decided[key] for key in keys if key in decided}))
-            for first, keys in self.row_chunks
-        }
-        staging = out / "shards.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        kwargs = {"staging": str(staging), "teacher": teacher, "task": task, "decisions": decisions}
-        rows = self.asked.select_columns(["files", "chunks", "outcome"])
-        written = rows.map_batches(write_shard, batch_size=1, fn_kwargs=kwargs).take_all()
-        join_shards(out, staging, sorted(int(r["first"]) for r in written), ("train", "test"))
-        return {"shards": "shards"}
-
-
-def digest(item: dict) -> str:
-    """An item by what its record is made of: two items alike in all of it make the same record."""
-    fields = json.dumps([item["question"], item["reasoning"], item["answer"], item["evidence"]])
-    return hashlib.sha256(fields.encode()).hexdigest()[:20]
-
-
-def write_shard(batch: dict, staging: str, teacher: dict, task: str, decisions: dict) -> dict:
-    """One actor row's records that stay, made, checked and written as its train and test shards."""
-    import ray
-
-    first = int(json.loads(batch["files"][0])[0][0])
-    decided, items = json.loads(ray.get(decisions[first])), json.loads(batch["outcome"][0])["items"]
-    parts = {"train": [], "test": []}
-    for _, doc, index, start, end, text in json.loads(batch["chunks"][0]):  # in corpus order
-        chunk = Chunk(doc, index, start, end, text)
-        for item in items.get(chunk.key, []):
-            split = decided.get(chunk.key, {}).pop(digest(item), None)  # an item repeated is written once
-            if split:
-                parts[split].append(checked({**make_record(item, chunk, teacher, task), "split": split}))
-    for split, records in parts.items():
-        write_jsonl(Path(staging) / f"{split}-{first:07d}.jsonl", records)
-    return {"first": [first]}
+# ---------------------------------------------------------------- the shards, joined
 
 
 def join_shards(out: Path, staging: Path, firsts: list[int], names: tuple[str, ...]) -> None:

@@ -22,8 +22,7 @@ re-decides its records in every pass (three) rather than storing them.
 
 The judge (min_score) scores the items left by the near-duplicate decisions in a pool of teacher actors,
 a row at a time (ray_stage.judge_rows), before the rows are decided; the teacher actors write the
-rewrites (rewrites: N), which write_row writes as text shards. Not spread (the driver decides, holding
-every item: ray_stage.decide_on_driver): max_chunks, whose sample is drawn there.
+rewrites (rewrites: N), which write_row writes as text shards.
 """
 
 from __future__ import annotations
@@ -47,11 +46,6 @@ from generate.tally import Tally, tally
 
 ROW = ["files", "chunks", "outcome"]  # what a row's decisions are made from
 PREFIX = 4  # hex digits of a rank counted in the first pass: 65,536 buckets
-
-
-def spreads(cfg: GenConfig) -> bool:
-    """Whether Ray can make this run's decisions (see the module's docstring for what it cannot)."""
-    return not cfg.max_chunks
 
 
 def spread_rejects(ray, pairs: list[tuple[Meta, Meta, bool]]) -> dict:

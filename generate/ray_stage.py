@@ -23,8 +23,8 @@ gen` without Ray. Near-duplicate search is spread: the actors sign their items, 
 signatures by band key across the cluster and returns the pairs alike at the threshold (the same
 pairs MinHashLSH finds in one process: generate/dedup.py), so the driver holds no index, and no item.
 The teacher actors also write the rewrites of their chunks (rewrites: N), and judge actors score the
-items (min_score: N) before the decisions. Where Ray cannot decide (max_chunks samples on the driver),
-`decide_on_driver` gathers every item as before and Ray writes the records it decides.
+items (min_score: N) before the decisions. max_chunks draws its sample on the driver, which takes
+every file's chunks to do so (a quick try), then renumbers the files in the sample's order.
 
 Cache: each teacher actor writes its answers to a shard of its own (cache/<worker>.sqlite beside
 cache.sqlite, common/teacher/cache.py) and reads the run's cache and every shard, so a killed run,
@@ -50,12 +50,12 @@ from common.teacher.ask import CachedTeacher
 from common.teacher.cache import merge_shards
 from generate.chunk import Chunk, chunk_documents
 from generate.config import GenConfig
-from generate.curate import curate, judge
+from generate.curate import judge
 from generate.ingest import Document, Skipped, discover, fewer_collections, read_all, unique_files
-from generate.ray_corpus import Shards, near_duplicate_pairs, signed, similar_keys
-from generate.ray_decide import ROW, decide, spread_rejects, spreads, without_near_duplicates
+from generate.ray_corpus import near_duplicate_pairs, signed
+from generate.ray_decide import ROW, decide, spread_rejects, without_near_duplicates
 from generate.rewrites import rewrite, rewrite_prompts
-from generate.stage import Outcome, Plan, load_tokenizer, make_plan, prepare_out, run, sample_chunks, save
+from generate.stage import Outcome, Plan, load_tokenizer, make_plan, prepare_out, run, sample_chunks
 from generate.tasks import load_task
 
 INSTALL = "pip install 'distill[ray]'"
@@ -87,9 +87,6 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
         asked = asked.materialize()  # read again: by the driver, for the near-duplicates, for the decisions
         plan, outcome, items = gather(cfg, out, task, asked.select_columns(GATHERED).iter_rows(), links)
         pairs = near_duplicate_pairs(ray, asked, cfg.near_dup_threshold, items)
-        if not spreads(cfg):
-            merge_shards(out / "cache.sqlite")  # the teacher actors have ended with their operator
-            return decide_on_driver(ray, cfg, task, out, links, asked, pairs, started, show_progress)
         rows, rejected = asked.select_columns(ROW), spread_rejects(ray, pairs)
         if cfg.min_score is not None and not outcome.interrupted:
             rows, rejected = judge_rows(ray, cfg, out, rows, rejected, outcome), {}
@@ -98,18 +95,6 @@ def run_gen_ray(cfg: GenConfig, show_progress: bool = True) -> dict:
     finally:
         if ours:
             ray.shutdown()
-
-
-def decide_on_driver(ray, cfg, task, out: Path, links, asked, pairs: list, started: float, show_progress: bool) -> dict:
-    """The decisions Ray cannot make (ray_decide.spreads) on the driver, with every item, as run_gen makes them;
-    Ray writes the records."""
-    row_chunks = []
-    columns = GATHERED + ["chunks", "outcome"]
-    plan, outcome, _ = gather(cfg, out, task, asked.select_columns(columns).iter_rows(), links, row_chunks)
-    with CachedTeacher(cfg.teacher, out / "cache.sqlite") as teacher:  # corpus-wide steps, as run_gen does them
-        curate(cfg, plan, outcome, teacher, show_progress, similar_keys(pairs))
-        outcome.structured_output.update(teacher.structured_output)
-    return save(cfg, plan, outcome, started, Shards(ray, asked, row_chunks).write)
 
 
 MIN_FILES_PER_READ = 8  # below this a task spent a quarter of its time on Ray's own overhead (2-core machine)
@@ -297,17 +282,23 @@ def astuple(chunk: Chunk) -> list:
 
 
 def sampled(cfg: GenConfig, rows: list[dict]) -> list[dict]:
-    """`max_chunks` of the corpus's chunks, drawn as the single-process stage draws them (stage.sample_chunks)."""
+    """`max_chunks` of the corpus's chunks, drawn as the single-process stage draws them (stage.sample_chunks).
+    Its sample is in the order of the documents' paths, not of the files as found, so a drawn sample renumbers
+    the files in that order: every later step takes the corpus's order from the files' ordinals."""
     chunks = [Chunk(r["doc"], i, a, b, t) for r in rows for i, a, b, t in json.loads(r["chunks"])]
     kept = {c.key for c in sample_chunks(cfg, chunks)}
     for r in rows:
         r["chunks"] = json.dumps([c for c in json.loads(r["chunks"]) if f"{r['doc']}#{c[0]}" in kept])
+    if len(kept) < len(chunks):
+        rows.sort(key=lambda r: r["doc"])
+        for ordinal, r in enumerate(rows):
+            r["ordinal"] = ordinal
     return rows
 
 
 # ---------------------------------------------------------------- the driver
 
-GATHERED = ["files", "requests", "summary"]  # what the driver reads of the actors' rows (+ "chunks", "outcome": items)
+GATHERED = ["files", "requests", "summary"]  # what the driver reads of the actors' rows
 
 
 def summary(outcome: Outcome) -> str:
@@ -333,30 +324,15 @@ def add_summary(outcome: Outcome, part: dict) -> int:
     return part["items"]
 
 
-def gather(
-    cfg: GenConfig, out: Path, task, rows, links: list[Skipped], row_chunks: list | None = None
-) -> tuple[Plan, Outcome, int]:
-    """The batches' results as one Plan and one Outcome, as the single-process run has them, and the number of
-    items the actors signed. Rows with "chunks" and "outcome" give the items and the chunks in corpus order
-    (`row_chunks` gets each row's first file and chunk keys); without them, the counters alone (ray_decide).
-    The Plan counts the actors' requests rather than building them again (~4 ms a chunk on one core: docs/scale.md)."""
-    files, chunks, outcome, requests, items = {}, [], Outcome(), 0, 0
+def gather(cfg: GenConfig, out: Path, task, rows, links: list[Skipped]) -> tuple[Plan, Outcome, int]:
+    """The batches' counters (GATHERED) as one Plan (the files, no chunk) and one Outcome (no item), and the number
+    of items the actors signed. The Plan counts the actors' requests rather than building them again (~4 ms a
+    chunk on one core: docs/scale.md)."""
+    files, outcome, requests, items = {}, Outcome(), 0, 0
     for row in rows:
         requests += int(row["requests"])
-        row_files = json.loads(row["files"])  # empty in a row that reports a user error
-        files.update({o: (doc, reason) for o, doc, reason in row_files})
+        files.update({o: (doc, reason) for o, doc, reason in json.loads(row["files"])})  # none: a user error
         items += add_summary(outcome, json.loads(row["summary"]))
-        if "outcome" in row:
-            batch = [(o, Chunk(*rest)) for o, *rest in json.loads(row["chunks"])]
-            chunks += batch
-            if row_chunks is not None:  # (the row's first file, its chunks)
-                row_chunks.append((row_files[0][0], [chunk.key for _, chunk in batch]))
-            part = json.loads(row["outcome"])
-            outcome.items.update(part["items"])
-            outcome.rejects += part["rejects"]
-            outcome.text += part["text"]  # the actors' rewrites
-            if part["facts"] is not None:
-                outcome.facts.update(part["facts"])
     docs = [
         Document(doc, "") for _, (doc, reason) in sorted(files.items()) if not reason
     ]  # texts stay with the workers
@@ -367,7 +343,4 @@ def gather(
             f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); "
             "pass readable documents"
         )
-    ordered = [c for _, c in sorted(chunks, key=lambda oc: (oc[0], oc[1].index))]
-    if cfg.max_chunks:  # sample_chunks leaves a sample in (doc, index) order
-        ordered.sort(key=lambda c: (c.doc, c.index))
-    return Plan(out, docs, skipped, ordered, task, [], cfg.facts_first, counted=requests), outcome, items
+    return Plan(out, docs, skipped, [], task, [], cfg.facts_first, counted=requests), outcome, items
