@@ -4,10 +4,11 @@
 In one process (the default mode), the run holds every chunk and item after its teacher calls
 (`single_process`), removes near-duplicates (generate.curate.curate) and writes the outputs
 (generate.stage.save). This bench feeds that code the rows teacher actors return, made without Ray or a
-teacher: chunks of `--chunk-chars` characters, each a run of distinct factual sentences ("The harbour of Kelomira handled 4312 tonnes in 1923, after ..."), facts first with span answers
-as `distill gen` plans them (generate.facts.sentence_facts: one fact per factual sentence), `--phrasings`
-questions a fact (alike within a fact, unlike between facts, as a teacher writes them), each record's
-fields about as long as the embedded teacher's (a question of ~50 characters, a short answer, the
+teacher: chunks of `--chunk-chars` characters, each a run of distinct factual sentences ("The harbour of
+Kelomira handled 4312 tonnes in 1923, after ..."), facts first with span answers as `distill gen` plans
+them (generate.facts.sentence_facts: one fact per factual sentence), `--phrasings` questions a fact (alike
+within a fact, unlike between facts, as a teacher writes them), each record's fields about as long as the
+embedded teacher's (a question of ~50 characters, a short answer, the
 sentence as evidence and reasoning). The rows arrive one batch at a time from a generator, as they do
 from Ray's iterator. Nothing here is a duplicate, so every item becomes a record: the figures are for
 a corpus without repeats (a real one loses a few items to deduplication, each kept as a reject).
