@@ -251,7 +251,7 @@ def one(a) -> None:
         }
     )
     (out / "data").mkdir()
-    pairs_s = 0.0
+    pairs_s, pairs = 0.0, []
     if a.ray:
         import ray
 
@@ -305,6 +305,7 @@ def one(a) -> None:
                 "save_seconds": round(writing, 1),
                 "driver_cpu_seconds": round(time.process_time() - cpu, 1),  # this process's, from gather on
                 **({"ray_pairs_seconds": round(pairs_s, 1), "ray_rows_seconds": round(made, 1)} if a.ray else {}),
+                **({"near_duplicate_pairs": len(pairs)} if a.ray else {}),
             }
         ),
         flush=True,

@@ -84,7 +84,13 @@ def near_duplicate_pairs(ray, asked, threshold: float, items: int) -> list[tuple
     kwargs = {"fn_kwargs": {"threshold": threshold}}
     bands = asked.select_columns(["sig_keys", "sig_values", "sig_bands"]).map_batches(band_rows, **kwargs)
     pairs = bands.repartition(blocks, keys=["band"]).map_batches(pairs_in_block, batch_size=None, **kwargs)
-    return [(Meta(*json.loads(row["a"])), Meta(*json.loads(row["b"])), bool(row["exact"])) for row in pairs.iter_rows()]
+    metas = {}  # place -> the item's Meta, one object however many pairs it is in (its question held once)
+
+    def meta(text: str) -> Meta:
+        found = Meta(*json.loads(text))
+        return metas.setdefault(found[:3], found)
+
+    return [(meta(row["a"]), meta(row["b"]), bool(row["exact"])) for row in pairs.iter_rows()]
 
 
 # ---------------------------------------------------------------- the shards, joined
