@@ -84,7 +84,7 @@ def cutoff(ranks, k: int) -> str:
 
 
 def phrasing_depth(sizes: Counter, wanted: int) -> tuple[int, int]:
-    """(depth, k): held_out_phrasings takes one phrasing of every fact in each round (a fact's first
+    """(depth, k): the item split takes one phrasing of every fact in each round (a fact's first
     round takes its first phrasing, ...) while a fact keeps one in train; `wanted` phrasings are taken
     by `depth` whole rounds and then the first `k` facts, in seeded order, of the next. `sizes`: how many
     facts have each number of phrasings (2 or more)."""
@@ -180,16 +180,6 @@ def held_out(records: list[dict], unit: str, seed: int, depth: int, last: str) -
         groups = fact_groups(records).items()
         return {i for fact, ids in groups for i in held_phrasings(ids, rank(seed, fact), depth, last, seed)}
     return {r["id"] for r in records if rank(seed, r["id"]) <= last}
-
-
-def held_out_phrasings(records: list[dict], fraction: float, seed: int) -> set[str] | None:
-    """Ids of the test records: about `fraction` of all records, taken one phrasing per fact in a
-    seeded order of facts (a second one per fact only when every fact has given one), always
-    leaving a fact at least one phrasing in train. None when no fact has two phrasings."""
-    rule = rounds(shape(records), "item", fraction)
-    if rule.unit != "phrasings":
-        return None
-    return held_out(records, rule.unit, seed, rule.depth, cutoff(ranked(records, rule.unit, seed, rule.depth), rule.k))
 
 
 def _mark(records: list[dict], name: str) -> list[dict]:

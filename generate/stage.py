@@ -18,7 +18,6 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,13 +188,13 @@ def run(cfg: GenConfig, plan: Plan, teacher: CachedTeacher, show_progress: bool)
 # ---------------------------------------------------------------- save
 
 
-def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float, write: Callable | None = None) -> dict:
-    """Decide what is written (duplicates, near-twins, the split) on light records, then write train.jsonl and
-    test.jsonl (`write(train, test)`: under Ray, Ray writes them as shards), rejects, text and the manifest."""
+def save(cfg: GenConfig, plan: Plan, outcome: Outcome, started: float) -> dict:
+    """Decide what is written (duplicates, near-twins, the split) on light records, then write train.jsonl,
+    test.jsonl, rejects, text and the manifest (under Ray, generate/ray_decide.py does this row by row)."""
     teacher = {"backend": cfg.teacher.backend, "model": cfg.teacher.model}
     records = decided_records(plan.chunks, outcome.items, outcome.rejects, cfg.near_twin_threshold)
     train, test, dropped = split(records, cfg.split_by, cfg.test_fraction, cfg.seed, cfg.near_dup_threshold)
-    written = (write or write_records)(plan.out, train, test, teacher, plan.task.name)  # other files it wrote
+    written = write_records(plan.out, train, test, teacher, plan.task.name)  # other files it wrote
     write_jsonl(plan.out / "rejects.jsonl", outcome.rejects)
     text = []
     if cfg.rewrites:
