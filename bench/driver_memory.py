@@ -27,6 +27,11 @@ own processes are not in it).
   python bench/driver_memory.py                         # 1,000 and 4,000 chunks (~2 min)
   python bench/driver_memory.py --ray                   # the same through a local Ray
   python bench/driver_memory.py --chunks 2000 8000 --phrasings 2
+  python bench/driver_memory.py --ray --boilerplate 2   # every chunk also asks 2 questions every other asks
+
+`--boilerplate N`: every chunk also asks the same N questions ("Who wrote this document?"), as a teacher
+does of boilerplate; all but the first item of each are rejected as duplicates, and under `--ray` each is
+a near-duplicate pair with that first item (m - 1 pairs a question asked m times).
 """
 
 from __future__ import annotations
@@ -155,7 +160,10 @@ def questions(parts: tuple, phrasings: int) -> list[str]:
     return list(asked[:phrasings])
 
 
-def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings: int, first_docs=None, sign_at=None):
+BOILERPLATE = ("Who wrote this document?", "Under which licence is this document published?", "When was this page last updated?")
+
+
+def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings: int, first_docs=None, sign_at=None, boilerplate=0):
     """The rows AskTeacher returns (generate/ray_stage.py), one batch at a time (of the batches that start
     at `first_docs`, every one by default), with the near-duplicate columns signed at the threshold `sign_at`."""
     from generate.chunk import Chunk
@@ -188,6 +196,9 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
                     for sentence, parts in sentences
                     for question in questions(parts, phrasings)
                 ]
+                first_sentence = sentences[0][0]
+                items += [{"question": q, "reasoning": first_sentence, "answer": "the archive", "evidence": first_sentence}
+                          for q in BOILERPLATE[:boilerplate]]  # fmt: skip
                 outcome.items[chunk.key] = items
                 outcome.counts["accepted"] += len(items)
         asked = json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": outcome.facts, "text": []})
@@ -227,7 +238,7 @@ def ray_rows(ray, a, chunks: list, threshold: float):
 
     def make(batch: dict) -> dict:
         firsts = [int(x) for x in batch["id"]]
-        rows = list(batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings, firsts, threshold))
+        rows = list(batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings, firsts, threshold, a.boilerplate))
         return {k: [r[k] for r in rows] for k in rows[0]}
 
     firsts = ray.data.from_items([{"id": first} for first in range(0, docs, DOCS_PER_BATCH)])
@@ -278,7 +289,7 @@ def one(a) -> None:
     else:
         base, base_kinds, sampler = rss_mib(), status_mib(), Sampler()
         started, cpu = time.time(), time.process_time()
-        rows = batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings)
+        rows = batch_rows(chunks, a.chunks_per_doc, DOCS_PER_BATCH, a.phrasings, boilerplate=a.boilerplate)
         plan, outcome = single_process(cfg, out / "data", load_task(cfg.task), rows)
         gathered = rss_mib()
         with CachedTeacher(cfg.teacher, out / "data" / "cache.sqlite") as teacher:  # asked nothing: no judge
@@ -294,6 +305,7 @@ def one(a) -> None:
             {
                 "chunks": manifest["counts"]["chunks"],
                 "records": records,
+                "deduplicated": manifest["counts"]["deduplicated"],
                 "text_mib": round(sum(len(s) + 1 for c in chunks for s, _ in c) / 2**20, 1),
                 "base_mib": round(base, 1),
                 "after_gather_mib": round(gathered - base, 1),
@@ -323,6 +335,7 @@ def main() -> None:
     p.add_argument("--chunks-per-doc", type=int, default=3)
     p.add_argument("--phrasings", type=int, default=3)
     p.add_argument("--ray", action="store_true", help="the driver of distill gen --ray, with a local Ray")
+    p.add_argument("--boilerplate", type=int, default=0, choices=range(len(BOILERPLATE) + 1), help="questions every chunk asks")
     a = p.parse_args()
     if a.mode == "one":
         return one(a)
@@ -341,6 +354,7 @@ def main() -> None:
             "--phrasings",
             str(a.phrasings),
             *(["--ray"] if a.ray else []),
+            *(["--boilerplate", str(a.boilerplate)] if a.boilerplate else []),
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,22 +62,44 @@ def band_rows(batch: dict, threshold: float) -> dict:
 
 
 def pairs_in_block(block: dict, threshold: float) -> dict:
-    """The alike pairs among a partition's rows, which hold every row of their band keys, that curation acts
-    on: of two facts, or the same question (a fact's own phrasings may be alike: curate.drop_near_duplicates)."""
+    """The pairs curation acts on among a partition's rows, which hold every row of their band keys, each
+    question counted once. The items of one question (question_key) have one signature, so every bucket
+    they are in holds them all: the first of them in corpus order stands for the rest, in an exact pair
+    (first, other) each (from the bucket of band 0 alone, so once), and only the firsts are compared, in
+    pairs of two questions alike at the threshold. Two questions of a single, shared fact are not paired
+    (a fact's own phrasings may be alike: curate.drop_near_duplicates). A question asked in m documents
+    gives m - 1 pairs, not m(m - 1)/2."""
+    parsed, buckets = {}, defaultdict(lambda: defaultdict(list))  # band -> question key -> its items' Meta texts
+    signatures, facts = {}, {}  # a first's Meta text -> its signature; -> the facts of its question's items
+    for band, text, values in zip(block["band"], block["key"], block["values"]):
+        if text not in parsed:
+            parsed[text] = Meta(*json.loads(text))
+        buckets[bytes(band)][question_key(parsed[text].question)].append(text)
+        signatures[text] = values
     pairs = {"a": [], "b": [], "exact": []}
-    for a, b in similar_pairs(zip(block["band"], block["key"], block["values"]), threshold):
-        x, y = Meta(*json.loads(a)), Meta(*json.loads(b))
-        exact = question_key(x.question) == question_key(y.question)
-        if x.fact != y.fact or exact:
-            pairs["a"].append(a)
-            pairs["b"].append(b)
-            pairs["exact"].append(exact)
+    firsts = []  # (band, first, signature) rows for similar_pairs
+    for band, questions in buckets.items():
+        for texts in questions.values():
+            first, *others = sorted(texts, key=lambda text: parsed[text][:3])
+            facts[first] = {parsed[text].fact for text in texts}
+            firsts.append((band, first, signatures[first]))
+            if band[0] == 0:  # every item has one band-0 key
+                add_pairs(pairs, [(first, other) for other in others], True)
+    alike = similar_pairs(firsts, threshold)
+    add_pairs(pairs, [(a, b) for a, b in alike if len(facts[a] | facts[b]) > 1], False)
     return pairs
 
 
+def add_pairs(pairs: dict, found: list[tuple[str, str]], exact: bool) -> None:
+    pairs["a"] += [a for a, _ in found]
+    pairs["b"] += [b for _, b in found]
+    pairs["exact"] += [exact] * len(found)
+
+
 def near_duplicate_pairs(ray, asked, threshold: float, items: int) -> list[tuple[Meta, Meta, bool]]:
-    """The pairs of items alike at the threshold that curation acts on, (a, b, same question), found by Ray:
-    band rows hash-partitioned by band key, each partition searched by a task."""
+    """The pairs of items alike at the threshold that curation acts on (pairs_in_block's): (a question's first
+    item, another item of it, True) and (two questions' first items, False), found by Ray: band rows
+    hash-partitioned by band key, each partition searched by a task."""
     if not items:
         return []
     rows = items * len(band_ranges(threshold))

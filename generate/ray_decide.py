@@ -104,23 +104,31 @@ def kth_rank(rows, kwargs: dict, rule: Rule, classes: Counter) -> str:
 
 
 def near_duplicate_rejects(pairs: list[tuple[Meta, Meta, bool]]) -> dict[int, dict[str, list[str]]]:
-    """curate.drop_near_duplicates on the pairs alone: in corpus order, an item stays unless an item kept
-    before it is alike, and then it names the first such one (one with the same question first). Items in
-    no pair stay. Returns each row's (by its first file) rejects: item key -> [reason, the question it is like]."""
-    metas, alike = {}, defaultdict(list)
+    """curate.drop_near_duplicates on the pairs alone (ray_corpus.pairs_in_block's: (a question's first item,
+    another item of it, True), (two alike questions' first items, False)). In corpus order an item is a
+    duplicate if an item of its question was kept before it; else a near-duplicate if an item of an alike
+    question and of another fact was, and then it names the first such one; else it stays. Items in no pair
+    stay. Returns each row's (by its first file) rejects: item key -> [reason, the question it is like]."""
+    metas, question, alike = {}, {}, defaultdict(list)  # place -> Meta; -> its question's first; first -> alike firsts
     for a, b, exact in pairs:
         metas[a[:3]], metas[b[:3]] = a, b
-        alike[a[:3]].append((b[:3], exact))
-        alike[b[:3]].append((a[:3], exact))
-    kept, rejected = set(), defaultdict(dict)
+        if exact:
+            question[b[:3]] = a[:3]
+        else:
+            alike[a[:3]].append(b[:3])
+            alike[b[:3]].append(a[:3])
+    kept, rejected = {}, defaultdict(dict)  # a question's first -> its kept item (one at most)
     for place in sorted(metas):
-        before = sorted((other, exact) for other, exact in alike[place] if other in kept)
-        if not before:
-            kept.add(place)
-            continue
-        same = [other for other, exact in before if exact]
-        like, reason = (same[0], "duplicate") if same else (before[0][0], "near_duplicate")
-        rejected[metas[place].first][metas[place].key] = [reason, metas[like].question]
+        meta, first = metas[place], question.get(place, place)
+        if first in kept:
+            like, reason = kept[first], "duplicate"
+        else:
+            before = [kept[other] for other in alike[first] if other in kept and kept[other].fact != meta.fact]
+            if not before:
+                kept[first] = meta
+                continue
+            like, reason = min(before), "near_duplicate"
+        rejected[meta.first][meta.key] = [reason, like.question]
     return rejected
 
 

@@ -240,3 +240,66 @@ def test_phrasing_rules_hold_out_what_the_rounds_did():
             assert rounds(shape(records), "item", fraction).unit == "items", case
         else:
             assert {r["id"] for r in split(records, "item", fraction, seed, 0.8)[1]} == expected, case
+
+
+def test_pairs_name_each_question_once_and_keep_what_the_index_keeps():
+    """Under Ray a question asked in m documents is paired m - 1 times, not m(m - 1)/2, and the driver still
+    keeps and rejects exactly what the one-process index does: random corpora of questions repeated in every
+    chunk (in other cases and punctuation), alike rewordings, and phrasings of one fact, searched in 1-3
+    partitions; among them the case where a question's first item is rejected and a later one stays (it shares
+    the fact of the item that rejected the first)."""
+    import copy
+    import json
+    import random
+
+    from generate.collect import Outcome
+    from generate.curate import drop_near_duplicates
+    from generate.ray_corpus import Meta, band_rows, pairs_in_block, signed
+    from generate.ray_decide import near_duplicate_rejects
+    from generate.validate import question_key
+
+    stems = ["the licence of this document", "the licence of these documents", "the author of this report",
+             "the capital city of Norway", "the capital city of Norway now", *TOPICS[:4]]  # fmt: skip
+    forms = ["What is {}?", "what is {}", "WHAT IS {}!!", "Tell me {}."]
+    later_kept = 0
+    for seed in range(40):
+        rng, outcome, batches = random.Random(seed), Outcome(), []
+        for b in range(4):  # four rows of three chunks
+            batch = {}
+            for c in range(3):
+                batch[f"doc{b}.md#{c}"] = [
+                    {"question": rng.choice(forms).format(rng.choice(stems)), "evidence": f"e{f}", "answer": f"a{f}",
+                     "reasoning": f"r{p}"} for f in range(rng.randint(1, 3)) for p in range(rng.randint(1, 3))
+                ]  # fmt: skip
+            if seed == b == 0:  # fact 0 asked, another fact asked alike (rejected), fact 0 asked so (stays)
+                asked = [("Europe", 0), ("Europa", 1), ("Europa", 0), ("Europa", 1)]
+                batch["doc0.md#0"] = [{"question": f"What is the capital city of Norway in northern {end}?", "evidence": f"e{f}",
+                                       "answer": f"a{f}", "reasoning": f"r{p}"} for p, (end, f) in enumerate(asked)]  # fmt: skip
+            outcome.items.update(copy.deepcopy(batch))
+            batches.append(signed(batch, 0.8, {key: (b, int(key[-1])) for key in batch}, b))
+        on_index = copy.deepcopy(outcome)
+        drop_near_duplicates(list(outcome.items), on_index, 0.8)
+        rows = band_rows({column: [batch[column][0] for batch in batches] for column in batches[0]}, 0.8)
+        parts = rng.randint(1, 3)  # partitions by band key, as Ray's hash partition makes them
+        found = {"a": [], "b": [], "exact": []}
+        for part in range(parts):
+            block = {column: [v for band, v in zip(rows["band"], values) if band[-1] % parts == part] for column, values in rows.items()}
+            for column, values in pairs_in_block(block, 0.8).items():
+                found[column] += values
+        by_row = near_duplicate_rejects([(Meta(*json.loads(a)), Meta(*json.loads(b)), e) for a, b, e in zip(*found.values())])
+        decided = {
+            f"{r['chunk']}:{outcome.items[r['chunk']].index(r['item'])}": [r["reason"], r["detail"][6:]] for r in on_index.rejects
+        }  # fmt: skip
+        assert {key: why for row in by_row.values() for key, why in row.items()} == decided, seed
+        asked = [question_key(item["question"]) for items in outcome.items.values() for item in items]
+        assert sum(found["exact"]) == len(asked) - len(set(asked))  # a question's items: m - 1 pairs
+        assert len(found["exact"]) - sum(found["exact"]) <= len(set(asked)) ** 2
+        rejected = {(r["chunk"], r["item"]["reasoning"], r["item"]["evidence"]) for r in on_index.rejects}
+        seen = set()
+        for key, items in outcome.items.items():
+            for item in items:
+                q = question_key(item["question"])
+                if (key, item["reasoning"], item["evidence"]) not in rejected and q in seen:
+                    later_kept += 1
+                seen.add(q)
+    assert later_kept  # the corpora held the case
