@@ -160,10 +160,16 @@ def questions(parts: tuple, phrasings: int) -> list[str]:
     return list(asked[:phrasings])
 
 
-BOILERPLATE = ("Who wrote this document?", "Under which licence is this document published?", "When was this page last updated?")
+BOILERPLATE = (
+    "Who wrote this document?",
+    "Under which licence is this document published?",
+    "When was this page last updated?",
+)
 
 
-def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings: int, first_docs=None, sign_at=None, boilerplate=0):
+def batch_rows(
+    chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings: int, first_docs=None, sign_at=None, boilerplate=0
+):
     """The rows AskTeacher returns (generate/ray_stage.py), one batch at a time (of the batches that start
     at `first_docs`, every one by default), with the near-duplicate columns signed at the threshold `sign_at`."""
     from generate.chunk import Chunk
@@ -196,9 +202,10 @@ def batch_rows(chunks: list, chunks_per_doc: int, docs_per_batch: int, phrasings
                     for sentence, parts in sentences
                     for question in questions(parts, phrasings)
                 ]
-                first_sentence = sentences[0][0]
-                items += [{"question": q, "reasoning": first_sentence, "answer": "the archive", "evidence": first_sentence}
-                          for q in BOILERPLATE[:boilerplate]]  # fmt: skip
+                first = sentences[0][0]
+                shared = BOILERPLATE[:boilerplate]
+                items += [{"question": q, "reasoning": first, "answer": "the archive", "evidence": first}
+                          for q in shared]  # fmt: skip
                 outcome.items[chunk.key] = items
                 outcome.counts["accepted"] += len(items)
         asked = json.dumps({"items": outcome.items, "rejects": outcome.rejects, "facts": outcome.facts, "text": []})
@@ -335,7 +342,9 @@ def main() -> None:
     p.add_argument("--chunks-per-doc", type=int, default=3)
     p.add_argument("--phrasings", type=int, default=3)
     p.add_argument("--ray", action="store_true", help="the driver of distill gen --ray, with a local Ray")
-    p.add_argument("--boilerplate", type=int, default=0, choices=range(len(BOILERPLATE) + 1), help="questions every chunk asks")
+    p.add_argument(
+        "--boilerplate", type=int, default=0, choices=range(len(BOILERPLATE) + 1), help="questions all chunks ask"
+    )
     a = p.parse_args()
     if a.mode == "one":
         return one(a)

@@ -80,7 +80,7 @@ def pairs_in_block(block: dict, threshold: float) -> dict:
     for band, *row in zip(block["band"], block["key"], block["values"], block["group"]):
         buckets[bytes(band)].append(row)
     pairs = {"a": [], "b": [], "exact": []}
-    firsts, facts = [], {}  # (band, a first's Meta text, its signature) rows for similar_pairs; first -> its question's facts
+    firsts, facts = [], {}  # (band, a first's Meta text, signature) for similar_pairs; first -> its question's facts
     for band, rows in buckets.items():
         if len(rows) == 1:  # the most common bucket: one item, nothing alike
             continue

@@ -19,8 +19,15 @@ import collections
 
 DEFAULT_BUCKETS = "256,512,768,1024,1280,1536,2048"
 PER_PART = [False]  # DISTILL_SHAPE_PER_PART=1: each part padded to its own bucket, R still from the batch
-STATS = {"batches": 0, "parts": 0, "filler_rows": 0, "real_tokens": 0, "part_tokens": 0, "fallback": 0,
-         "shapes": collections.Counter()}
+STATS = {
+    "batches": 0,
+    "parts": 0,
+    "filler_rows": 0,
+    "real_tokens": 0,
+    "part_tokens": 0,
+    "fallback": 0,
+    "shapes": collections.Counter(),
+}
 
 
 def pow2_floor(x: int) -> int:
@@ -56,7 +63,6 @@ def plan(lengths: list[int], budget: int, buckets: list[int]) -> tuple[list[list
 
 def right_padded(mask) -> bool:
     """Every row's real tokens come first (no 0 before a 1)."""
-    import torch
 
     m = mask.bool()
     return bool((m[:, 1:] <= m[:, :-1]).all()) if m.shape[1] > 1 else True

@@ -1,8 +1,13 @@
+# ruff: noqa: E501  (an experiment kit's table printing)
 """Issue 26 CUDA-graph call summary: each run's tokens/s, peak GiB, MFU (6N and 4N, 989 TFLOP/s), speed and
 memory against the plain TRL run of the same call, the tokens/s of the last 8 steps (after any late graph
 recording), per-step loss against distill's default run, the hook's graph/shape counters, and the issue's targets.
 Usage: python gsummary.py HOOK_DIR (results-<tag>.json, bench-<tag>.log, metrics-<tag>.jsonl, stats-<tag>.json)."""
-import glob, json, os, sys
+
+import glob
+import json
+import os
+import sys
 
 H = sys.argv[1]
 PEAK = 989e12
@@ -24,7 +29,7 @@ for t in tags:
                 res = json.loads(line)
     if res is None:
         text = open(f"{H}/bench-{t}.log", errors="replace").read()
-        err = [l for l in text.splitlines() if "Error" in l or "error" in l]
+        err = [x for x in text.splitlines() if "error" in x.lower()]
         res = {"error": (err[-1] if err else text[-300:]).strip()[:300]}
     runs[t] = res
 params = params or 1_172_000_000
@@ -40,7 +45,7 @@ def steps(t):
 
 
 def tail_rate(rows, k=8):
-    rows = rows[-(k + 1):]
+    rows = rows[-(k + 1) :]
     if len(rows) < 2:
         return None
     return (rows[-1]["num_tokens"] - rows[0]["num_tokens"]) / (rows[-1]["time"] - rows[0]["time"])
@@ -49,7 +54,9 @@ def tail_rate(rows, k=8):
 trl = runs.get("trl", {})
 base_rows = steps("base")
 base_loss = {r["step"]: r["loss"] for r in base_rows}
-print(f"{'run':13} {'tok/s':>8} {'last8':>8} {'peakGiB':>8} {'MFU6N':>6} {'MFU4N':>6} {'xTRL':>6} {'memTRL':>7} {'loss@end':>9} {'max|dloss|':>10} {'wall':>5}")
+print(
+    f"{'run':13} {'tok/s':>8} {'last8':>8} {'peakGiB':>8} {'MFU6N':>6} {'MFU4N':>6} {'xTRL':>6} {'memTRL':>7} {'loss@end':>9} {'max|dloss|':>10} {'wall':>5}"
+)
 for t, r in runs.items():
     if "tokens_per_s" not in r:
         print(f"{t:13} FAILED: {r.get('error') or r.get('error', '')}")
@@ -65,8 +72,10 @@ for t, r in runs.items():
     dl = max((abs(loss[s] - base_loss[s]) for s in common), default=float("nan"))
     end = rows[-1]["loss"] if rows else r.get("final_loss")
     meets = sp >= 3.0 and mem <= 0.5 and mfu >= 0.35
-    print(f"{t:13} {tps:8.0f} {(f'{last:.0f}' if last else '-'):>8} {peak:8.3f} {mfu:6.1%} {mfu * 4 / 6:6.1%} {sp:6.2f} {mem:7.3f} "
-          f"{(f'{end:.4f}' if end is not None else '-'):>9} {dl:10.4f} {r.get('wall_s', 0):5.0f}{'  TARGET MET' if meets else ''}")
+    print(
+        f"{t:13} {tps:8.0f} {(f'{last:.0f}' if last else '-'):>8} {peak:8.3f} {mfu:6.1%} {mfu * 4 / 6:6.1%} {sp:6.2f} {mem:7.3f} "
+        f"{(f'{end:.4f}' if end is not None else '-'):>9} {dl:10.4f} {r.get('wall_s', 0):5.0f}{'  TARGET MET' if meets else ''}"
+    )
 print("target: >= 3.0x TRL tokens/s, <= 0.5x TRL peak, >= 35% MFU (6N)")
 print("\nper-step loss (distill runs):")
 names = [t for t in runs if t != "trl" and steps(t)]
@@ -82,8 +91,14 @@ for t in names or runs:
     if os.path.exists(f):
         d = json.load(open(f))
         fs = d.get("fixed_shapes") or {}
-        print(f"{t:13} graphs {d.get('graphs')} inductor {d.get('inductor')} dynamo {d.get('dynamo_stats')} "
-              f"reserved {d.get('max_memory_reserved_gib')} GiB"
-              + (f" | parts {fs.get('parts')} shapes {fs.get('shapes')} padded/real {fs.get('padded_over_real')} fillers {fs.get('filler_rows')} fallback {fs.get('fallback')}" if fs else ""))
+        print(
+            f"{t:13} graphs {d.get('graphs')} inductor {d.get('inductor')} dynamo {d.get('dynamo_stats')} "
+            f"reserved {d.get('max_memory_reserved_gib')} GiB"
+            + (
+                f" | parts {fs.get('parts')} shapes {fs.get('shapes')} padded/real {fs.get('padded_over_real')} fillers {fs.get('filler_rows')} fallback {fs.get('fallback')}"
+                if fs
+                else ""
+            )
+        )
 for f in sorted(glob.glob(f"{H}/skipped.txt")):
     print(open(f).read().strip())

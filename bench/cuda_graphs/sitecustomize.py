@@ -89,7 +89,10 @@ def _at_exit():
     import json
     import shutil
 
-    stats = {"tag": _tag(), "env": {k: v for k, v in os.environ.items() if k.startswith(("DISTILL_", "UNSLOTH_BLOCK", "TORCH_LOGS"))}}
+    stats = {
+        "tag": _tag(),
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("DISTILL_", "UNSLOTH_BLOCK", "TORCH_LOGS"))},
+    }
     stats["graphs"] = dict(_COUNTS)
     try:
         from torch._dynamo.utils import counters
