@@ -202,9 +202,9 @@ def batch_rows(
                     for sentence, parts in sentences
                     for question in questions(parts, phrasings)
                 ]
-                first = sentences[0][0]
+                opening = sentences[0][0]
                 shared = BOILERPLATE[:boilerplate]
-                items += [{"question": q, "reasoning": first, "answer": "the archive", "evidence": first}
+                items += [{"question": q, "reasoning": opening, "answer": "the archive", "evidence": opening}
                           for q in shared]  # fmt: skip
                 outcome.items[chunk.key] = items
                 outcome.counts["accepted"] += len(items)
