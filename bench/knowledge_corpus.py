@@ -30,6 +30,7 @@ from knowledge_templates import SUBJECTS
 
 from common.graders import normalize
 from generate.dedup import signature
+from generate.split import jaccard
 
 SIMILARITY = 0.7  # max 5-gram Jaccard (exact, and gen's MinHash estimate) between any two questions;
 # gen drops a question >= near_dup_threshold (0.8) from an earlier one, and a test item that close to a train item
@@ -80,10 +81,6 @@ def grams(question: str) -> frozenset[str]:
     """Character 5-grams of the question's normalized form (case, punctuation, spacing ignored)."""
     text = " ".join(re.sub(r"[^\w\s]", " ", question.casefold()).split())
     return frozenset(text[i : i + 5] for i in range(max(1, len(text) - 4)))
-
-
-def jaccard(a: frozenset, b: frozenset) -> float:
-    return len(a & b) / len(a | b)
 
 
 def estimates(mine: list[str], others: np.ndarray) -> np.ndarray:

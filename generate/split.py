@@ -44,12 +44,8 @@ def word_set(question: str) -> frozenset[str]:
 
 
 def jaccard(x: frozenset[str], y: frozenset[str]) -> float:
+    """Jaccard similarity of two sets: of two questions' word sets (word_set), how alike they are as near-twins."""
     return len(x & y) / len(x | y) if x | y else 1.0
-
-
-def twin_similarity(a: str, b: str) -> float:
-    """Jaccard similarity of the two questions' word sets (lowercased, lightly stemmed)."""
-    return jaccard(word_set(a), word_set(b))
 
 
 def drop_near_twins(records: list[dict], threshold: float) -> tuple[list[dict], list[tuple[dict, str]]]:
