@@ -21,15 +21,16 @@ RUNS=(
  "nockpt-1024|100|auto|distill lora gradient_checkpointing=false lora_dtype=bfloat16 max_batch_tokens=1024 $S DISTILL_TAG=nockpt-1024"
  "hf-ro-fixed|170|hf|distill lora batching=padded max_batch_tokens=8192 DISTILL_FIXED_SHAPES=1 DISTILL_HF_COMPILE=reduce-overhead $S DISTILL_TAG=hf-ro-fixed TORCH_LOGS=cudagraphs"
 )
+FAILED=""
 if [ -n "$ONLY" ]; then  # ONLY="tag tag ...": the baseline pair plus these
   KEEP=(); for r in "${RUNS[@]}"; do case " trl base $ONLY " in *" ${r%%|*} "*) KEEP+=("$r");; esac; done; RUNS=("${KEEP[@]}")
 fi
 for r in "${RUNS[@]}"; do
   IFS='|' read -r tag t backend spec <<< "$r"
-  if [ $((SECONDS + t)) -gt $LIMIT ]; then echo "SKIP $tag (elapsed ${SECONDS}s + ${t}s > ${LIMIT}s)" | tee -a $H/skipped.txt; continue; fi
+  if [ $((SECONDS + t)) -gt $LIMIT ]; then echo "SKIP $tag (elapsed ${SECONDS}s + ${t}s > ${LIMIT}s)" | tee -a $H/skipped.txt; FAILED="$FAILED skipped:$tag"; continue; fi
   echo "== $tag $(date -u +%T) [$spec]"
   timeout $t python3 bench/train_throughput.py gpu --out $W --steps $STEPS --warmup $WARM --backend $backend --run "$spec" > $H/bench-$tag.log 2>&1
-  echo "rc $? after ${SECONDS}s"; grep -E '^\{"tokens_per_s|failed' $H/bench-$tag.log | cut -c1-400
+  rc=$?; [ $rc -ne 0 ] && FAILED="$FAILED $tag"; echo "rc $rc after ${SECONDS}s"; grep -E '^\{"tokens_per_s|failed' $H/bench-$tag.log | cut -c1-400
   cp $W/results-gpu.json $H/results-$tag.json 2>/dev/null
   if [ "$tag" != trl ]; then
     cp $W/distill-lora/metrics.jsonl $H/metrics-$tag.jsonl 2>/dev/null
@@ -40,3 +41,4 @@ done
 echo "end $(date -u +%FT%TZ)" | tee -a $H/card.txt
 python3 bench/cuda_graphs/gsummary.py $H | tee $H/summary.txt
 cp $H/summary.txt $H/card.txt $OUT/; tar czf $OUT/g1.tgz -C $H . ; ls -la $OUT
+[ -z "$FAILED" ] || { echo "failed:$FAILED" >&2; exit 1; }  # the outputs above are kept either way

@@ -18,12 +18,14 @@ PY
 COMMON="batch_size=16 lora_r=16 lora_alpha=16 backend=auto"
 env_of() { for x in $1; do [[ ${x%%=*} =~ ^[A-Z_0-9]+$ ]] && echo -n "$x "; done; }
 cfg_of() { for x in $1; do [[ ${x%%=*} =~ ^[A-Z_0-9]+$ ]] || echo -n "$x "; done; }
+FAILED=""
 for tag in ${TAGS:-base variant}; do
   V=""; [ $tag = variant ] && V="$VARIANT"
   echo "== $tag $(date -u +%T) [$V]"
   timeout ${PTIME:-150} env $(env_of "$V") DISTILL_GRAPH_STATS=1 DISTILL_TAG=prof-$tag python3 bench/train_profile.py --data $W/data-long --model $W/llama-1b \
     --report $H/profile-$tag.txt --out /tmp/gp-$tag --start 12 --steps 3 $COMMON $(cfg_of "$V") > $H/prof-$tag.log 2>&1
-  echo "rc $? after ${SECONDS}s"; head -2 $H/profile-$tag.txt 2>/dev/null || tail -5 $H/prof-$tag.log
+  rc=$?; [ $rc -ne 0 ] && FAILED="$FAILED $tag"; echo "rc $rc after ${SECONDS}s"; head -2 $H/profile-$tag.txt 2>/dev/null || tail -5 $H/prof-$tag.log
 done
 echo "end $(date -u +%FT%TZ)" | tee -a $H/card.txt
 cp $H/card.txt $OUT/; tar czf $OUT/g2.tgz -C $H .; ls -la $OUT
+[ -z "$FAILED" ] || { echo "failed:$FAILED" >&2; exit 1; }  # the outputs above are kept either way
