@@ -5,7 +5,7 @@
 mkdir -p /tmp/site && tar xzf .gpu/site.tgz -C /tmp/site || exit 1
 export PYTHONPATH=$PWD/bench/cuda_graphs:/tmp/site:$PWD DISTILL_HOME=$PWD/.tok PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export DISTILL_HOOK_DIR=/tmp/graphs
-LIMIT=${LIMIT:-565}; STEPS=${STEPS:-24}; WARM=${WARM:-10}; W=/tmp/gw; H=$DISTILL_HOOK_DIR
+LIMIT=${LIMIT:-565}; STEPS=${STEPS:-24}; WARM=${WARM:-10}; TSCALE=${TSCALE:-100}; W=/tmp/gw; H=$DISTILL_HOOK_DIR  # TSCALE: timeouts, %
 rm -rf $H; mkdir -p $H
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $H/card.txt
 grep -m1 "model name" /proc/cpuinfo | tee -a $H/card.txt; echo "start $(date -u +%FT%TZ)" | tee -a $H/card.txt
@@ -26,7 +26,7 @@ if [ -n "$ONLY" ]; then  # ONLY="tag tag ...": the baseline pair plus these
   KEEP=(); for r in "${RUNS[@]}"; do case " trl base $ONLY " in *" ${r%%|*} "*) KEEP+=("$r");; esac; done; RUNS=("${KEEP[@]}")
 fi
 for r in "${RUNS[@]}"; do
-  IFS='|' read -r tag t backend spec <<< "$r"
+  IFS='|' read -r tag t backend spec <<< "$r"; t=$((t * TSCALE / 100))
   if [ $((SECONDS + t)) -gt $LIMIT ]; then echo "SKIP $tag (elapsed ${SECONDS}s + ${t}s > ${LIMIT}s)" | tee -a $H/skipped.txt; FAILED="$FAILED skipped:$tag"; continue; fi
   echo "== $tag $(date -u +%T) [$spec]"
   timeout $t python3 bench/train_throughput.py gpu --out $W --steps $STEPS --warmup $WARM --backend $backend --run "$spec" > $H/bench-$tag.log 2>&1
