@@ -29,7 +29,7 @@ BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codec
 
 @dataclass(frozen=True)
 class Document:
-    doc: str  # display path, used as the document id in records
+    doc: str  # the document's id in records: its path under the corpus root (doc_name)
     text: str
 
     @property
@@ -63,17 +63,45 @@ def discover(inputs: list[str]) -> list[Path]:
     return unique
 
 
+def corpus_root(inputs: list[str]) -> str:
+    """The folder that documents are named from (`doc_name`): the deepest one holding every input's folder (a
+    folder input itself, a glob's folder before its first wildcard, a file's folder). So a record's document,
+    id and fact, and with them the split, stay the same wherever the corpus is moved or copied to."""
+    folders = []
+    for item in inputs:
+        pattern = _glob(item)
+        folder = pattern[0] if pattern else Path(item) if Path(item).is_dir() else Path(item).parent
+        folders.append(os.path.abspath(folder))
+    try:
+        return os.path.commonpath(folders)
+    except ValueError:  # no common folder (Windows drives): documents keep their paths as given
+        return ""
+
+
+def doc_name(path: Path | str, root: str) -> str:
+    """A document's id: its path under the corpus root, with '/' (the path as given without a root)."""
+    if not root:
+        return str(path)
+    return Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
+
+
 def _expand(item: str) -> list[Path]:
     """A glob's matches, sorted; `**` does not descend into linked folders (glob.glob does, and a
     link loop then repeats every file ~40 times). Hidden files only where the pattern names them."""
+    if not (split := _glob(item)):
+        return []
+    root, pattern = split
+    shown = pattern.startswith(".") or "/." in pattern
+    return sorted(p for p in root.glob(pattern) if shown or not _hidden(p, root))
+
+
+def _glob(item: str) -> tuple[Path, str] | None:
+    """A glob's folder (before its first wildcard) and pattern; None for a plain path."""
     parts = Path(item).parts
     magic = next((i for i, part in enumerate(parts) if glob.has_magic(part)), None)
     if magic is None:
-        return []
-    root = Path(*parts[:magic]) if magic else Path(".")
-    pattern = "/".join(parts[magic:])
-    shown = pattern.startswith(".") or "/." in pattern
-    return sorted(p for p in root.glob(pattern) if shown or not _hidden(p, root))
+        return None
+    return (Path(*parts[:magic]) if magic else Path(".")), "/".join(parts[magic:])
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -109,7 +137,9 @@ def fewer_collections():
 
 
 @fewer_collections()
-def read_all(paths: list[Path], max_file_mb: float = MAX_FILE_MB) -> tuple[list[Document], list[Skipped]]:
+def read_all(paths: list[Path], max_file_mb: float = MAX_FILE_MB, root: str = "") -> tuple[list[Document], list[Skipped]]:
+    """The documents named under `root` (`corpus_root`; '': by their paths as given), and the files skipped, by
+    their paths as given."""
     docs, skipped = [], []
     links = {s.path: s for s in unique_files(paths)[1]}
     for path in paths:
@@ -125,7 +155,7 @@ def read_all(paths: list[Path], max_file_mb: float = MAX_FILE_MB) -> tuple[list[
             scanned = " (a scanned PDF needs OCR first)" if path.suffix.lower() == ".pdf" else ""
             skipped.append(Skipped(str(path), f"empty: no text{scanned}"))
         else:
-            docs.append(Document(str(path), text))
+            docs.append(Document(doc_name(path, root), text))
     return docs, skipped
 
 

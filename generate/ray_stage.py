@@ -51,7 +51,16 @@ from common.teacher.cache import merge_shards
 from generate.chunk import Chunk, chunk_documents
 from generate.config import GenConfig
 from generate.curate import judge
-from generate.ingest import Document, Skipped, discover, fewer_collections, read_all, unique_files
+from generate.ingest import (
+    Document,
+    Skipped,
+    corpus_root,
+    discover,
+    doc_name,
+    fewer_collections,
+    read_all,
+    unique_files,
+)
 from generate.ray_corpus import near_duplicate_pairs, signed
 from generate.ray_decide import ROW, decide, spread_rejects, without_near_duplicates
 from generate.rewrites import rewrite, rewrite_prompts
@@ -105,7 +114,8 @@ def read_files(ray, cfg: GenConfig, paths: list[Path]):
     most (Ray splits the files evenly between them), and one task a CPU of the cluster at least where the
     corpus allows (MIN_FILES_PER_READ files a task or more): at 64 files a task, 500 files were 8 tasks,
     and half of a 16-CPU machine stood idle; 60 files were one task on one of 2 CPUs."""
-    rows = [{"ordinal": i, "path": str(p)} for i, p in enumerate(paths)]
+    root = corpus_root(cfg.inputs)  # the documents are named on the driver: a worker's folder may differ
+    rows = [{"ordinal": i, "path": str(p), "doc": doc_name(p, root)} for i, p in enumerate(paths)]
     return ray.data.from_items(
         rows, override_num_blocks=read_tasks(len(rows), cfg.ray.files_per_read, ray)
     ).map_batches(read_and_chunk, fn_kwargs={"cfg": cfg.model_dump(mode="json")}, batch_size=None)
@@ -182,15 +192,16 @@ def _tokenizer(name: str):
 
 @fewer_collections()  # over the whole task, not only each file's read
 def read_and_chunk(batch: dict, cfg: dict) -> dict:
-    """Files -> one row per file: its document id, why it was skipped (or ''), its chunks as JSON."""
+    """Files -> one row per file: its document id (its path if skipped), why it was skipped (or ''), its chunks
+    as JSON."""
     gen = GenConfig.model_validate(cfg)
     tokenizer = _tokenizer(gen.tokenizer)
     rows = {"ordinal": [], "doc": [], "skipped": [], "chunks": []}
-    for ordinal, path in zip(batch["ordinal"], batch["path"]):
+    for ordinal, path, name in zip(batch["ordinal"], batch["path"], batch["doc"]):
         docs, skipped = read_all([Path(path)], gen.max_file_mb)
-        chunks = chunk_documents(docs, tokenizer, gen.chunk_tokens, gen.chunk_overlap)
+        chunks = chunk_documents([Document(name, d.text) for d in docs], tokenizer, gen.chunk_tokens, gen.chunk_overlap)
         rows["ordinal"].append(int(ordinal))
-        rows["doc"].append(str(path))
+        rows["doc"].append(str(path) if skipped else name)  # a skipped file is reported by its path, as run_gen does
         rows["skipped"].append(skipped[0].reason if skipped else "")
         rows["chunks"].append(json.dumps([[c.index, c.start, c.end, c.text] for c in chunks]))
     return rows

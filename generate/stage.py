@@ -34,7 +34,7 @@ from generate.config import GenConfig
 from generate.curate import curate
 from generate.export import export_dir
 from generate.facts import batches, facts_note, factual_sentences, listing_messages, listing_schema, sentence_listing
-from generate.ingest import Document, Skipped, discover, read_all
+from generate.ingest import Document, Skipped, corpus_root, discover, read_all
 from generate.records import full_record, light_record
 from generate.rewrites import rewrite, rewrite_prompts, text_rows
 from generate.split import drop_near_twins, split
@@ -82,7 +82,7 @@ def run_gen(cfg: GenConfig, dry_run: bool = False, show_progress: bool = True) -
 
 def setup(cfg: GenConfig, create_out: bool = True) -> Plan:
     task = load_task(cfg.task, cfg.prompt_file, cfg.schema_file)
-    docs, skipped = read_all(discover(cfg.inputs), cfg.max_file_mb)
+    docs, skipped = read_all(discover(cfg.inputs), cfg.max_file_mb, corpus_root(cfg.inputs))
     if not docs:
         first = skipped[0]
         raise UserError(f"none of the {len(skipped)} input files could be read (e.g. {first.path}: {first.reason}); pass readable documents")

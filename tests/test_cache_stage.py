@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ def test_outputs_are_valid_and_a_rerun_sends_nothing(tmp_path, corpus, teacher_f
     for record in found:
         assert schemas.errors("record", record) == []
         source = record["source"]
-        assert read(Path(source["doc"]))[source["start"] : source["end"]] == record["context"]
+        assert read(corpus / source["doc"])[source["start"] : source["end"]] == record["context"]  # named under it
         assert record["evidence"] in record["context"]
         assert record["messages"] == [
             {"role": "user", "content": record["question"]},
@@ -300,6 +301,22 @@ def test_document_split_through_the_stage(tmp_path, corpus, teacher_factory):
     test_docs = {r["source"]["doc"] for r in rows(Path(cfg.out) / "test.jsonl")}
     assert manifest["split_by"] == "document" and len(test_docs) == 2 and len(train_docs) == 3
     assert train_docs.isdisjoint(test_docs)
+
+
+def test_the_records_and_the_split_stay_wherever_the_corpus_lies(tmp_path, corpus, teacher_factory, monkeypatch):
+    """A record's document, id and fact (and so which phrasings are held out) come from the documents' names
+    under the corpus root, not from where the corpus lies or how its path was given."""
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(corpus, elsewhere / "deep" / "pages")
+    monkeypatch.chdir(elsewhere)
+    written = {}
+    for name, inputs in (("absolute", [str(corpus)]), ("relative", ["deep/pages/"]), ("glob", ["deep/pages/*"])):
+        teacher_factory()
+        run_gen(make_cfg(tmp_path, corpus, inputs=inputs, out=str(tmp_path / name), phrasings=2), show_progress=False)
+        written[name] = [(tmp_path / name / f).read_text() for f in ("train.jsonl", "test.jsonl")]
+    assert written["absolute"] == written["relative"] == written["glob"]
+    train, test = ([json.loads(line) for line in text.splitlines()] for text in written["absolute"])
+    assert train and test and {r["source"]["doc"] for r in train + test} == set(DOC_OF_FORMAT.values())
 
 
 def test_dry_run_calls_no_teacher_and_writes_nothing(tmp_path, corpus, teacher_factory, tokenizer):

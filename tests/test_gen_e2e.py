@@ -22,7 +22,7 @@ import pytest
 import schemas
 from common.teacher.ask import prompt_key
 from generate.config import GenConfig
-from generate.ingest import read
+from generate.ingest import corpus_root, read
 from generate.stage import setup
 from generate.validate import grounded
 
@@ -71,7 +71,8 @@ def check_outputs(out: Path, manifest: dict) -> list[dict]:
     for record in records:
         assert schemas.errors("record", record) == []
         source = record["source"]
-        assert read(Path(source["doc"]))[source["start"] : source["end"]] == record["context"]
+        document = Path(corpus_root(manifest["config"]["inputs"])) / source["doc"]  # named under the corpus root
+        assert read(document)[source["start"] : source["end"]] == record["context"]
         assert grounded(record["evidence"], record["context"])
         assert record["teacher"] == {"backend": "local", "model": "embedded"}
     return records

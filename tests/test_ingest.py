@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import UserError
-from generate.ingest import discover, read, read_all
+from generate.ingest import corpus_root, discover, doc_name, read, read_all
 
 from conftest import FACTS, write_broken, write_every_format, write_md, write_txt
 
@@ -112,6 +112,28 @@ def test_globs_and_duplicates(tmp_path):
     assert names(discover([str(tmp_path / "**" / "*.txt")])) == ["four.txt", "three.txt"]  # sorted by path: sub/four.txt < three.txt
     # a file named twice (directly and through a glob) is read once
     assert names(discover([str(tmp_path / "one.md"), str(tmp_path / "*.md")])) == ["one.md", "two.md"]
+
+
+def test_documents_are_named_under_the_folder_of_every_input(tmp_path, monkeypatch):
+    for name in ("docs/a.md", "docs/sub/b.md", "docs/sub/deeper/c.txt", "notes/d.md"):
+        write_txt(tmp_path / name, name)
+    monkeypatch.chdir(tmp_path)
+
+    def named(*inputs: str) -> list[str]:
+        root = corpus_root(list(inputs))
+        return [doc_name(p, root) for p in discover(list(inputs))]
+
+    # a folder, a glob, a file: named from that folder, the glob's folder, the file's folder
+    assert named("docs") == named("./docs/") == named(str(tmp_path / "docs")) == ["a.md", "sub/b.md", "sub/deeper/c.txt"]
+    assert named("docs/**/*.md") == ["a.md", "sub/b.md"]
+    assert named("docs/sub/b.md") == ["b.md"]
+    assert named("docs/sub", "docs/a.md") == ["sub/b.md", "sub/deeper/c.txt", "a.md"]  # the deepest folder holding both
+    assert named("docs", "notes") == ["docs/a.md", "docs/sub/b.md", "docs/sub/deeper/c.txt", "notes/d.md"]
+    # read_all names its documents so; the files it skips keep the paths as given
+    write_txt(tmp_path / "docs" / "empty.md", "  ")
+    docs, skipped = read_all(discover(["docs"]), root=corpus_root(["docs"]))
+    assert [d.doc for d in docs] == ["a.md", "sub/b.md", "sub/deeper/c.txt"]
+    assert [s.path for s in skipped] == ["docs/empty.md"]
 
 
 def test_unreadable_files_are_skipped_with_reasons(tmp_path):
