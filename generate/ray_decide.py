@@ -3,7 +3,8 @@ driver holds no item, no chunk and no record (generate/ray_stage.py runs it afte
 
     pairs (ray_corpus.near_duplicate_pairs) ─▶ driver: near_duplicate_rejects   the paired items, in corpus order:
                                                         kept unless a kept one before it is alike (curate's rule)
-    rows ─ map(count_row)          each row's records decided (stage.decided_records: exact repeats, near-twins),
+    rows ─ map(count_row)          each row's records decided (stage.decided_records: exact repeats, near-twins)
+                                   and kept in Ray's object store (materialized) for the next two passes,
                                    counted (split.shape) and their ranks' first hex digits counted
          ─▶ driver: split.rounds (the rule, the k of the cutoff), the bucket of the k-th smallest rank
          ─ map(ranks_in_bucket)    that bucket's ranks ─▶ driver: the cutoff (split.cutoff)
@@ -17,8 +18,9 @@ near-duplicates look within a fact (near-twins), a chunk or a document, each ins
 repeats of a question across rows are near-duplicate pairs too (their signatures are equal). What spans
 the corpus are the pairs (found by Ray, decided on the driver from the pairs alone) and the split's
 cutoff, a k-th smallest rank that the driver finds from two small passes (a histogram of the ranks'
-first hex digits, counted with the rows' other counts, then the ranks of one bucket). Per row Ray
-re-decides its records in every pass (three) rather than storing them.
+first hex digits, counted with the rows' other counts, then the ranks of one bucket). A row's records are
+decided once, in the first pass, and stored beside it in Ray's object store (as the teacher's rows are), which
+spills to disk where memory runs short; the driver never holds them.
 
 The judge (min_score) scores the items left by the near-duplicate decisions in a pool of teacher actors,
 a row at a time (ray_stage.judge_rows), before the rows are decided; the teacher actors write the
@@ -56,11 +58,13 @@ def spread_rejects(ray, pairs: list[tuple[Meta, Meta, bool]]) -> dict:
 def decide(ray, cfg: GenConfig, plan, outcome, rows, rejected: dict, started: float) -> dict:
     """Decide and write the records of the rows (ROW's columns) in Ray, given their near-duplicate rejects
     (spread_rejects; none where the rows' items are already curated: ray_stage.judge_rows); the manifest."""
-    base = {"cfg": cfg.model_dump(mode="json"), "rejected": rejected}
+    base = {"cfg": cfg.model_dump(mode="json")}
+    rows = rows.map_batches(count_row, batch_size=1, fn_kwargs={**base, "rejected": rejected}).materialize()
     counts, buckets = Counter(), Counter()
-    for r in over(rows, count_row, base):
+    for r in rows.select_columns(["shape", "buckets"]).iter_rows():
         counts.update(json.loads(r["shape"]))
         buckets.update(json.loads(r["buckets"]))
+    rows = rows.select_columns(["decided"])
     rule = rounds(counts, cfg.split_by, cfg.test_fraction)
     split = {"unit": rule.unit, "depth": rule.depth}
     split["last"] = kth_rank(rows, {**base, **split}, rule, buckets)
@@ -175,9 +179,10 @@ def decided(batch: dict, cfg: dict, rejected: dict) -> Row:
 
 
 def count_row(batch: dict, cfg: dict, rejected: dict) -> dict:
-    """The row's counts for the split (split.shape) and a histogram of the first PREFIX hex digits of the ranks
-    its rule may cut among, by kind: documents, facts of N phrasings ("N"), and records ("items", counted
-    where no fact of the row has two phrasings: only where none of the corpus has are they the unit)."""
+    """The row decided (`decided`, kept for the later passes: `stored`), its counts for the split (split.shape)
+    and a histogram of the first PREFIX hex digits of the ranks its rule may cut among, by kind: documents, facts
+    of N phrasings ("N"), and records ("items", counted where no fact of the row has two phrasings: only where
+    none of the corpus has are they the unit)."""
     row = decided(batch, cfg, rejected)
     records, seed = row.records, row.cfg.seed
     buckets = Counter()
@@ -188,23 +193,27 @@ def count_row(batch: dict, cfg: dict, rejected: dict) -> dict:
         buckets.update(f"{len(ids)}:{rank(seed, fact)[:PREFIX]}" for fact, ids in groups.items())
         if not groups:
             buckets.update(f"items:{r[:PREFIX]}" for r in ranked(records, "items", seed, 0))
-    return {"shape": [json.dumps(shape(records))], "buckets": [json.dumps(buckets)]}
+    kept = pickle.dumps(row._replace(cfg=None))  # the config comes with every pass
+    return {"decided": [kept], "shape": [json.dumps(shape(records))], "buckets": [json.dumps(buckets)]}
 
 
-def ranks_in_bucket(batch: dict, cfg: dict, rejected: dict, unit: str, depth: int, bucket: str) -> dict:
-    row = decided(batch, cfg, rejected)
+def stored(batch: dict, cfg: dict) -> Row:
+    """The row as count_row decided it."""
+    return pickle.loads(batch["decided"][0])._replace(cfg=GenConfig.model_validate(cfg))
+
+
+def ranks_in_bucket(batch: dict, cfg: dict, unit: str, depth: int, bucket: str) -> dict:
+    row = stored(batch, cfg)
     ranks = ranked(row.records, unit, row.cfg.seed, depth)
     return {"ranks": [json.dumps([rank for rank in ranks if rank.startswith(bucket)])]}
 
 
-def write_row(
-    batch: dict, cfg: dict, rejected: dict, unit: str, depth: int, last: str, staging: str, teacher: dict, task: str
-) -> dict:
+def write_row(batch: dict, cfg: dict, unit: str, depth: int, last: str, staging: str, teacher: dict, task: str) -> dict:
     """The row's records split, made, checked and written with its rejects as its shards; its tally. Where whole
     items are held out, the run without Ray drops a test item alike with a train one (split.unlike); none is
     left to drop: every item is then its own fact, and curation has already dropped every item alike with an
     item of another fact kept before it, at the same threshold and with the same signatures."""
-    row = decided(batch, cfg, rejected)
+    row = stored(batch, cfg)
     held = held_out(row.records, unit, row.cfg.seed, depth, last)
     parts = {"train": [], "test": []}
     for light in row.records:
