@@ -342,17 +342,23 @@ def test_batch_layout_defaults(monkeypatch, tiny, data, tmp_path):
     from train import loading
     from train.sft import batch_layout
 
-    def layout(backend, **extra):
-        return batch_layout(config(data, tiny, tmp_path, **extra), backend)
+    def layout(backend, parameters=135_000_000, **extra):
+        return batch_layout(config(data, tiny, tmp_path, **extra), backend, parameters)
 
-    free, padded = {"padding_free": True, "group_by_length": False}, {"padding_free": False, "group_by_length": True}
+    free = {"padding_free": True, "group_by_length": False, "fixed_shapes": False}
+    padded = {"padding_free": False, "group_by_length": True, "fixed_shapes": False}
     assert layout("unsloth") == {**free, "max_batch_tokens": None}  # no GPU here: padding-free
     assert layout("hf", batching="padded") == {**padded, "max_batch_tokens": None}  # auto budget only where Unsloth compiles
     assert layout("hf", batching="padded", max_batch_tokens=512) == {**padded, "max_batch_tokens": 512}
     assert layout("hf", batching="padded", group_by_length=False)["group_by_length"] is False
+    assert layout("hf", batching="padded", fixed_shapes=True)["fixed_shapes"] is True  # asked for: wherever batches are padded
+    assert layout("hf", fixed_shapes=True)["fixed_shapes"] is False  # padding-free rows have no shape to fix
     monkeypatch.setattr(loading, "device", lambda: "cuda")
-    assert layout("unsloth") == {**padded, "max_batch_tokens": 8192}  # GPU + Unsloth: padded, compiled blocks, split batches
-    assert layout("unsloth", method="qlora") == {**padded, "max_batch_tokens": 10240}  # a 4-bit base leaves room for larger parts
+    shaped = {**padded, "fixed_shapes": True}
+    assert layout("unsloth") == {**shaped, "max_batch_tokens": 8192}  # GPU + Unsloth: padded, compiled blocks, split in few shapes
+    assert layout("unsloth", method="qlora") == {**shaped, "max_batch_tokens": 10240}  # a 4-bit base leaves room for larger parts
+    assert layout("unsloth", parameters=8_000_000_000) == {**padded, "max_batch_tokens": 8192}  # a large model's steps are arithmetic
+    assert layout("unsloth", fixed_shapes=False) == {**padded, "max_batch_tokens": 8192}
     assert layout("unsloth", max_batch_tokens=None) == {**padded, "max_batch_tokens": None}
     assert layout("hf") == {**free, "max_batch_tokens": None}
     assert layout("unsloth", packing=True) == {**free, "max_batch_tokens": None}
@@ -411,7 +417,8 @@ def test_grouped_batches_hold_records_of_similar_length(monkeypatch, tmp_path, t
     for grouped in (True, False):
         seen.clear()
         run = run_sft(config(many, tiny, tmp_path / str(grouped), batching="padded", group_by_length=grouped, max_steps=8, lr=1e-4), show_progress=False)
-        assert run["batches"] == {"padding_free": False, "group_by_length": grouped, "max_batch_tokens": None} and len(seen) == 8
+        expected = {"padding_free": False, "group_by_length": grouped, "max_batch_tokens": None, "fixed_shapes": False}
+        assert run["batches"] == expected and len(seen) == 8
         spread[grouped] = sum(max(batch) - min(batch) for batch in seen) / len(seen)
     assert spread[True] < spread[False] / 2
 
@@ -454,6 +461,55 @@ def test_split_rows_trains_as_many_parts_on_every_rank(monkeypatch):
     assert split_rows(batch, 64) == [batch]
     other.update(size=4, rows=4)
     assert split_rows(batch, 64) == [batch]
+
+
+def test_fixed_parts_hold_every_row_once_in_one_shape(monkeypatch):
+    import torch
+
+    from train import ranks
+    from train.shapes import fixed_parts, shaped_length
+
+    assert [shaped_length(n) for n in (1, 256, 257, 1300, 2048, 2049, 5000)] == [256, 256, 512, 1536, 2048, 2560, 5120]
+    lengths = [9, 3, 7, 2, 8]
+    mask = torch.tensor([[1] * n + [0] * (9 - n) for n in lengths])
+    ids = torch.arange(1, 46).reshape(5, 9) * mask
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100), "note": "kept"}
+    parts = fixed_parts(batch, 512)  # 2 rows of 256 fit the budget: three parts of 2 x 256, the last with a filler row
+    assert [tuple(p[k].shape) for p in parts for k in ("input_ids", "attention_mask", "labels")] == [(2, 256)] * 9
+    rows = [tuple(r[m.bool()].tolist()) for p in parts for r, m in zip(p["input_ids"], p["attention_mask"])]
+    assert sorted(rows[:5]) == sorted(tuple(r[r != 0].tolist()) for r in ids) and rows[5] == (1,)  # each row once, longest first
+    assert [len(r) for r in rows[:5]] == sorted(lengths, reverse=True)
+    labels = [r[r != -100].tolist() for p in parts for r in p["labels"]]
+    assert sorted(map(tuple, labels[:5])) == sorted(rows[:5]) and labels[5] == []  # the filler row teaches nothing
+    assert all(p["note"] == "kept" for p in parts)
+    assert [tuple(p["input_ids"].shape) for p in fixed_parts(batch, None)] == [(8, 256)]  # no budget: one part, 3 filler rows
+    left = {**batch, "attention_mask": mask.flip(1)}
+    assert fixed_parts(left, 512) is None  # left padding: trained as distill otherwise would
+    monkeypatch.setattr(ranks, "least", lambda *values: [min(values[0], -1024), values[1], values[2]])  # a rank needs 1024
+    assert [tuple(p["input_ids"].shape) for p in fixed_parts(batch, 4096)] == [(4, 1024), (4, 1024)]
+    monkeypatch.setattr(ranks, "least", lambda *values: [values[0], values[1] - 1, values[2]])  # a rank holds fewer rows
+    assert fixed_parts(batch, 4096) is None
+
+
+def test_fixed_shapes_give_the_same_update(tmp_path, tiny, data):
+    """fixed_shapes trains each batch in parts of one padded shape, with filler rows; the update is the whole batch's."""
+    from safetensors.torch import load_file
+
+    from train.sft import run_sft
+
+    exact = dict(dtype="float32", optim="sgd", lr=0.5, warmup_ratio=0.0, batching="padded", group_by_length=False, max_steps=3)
+    runs = {}
+    for name, extra in (("whole", {}), ("one part", {"fixed_shapes": True}), ("parts", {"fixed_shapes": True, "max_batch_tokens": 512})):
+        out = tmp_path / name
+        run = run_sft(config(data, tiny, out, **exact, **extra), show_progress=False)
+        runs[name] = (run, load_file(out / "adapter_model.safetensors"))
+    whole, weights = runs.pop("whole")
+    assert whole["batches"]["fixed_shapes"] is False
+    for run, other in runs.values():
+        assert run["batches"]["fixed_shapes"] is True
+        assert [run["metrics"][k] for k in ("first_loss", "final_loss", "tokens")] == pytest.approx(
+            [whole["metrics"][k] for k in ("first_loss", "final_loss", "tokens")], rel=1e-5)
+        assert all(torch_close(weights[k], other[k]) for k in weights)
 
 
 def test_split_batches_give_the_same_update(monkeypatch, tmp_path, tiny, data):

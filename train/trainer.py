@@ -17,6 +17,7 @@ import torch
 from trl import SFTTrainer
 
 from train import ranks
+from train.shapes import fixed_parts
 
 
 class CountTokens:
@@ -76,16 +77,22 @@ def _rows(inputs: dict, rows: torch.Tensor, n: int) -> dict:
 
 
 class SplitBatches:
-    """Trains a padded micro-batch over `distill_batch_tokens` as several smaller ones. The loss
-    of each is summed over its tokens and divided by the whole batch's count (num_items_in_batch),
-    so their gradients add up to the undivided batch's; only the peak memory changes."""
+    """Trains a padded micro-batch over `distill_batch_tokens` as several smaller ones, or, with
+    `distill_fixed_shapes`, every padded micro-batch as parts of a few fixed shapes (train/shapes.py).
+    The loss of each is summed over its tokens and divided by the whole batch's count
+    (num_items_in_batch), so their gradients add up to the undivided batch's; only the peak memory
+    and the shapes change."""
 
     distill_batch_tokens: int | None = None
+    distill_fixed_shapes: bool = False
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        parts = split_rows(inputs, self.distill_batch_tokens) if num_items_in_batch is not None else [inputs]
+        parts = [inputs]
+        if num_items_in_batch is not None:
+            shaped = fixed_parts(inputs, self.distill_batch_tokens) if self.distill_fixed_shapes else None
+            parts = shaped or split_rows(inputs, self.distill_batch_tokens)
         if len(parts) == 1:
-            return super().training_step(model, inputs, num_items_in_batch)
+            return super().training_step(model, parts[0], num_items_in_batch)
         losses = []
         for i, part in enumerate(parts):  # data-parallel: gradients are exchanged after the last part only
             last = i == len(parts) - 1
