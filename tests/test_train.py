@@ -485,10 +485,15 @@ def test_fixed_parts_hold_every_row_once_in_one_shape(monkeypatch):
     assert [tuple(p["input_ids"].shape) for p in fixed_parts(batch, None)] == [(8, 256)]  # no budget: one part, 3 filler rows
     left = {**batch, "attention_mask": mask.flip(1)}
     assert fixed_parts(left, 512) is None  # left padding: trained as distill otherwise would
-    monkeypatch.setattr(ranks, "least", lambda *values: [min(values[0], -1024), values[1], values[2]])  # a rank needs 1024
+    monkeypatch.setattr(ranks, "least", lambda *values: [values[0], min(values[1], -1024), *values[2:]])  # a rank needs 1024
     assert [tuple(p["input_ids"].shape) for p in fixed_parts(batch, 4096)] == [(4, 1024), (4, 1024)]
-    monkeypatch.setattr(ranks, "least", lambda *values: [values[0], values[1] - 1, values[2]])  # a rank holds fewer rows
+    monkeypatch.setattr(ranks, "least", lambda *values: [values[0], values[1], values[2] - 1, values[3]])  # a rank holds fewer rows
     assert fixed_parts(batch, 4096) is None
+    monkeypatch.setattr(ranks, "least", lambda *values: [0, *values[1:]])  # a rank's batch cannot be shaped: none is
+    assert fixed_parts(batch, 4096) is None
+    calls = []
+    monkeypatch.setattr(ranks, "least", lambda *values: calls.append(values) or list(values))
+    assert fixed_parts(left, 4096) is None and len(calls) == 1  # this rank still makes the exchange the others make
 
 
 def test_fixed_shapes_give_the_same_update(tmp_path, tiny, data):

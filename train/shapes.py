@@ -33,14 +33,15 @@ def shaped_length(longest: int) -> int:
 def fixed_parts(inputs: dict, budget: int | None) -> list[dict] | None:
     """The batch as parts of one shape (rows x length <= budget where it can be), longest rows first; None
     where it cannot be shaped: no attention mask, left padding, or ranks holding unequal rows. Every rank
-    pads to the longest length any rank needs, so all train as many parts of the same shape."""
+    pads to the longest length any rank needs, so all train as many parts of the same shape; every rank
+    makes the same one exchange, whatever its batch, so none waits on another."""
     ids, mask = inputs["input_ids"], inputs.get("attention_mask")
-    if mask is None or ids.dim() != 2 or not right_padded(mask):
-        return None
+    shapeable = mask is not None and ids.dim() == 2 and right_padded(mask)
     n = ids.shape[0]
-    lengths = mask.sum(dim=1).tolist()
-    minus_length, fewest_rows, minus_most_rows = ranks.least(-shaped_length(max(lengths)), n, -n)
-    if fewest_rows != -minus_most_rows:
+    lengths = mask.sum(dim=1).tolist() if shapeable else [1]
+    agreed = ranks.least(int(shapeable), -shaped_length(max(lengths)), n, -n)
+    everywhere, minus_length, fewest_rows, minus_most_rows = agreed
+    if not everywhere or fewest_rows != -minus_most_rows:
         return None
     length, rows = -minus_length, 1
     while rows < n and (budget is None or rows * 2 * length <= budget):
