@@ -224,7 +224,14 @@ def test_gguf_holds_the_trained_model(tmp_path, tiny, data):
 SPLIT_UNEVENLY = ("batching=padded", "group_by_length=false", "max_batch_tokens=330")
 
 
-@pytest.mark.parametrize("backend, extra", [("hf", ()), ("unsloth", ()), ("unsloth", SPLIT_UNEVENLY)], ids=["hf", "unsloth", "unsloth-split"])
+FIXED_SHAPES = (*SPLIT_UNEVENLY, "fixed_shapes=true")  # each rank's parts padded to the longest any rank needs
+
+
+@pytest.mark.parametrize(
+    "backend, extra",
+    [("hf", ()), ("unsloth", ()), ("unsloth", SPLIT_UNEVENLY), ("unsloth", FIXED_SHAPES)],
+    ids=["hf", "unsloth", "unsloth-split", "unsloth-fixed-shapes"],
+)
 def test_two_processes_train_one_run(tmp_path, tiny, data, backend, extra):
     """Data-parallel under torchrun (2 CPU processes, gloo): one report, one output directory, both ranks' tokens."""
     from train.sft import run_sft
@@ -238,6 +245,7 @@ def test_two_processes_train_one_run(tmp_path, tiny, data, backend, extra):
     assert done.stdout.count('"status"') == 1  # rank 0 alone reports
     run = json.loads((out / "run.json").read_text())
     assert run["processes"] == 2 and run["backend"] == backend and run["metrics"]["steps"] == 3 and run["metrics"]["epochs"] == 1.0
+    assert run["batches"]["fixed_shapes"] is (extra == FIXED_SHAPES)
     assert run["metrics"]["tokens"] == single["metrics"]["tokens"]  # 2 ranks x 4 records x 3 steps = the same epoch
     assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3]
     assert (out / "adapter_model.safetensors").exists() and not (out / "checkpoints").exists()
