@@ -69,8 +69,10 @@ def corpus_root(inputs: list[str]) -> str:
     id and fact, and with them the split, stay the same wherever the corpus is moved or copied to."""
     folders = []
     for item in inputs:
-        pattern = _glob(item)
-        folder = pattern[0] if pattern else Path(item) if Path(item).is_dir() else Path(item).parent
+        if globbed := _glob(item):
+            folder = globbed[0]
+        else:
+            folder = Path(item) if Path(item).is_dir() else Path(item).parent
         folders.append(os.path.abspath(folder))
     try:
         return os.path.commonpath(folders)
