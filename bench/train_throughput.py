@@ -144,7 +144,7 @@ def run_distill(a) -> dict:
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rate, measured = steady(rows, a.warmup)
     return {"tokens_per_s": rate, "steps_measured": measured, "peak_memory_gib": record["metrics"]["peak_memory_gib"],
-            "backend": record["backend"], "final_loss": record["metrics"]["final_loss"]}
+            "backend": record["backend"], "final_loss": record["metrics"]["final_loss"], "batches": record.get("batches")}
 
 
 def run_trl(a) -> dict:
