@@ -350,8 +350,8 @@ def test_batch_layout_defaults(monkeypatch, tiny, data, tmp_path):
     from train import loading
     from train.sft import batch_layout
 
-    def layout(backend, parameters=135_000_000, **extra):
-        return batch_layout(config(data, tiny, tmp_path, **extra), backend, parameters)
+    def layout(backend, **extra):
+        return batch_layout(config(data, tiny, tmp_path, **extra), backend)
 
     free = {"padding_free": True, "group_by_length": False, "fixed_shapes": False}
     padded = {"padding_free": False, "group_by_length": True, "fixed_shapes": False}
@@ -362,11 +362,9 @@ def test_batch_layout_defaults(monkeypatch, tiny, data, tmp_path):
     assert layout("hf", batching="padded", fixed_shapes=True)["fixed_shapes"] is True  # asked for: wherever batches are padded
     assert layout("hf", fixed_shapes=True)["fixed_shapes"] is False  # padding-free rows have no shape to fix
     monkeypatch.setattr(loading, "device", lambda: "cuda")
-    shaped = {**padded, "fixed_shapes": True}
-    assert layout("unsloth") == {**shaped, "max_batch_tokens": 8192}  # GPU + Unsloth: padded, compiled blocks, split in few shapes
-    assert layout("unsloth", method="qlora") == {**shaped, "max_batch_tokens": 10240}  # a 4-bit base leaves room for larger parts
-    assert layout("unsloth", parameters=8_000_000_000) == {**padded, "max_batch_tokens": 8192}  # a large model's steps are arithmetic
-    assert layout("unsloth", fixed_shapes=False) == {**padded, "max_batch_tokens": 8192}
+    assert layout("unsloth") == {**padded, "max_batch_tokens": 8192}  # GPU + Unsloth: padded, compiled blocks, split over a budget
+    assert layout("unsloth", method="qlora") == {**padded, "max_batch_tokens": 10240}  # a 4-bit base leaves room for larger parts
+    assert layout("unsloth", fixed_shapes=True) == {**padded, "max_batch_tokens": 8192, "fixed_shapes": True}  # asked for
     assert layout("unsloth", max_batch_tokens=None) == {**padded, "max_batch_tokens": None}
     assert layout("hf") == {**free, "max_batch_tokens": None}
     assert layout("unsloth", packing=True) == {**free, "max_batch_tokens": None}
@@ -491,6 +489,8 @@ def test_fixed_parts_hold_every_row_once_in_one_shape(monkeypatch):
     assert sorted(map(tuple, labels[:5])) == sorted(rows[:5]) and labels[5] == []  # the filler row teaches nothing
     assert all(p["note"] == "kept" for p in parts)
     assert [tuple(p["input_ids"].shape) for p in fixed_parts(batch, None)] == [(8, 256)]  # no budget: one part, 3 filler rows
+    padded = fixed_parts(batch, None, pad_id=7)[0]  # new positions hold the tokenizer's pad token, as the collator pads
+    assert set(padded["input_ids"][:, 9:].flatten().tolist()) == {7} and set(padded["input_ids"][5:, 1:].flatten().tolist()) == {7}
     left = {**batch, "attention_mask": mask.flip(1)}
     assert fixed_parts(left, 512) is None  # left padding: trained as distill otherwise would
     monkeypatch.setattr(ranks, "least", lambda *values: [values[0], min(values[1], -1024), *values[2:]])  # a rank needs 1024

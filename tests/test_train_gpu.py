@@ -33,7 +33,7 @@ def test_unsloth_trains_on_gpu(tmp_path, method):
     record = json.loads(done.stdout[done.stdout.index("{"):])
     assert record["backend"] == "unsloth"
     assert record["batches"] == {"padding_free": False, "group_by_length": True, "max_batch_tokens": AUTO_BATCH_TOKENS[method],
-                                 "fixed_shapes": True}  # the GPU default: padded, compiled blocks, few shapes (a small model)
+                                 "fixed_shapes": False}  # the GPU default: padded, compiled blocks, split over a token budget
     assert record["optimizer"] == "adamw_8bit"  # Adam's state in 8 bits wherever bitsandbytes runs
     assert record["metrics"]["final_loss"] < record["metrics"]["first_loss"]
     assert (out / "adapter_config.json").exists()

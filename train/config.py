@@ -105,9 +105,9 @@ class TrainConfig(StageConfig):
         "auto",
         description="Padded batches only: a micro-batch larger than this (rows x padded length) is trained as several smaller ones whose gradients add up to the same update, for a lower peak memory; None: never split; auto: 8192 (LoRA) or 10240 (QLoRA, whose 4-bit base leaves room) where batches are padded by default (Unsloth on a CUDA GPU), else None.",
     )
-    fixed_shapes: bool | Literal["auto"] = Field(
-        "auto",
-        description="Padded batches only: train every micro-batch as parts of a few fixed shapes (a length of 256, 512, 768, 1024, 1280, 1536 or 2048 tokens, then multiples of 512, and a power of two of rows within max_batch_tokens; filler rows carry no label), the same update with fewer shapes for the compiled blocks; the padding costs arithmetic. auto: on where batches are split by default (Unsloth LoRA/QLoRA on a CUDA GPU) for models under 3B parameters, whose steps wait on the host (1.17B LoRA, H100: +11-12% tokens/s, docs/benchmarks.md).",
+    fixed_shapes: bool = Field(
+        False,
+        description="Padded batches only: train every micro-batch as parts of a few fixed shapes (a length of 256, 512, 768, 1024, 1280, 1536 or 2048 tokens, then multiples of 512, and a power of two of rows within max_batch_tokens; filler rows carry no label): the same update with fewer shapes for the compiled blocks, at the cost of the padding's arithmetic. Off by default: measured through distill on an H100 it gained nothing that the runs' order did not explain (docs/benchmarks.md).",
     )
     pad_to_multiple_of: int | None = Field(None, ge=1, description="Round padded batch lengths up to a multiple of this (fewer distinct shapes for compiled kernels); None: no rounding.")
     # knowledge: what else is trained on, and recall measured while training

@@ -23,11 +23,6 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def parameter_count(model) -> int:
-    """The model's parameters, a 4-bit weight counted whole (bitsandbytes stores two in a byte)."""
-    return sum(p.numel() * (2 if getattr(p, "quant_state", None) is not None else 1) for p in model.parameters())
-
-
 def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX, with torch's AVX-512 kernels in use: bfloat16 matrix products run natively
     (faster than float32). Under lower kernels (ATEN_CPU_CAPABILITY=avx2, as on a CPU without

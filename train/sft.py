@@ -23,7 +23,6 @@ from train import loading, ranks, recipe, unsloth_adapter
 from train.config import TrainConfig
 from train.data import TrainData, check_batch, choose_recipe, prepare, read_data_dir
 from train.saving import check_save, plot_loss, save_model
-from train.shapes import AUTO_BELOW
 from train.spec import ModelSpec
 
 LOG = logging.getLogger("distill.train")
@@ -81,7 +80,7 @@ def setup(cfg: TrainConfig, ident: dict, announce: bool = True) -> tuple[Plan, T
     model, tokenizer = unsloth_adapter.load(spec) if backend == "unsloth" else loading.load_hf(spec)
     data = prepare(cfg, tokenizer, source, spec.max_seq_length, kind)
     recipe.claim(Path(cfg.out), ident)
-    batches = batch_layout(cfg, backend, loading.parameter_count(model))
+    batches = batch_layout(cfg, backend)
     optim = loading.resolve_optim(cfg.optim)
     plan = Plan(Path(cfg.out), spec, backend, fallback, model, tokenizer, data, kind, why, resume_from, batches, optim)
     return plan, cfg
@@ -115,12 +114,12 @@ def sft_args(cfg: TrainConfig, plan: Plan):
 AUTO_BATCH_TOKENS = {"lora": 8192, "qlora": 10240}
 
 
-def batch_layout(cfg: TrainConfig, backend: str, parameters: int = 0) -> dict:
+def batch_layout(cfg: TrainConfig, backend: str) -> dict:
     """{padding_free, group_by_length, max_batch_tokens, fixed_shapes} for this run. Packed rows are
     always padding-free. auto: padded batches of similar lengths for LoRA/QLoRA with Unsloth on a GPU,
     where it compiles each decoder block for them (padding-free batches run eagerly there and
-    leave the GPU waiting on Python), split over a token budget that keeps the peak memory down,
-    in parts of fixed shapes for a model of under shapes.AUTO_BELOW `parameters`; padding-free elsewhere.
+    leave the GPU waiting on Python), split over a token budget that keeps the peak memory down;
+    padding-free elsewhere. Fixed-shape parts only where asked for (fixed_shapes).
     """
     compiled = backend == "unsloth" and loading.device() == "cuda" and cfg.method in ("lora", "qlora")  # measured there
     padded = not cfg.packing and (cfg.batching == "padded" or (cfg.batching == "auto" and compiled))
@@ -128,14 +127,11 @@ def batch_layout(cfg: TrainConfig, backend: str, parameters: int = 0) -> dict:
     budget = cfg.max_batch_tokens
     if budget == "auto":
         budget = AUTO_BATCH_TOKENS[cfg.method] if padded and compiled else None
-    fixed = cfg.fixed_shapes
-    if fixed == "auto":
-        fixed = padded and compiled and budget is not None and parameters < AUTO_BELOW
     return {
         "padding_free": not padded,
         "group_by_length": bool(grouped),
         "max_batch_tokens": budget if padded else None,
-        "fixed_shapes": bool(padded and fixed),
+        "fixed_shapes": padded and cfg.fixed_shapes,
     }
 
 

@@ -8,10 +8,11 @@ A part short of rows gets filler rows (one attended token, no label) and every p
 the length (no attention, no label), so the loss and the gradients are the batch's: the loss is
 summed over labelled tokens and divided by the whole batch's count, as in every split.
 
-The padding is arithmetic spent on nothing (1.43x the real tokens on that benchmark), so it pays
-where a step waits on the host rather than the GPU: small models (docs/benchmarks.md: +11-12%
-tokens/s for the 1.17B LoRA on an H100 over a whole epoch, at +0.06 GiB). `auto` turns it on
-below AUTO_BELOW parameters only.
+The padding is arithmetic spent on nothing (1.43x the real tokens on that benchmark), so it could pay
+only where a step waits on the host rather than the GPU (small models). It is off by default: the
+gain first read for it (+11-12% tokens/s, 1.17B LoRA on an H100) came from runs made after the
+default's in the same call, and through distill, in either order, it read 0.97x and 1.03x of the
+default (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import torch
 from train import ranks
 
 LENGTHS = (256, 512, 768, 1024, 1280, 1536, 2048)  # a part's padded length; past these, multiples of 512
-AUTO_BELOW = 3e9  # parameters: `fixed_shapes: auto` on below this (a larger model's steps are arithmetic)
-FILL = {"labels": -100}  # a padded or filler position's value (0 for every other key)
+FILL = {"labels": -100}  # a padded or filler position's value (input_ids: the pad token; 0 for every other key)
 
 
 def shaped_length(longest: int) -> int:
@@ -30,7 +30,7 @@ def shaped_length(longest: int) -> int:
     return next((n for n in LENGTHS if n >= longest), -(-longest // 512) * 512)
 
 
-def fixed_parts(inputs: dict, budget: int | None) -> list[dict] | None:
+def fixed_parts(inputs: dict, budget: int | None, pad_id: int = 0) -> list[dict] | None:
     """The batch as parts of one shape (rows x length <= budget where it can be), longest rows first; None
     where it cannot be shaped: no attention mask, left padding, or ranks holding unequal rows. Every rank
     pads to the longest length any rank needs, so all train as many parts of the same shape; every rank
@@ -47,7 +47,8 @@ def fixed_parts(inputs: dict, budget: int | None) -> list[dict] | None:
     while rows < n and (budget is None or rows * 2 * length <= budget):
         rows *= 2
     order = sorted(range(n), key=lambda i: -lengths[i])
-    return [_shaped(inputs, order[i : i + rows], rows, length) for i in range(0, n, rows)]
+    fill = {**FILL, "input_ids": pad_id}
+    return [_shaped(inputs, order[i : i + rows], rows, length, fill) for i in range(0, n, rows)]
 
 
 def right_padded(mask: torch.Tensor) -> bool:
@@ -55,25 +56,26 @@ def right_padded(mask: torch.Tensor) -> bool:
     return mask.shape[1] < 2 or bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
-def _shaped(inputs: dict, picked: list[int], rows: int, length: int) -> dict:
+def _shaped(inputs: dict, picked: list[int], rows: int, length: int, fill: dict) -> dict:
     """These rows of the batch as a part of `rows` x `length`: columns cut or padded to `length` (only padding
-    is cut: the length holds the longest row), filler rows added (the batch's first token, attended, no label)."""
+    is cut: the length holds the longest row), filler rows added (the batch's first token, attended, no label);
+    a new position holds its key's `fill` value (0 for a key it does not name)."""
     ids = inputs["input_ids"]
     n, width = ids.shape
-    part = {}
+    index, part = torch.tensor(picked, device=ids.device), {}
     for key, value in inputs.items():
         if not (isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == n):
             part[key] = value
             continue
-        value = value[torch.tensor(picked, device=value.device)]
+        value = value[index.to(value.device)]
         if value.dim() >= 2 and value.shape[1] == width:
             if width >= length:
                 value = value[:, :length]
             else:
-                pad = value.new_full((value.shape[0], length - width, *value.shape[2:]), FILL.get(key, 0))
+                pad = value.new_full((value.shape[0], length - width, *value.shape[2:]), fill.get(key, 0))
                 value = torch.cat([value, pad], dim=1)
         if len(picked) < rows:
-            filler = value.new_full((rows - len(picked), *value.shape[1:]), FILL.get(key, 0))
+            filler = value.new_full((rows - len(picked), *value.shape[1:]), fill.get(key, 0))
             if key in ("input_ids", "attention_mask") and filler.dim() >= 2:
                 filler[:, 0] = ids[0, 0] if key == "input_ids" else 1
             value = torch.cat([value, filler])
