@@ -11,6 +11,15 @@ steps; peak memory is torch.cuda.max_memory_allocated (GPU) or the process's pea
   python bench/train_throughput.py cpu --out runs/bench   # embedded SmolLM2-135M student, 2 threads
   python bench/train_throughput.py gpu --run "trl lora" --run "distill lora batching=padding-free"  # chosen runs
   python bench/train_throughput.py gpu --run "distill lora TORCH_LOGS=recompiles"  # UPPER_CASE=value: environment
+  python bench/train_throughput.py gpu --run "trl lora" --run "distill lora" --rounds 3 --discard 1
+      # alternated: a first round that only warms the caches, then 3 rounds, each in another order
+
+Order matters on a GPU host: in every call of 2026-12-06 the later of two distill runs read faster (up to
+1.5x; docs/benchmarks.md), so a comparison made in one order is not a comparison. `--rounds N` runs the
+set N times, round k in the set's order rotated by k, so each run takes each place; `--discard D` runs
+D rounds first that are printed but not counted (the first distill run of a call fills Unsloth's and
+Inductor's caches). The summary gives each run's median tokens/s over the counted rounds, and its
+median ratio to TRL's run of the same round; a run that failed counts as 0 tokens/s there.
 
 Each distill run's own output is kept in OUT/distill-METHOD.log, its per-step log in
 OUT/distill-METHOD/metrics.jsonl.
@@ -196,6 +205,17 @@ def one(a) -> None:
 # ---------------------------------------------------------------- driver
 
 
+def label(impl: str, method: str, extra: tuple = ()) -> str:
+    return " ".join((impl, method, *extra))
+
+
+def schedule(runs: list, rounds: int, discard: int) -> list[tuple[int, list]]:
+    """(round, its runs in order): the set rotated by the round's index, so each run takes each place in
+    turn; the first `discard` rounds are numbered below 0 (warm-up, not counted)."""
+    n = len(runs)
+    return [(k - discard, runs[k % n :] + runs[: k % n]) for k in range(discard + rounds)]
+
+
 def launch(a, impl: str, method: str, model: str, data: str, extra: tuple = ()) -> dict:
     cmd = [sys.executable, __file__, "one", "--impl", impl, "--method", method, "--model", model, "--data", data,
            "--workdir", a.out, "--steps", str(a.steps), "--warmup", str(a.warmup), "--batch", str(a.batch), "--r", str(a.r),
@@ -205,7 +225,7 @@ def launch(a, impl: str, method: str, model: str, data: str, extra: tuple = ()) 
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     if not lines:
         print(f"{impl}/{method} failed:\n{(done.stderr or done.stdout)[-4000:]}", flush=True)
-        return {"impl": impl, "method": method, "error": (done.stderr or done.stdout)[-600:]}
+        return {"impl": impl, "method": method, "extra": list(extra), "error": (done.stderr or done.stdout)[-600:]}
     result = json.loads(lines[-1][7:])
     result["wall_s"] = round(time.time() - started, 1)
     print(json.dumps(result), flush=True)
@@ -242,6 +262,8 @@ def main() -> None:
     p.add_argument("--lengths", choices=list(LENGTHS), help="record lengths (default: long on GPU, short on CPU)")
     p.add_argument("--records", type=int, default=800)
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the embedded model's)")
+    p.add_argument("--rounds", type=int, default=1, help="run the set this many times, each round in another order (counted)")
+    p.add_argument("--discard", type=int, default=0, help="rounds run first to warm the caches, printed but not counted")
     a = p.parse_args()
     a.workdir = a.out
     if a.mode == "one":
@@ -272,8 +294,21 @@ def main() -> None:
         runs = [("distill", "lora", ("backend=hf",)), ("distill", "lora", ("backend=unsloth",)), ("trl", "lora")]
     if a.run:  # an explicit list replaces the mode's default set
         runs = [(r.split()[0], r.split()[1], tuple(r.split()[2:])) for r in a.run]
-    results = [launch(a, *run[:2], model, data, *run[2:]) for run in runs]
+    results = []
+    for k, order in schedule(runs, a.rounds, a.discard):
+        for place, run in enumerate(order, 1):
+            result = launch(a, *run[:2], model, data, *run[2:])
+            results.append({**result, "round": k, "place": place})
+            keep_metrics(a.out, result, k, place)
     report(a, results, model, gpu)
+
+
+def keep_metrics(out: str, result: dict, k: int, place: int) -> None:
+    """A distill run's per-step log, kept under a name of its own (the next run's output replaces the folder)."""
+    src = Path(out, f"distill-{result['method']}", "metrics.jsonl")
+    if result.get("impl") == "distill" and src.exists():
+        name = f"round{k}" if k >= 0 else f"warmup{-k}"
+        Path(out, f"metrics-{name}-place{place}.jsonl").write_text(src.read_text())
 
 
 def report(a, results: list[dict], model: str, gpu: bool) -> None:
@@ -283,23 +318,51 @@ def report(a, results: list[dict], model: str, gpu: bool) -> None:
     n = params(model)
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in card), None)
     print(f"\nmodel {model} ({n / 1e9:.3f}B params), card {card}, batch {a.batch} x {a.grad_accum} accumulated, LoRA r {a.r}, "
-          f"records {a.lengths}, steps {a.steps} (warm-up {a.warmup})")
-    print(f"{'impl':8} {'method':6} {'tokens/s':>10} {'peak GiB':>9} {'MFU 6N':>7} {'MFU 4N':>7} {'vs TRL':>7}")
-    base = {r["method"]: r for r in results if r.get("impl") == "trl" and "tokens_per_s" in r}
+          f"records {a.lengths}, steps {a.steps} (warm-up {a.warmup}), rounds {a.rounds} (+{a.discard} discarded)")
+    print(f"{'round':>5} {'#':>2} {'impl':8} {'method':6} {'tokens/s':>10} {'peak GiB':>9} {'MFU 6N':>7} {'MFU 4N':>7} {'vs TRL':>7}")
     for r in results:
+        ref = next((b for b in results if b.get("impl") == "trl" and b["method"] == r["method"] and b["round"] == r["round"]), None)
+        name = r["method"] + ("+" + ",".join(r["extra"]) if r.get("extra") else "")
         if "tokens_per_s" not in r:
-            print(f"{r['impl']:8} {r['method']:6} failed")
+            print(f"{r['round']:>5} {r['place']:>2} {r['impl']:8} {name:6} failed")
             continue
         mfu = r["tokens_per_s"] * 6 * n / (peak * 1e12) if peak else None
         r["mfu"], r["mfu_4n"] = mfu, mfu * 4 / 6 if mfu else None
-        ref = base.get(r["method"])
-        r["vs_trl"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref and ref["tokens_per_s"] else None
-        ratio = f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x" if ref and ref["tokens_per_s"] else "-"
+        r["vs_trl"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref and ref.get("tokens_per_s") else None
+        ratio = f"{r['vs_trl']:.2f}x" if r["vs_trl"] else "-"
         mfu4 = r["mfu_4n"]
-        print(f"{r['impl']:8} {r['method'] + ('+' + ','.join(r['extra']) if r.get('extra') else ''):6} {r['tokens_per_s']:10.1f} "
-              f"{r['peak_memory_gib']:9.2f} {(f'{mfu:.1%}' if mfu else '-'):>7} {(f'{mfu4:.1%}' if mfu4 else '-'):>7} {ratio:>7}")
-    shape = {"shape": a.shape if gpu else "embedded", "batch": a.batch, "grad_accum": a.grad_accum, "lengths": a.lengths, "r": a.r}
-    Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "params": n, **shape, "results": results}, indent=2))
+        print(f"{r['round']:>5} {r['place']:>2} {r['impl']:8} {name:6} {r['tokens_per_s']:10.1f} {r['peak_memory_gib']:9.2f} "
+              f"{(f'{mfu:.1%}' if mfu else '-'):>7} {(f'{mfu4:.1%}' if mfu4 else '-'):>7} {ratio:>7}")
+    summary = summarize(results)
+    if a.rounds > 1:
+        print(f"\nmedian over {a.rounds} counted rounds (a failed run counts as 0 tokens/s):")
+        for name, row in summary.items():
+            ratio = f", {row['vs_trl']:.2f}x TRL (median of the rounds' ratios)" if row["vs_trl"] is not None else ""
+            print(f"  {name}: {row['tokens_per_s']:.1f} tokens/s{ratio}; rounds {row['each']}")
+    shape = {"shape": a.shape if gpu else "embedded", "batch": a.batch, "grad_accum": a.grad_accum, "lengths": a.lengths, "r": a.r,
+             "rounds": a.rounds, "discard": a.discard}
+    Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "params": n, **shape, "results": results,
+                                                                 "summary": summary}, indent=2))
+
+
+def summarize(results: list[dict]) -> dict:
+    """Per run: its median tokens/s over the counted rounds (a failed run as 0) and its median ratio to TRL's
+    run of the same method in the same round (a round where either failed counts as 0)."""
+    from statistics import median
+
+    counted = [r for r in results if r["round"] >= 0]
+    summary = {}
+    for name in dict.fromkeys(label(r["impl"], r["method"], tuple(r.get("extra") or ())) for r in counted):
+        mine = [r for r in counted if label(r["impl"], r["method"], tuple(r.get("extra") or ())) == name]
+        each = [r.get("tokens_per_s", 0.0) for r in mine]
+        ratios = []
+        for r in mine:
+            ref = next((b for b in counted if b["impl"] == "trl" and b["method"] == r["method"] and b["round"] == r["round"]), None)
+            if ref is not None and r["impl"] != "trl":
+                ratios.append(r.get("tokens_per_s", 0.0) / ref["tokens_per_s"] if ref.get("tokens_per_s") else 0.0)
+        summary[name] = {"tokens_per_s": median(each), "each": [round(x, 1) for x in each],
+                         "vs_trl": median(ratios) if ratios else None}
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+"""The training benchmark's driver (bench/train_throughput.py): the order of its rounds and what it counts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from train_throughput import schedule, summarize
+
+
+def test_each_run_takes_each_place_and_warm_up_rounds_are_not_counted():
+    runs = [("trl", "lora"), ("distill", "lora"), ("distill", "lora", ("fixed_shapes=true",))]
+    plan = schedule(runs, rounds=3, discard=1)
+    assert [k for k, _ in plan] == [-1, 0, 1, 2]  # the warm-up round is numbered below 0
+    counted = [order for k, order in plan if k >= 0]
+    assert all(sorted(order) == sorted(runs) for order in counted)
+    assert {order.index(run) for order in counted for run in runs[:1]} == {0, 1, 2}  # each place in turn
+    assert all(len({order.index(run) for order in counted}) == 3 for run in runs)
+    assert schedule(runs, rounds=1, discard=0) == [(0, runs)]  # one round: the order given
+
+
+def test_a_failed_run_lowers_its_median_and_keeps_its_row():
+    def row(impl, k, rate=None, extra=()):
+        r = {"impl": impl, "method": "lora", "extra": list(extra), "round": k}
+        return {**r, "tokens_per_s": rate} if rate is not None else {**r, "error": "out of memory"}
+
+    results = [row("trl", -1, 1.0), row("distill", -1, 9.0),  # warm-up: not counted
+               row("trl", 0, 10.0), row("distill", 0, 30.0),
+               row("distill", 1, 32.0), row("trl", 1, 8.0),
+               row("trl", 2, 10.0), row("distill", 2)]  # distill failed in round 2
+    summary = summarize(results)
+    assert summary["distill lora"]["each"] == [30.0, 32.0, 0.0]  # the failure is a row, at 0
+    assert summary["distill lora"]["tokens_per_s"] == 30.0  # median of 30, 32, 0: lowered from 31
+    assert summary["distill lora"]["vs_trl"] == 3.0  # ratios 3.0, 4.0 and 0 in the same rounds: median 3.0
+    assert summary["trl lora"]["tokens_per_s"] == 10.0 and summary["trl lora"]["vs_trl"] is None
+    results[-2:] = [row("trl", 2), row("distill", 2, 40.0)]  # TRL failed in round 2: that round's ratio counts as 0
+    assert summarize(results)["distill lora"]["vs_trl"] == 3.0  # median of 3.0, 4.0 and 0, not of 3.0 and 4.0
