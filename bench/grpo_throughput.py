@@ -16,6 +16,8 @@ Metrics), which measures and changes nothing in what runs.
   python bench/grpo_throughput.py gpu --run distill --run "distill env:UNSLOTH_GRPO_SEQ_PACKING=1"  # a run's environment
                                                                     # (distill sets that switch to 0 by default)
   python bench/grpo_throughput.py cpu --out runs/bench-grpo-cpu     # a tiny shape on the CPU: a smoke test of the bench
+  python bench/grpo_throughput.py gpu --rounds 3 --discard 1        # alternated: each run takes each place, a warm-up
+                                                                    # round uncounted, medians (bench/train_throughput.py)
 
 gpu: the 1.1B Llama shape (random init, bf16, the SmolLM2 tokenizer), LoRA r16 on every projection,
 4 prompts a step x 8 generations x 128 new tokens (a random model never stops early: every
@@ -47,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from train_throughput import TARGETS, make_data, make_model  # noqa: E402  (the SFT bench's data and 1.1B model)
+from train_throughput import TARGETS, make_data, make_model, schedule, summarize  # noqa: E402  (the SFT bench's data, model, rounds)
 
 SHAPES = {
     "gpu": dict(steps=16, warmup=4, prompts=4, generations=8, new_tokens=128),
@@ -234,6 +236,8 @@ def main() -> None:
     p.add_argument("--extra", action="append", help="distill only: GRPOConfig key=value overrides (repeatable)")
     p.add_argument("--run", action="append", help='"IMPL [key=value ...]" (repeatable): run these instead of distill and trl')
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the embedded model's)")
+    p.add_argument("--rounds", type=int, default=1, help="run the set this many times, each round in another order (counted)")
+    p.add_argument("--discard", type=int, default=0, help="rounds run first to warm the caches, printed but not counted")
     a = p.parse_args()
     a.workdir = a.out
     if a.mode == "one":
@@ -251,7 +255,13 @@ def main() -> None:
     else:
         model = str(make_model(Path(a.out) / "llama-1b", tokenizer) if a.mode == "gpu" else tiny_model(Path(a.out) / "tiny", tokenizer))
     runs = [(r.split()[0], tuple(r.split()[1:])) for r in a.run] if a.run else [("distill", ()), ("trl", ())]
-    results = [launch(a, impl, model, data, extra, i) for i, (impl, extra) in enumerate(runs)]
+    results, index = [], 0
+    for k, order in schedule(runs, a.rounds, a.discard):
+        for place, (impl, extra) in enumerate(order, 1):
+            result = launch(a, impl, model, data, extra, index)
+            steps_per_s = 1 / result["seconds_per_step"] if result.get("seconds_per_step") else None
+            results.append({**result, "steps_per_s": steps_per_s, "round": k, "place": place})
+            index += 1
     report(a, results)
 
 
@@ -261,19 +271,27 @@ def report(a, results: list[dict]) -> None:
     card = torch.cuda.get_device_name(0) if a.mode == "gpu" and torch.cuda.is_available() else "cpu"
     print(f"\n{card}: {a.prompts} prompts x {a.generations} generations x {a.new_tokens} tokens a step, LoRA r {a.r}, {a.steps} steps (warm-up {a.warmup}), "
           f"model {a.model or 'random'}")
-    print(f"{'run':44} {'s/step':>7} {'vs TRL':>7} {'gen tok/s':>10} {'train tok/s':>11} {'gen s':>6} {'upd s':>6} {'1st s':>6} {'peak GiB':>9}")
-    trl = next((r for r in results if r.get("impl") == "trl" and r.get("seconds_per_step")), None)
+    print(f"{'round':>5} {'#':>2} {'run':44} {'s/step':>7} {'vs TRL':>7} {'gen tok/s':>10} {'train tok/s':>11} {'gen s':>6} {'upd s':>6} "
+          f"{'1st s':>6} {'peak GiB':>9}")
     for r in results:
+        trl = next((b for b in results if b.get("impl") == "trl" and b.get("seconds_per_step") and b["round"] == r["round"]), None)
         name = " ".join([r["impl"], *r.get("extra", [])]) + (f" ({r['backend']}, {r['generation']})" if "backend" in r else "")
         if not r.get("seconds_per_step"):
-            print(f"{name:44} failed")
+            print(f"{r['round']:>5} {r['place']:>2} {name:44} failed")
             continue
         r["steps_per_s_vs_trl"] = round(trl["seconds_per_step"] / r["seconds_per_step"], 3) if trl else None
         vs = f"{r['steps_per_s_vs_trl']:.2f}x" if trl else "-"
-        print(f"{name:44} {r['seconds_per_step']:7.2f} {vs:>7} {r['generated_tokens_per_s'] or 0:10.0f} {r['training_tokens_per_s'] or 0:11.0f} "
+        print(f"{r['round']:>5} {r['place']:>2} {name:44} {r['seconds_per_step']:7.2f} {vs:>7} {r['generated_tokens_per_s'] or 0:10.0f} {r['training_tokens_per_s'] or 0:11.0f} "
               f"{r['generate_seconds'] or 0:6.2f} {r['update_seconds'] or 0:6.2f} {r['first_step_seconds'] or 0:6.1f} {r['peak_memory_gib']:9.2f}")
-    shape = {**SHAPES[a.mode], "steps": a.steps, "warmup": a.warmup, "model": a.model or "random"}
-    Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "shape": shape, "results": results}, indent=2))
+    summary = summarize(results, rate="steps_per_s")
+    if a.rounds > 1:
+        print(f"\nmedian over {a.rounds} counted rounds (a failed run counts as 0 steps/s):")
+        for name, row in summary.items():
+            ratio = f", {row['vs_trl']:.2f}x TRL's steps/s (median of the rounds' ratios)" if row["vs_trl"] is not None else ""
+            print(f"  {name}: {row['steps_per_s']:.3f} steps/s{ratio}; rounds {row['each']}")
+    shape = {**SHAPES[a.mode], "steps": a.steps, "warmup": a.warmup, "model": a.model or "random", "rounds": a.rounds, "discard": a.discard}
+    Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "shape": shape, "results": results, "summary": summary},
+                                                                indent=2))
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ def one(a) -> None:
 
 
 def label(impl: str, method: str, extra: tuple = ()) -> str:
-    return " ".join((impl, method, *extra))
+    return " ".join(x for x in (impl, method, *extra) if x)
 
 
 def schedule(runs: list, rounds: int, discard: int) -> list[tuple[int, list]]:
@@ -338,32 +338,30 @@ def report(a, results: list[dict], model: str, gpu: bool) -> None:
         print(f"\nmedian over {a.rounds} counted rounds (a failed run counts as 0 tokens/s):")
         for name, row in summary.items():
             ratio = f", {row['vs_trl']:.2f}x TRL (median of the rounds' ratios)" if row["vs_trl"] is not None else ""
-            print(f"  {name}: {row['tokens_per_s']:.1f} tokens/s{ratio}; rounds {row['each']}")
+            print(f"  {name}: {row['tokens_per_s']:.1f} tokens/s{ratio}; rounds {[round(x, 1) for x in row['each']]}")
     shape = {"shape": a.shape if gpu else "embedded", "batch": a.batch, "grad_accum": a.grad_accum, "lengths": a.lengths, "r": a.r,
              "rounds": a.rounds, "discard": a.discard}
     Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "params": n, **shape, "results": results,
                                                                  "summary": summary}, indent=2))
 
 
-def summarize(results: list[dict]) -> dict:
-    """Per run: its median tokens/s over the counted rounds (a failed run as 0) and its median ratio to TRL's
-    run of the same method in the same round (a round where either failed counts as 0)."""
+def summarize(results: list[dict], rate: str = "tokens_per_s") -> dict:
+    """Per run: its median `rate` over the counted rounds (a failed run as 0) and its median ratio to TRL's run
+    of the same method in the same round (a round where either failed counts as 0)."""
     from statistics import median
 
     counted = [r for r in results if r["round"] >= 0]
     summary = {}
-    for name in dict.fromkeys(label(r["impl"], r["method"], tuple(r.get("extra") or ())) for r in counted):
-        mine = [r for r in counted if label(r["impl"], r["method"], tuple(r.get("extra") or ())) == name]
-        each = [r.get("tokens_per_s", 0.0) for r in mine]
+    for name in dict.fromkeys(label(r["impl"], r.get("method") or "", tuple(r.get("extra") or ())) for r in counted):
+        mine = [r for r in counted if label(r["impl"], r.get("method") or "", tuple(r.get("extra") or ())) == name]
+        each = [r.get(rate) or 0.0 for r in mine]
         ratios = []
         for r in mine:
-            ref = next((b for b in counted if b["impl"] == "trl" and b["method"] == r["method"] and b["round"] == r["round"]), None)
+            ref = next((b for b in counted if b["impl"] == "trl" and b.get("method") == r.get("method") and b["round"] == r["round"]), None)
             if ref is not None and r["impl"] != "trl":
-                ratios.append(r.get("tokens_per_s", 0.0) / ref["tokens_per_s"] if ref.get("tokens_per_s") else 0.0)
-        summary[name] = {"tokens_per_s": median(each), "each": [round(x, 1) for x in each],
-                         "vs_trl": median(ratios) if ratios else None}
+                ratios.append((r.get(rate) or 0.0) / ref[rate] if ref.get(rate) else 0.0)
+        summary[name] = {rate: median(each), "each": [round(x, 3) for x in each], "vs_trl": median(ratios) if ratios else None}
     return summary
-
 
 if __name__ == "__main__":
     main()

@@ -36,3 +36,17 @@ def test_a_failed_run_lowers_its_median_and_keeps_its_row():
     assert summary["trl lora"]["tokens_per_s"] == 10.0 and summary["trl lora"]["vs_trl"] is None
     results[-2:] = [row("trl", 2), row("distill", 2, 40.0)]  # TRL failed in round 2: that round's ratio counts as 0
     assert summarize(results)["distill lora"]["vs_trl"] == 3.0  # median of 3.0, 4.0 and 0, not of 3.0 and 4.0
+
+
+def test_the_grpo_bench_counts_steps_a_second_the_same_way():
+    """bench/grpo_throughput.py's runs: no method, a rate in steps/s; TRL's run of the same round is the reference."""
+
+    def run(impl, k, rate=None):
+        return {"impl": impl, "extra": [], "round": k, **({"steps_per_s": rate} if rate else {"error": "nan"})}
+
+    results = [run("trl", 0, 0.2), run("distill", 0, 0.6), run("distill", 1), run("trl", 1, 0.1),
+               run("trl", 2, 0.25), run("distill", 2, 0.5)]
+    summary = summarize(results, rate="steps_per_s")
+    assert list(summary) == ["trl", "distill"]
+    assert summary["distill"]["steps_per_s"] == 0.5 and summary["distill"]["each"] == [0.6, 0.0, 0.5]
+    assert summary["distill"]["vs_trl"] == 2.0  # ratios 3.0, 0 (failed), 2.0
