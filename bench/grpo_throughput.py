@@ -49,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from train_throughput import TARGETS, make_data, make_model, schedule, summarize  # noqa: E402  (the SFT bench's data, model, rounds)
+from train_throughput import TARGETS, make_data, make_model, schedule, summarize, trl_of  # noqa: E402  (the SFT bench's data, model, rounds)
 
 SHAPES = {
     "gpu": dict(steps=16, warmup=4, prompts=4, generations=8, new_tokens=128),
@@ -274,7 +274,8 @@ def report(a, results: list[dict]) -> None:
     print(f"{'round':>5} {'#':>2} {'run':44} {'s/step':>7} {'vs TRL':>7} {'gen tok/s':>10} {'train tok/s':>11} {'gen s':>6} {'upd s':>6} "
           f"{'1st s':>6} {'peak GiB':>9}")
     for r in results:
-        trl = next((b for b in results if b.get("impl") == "trl" and b.get("seconds_per_step") and b["round"] == r["round"]), None)
+        trl = trl_of(results, r)
+        trl = trl if trl and trl.get("seconds_per_step") else None
         name = " ".join([r["impl"], *r.get("extra", [])]) + (f" ({r['backend']}, {r['generation']})" if "backend" in r else "")
         if not r.get("seconds_per_step"):
             print(f"{r['round']:>5} {r['place']:>2} {name:44} failed")

@@ -216,6 +216,12 @@ def schedule(runs: list, rounds: int, discard: int) -> list[tuple[int, list]]:
     return [(k - discard, runs[k % n :] + runs[: k % n]) for k in range(discard + rounds)]
 
 
+def trl_of(results: list[dict], run: dict) -> dict | None:
+    """TRL's run of this run's method in this run's round: the reference its ratio is made against."""
+    same = (b for b in results if b.get("impl") == "trl" and b.get("method") == run.get("method") and b["round"] == run["round"])
+    return next(same, None)
+
+
 def launch(a, impl: str, method: str, model: str, data: str, extra: tuple = ()) -> dict:
     cmd = [sys.executable, __file__, "one", "--impl", impl, "--method", method, "--model", model, "--data", data,
            "--workdir", a.out, "--steps", str(a.steps), "--warmup", str(a.warmup), "--batch", str(a.batch), "--r", str(a.r),
@@ -321,7 +327,7 @@ def report(a, results: list[dict], model: str, gpu: bool) -> None:
           f"records {a.lengths}, steps {a.steps} (warm-up {a.warmup}), rounds {a.rounds} (+{a.discard} discarded)")
     print(f"{'round':>5} {'#':>2} {'impl':8} {'method':6} {'tokens/s':>10} {'peak GiB':>9} {'MFU 6N':>7} {'MFU 4N':>7} {'vs TRL':>7}")
     for r in results:
-        ref = next((b for b in results if b.get("impl") == "trl" and b["method"] == r["method"] and b["round"] == r["round"]), None)
+        ref = trl_of(results, r)
         name = r["method"] + ("+" + ",".join(r["extra"]) if r.get("extra") else "")
         if "tokens_per_s" not in r:
             print(f"{r['round']:>5} {r['place']:>2} {r['impl']:8} {name:6} failed")
@@ -357,11 +363,12 @@ def summarize(results: list[dict], rate: str = "tokens_per_s") -> dict:
         each = [r.get(rate) or 0.0 for r in mine]
         ratios = []
         for r in mine:
-            ref = next((b for b in counted if b["impl"] == "trl" and b.get("method") == r.get("method") and b["round"] == r["round"]), None)
+            ref = trl_of(counted, r)
             if ref is not None and r["impl"] != "trl":
                 ratios.append((r.get(rate) or 0.0) / ref[rate] if ref.get(rate) else 0.0)
         summary[name] = {rate: median(each), "each": [round(x, 3) for x in each], "vs_trl": median(ratios) if ratios else None}
     return summary
+
 
 if __name__ == "__main__":
     main()
