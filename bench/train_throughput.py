@@ -357,9 +357,11 @@ def summarize(results: list[dict], rate: str = "tokens_per_s") -> dict:
     from statistics import median
 
     counted = [r for r in results if r["round"] >= 0]
+    runs: dict[str, list[dict]] = {}
+    for r in counted:
+        runs.setdefault(label(r["impl"], r.get("method") or "", tuple(r.get("extra") or ())), []).append(r)
     summary = {}
-    for name in dict.fromkeys(label(r["impl"], r.get("method") or "", tuple(r.get("extra") or ())) for r in counted):
-        mine = [r for r in counted if label(r["impl"], r.get("method") or "", tuple(r.get("extra") or ())) == name]
+    for name, mine in runs.items():
         each = [r.get(rate) or 0.0 for r in mine]
         ratios = []
         for r in mine:

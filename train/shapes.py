@@ -22,7 +22,7 @@ import torch
 from train import ranks
 
 LENGTHS = (256, 512, 768, 1024, 1280, 1536, 2048)  # a part's padded length; past these, multiples of 512
-FILL = {"labels": -100}  # a padded or filler position's value (input_ids: the pad token; 0 for every other key)
+FILL = {"labels": -100}  # a padded or filler position's value (input_ids: the pad id fixed_parts is given; else 0)
 
 
 def shaped_length(longest: int) -> int:

@@ -89,8 +89,9 @@ class SplitBatches:
     def training_step(self, model, inputs, num_items_in_batch=None):
         parts = [inputs]
         if num_items_in_batch is not None:
-            pad_id = getattr(self.processing_class, "pad_token_id", None) or 0  # new positions look like the collator's padding
-            shaped = fixed_parts(inputs, self.distill_batch_tokens, pad_id) if self.distill_fixed_shapes else None
+            shaped = None
+            if self.distill_fixed_shapes:  # new positions hold the pad token, as the collator pads
+                shaped = fixed_parts(inputs, self.distill_batch_tokens, getattr(self.processing_class, "pad_token_id", None) or 0)
             parts = shaped or split_rows(inputs, self.distill_batch_tokens)
         if len(parts) == 1:
             return super().training_step(model, parts[0], num_items_in_batch)
