@@ -49,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from train_throughput import TARGETS, make_data, make_model, schedule, summarize, trl_of  # noqa: E402  (the SFT bench's data, model, rounds)
+from train_throughput import TARGETS, exit_if_failed, make_data, make_model, schedule, summarize, trl_of  # noqa: E402  (the SFT bench's data, model, rounds)
 
 SHAPES = {
     "gpu": dict(steps=16, warmup=4, prompts=4, generations=8, new_tokens=128),
@@ -263,6 +263,7 @@ def main() -> None:
             results.append({**result, "steps_per_s": steps_per_s, "round": k, "place": place})
             index += 1
     report(a, results)
+    exit_if_failed(results)
 
 
 def report(a, results: list[dict]) -> None:

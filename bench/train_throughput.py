@@ -19,7 +19,8 @@ Order matters on a GPU host: in every call of 2026-12-06 the later of two distil
 set N times, round k in the set's order rotated by k, so each run takes each place; `--discard D` runs
 D rounds first that are printed but not counted (the first distill run of a call fills Unsloth's and
 Inductor's caches). The summary gives each run's median tokens/s over the counted rounds, and its
-median ratio to TRL's run of the same round; a run that failed counts as 0 tokens/s there.
+median ratio to TRL's run of the same round; a run that failed counts as 0 tokens/s there, and
+the driver (this one and bench/grpo_throughput.py) exits 1 once the report and results file are written.
 
 Each distill run's own output is kept in OUT/distill-METHOD.log, its per-step log in
 OUT/distill-METHOD/metrics.jsonl.
@@ -307,6 +308,14 @@ def main() -> None:
             results.append({**result, "round": k, "place": place})
             keep_metrics(a.out, result, k, place)
     report(a, results, model, gpu)
+    exit_if_failed(results)
+
+
+def exit_if_failed(results: list[dict]) -> None:
+    """After the report and results file are written: a non-zero exit when any run failed (its row says why)."""
+    failed = [label(r["impl"], r.get("method") or "", tuple(r.get("extra") or ())) for r in results if "error" in r]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(results)} runs failed: {'; '.join(failed)}")
 
 
 def keep_metrics(out: str, result: dict, k: int, place: int) -> None:

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from train_throughput import schedule, summarize
+import pytest
+from train_throughput import exit_if_failed, schedule, summarize
 
 
 def test_each_run_takes_each_place_and_warm_up_rounds_are_not_counted():
@@ -50,3 +51,12 @@ def test_the_grpo_bench_counts_steps_a_second_the_same_way():
     assert list(summary) == ["trl", "distill"]
     assert summary["distill"]["steps_per_s"] == 0.5 and summary["distill"]["each"] == [0.6, 0.0, 0.5]
     assert summary["distill"]["vs_trl"] == 2.0  # ratios 3.0, 0 (failed), 2.0
+
+
+def test_a_bench_with_a_failed_run_exits_non_zero():
+    ran = {"impl": "trl", "method": "lora", "extra": [], "round": 0, "tokens_per_s": 10.0}
+    exit_if_failed([ran])  # every run ran: no exit
+    with pytest.raises(SystemExit) as exited:
+        failed = {"impl": "distill", "method": "lora", "extra": ["fixed_shapes=true"], "round": 0, "error": "oom"}
+        exit_if_failed([ran, failed])
+    assert exited.value.code == "1 of 2 runs failed: distill lora fixed_shapes=true"  # a message: exit status 1
