@@ -16,8 +16,8 @@ Metrics), which measures and changes nothing in what runs.
   python bench/grpo_throughput.py gpu --run distill --run "distill env:UNSLOTH_GRPO_SEQ_PACKING=1"  # a run's environment
                                                                     # (distill sets that switch to 0 by default)
   python bench/grpo_throughput.py cpu --out runs/bench-grpo-cpu     # a tiny shape on the CPU: a smoke test of the bench
-  python bench/grpo_throughput.py gpu --rounds 3 --discard 1        # alternated: each run takes each place, a warm-up
-                                                                    # round uncounted, medians (bench/train_throughput.py)
+  python bench/grpo_throughput.py gpu --rounds 3        # alternated: each run takes each place, after a warm-up
+                                                       # round uncounted (the default; --discard 0 skips it)
 
 gpu: the 1.1B Llama shape (random init, bf16, the SmolLM2 tokenizer), LoRA r16 on every projection,
 4 prompts a step x 8 generations x 128 new tokens (a random model never stops early: every
@@ -219,7 +219,7 @@ def launch(a, impl: str, model: str, data: str, extra: tuple = (), index: int = 
     return result
 
 
-def main() -> None:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["gpu", "cpu", "one"])
     p.add_argument("--out", "--workdir", dest="out", default="runs/bench-grpo")
@@ -237,8 +237,12 @@ def main() -> None:
     p.add_argument("--run", action="append", help='"IMPL [key=value ...]" (repeatable): run these instead of distill and trl')
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the embedded model's)")
     p.add_argument("--rounds", type=int, default=1, help="run the set this many times, each round in another order (counted)")
-    p.add_argument("--discard", type=int, default=0, help="rounds run first to warm the caches, printed but not counted")
-    a = p.parse_args()
+    p.add_argument("--discard", type=int, default=1, help="warm-up rounds run first, printed but not counted (0: none)")
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    a = arguments()
     a.workdir = a.out
     if a.mode == "one":
         return one(a)

@@ -11,16 +11,17 @@ steps; peak memory is torch.cuda.max_memory_allocated (GPU) or the process's pea
   python bench/train_throughput.py cpu --out runs/bench   # embedded SmolLM2-135M student, 2 threads
   python bench/train_throughput.py gpu --run "trl lora" --run "distill lora batching=padding-free"  # chosen runs
   python bench/train_throughput.py gpu --run "distill lora TORCH_LOGS=recompiles"  # UPPER_CASE=value: environment
-  python bench/train_throughput.py gpu --run "trl lora" --run "distill lora" --rounds 3 --discard 1
-      # alternated: a first round that only warms the caches, then 3 rounds, each in another order
+  python bench/train_throughput.py gpu --run "trl lora" --run "distill lora" --rounds 3
+      # alternated: a first round that only warms the machine (uncounted), then 3 rounds, each in another order
 
-Order matters on a GPU host: in every call of 2026-12-06 the later of two distill runs read faster (up to
-1.5x; docs/benchmarks.md), so a comparison made in one order is not a comparison. `--rounds N` runs the
-set N times, round k in the set's order rotated by k, so each run takes each place; `--discard D` runs
-D rounds first that are printed but not counted (the first distill run of a call fills Unsloth's and
-Inductor's caches). The summary gives each run's median tokens/s over the counted rounds, and its
-median ratio to TRL's run of the same round; a run that failed counts as 0 tokens/s there, and
-the driver (this one and bench/grpo_throughput.py) exits 1 once the report and results file are written.
+Order matters on a GPU host: the first run of each kind on a fresh machine read slower than the same
+run later in the call (plain TRL by 10-41% in each of three calls on 2026-12-06, distill by up to 16%;
+docs/benchmarks.md), so a comparison made in one order is not a comparison. `--rounds N` runs the set N
+times, round k in the set's order rotated by k, so each run takes each place; `--discard D` runs D
+rounds first that are printed but not counted: 1 by default (`--discard 0` skips it). The summary gives
+each run's median tokens/s over the counted rounds, and its median ratio to TRL's run of the same round;
+a run that failed counts as 0 tokens/s there, and the driver (this one and bench/grpo_throughput.py)
+exits 1 once the report and results file are written.
 
 Each distill run's own output is kept in OUT/distill-METHOD.log, its per-step log in
 OUT/distill-METHOD/metrics.jsonl.
@@ -248,7 +249,7 @@ def params(model: str) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def main() -> None:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["gpu", "gpu-beyond", "cpu", "one"])
     p.add_argument("--out", "--workdir", dest="out", default="runs/bench")
@@ -270,8 +271,12 @@ def main() -> None:
     p.add_argument("--records", type=int, default=800)
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the embedded model's)")
     p.add_argument("--rounds", type=int, default=1, help="run the set this many times, each round in another order (counted)")
-    p.add_argument("--discard", type=int, default=0, help="rounds run first to warm the caches, printed but not counted")
-    a = p.parse_args()
+    p.add_argument("--discard", type=int, default=1, help="warm-up rounds run first, printed but not counted (0: none)")
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    a = arguments()
     a.workdir = a.out
     if a.mode == "one":
         return one(a)

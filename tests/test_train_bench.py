@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import grpo_throughput
 import pytest
+import train_throughput
 from train_throughput import exit_if_failed, schedule, summarize
 
 
@@ -19,6 +21,15 @@ def test_each_run_takes_each_place_and_warm_up_rounds_are_not_counted():
     assert {order.index(run) for order in counted for run in runs[:1]} == {0, 1, 2}  # each place in turn
     assert all(len({order.index(run) for order in counted}) == 3 for run in runs)
     assert schedule(runs, rounds=1, discard=0) == [(0, runs)]  # one round: the order given
+
+
+def test_both_benches_warm_the_machine_with_an_uncounted_round_unless_told_not_to():
+    """A fresh GPU machine's first run of each kind read 10-41% slow (docs/benchmarks.md, 2026-12-06)."""
+    for bench in (train_throughput, grpo_throughput):
+        for mode in ("gpu", "cpu"):
+            assert bench.arguments([mode]).discard == 1
+        assert bench.arguments(["gpu", "--discard", "0"]).discard == 0
+    assert [k for k, _ in schedule([("trl", "lora"), ("distill", "lora")], 1, 1)] == [-1, 0]  # then the counted round
 
 
 def test_a_failed_run_lowers_its_median_and_keeps_its_row():
