@@ -23,8 +23,9 @@ each run's median tokens/s over the counted rounds, and its median ratio to TRL'
 a run that failed counts as 0 tokens/s there, and the driver (this one and bench/grpo_throughput.py)
 exits 1 once the report and results file are written.
 
-Each distill run's own output is kept in OUT/distill-METHOD.log, its per-step log in
-OUT/distill-METHOD/metrics.jsonl.
+Each distill run's own output is kept in OUT/distill-METHOD.log. Every run's per-step log (step, time,
+tokens so far; distill's has the loss too) is copied to OUT/metrics-roundK-placeP.jsonl (warm-up rounds:
+metrics-warmupK-placeP.jsonl).
 
 Data: distillation-shaped records (a question, a `<think>` trace, a short answer) built from
 the Python language reference that every CPython carries (pydoc_data.topics): `--lengths long`
@@ -193,6 +194,8 @@ def run_trl(a) -> dict:
     cls = type("CountedSFTTrainer", (CountTokens, SFTTrainer if gpu else CPUSFTTrainer), {})
     trainer = cls(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft, callbacks=[Clock()])
     trainer.train()
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)  # its per-step log, as distill writes its own
+    Path(args.output_dir, "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     rate, measured = steady(rows, a.warmup)
     peak = torch.cuda.max_memory_allocated() / 2**30 if gpu else __import__("resource").getrusage(0).ru_maxrss / 2**20
     return {"tokens_per_s": rate, "steps_measured": measured, "peak_memory_gib": round(peak, 3), "backend": "trl"}
@@ -324,9 +327,9 @@ def exit_if_failed(results: list[dict]) -> None:
 
 
 def keep_metrics(out: str, result: dict, k: int, place: int) -> None:
-    """A distill run's per-step log, kept under a name of its own (the next run's output replaces the folder)."""
-    src = Path(out, f"distill-{result['method']}", "metrics.jsonl")
-    if result.get("impl") == "distill" and src.exists():
+    """A run's per-step log (distill's or TRL's), kept under a name of its own (the next run replaces its folder's)."""
+    src = Path(out, f"{result['impl']}-{result['method']}", "metrics.jsonl")
+    if "error" not in result and src.exists():  # a failed run wrote none: an older run's log is not its
         name = f"round{k}" if k >= 0 else f"warmup{-k}"
         Path(out, f"metrics-{name}-place{place}.jsonl").write_text(src.read_text())
 

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import grpo_throughput
 import pytest
 import train_throughput
-from train_throughput import exit_if_failed, schedule, summarize
+from train_throughput import exit_if_failed, keep_metrics, schedule, summarize
 
 
 def test_each_run_takes_each_place_and_warm_up_rounds_are_not_counted():
@@ -71,3 +71,16 @@ def test_a_bench_with_a_failed_run_exits_non_zero():
         failed = {"impl": "distill", "method": "lora", "extra": ["fixed_shapes=true"], "round": 0, "error": "oom"}
         exit_if_failed([ran, failed])
     assert exited.value.code == "1 of 2 runs failed: distill lora fixed_shapes=true"  # a message: exit status 1
+
+
+def test_each_runs_per_step_log_is_kept_under_its_round_and_place(tmp_path):
+    """TRL's log too (to compare steps), and never an older run's log under a failed run's name."""
+    for impl in ("trl", "distill"):
+        (tmp_path / f"{impl}-lora").mkdir()
+        (tmp_path / f"{impl}-lora" / "metrics.jsonl").write_text(f'{{"step": 1, "impl": "{impl}"}}\n')
+    keep_metrics(str(tmp_path), {"impl": "trl", "method": "lora", "tokens_per_s": 1.0}, -1, 1)
+    keep_metrics(str(tmp_path), {"impl": "distill", "method": "lora", "tokens_per_s": 3.0}, 0, 2)
+    keep_metrics(str(tmp_path), {"impl": "distill", "method": "lora", "error": "oom"}, 1, 1)
+    assert '"trl"' in (tmp_path / "metrics-warmup1-place1.jsonl").read_text()
+    assert '"distill"' in (tmp_path / "metrics-round0-place2.jsonl").read_text()
+    assert not (tmp_path / "metrics-round1-place1.jsonl").exists()
