@@ -4,8 +4,11 @@
       [--start 8 --steps 3] [--snapshot mem.pickle] [key=value ...]
   python bench/train_profile.py --stage grpo --data runs/bench-grpo/data --model runs/bench-grpo/llama-1b \
       --report grpo.txt max_completion_length=128 'rewards={"grpo_throughput:spaces": 1.0}'
+  python bench/train_profile.py --stage trl --data runs/bench/data-long --model runs/bench/llama-8b \
+      --report trl-8b.txt method=qlora lora_r=32 batch_size=8   # the baseline's step: plain TRL, as the bench runs it
 
-Runs `distill train` (or `--stage grpo`) in this process (same config path as the CLI), profiles steps
+Runs `distill train` (or `--stage grpo`, or with `--stage trl` the SFT bench's plain TRL + PEFT run, which takes
+the overrides method, lora_r, batch_size and grad_accum) in this process (same config path as the CLI), profiles steps
 start .. start+steps-1 and writes to --report: wall seconds per step, kernel (GPU) seconds per
 step and the share of the wall time the GPU was busy, then the top operators by GPU time and by
 host time. A GRPO step is labelled `distill.step` in the host-time table, its sampling and
@@ -137,7 +140,7 @@ def write_report(a, prof, wall: float, peak: list[str], python: list[str]) -> No
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["sft", "grpo"], default="sft")
+    p.add_argument("--stage", choices=["sft", "grpo", "trl"], default="sft")
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True, help="the model to train (sft) or to start from (grpo: --from)")
     p.add_argument("--report", required=True)
@@ -153,7 +156,15 @@ def main() -> None:
 
     values = {"data": a.data, "out": a.out, "overwrite": True, "save_steps": 100_000, "max_steps": a.start + a.steps + 1}
     overrides = parse_overrides(a.overrides)
-    if a.stage == "grpo":
+    if a.stage == "trl":
+        sys.path.insert(0, str(ROOT / "bench"))
+        from train_throughput import run_trl
+
+        shape = {"method": "lora", "lora_r": 16, "batch_size": 16, "grad_accum": 1, **overrides}
+        bench = argparse.Namespace(model=a.model, data=a.data, workdir=a.out, steps=values["max_steps"], warmup=0, threads=None,
+                                   method=shape["method"], r=shape["lora_r"], batch=shape["batch_size"], grad_accum=shape["grad_accum"])
+        run_trl(bench, callbacks=(profiler_callback(a),))
+    elif a.stage == "grpo":
         import train.grpo_trainer
         from train.grpo import run_grpo
         from train.grpo_config import GRPOConfig

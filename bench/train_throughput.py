@@ -159,8 +159,9 @@ def run_distill(a) -> dict:
             "backend": record["backend"], "final_loss": record["metrics"]["final_loss"], "batches": record.get("batches")}
 
 
-def run_trl(a) -> dict:
-    """Plain TRL SFT: SFTTrainer defaults (padded batches, gradient checkpointing), SDPA, PEFT LoRA."""
+def run_trl(a, callbacks: tuple = ()) -> dict:
+    """Plain TRL SFT: SFTTrainer defaults (padded batches, gradient checkpointing), SDPA, PEFT LoRA.
+    `callbacks`: more TrainerCallbacks (bench/train_profile.py --stage trl adds its profiler)."""
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
@@ -192,7 +193,7 @@ def run_trl(a) -> dict:
 
     # TRL 1.15's loss is a Triton kernel, which has no CPU driver: on CPU the model's own loss (train/trainer.py)
     cls = type("CountedSFTTrainer", (CountTokens, SFTTrainer if gpu else CPUSFTTrainer), {})
-    trainer = cls(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft, callbacks=[Clock()])
+    trainer = cls(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft, callbacks=[Clock(), *callbacks])
     trainer.train()
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)  # its per-step log, as distill writes its own
     Path(args.output_dir, "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

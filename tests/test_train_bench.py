@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -84,3 +85,22 @@ def test_each_runs_per_step_log_is_kept_under_its_round_and_place(tmp_path):
     assert '"trl"' in (tmp_path / "metrics-warmup1-place1.jsonl").read_text()
     assert '"distill"' in (tmp_path / "metrics-round0-place2.jsonl").read_text()
     assert not (tmp_path / "metrics-round1-place1.jsonl").exists()
+
+
+def test_the_profiler_reports_plain_trls_steps_as_the_bench_runs_them(tmp_path):
+    """bench/train_profile.py --stage trl: the baseline's step profiled (a tiny model on the CPU, one step)."""
+    import subprocess
+
+    from trainkit import data_dir, tiny_model
+
+    root = Path(__file__).resolve().parents[1]
+    model, data, report = tiny_model(tmp_path / "tiny"), data_dir(tmp_path / "data", n=16), tmp_path / "trl.txt"
+    cmd = [sys.executable, str(root / "bench" / "train_profile.py"), "--stage", "trl", "--data", str(data),
+           "--model", str(model), "--report", str(report), "--out", str(tmp_path / "out"),
+           "--start", "1", "--steps", "1", "batch_size=4", "lora_r=4"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = report.read_text()
+    assert text.startswith("profiled steps: 1 (from step 1); config overrides: batch_size=4 lora_r=4")
+    assert "aten::mm" in text or "aten::addmm" in text  # the step's matmuls were recorded
