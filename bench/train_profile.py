@@ -157,10 +157,13 @@ def main() -> None:
     values = {"data": a.data, "out": a.out, "overwrite": True, "save_steps": 100_000, "max_steps": a.start + a.steps + 1}
     overrides = parse_overrides(a.overrides)
     if a.stage == "trl":
+        shape = {"method": "lora", "lora_r": 16, "batch_size": 16, "grad_accum": 1}
+        if set(overrides) - set(shape):
+            raise SystemExit(f"--stage trl takes only {', '.join(shape)}; not {', '.join(sorted(set(overrides) - set(shape)))}")
+        shape |= overrides
         sys.path.insert(0, str(ROOT / "bench"))
         from train_throughput import run_trl
 
-        shape = {"method": "lora", "lora_r": 16, "batch_size": 16, "grad_accum": 1, **overrides}
         bench = argparse.Namespace(model=a.model, data=a.data, workdir=a.out, steps=values["max_steps"], warmup=0, threads=None,
                                    method=shape["method"], r=shape["lora_r"], batch=shape["batch_size"], grad_accum=shape["grad_accum"])
         run_trl(bench, callbacks=(profiler_callback(a),))

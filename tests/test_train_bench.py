@@ -104,3 +104,8 @@ def test_the_profiler_reports_plain_trls_steps_as_the_bench_runs_them(tmp_path):
     text = report.read_text()
     assert text.startswith("profiled steps: 1 (from step 1); config overrides: batch_size=4 lora_r=4")
     assert "aten::mm" in text or "aten::addmm" in text  # the step's matmuls were recorded
+    # a distill-only key would be ignored by TRL's run without a word: refused in one line
+    refused = subprocess.run(cmd + ["max_batch_tokens=4096"], capture_output=True, text=True, cwd=root, env=env)
+    assert refused.returncode != 0
+    message = "--stage trl takes only method, lora_r, batch_size, grad_accum; not max_batch_tokens"
+    assert refused.stderr.strip().splitlines()[-1] == message
