@@ -158,8 +158,9 @@ def main() -> None:
     overrides = parse_overrides(a.overrides)
     if a.stage == "trl":
         shape = {"method": "lora", "lora_r": 16, "batch_size": 16, "grad_accum": 1}
-        if set(overrides) - set(shape):
-            raise SystemExit(f"--stage trl takes only {', '.join(shape)}; not {', '.join(sorted(set(overrides) - set(shape)))}")
+        unknown = sorted(set(overrides) - set(shape))
+        if unknown:
+            raise SystemExit(f"--stage trl takes only {', '.join(shape)}; not {', '.join(unknown)}")
         shape |= overrides
         sys.path.insert(0, str(ROOT / "bench"))
         from train_throughput import run_trl

@@ -211,8 +211,9 @@ def one(a) -> None:
 # ---------------------------------------------------------------- driver
 
 
-def label(impl: str, method: str, extra: tuple = ()) -> str:
-    return " ".join(x for x in (impl, method, *extra) if x)
+def label(result: dict) -> str:
+    """A run's name in the summary and the failure message: impl, method and extra settings."""
+    return " ".join(x for x in (result["impl"], result.get("method"), *(result.get("extra") or ())) if x)
 
 
 def schedule(runs: list, rounds: int, discard: int) -> list[tuple[int, list]]:
@@ -322,7 +323,7 @@ def main() -> None:
 
 def exit_if_failed(results: list[dict]) -> None:
     """After the report and results file are written: a non-zero exit when any run failed (its row says why)."""
-    failed = [label(r["impl"], r.get("method") or "", tuple(r.get("extra") or ())) for r in results if "error" in r]
+    failed = [label(r) for r in results if "error" in r]
     if failed:
         raise SystemExit(f"{len(failed)} of {len(results)} runs failed: {'; '.join(failed)}")
 
@@ -377,7 +378,7 @@ def summarize(results: list[dict], rate: str = "tokens_per_s") -> dict:
     counted = [r for r in results if r["round"] >= 0]
     runs: dict[str, list[dict]] = {}
     for r in counted:
-        runs.setdefault(label(r["impl"], r.get("method") or "", tuple(r.get("extra") or ())), []).append(r)
+        runs.setdefault(label(r), []).append(r)
     summary = {}
     for name, mine in runs.items():
         each = [r.get(rate) or 0.0 for r in mine]
