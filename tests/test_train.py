@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -350,8 +351,8 @@ def test_batch_layout_defaults(monkeypatch, tiny, data, tmp_path):
     from train import loading
     from train.sft import batch_layout
 
-    def layout(backend, **extra):
-        return batch_layout(config(data, tiny, tmp_path, **extra), backend)
+    def layout(backend, model_config=None, **extra):
+        return batch_layout(config(data, tiny, tmp_path, **extra), backend, model_config)
 
     free = {"padding_free": True, "group_by_length": False, "fixed_shapes": False}
     padded = {"padding_free": False, "group_by_length": True, "fixed_shapes": False}
@@ -363,12 +364,34 @@ def test_batch_layout_defaults(monkeypatch, tiny, data, tmp_path):
     assert layout("hf", fixed_shapes=True)["fixed_shapes"] is False  # padding-free rows have no shape to fix
     monkeypatch.setattr(loading, "device", lambda: "cuda")
     assert layout("unsloth") == {**padded, "max_batch_tokens": 8192}  # GPU + Unsloth: padded, compiled blocks, split over a budget
-    assert layout("unsloth", method="qlora") == {**padded, "max_batch_tokens": 10240}  # a 4-bit base leaves room for larger parts
+    llama_8b = SimpleNamespace(intermediate_size=14336)
+    assert layout("unsloth", llama_8b) == {**padded, "max_batch_tokens": 3072}  # the budget follows the model's MLP width
+    assert layout("unsloth", llama_8b, method="qlora") == {**padded, "max_batch_tokens": 3072}  # the same rule for a 4-bit base
+    assert layout("unsloth", llama_8b, max_batch_tokens=10240)["max_batch_tokens"] == 10240  # asked for
     assert layout("unsloth", fixed_shapes=True) == {**padded, "max_batch_tokens": 8192, "fixed_shapes": True}  # asked for
     assert layout("unsloth", max_batch_tokens=None) == {**padded, "max_batch_tokens": None}
     assert layout("hf") == {**free, "max_batch_tokens": None}
     assert layout("unsloth", packing=True) == {**free, "max_batch_tokens": None}
     assert layout("unsloth", method="full") == {**free, "max_batch_tokens": None}  # measured for LoRA and QLoRA only
+
+
+def test_the_auto_token_budget_keeps_the_mlp_backward_buffers_near_half_a_gib():
+    """Six bf16 buffers of tokens x intermediate_size set a padded micro-batch's peak (docs/benchmarks.md): the budget
+    is the nearest 1,024 tokens that keeps them near 2**29 bytes."""
+    from train.sft import auto_batch_tokens
+
+    def budget(width):
+        return auto_batch_tokens(SimpleNamespace(intermediate_size=width))
+
+    assert budget(5632) == 8192  # the 1.17B Llama of bench/train_throughput.py: the budget measured since 2026-11-28
+    assert budget(14336) == 3072  # Llama-3-8B
+    assert budget(18944) == 2048  # Qwen2.5-7B
+    assert budget(8960) == 5120  # Qwen2.5-1.5B
+    assert budget(64) == 699392  # the tests' tiny model: never split
+    assert budget(200_000) == 1024  # never below one part of 1,024 tokens
+    assert auto_batch_tokens(SimpleNamespace(text_config=SimpleNamespace(intermediate_size=14336))) == 3072  # multimodal
+    assert auto_batch_tokens(SimpleNamespace(hidden_size=4096)) == 8192  # no MLP width named: 8,192
+    assert auto_batch_tokens(None) == 8192
 
 
 def test_optimizer_auto_keeps_adam_state_in_8_bits_on_a_gpu(monkeypatch, tiny, data, tmp_path):

@@ -12,8 +12,9 @@ import sys
 
 import pytest
 import torch
+from transformers import AutoConfig
 
-from train.sft import AUTO_BATCH_TOKENS
+from train.sft import auto_batch_tokens
 
 from trainkit import data_dir, killed_and_resumed, tiny_model
 
@@ -32,7 +33,7 @@ def test_unsloth_trains_on_gpu(tmp_path, method):
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(done.stdout[done.stdout.index("{"):])
     assert record["backend"] == "unsloth"
-    assert record["batches"] == {"padding_free": False, "group_by_length": True, "max_batch_tokens": AUTO_BATCH_TOKENS[method],
+    assert record["batches"] == {"padding_free": False, "group_by_length": True, "max_batch_tokens": auto_batch_tokens(AutoConfig.from_pretrained(model)),
                                  "fixed_shapes": False}  # the GPU default: padded, compiled blocks, split over a token budget
     assert record["optimizer"] == "adamw_8bit"  # Adam's state in 8 bits wherever bitsandbytes runs
     assert record["metrics"]["final_loss"] < record["metrics"]["first_loss"]

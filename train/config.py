@@ -103,7 +103,7 @@ class TrainConfig(StageConfig):
     )
     max_batch_tokens: int | None | Literal["auto"] = Field(
         "auto",
-        description="Padded batches only: a micro-batch larger than this (rows x padded length) is trained as several smaller ones whose gradients add up to the same update, for a lower peak memory; None: never split; auto: 8192 (LoRA) or 10240 (QLoRA, whose 4-bit base leaves room) where batches are padded by default (Unsloth on a CUDA GPU), else None.",
+        description="Padded batches only: a micro-batch larger than this (rows x padded length) is trained as several smaller ones whose gradients add up to the same update, for a lower peak memory; None: never split; auto: where batches are padded by default (Unsloth on a CUDA GPU), the tokens whose MLP backward buffers (six of tokens x the model's intermediate_size, bf16) take about half a GiB, to the nearest 1,024 (8,192 for a 1B Llama, 3,072 for an 8B), else None.",
     )
     fixed_shapes: bool = Field(
         False,

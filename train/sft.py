@@ -80,7 +80,7 @@ def setup(cfg: TrainConfig, ident: dict, announce: bool = True) -> tuple[Plan, T
     model, tokenizer = unsloth_adapter.load(spec) if backend == "unsloth" else loading.load_hf(spec)
     data = prepare(cfg, tokenizer, source, spec.max_seq_length, kind)
     recipe.claim(Path(cfg.out), ident)
-    batches = batch_layout(cfg, backend)
+    batches = batch_layout(cfg, backend, model.config)
     optim = loading.resolve_optim(cfg.optim)
     plan = Plan(Path(cfg.out), spec, backend, fallback, model, tokenizer, data, kind, why, resume_from, batches, optim)
     return plan, cfg
@@ -109,12 +109,25 @@ def sft_args(cfg: TrainConfig, plan: Plan):
     )
 
 
-# docs/benchmarks.md: under half (LoRA) and a third (QLoRA) of plain TRL's peak memory at about 2x its speed
-# (H200, 1B model)
-AUTO_BATCH_TOKENS = {"lora": 8192, "qlora": 10240}
+# What sets a padded micro-batch's peak (docs/benchmarks.md, the allocator's history at the peak): Unsloth's LoRA-MLP
+# and SwiGLU backward hold six buffers of tokens x intermediate_size in bf16. `auto` keeps them near half a GiB:
+# 8,192 tokens on the 1.17B Llama (intermediate 5,632), 3,072 on the Llama-3-8B shape (14,336; QLoRA r 32, batch 8,
+# a whole epoch on an H100: 0.590x plain TRL's peak at 2.00-2.08x its tokens/s, where 10,240 tokens held 0.752x).
+MLP_BUFFERS_BYTES = 2**29
+AUTO_BATCH_TOKENS = 8192  # a model whose config names no intermediate_size
 
 
-def batch_layout(cfg: TrainConfig, backend: str) -> dict:
+def auto_batch_tokens(model_config) -> int:
+    """The `max_batch_tokens: auto` budget for this model: six MLP-wide bf16 buffers within MLP_BUFFERS_BYTES,
+    to the nearest 1,024 tokens (at least 1,024)."""
+    text = getattr(model_config, "text_config", None) or model_config  # multimodal configs nest the language model's
+    width = getattr(text, "intermediate_size", None)
+    if not isinstance(width, int) or width <= 0:
+        return AUTO_BATCH_TOKENS
+    return max(1024, round(MLP_BUFFERS_BYTES / (6 * 2 * width) / 1024) * 1024)
+
+
+def batch_layout(cfg: TrainConfig, backend: str, model_config=None) -> dict:
     """{padding_free, group_by_length, max_batch_tokens, fixed_shapes} for this run. Packed rows are
     always padding-free. auto: padded batches of similar lengths for LoRA/QLoRA with Unsloth on a GPU,
     where it compiles each decoder block for them (padding-free batches run eagerly there and
@@ -126,7 +139,7 @@ def batch_layout(cfg: TrainConfig, backend: str) -> dict:
     grouped = padded if cfg.group_by_length == "auto" else cfg.group_by_length
     budget = cfg.max_batch_tokens
     if budget == "auto":
-        budget = AUTO_BATCH_TOKENS[cfg.method] if padded and compiled else None
+        budget = auto_batch_tokens(model_config) if padded and compiled else None
     return {
         "padding_free": not padded,
         "group_by_length": bool(grouped),
