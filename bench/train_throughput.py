@@ -13,6 +13,8 @@ steps; peak memory is torch.cuda.max_memory_allocated (GPU) or the process's pea
   python bench/train_throughput.py gpu --run "distill lora TORCH_LOGS=recompiles"  # UPPER_CASE=value: environment
   python bench/train_throughput.py gpu --run "trl lora" --run "distill lora" --rounds 3
       # alternated: a first round that only warms the machine (uncounted), then 3 rounds, each in another order
+  python bench/train_throughput.py gpu --shape 8b --r 32 --batch 8 --run "trl qlora" --run "trl qlora attention=sdpa-no-cudnn" \
+      --run "distill qlora"   # TRL with an attention that plans nothing per length (ratios stay against plain TRL's)
 
 Order matters on a GPU host: the first run of each kind on a fresh machine read slower than the same
 run later in the call (plain TRL by 10-41% in each of three calls on 2026-12-06, distill by up to 16%;
@@ -159,8 +161,26 @@ def run_distill(a) -> dict:
             "backend": record["backend"], "final_loss": record["metrics"]["final_loss"], "batches": record.get("batches")}
 
 
+# A TRL run's one setting (`--run "trl qlora attention=sdpa-no-cudnn"`): which attention plain TRL trains with.
+ATTENTION = {
+    "sdpa": "SDPA, the transformers default; torch picks cuDNN's kernel for padded batches on Hopper, which builds a plan "
+    "for every new sequence length (1.6 s of host time a step on the 8B shape, docs/benchmarks.md)",
+    "sdpa-no-cudnn": "SDPA with cuDNN's backend off: padded batches take the memory-efficient kernel, which plans nothing",
+    "eager": "transformers' eager attention",
+}
+
+
+def trl_attention(extra: list[str] | tuple | None) -> str:
+    """The attention a TRL run asks for in its extra settings (default sdpa); anything else is refused in one line."""
+    keys = dict(e.split("=", 1) for e in extra or [])
+    choice = keys.pop("attention", "sdpa")
+    if keys or choice not in ATTENTION:
+        raise SystemExit(f"a trl run takes only attention={'|'.join(ATTENTION)}; not {' '.join(extra)}")
+    return choice
+
+
 def run_trl(a, callbacks: tuple = ()) -> dict:
-    """Plain TRL SFT: SFTTrainer defaults (padded batches, gradient checkpointing), SDPA, PEFT LoRA.
+    """Plain TRL SFT: SFTTrainer defaults (padded batches, gradient checkpointing), SDPA (or `attention=`), PEFT LoRA.
     `callbacks`: more TrainerCallbacks (bench/train_profile.py --stage trl adds its profiler)."""
     import torch
     from datasets import load_dataset
@@ -171,6 +191,8 @@ def run_trl(a, callbacks: tuple = ()) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     gpu = torch.cuda.is_available()
+    attention = trl_attention(getattr(a, "extra", None))
+    torch.backends.cuda.enable_cudnn_sdp(attention != "sdpa-no-cudnn")
     rows = []
 
     class Clock(TrainerCallback):
@@ -179,7 +201,7 @@ def run_trl(a, callbacks: tuple = ()) -> dict:
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16) if a.method == "qlora" else None
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16 if gpu else torch.float32, attn_implementation="sdpa",
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16 if gpu else torch.float32, attn_implementation="eager" if attention == "eager" else "sdpa",
                                                  quantization_config=quant, device_map={"": 0} if quant else None)
     tok = AutoTokenizer.from_pretrained(a.model)
     ds = load_dataset("json", data_files=str(Path(a.data) / "train.jsonl"), split="train")
@@ -224,9 +246,10 @@ def schedule(runs: list, rounds: int, discard: int) -> list[tuple[int, list]]:
 
 
 def trl_of(results: list[dict], run: dict) -> dict | None:
-    """TRL's run of this run's method in this run's round: the reference its ratio is made against."""
-    same = (b for b in results if b.get("impl") == "trl" and b.get("method") == run.get("method") and b["round"] == run["round"])
-    return next(same, None)
+    """TRL's run of this run's method in this run's round: the reference its ratio is made against (the plain one,
+    with no `attention=` of its own, where the set holds several)."""
+    same = [b for b in results if b.get("impl") == "trl" and b.get("method") == run.get("method") and b["round"] == run["round"]]
+    return next((b for b in same if not b.get("extra")), same[0] if same else None)
 
 
 def launch(a, impl: str, method: str, model: str, data: str, extra: tuple = ()) -> dict:
@@ -311,6 +334,9 @@ def main() -> None:
         runs = [("distill", "lora", ("backend=hf",)), ("distill", "lora", ("backend=unsloth",)), ("trl", "lora")]
     if a.run:  # an explicit list replaces the mode's default set
         runs = [(r.split()[0], r.split()[1], tuple(r.split()[2:])) for r in a.run]
+    for run in runs:
+        if run[0] == "trl":
+            trl_attention(run[2] if len(run) > 2 else ())  # before any run: a setting TRL's run would not take stops the bench here
     results = []
     for k, order in schedule(runs, a.rounds, a.discard):
         for place, run in enumerate(order, 1):
@@ -385,7 +411,7 @@ def summarize(results: list[dict], rate: str = "tokens_per_s") -> dict:
         ratios = []
         for r in mine:
             ref = trl_of(counted, r)
-            if ref is not None and r["impl"] != "trl":
+            if ref is not None and ref is not r:  # a TRL run with another attention is measured against the plain one
                 ratios.append((r.get(rate) or 0.0) / ref[rate] if ref.get(rate) else 0.0)
         summary[name] = {rate: median(each), "each": [round(x, 3) for x in each], "vs_trl": median(ratios) if ratios else None}
     return summary

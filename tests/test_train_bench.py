@@ -109,3 +109,56 @@ def test_the_profiler_reports_plain_trls_steps_as_the_bench_runs_them(tmp_path):
     assert refused.returncode != 0
     message = "--stage trl takes only method, lora_r, batch_size, grad_accum; not max_batch_tokens"
     assert refused.stderr.strip().splitlines()[-1] == message
+
+
+def test_a_trl_run_takes_an_attention_and_is_measured_against_plain_trls():
+    """Plain TRL's SDPA builds a cuDNN plan for every new length on Hopper (docs/benchmarks.md): the bench can run TRL
+    with an attention that plans nothing, as a row of its own; distill's ratios stay against the plain run."""
+    from train_throughput import trl_attention
+
+    assert trl_attention(()) == "sdpa"
+    assert trl_attention(["attention=sdpa-no-cudnn"]) == "sdpa-no-cudnn"
+    assert trl_attention(["attention=eager"]) == "eager"
+    for bad in (["attention=flash"], ["lora_r=4"], ["attention=eager", "lora_r=4"]):
+        with pytest.raises(SystemExit) as refused:
+            trl_attention(bad)
+        assert str(refused.value) == f"a trl run takes only attention=sdpa|sdpa-no-cudnn|eager; not {' '.join(bad)}"
+
+    def row(impl, k, rate, extra=()):
+        return {"impl": impl, "method": "qlora", "extra": list(extra), "round": k, "tokens_per_s": rate}
+
+    quick = ("attention=sdpa-no-cudnn",)
+    results = [row("trl", 0, 13.0, quick), row("trl", 0, 10.0), row("distill", 0, 20.0),
+               row("distill", 1, 24.0), row("trl", 1, 12.0), row("trl", 1, 18.0, quick)]
+    summary = summarize(results)
+    assert summary["distill qlora"]["vs_trl"] == 2.0  # against plain TRL's 10 and 12, not the other run's 13 and 18
+    assert summary["trl qlora attention=sdpa-no-cudnn"]["vs_trl"] == 1.4  # 1.3x and 1.5x plain TRL's: median 1.4
+    assert summary["trl qlora"]["vs_trl"] is None
+
+
+def test_a_trl_run_without_cudnn_attention_trains_with_that_backend_off(tmp_path):
+    """The setting reaches the run: cuDNN's SDPA backend is off for each step (a tiny model on the CPU, two steps)."""
+    import argparse
+
+    import torch
+    from transformers import TrainerCallback
+
+    from trainkit import data_dir, tiny_model
+
+    seen = []
+
+    class Backend(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+
+    bench = argparse.Namespace(model=str(tiny_model(tmp_path / "tiny")), data=str(data_dir(tmp_path / "data", n=16)),
+                               workdir=str(tmp_path / "out"), steps=2, warmup=0, threads=2, method="lora", r=4, batch=4,
+                               grad_accum=1, extra=["attention=sdpa-no-cudnn"])
+    try:
+        result = train_throughput.run_trl(bench, callbacks=(Backend(),))
+        assert seen == [False, False] and result["tokens_per_s"] > 0
+        bench.extra = []
+        train_throughput.run_trl(bench, callbacks=(Backend(),))
+        assert seen[2:] == [True, True]  # the plain run: torch's default
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
