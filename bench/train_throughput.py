@@ -201,7 +201,8 @@ def run_trl(a, callbacks: tuple = ()) -> dict:
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16) if a.method == "qlora" else None
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16 if gpu else torch.float32, attn_implementation="eager" if attention == "eager" else "sdpa",
+    kernel = "eager" if attention == "eager" else "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16 if gpu else torch.float32, attn_implementation=kernel,
                                                  quantization_config=quant, device_map={"": 0} if quant else None)
     tok = AutoTokenizer.from_pretrained(a.model)
     ds = load_dataset("json", data_files=str(Path(a.data) / "train.jsonl"), split="train")
