@@ -49,7 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from train_throughput import TARGETS, exit_if_failed, make_data, make_model, schedule, summarize, trl_of  # noqa: E402  (the SFT bench's data, model, rounds)
+from rounds import exit_if_failed, schedule, summarize, trl_of  # noqa: E402  (runs in alternated order, as the SFT bench's)
+from train_throughput import TARGETS, make_data, make_model  # noqa: E402  (the SFT bench's data and model)
 
 SHAPES = {
     "gpu": dict(steps=16, warmup=4, prompts=4, generations=8, new_tokens=128),

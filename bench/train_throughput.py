@@ -52,6 +52,8 @@ import sys
 import time
 from pathlib import Path
 
+from rounds import exit_if_failed, schedule, summarize, trl_of
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16, SXM datasheet
@@ -161,18 +163,16 @@ def run_distill(a) -> dict:
             "backend": record["backend"], "final_loss": record["metrics"]["final_loss"], "batches": record.get("batches")}
 
 
-# A TRL run's one setting (`--run "trl qlora attention=sdpa-no-cudnn"`): which attention plain TRL trains with.
-ATTENTION = {
-    "sdpa": "SDPA, the transformers default; torch picks cuDNN's kernel for padded batches on Hopper, which builds a plan "
-    "for every new sequence length (1.6 s of host time a step on the 8B shape, docs/benchmarks.md)",
-    "sdpa-no-cudnn": "SDPA with cuDNN's backend off: padded batches take the memory-efficient kernel, which plans nothing",
-    "eager": "transformers' eager attention",
-}
+# A TRL run's one setting (`--run "trl qlora attention=sdpa-no-cudnn"`): the attention plain TRL trains with. sdpa,
+# the transformers default: torch picks cuDNN's kernel for padded batches on Hopper, which builds a plan for every new
+# sequence length (1.6 s of host time a step on the 8B shape, docs/benchmarks.md); sdpa-no-cudnn: that backend off,
+# so padded batches take the memory-efficient kernel, which plans nothing; eager: transformers' eager attention.
+ATTENTION = ("sdpa", "sdpa-no-cudnn", "eager")
 
 
 def trl_attention(extra: list[str] | tuple | None) -> str:
     """The attention a TRL run asks for in its extra settings (default sdpa); anything else is refused in one line."""
-    keys = dict(e.split("=", 1) for e in extra or [])
+    keys = dict(e.partition("=")[::2] for e in extra or [])
     choice = keys.pop("attention", "sdpa")
     if keys or choice not in ATTENTION:
         raise SystemExit(f"a trl run takes only attention={'|'.join(ATTENTION)}; not {' '.join(extra)}")
@@ -232,25 +232,6 @@ def one(a) -> None:
 
 
 # ---------------------------------------------------------------- driver
-
-
-def label(result: dict) -> str:
-    """A run's name in the summary and the failure message: impl, method and extra settings."""
-    return " ".join(x for x in (result["impl"], result.get("method"), *(result.get("extra") or ())) if x)
-
-
-def schedule(runs: list, rounds: int, discard: int) -> list[tuple[int, list]]:
-    """(round, its runs in order): the set rotated by the round's index, so each run takes each place in
-    turn; the first `discard` rounds are numbered below 0 (warm-up, not counted)."""
-    n = len(runs)
-    return [(k - discard, runs[k % n :] + runs[: k % n]) for k in range(discard + rounds)]
-
-
-def trl_of(results: list[dict], run: dict) -> dict | None:
-    """TRL's run of this run's method in this run's round: the reference its ratio is made against (the plain one,
-    with no `attention=` of its own, where the set holds several)."""
-    same = [b for b in results if b.get("impl") == "trl" and b.get("method") == run.get("method") and b["round"] == run["round"]]
-    return next((b for b in same if not b.get("extra")), same[0] if same else None)
 
 
 def launch(a, impl: str, method: str, model: str, data: str, extra: tuple = ()) -> dict:
@@ -348,13 +329,6 @@ def main() -> None:
     exit_if_failed(results)
 
 
-def exit_if_failed(results: list[dict]) -> None:
-    """After the report and results file are written: a non-zero exit when any run failed (its row says why)."""
-    failed = [label(r) for r in results if "error" in r]
-    if failed:
-        raise SystemExit(f"{len(failed)} of {len(results)} runs failed: {'; '.join(failed)}")
-
-
 def keep_metrics(out: str, result: dict, k: int, place: int) -> None:
     """A run's per-step log (distill's or TRL's), kept under a name of its own (the next run replaces its folder's)."""
     src = Path(out, f"{result['impl']}-{result['method']}", "metrics.jsonl")
@@ -395,27 +369,6 @@ def report(a, results: list[dict], model: str, gpu: bool) -> None:
              "rounds": a.rounds, "discard": a.discard}
     Path(a.out, f"results-{a.mode}.json").write_text(json.dumps({"card": card, "params": n, **shape, "results": results,
                                                                  "summary": summary}, indent=2))
-
-
-def summarize(results: list[dict], rate: str = "tokens_per_s") -> dict:
-    """Per run: its median `rate` over the counted rounds (a failed run as 0) and its median ratio to TRL's run
-    of the same method in the same round (a round where either failed counts as 0)."""
-    from statistics import median
-
-    counted = [r for r in results if r["round"] >= 0]
-    runs: dict[str, list[dict]] = {}
-    for r in counted:
-        runs.setdefault(label(r), []).append(r)
-    summary = {}
-    for name, mine in runs.items():
-        each = [r.get(rate) or 0.0 for r in mine]
-        ratios = []
-        for r in mine:
-            ref = trl_of(counted, r)
-            if ref is not None and ref is not r:  # a TRL run with another attention is measured against the plain one
-                ratios.append((r.get(rate) or 0.0) / ref[rate] if ref.get(rate) else 0.0)
-        summary[name] = {rate: median(each), "each": [round(x, 3) for x in each], "vs_trl": median(ratios) if ratios else None}
-    return summary
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import grpo_throughput
 import pytest
 import train_throughput
-from train_throughput import exit_if_failed, keep_metrics, schedule, summarize
+from rounds import exit_if_failed, schedule, summarize
+from train_throughput import keep_metrics
 
 
 def test_each_run_takes_each_place_and_warm_up_rounds_are_not_counted():
@@ -119,7 +120,7 @@ def test_a_trl_run_takes_an_attention_and_is_measured_against_plain_trls():
     assert trl_attention(()) == "sdpa"
     assert trl_attention(["attention=sdpa-no-cudnn"]) == "sdpa-no-cudnn"
     assert trl_attention(["attention=eager"]) == "eager"
-    for bad in (["attention=flash"], ["lora_r=4"], ["attention=eager", "lora_r=4"]):
+    for bad in (["attention=flash"], ["lora_r=4"], ["attention=eager", "lora_r=4"], ["foo"]):
         with pytest.raises(SystemExit) as refused:
             trl_attention(bad)
         assert str(refused.value) == f"a trl run takes only attention=sdpa|sdpa-no-cudnn|eager; not {' '.join(bad)}"
